@@ -1,0 +1,161 @@
+"""What the installed LLaMA-Factory really has (templates, argument keys, launcher), read from it.
+
+The facts come from ``_resources/lf_introspect.py`` run in the training Python, so this process never
+imports the training stack. They are cached per (interpreter, LLaMA-Factory version and location,
+source checkout) under the XDG cache dir; importing llamafactory costs 6-8 s here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from minicpm_tui.core.errors import UserError
+from minicpm_tui.core.paths import cache_dir
+from minicpm_tui.core.resources import resource_script
+
+ENV_TRAIN_PYTHON = "MINICPM_TUI_TRAIN_PYTHON"
+ENV_LF_SOURCE = "MINICPM_TUI_LF_SOURCE"
+MARK = "@@LFINFO@@"
+
+
+def training_python() -> str:
+    """The interpreter that has LLaMA-Factory: $MINICPM_TUI_TRAIN_PYTHON, else this one."""
+    return os.environ.get(ENV_TRAIN_PYTHON) or sys.executable
+
+
+def lf_source_env(source: str | os.PathLike[str] | None, base: dict[str, str] | None = None) -> dict[str, str]:
+    """Environment that makes a LLaMA-Factory source checkout (``<src>/src/llamafactory``) importable."""
+    env = dict(os.environ if base is None else base)
+    if source:
+        src = str(Path(source).expanduser().resolve() / "src")
+        env["PYTHONPATH"] = src + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    return env
+
+
+@dataclass
+class LFInfo:
+    """Facts about one training environment. ``raw`` keeps the whole introspection report."""
+
+    raw: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def python(self) -> str:
+        return str(self.raw.get("python", {}).get("executable", ""))
+
+    @property
+    def version(self) -> str | None:
+        lf = self.raw.get("llamafactory", {})
+        return lf.get("version") or self.raw.get("packages", {}).get("llamafactory")
+
+    @property
+    def installed(self) -> bool:
+        return bool(self.raw.get("llamafactory", {}).get("importable"))
+
+    @property
+    def templates(self) -> list[str]:
+        return list(self.raw.get("llamafactory", {}).get("templates", []))
+
+    def has_template(self, name: str) -> bool:
+        return name in self.templates
+
+    @property
+    def hparams(self) -> dict[str, list[str]]:
+        return dict(self.raw.get("llamafactory", {}).get("hparams", {}))
+
+    @property
+    def all_keys(self) -> set[str]:
+        return {key for keys in self.hparams.values() for key in keys}
+
+    @property
+    def launcher(self) -> str | None:
+        return self.raw.get("llamafactory", {}).get("launcher")
+
+    @property
+    def source_train_py(self) -> str | None:
+        return self.raw.get("llamafactory", {}).get("source_train_py")
+
+    def package_version(self, name: str) -> str | None:
+        return self.raw.get("packages", {}).get(name)
+
+
+def _installed_key(python: str, source: str | None) -> str:
+    """A cheap fingerprint of the training environment, to know when the cache is stale."""
+    if python == sys.executable and not source:
+        import importlib.metadata as md
+
+        try:
+            dist = md.distribution("llamafactory")
+            where = str(dist.locate_file(""))
+            stamp = f"{dist.version}|{where}|{_mtime(Path(where) / 'llamafactory')}"
+        except md.PackageNotFoundError:
+            stamp = "none"
+    else:
+        code = ("import importlib.util,os;s=importlib.util.find_spec('llamafactory');"
+                "p=os.path.dirname(s.origin) if s and s.origin else '';"
+                "print(p, os.stat(p).st_mtime if p else 0)")
+        proc = subprocess.run([python, "-c", code], capture_output=True, text=True, timeout=60,
+                              env=lf_source_env(source))
+        stamp = proc.stdout.strip() or f"rc{proc.returncode}"
+    return hashlib.sha256(f"{os.path.realpath(python)}|{source}|{stamp}".encode()).hexdigest()[:16]
+
+
+def _mtime(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return 0.0
+
+
+def run_introspection(python: str | None = None, source: str | None = None, *, full: bool = False,
+                      timeout: float = 300) -> dict[str, Any]:
+    python = python or training_python()
+    try:
+        proc = subprocess.run([python, str(resource_script("lf_introspect.py"))] + (["--full"] if full else []),
+                              capture_output=True, text=True, timeout=timeout, env=lf_source_env(source))
+    except FileNotFoundError as exc:
+        raise UserError(f"training Python {python!r} not found", where=ENV_TRAIN_PYTHON,
+                        fix="point it at the python of the environment that has llamafactory") from exc
+    except subprocess.TimeoutExpired as exc:
+        raise UserError(f"inspecting LLaMA-Factory took over {timeout:.0f} s",
+                        fix="check the training environment with `minicpm-tui doctor`") from exc
+    for line in proc.stdout.splitlines():
+        if line.startswith(MARK):
+            return json.loads(line[len(MARK):])
+    tail = " | ".join((proc.stderr or proc.stdout).strip().splitlines()[-2:])
+    raise UserError(f"could not inspect the training environment ({python}): {tail}",
+                    fix="run `minicpm-tui doctor`")
+
+
+def lf_info(python: str | None = None, source: str | None = None, *, refresh: bool = False) -> LFInfo:
+    """Facts about the training environment's LLaMA-Factory, cached until it changes."""
+    python = python or training_python()
+    source = source or os.environ.get(ENV_LF_SOURCE) or None
+    key = _installed_key(python, source)
+    path = cache_dir() / "lfinfo" / f"{key}.json"
+    if not refresh and path.is_file():
+        try:
+            return LFInfo(json.loads(path.read_text(encoding="utf-8")))
+        except (OSError, ValueError):
+            pass
+    raw = run_introspection(python, source)
+    if raw.get("llamafactory", {}).get("importable") and "templates" in raw["llamafactory"]:
+        from minicpm_tui.core.atomic import write_atomic
+
+        write_atomic(path, json.dumps(raw))
+    return LFInfo(raw)
+
+
+def require_lf(info: LFInfo) -> LFInfo:
+    if not info.installed:
+        err = info.raw.get("llamafactory", {}).get("error", "not installed")
+        raise UserError(f"LLaMA-Factory is not importable in {info.python}: {err}",
+                        fix="pip install 'llamafactory>=0.9.2,<0.10' in that environment, or set "
+                            f"{ENV_TRAIN_PYTHON} to a python that has it")
+    return info

@@ -1,0 +1,63 @@
+"""Tiny random models with MiniCPM's chat specials, built locally once and cached.
+
+Used by the smoke run and by tests: real LLaMA-Factory training, no download.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import subprocess
+from pathlib import Path
+
+from minicpm_tui.core.errors import UserError
+from minicpm_tui.core.paths import cache_dir
+from minicpm_tui.core.resources import resource_script
+
+# Bump when build_tiny_model.py changes what it writes.
+TINY_MODEL_VERSION = 1
+CHAT_FORMATS = ("cpm", "cpm3")
+
+
+def offline_env(base: dict[str, str] | None = None) -> dict[str, str]:
+    """Environment for subprocesses that must never reach a hub."""
+    env = dict(os.environ if base is None else base)
+    env.update({"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
+                "HF_HUB_DISABLE_TELEMETRY": "1", "DISABLE_VERSION_CHECK": "1", "WANDB_DISABLED": "true",
+                "TOKENIZERS_PARALLELISM": "false"})
+    return env
+
+
+def tiny_model_dir(chat_format: str = "cpm3", *, root: Path | None = None, python: str | None = None) -> Path:
+    """Path of a ready tiny model for ``chat_format``; builds it on first use (about 5 s)."""
+    if chat_format not in CHAT_FORMATS:
+        raise UserError(f"unknown chat format {chat_format!r}", fix=f"use one of {', '.join(CHAT_FORMATS)}")
+    from minicpm_tui.core.lfinfo import training_python
+
+    base = (root or cache_dir() / "tiny-models")
+    target = base / f"{chat_format}-v{TINY_MODEL_VERSION}"
+    marker = target / "tiny_model.json"
+    if marker.is_file():
+        return target
+    base.mkdir(parents=True, exist_ok=True)
+    with open(base / f".{chat_format}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # two test processes must not build into one folder
+        if marker.is_file():
+            return target
+        tmp = base / f".{target.name}.building-{os.getpid()}"
+        proc = subprocess.run(
+            [python or training_python(), str(resource_script("build_tiny_model.py")), str(tmp),
+             "--chat-format", chat_format],
+            capture_output=True, text=True, env=offline_env(), timeout=600,
+        )
+        if proc.returncode != 0 or not (tmp / "tiny_model.json").is_file():
+            tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
+            raise UserError("building the tiny smoke model failed: " + " | ".join(tail),
+                            fix="run `minicpm-tui doctor` to check the training environment")
+        os.replace(tmp, target)
+    return target
+
+
+def tiny_model_info(path: Path) -> dict:
+    return json.loads((Path(path) / "tiny_model.json").read_text(encoding="utf-8"))
