@@ -1,0 +1,159 @@
+"""Benchmark: our `validate` against LLaMA-Factory's own load + align on the same big files.
+
+Generates a ~SIZE alpaca JSON array and a ~SIZE sharegpt DPO JSON Lines file, then, for each,
+runs (in separate subprocesses, so each peak RSS is measured alone through wait4):
+  ours  validate_file(path)                  (minicpm_tui, no training stack)
+  LF    _get_merged_dataset: load + align    (LLaMA-Factory 0.9.x in the training Python)
+and prints both times, the ratio and each peak RSS.
+
+    .venv/bin/python bench/validate_bench.py                 # 1 GB each (slow on a small box)
+    .venv/bin/python bench/validate_bench.py --size-mb 200   # what a 2-core machine manages
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+OURS = """
+import json, sys, time
+from minicpm_tui.core.datasets import validate_file
+t = time.perf_counter()
+r = validate_file(sys.argv[1])
+print("@@" + json.dumps({"seconds": time.perf_counter() - t, "records": r.records, "valid": r.valid}))
+"""
+
+
+def generate_alpaca(path: Path, size: int) -> int:
+    n = 0
+    with open(path, "w", encoding="utf-8") as fh:
+        fh.write("[\n")
+        written = 2
+        while written < size:
+            rec = {"instruction": f"Question {n}: explain item {n % 97} in detail, 请详细解释。",
+                   "input": "context " * (n % 40), "output": ("Answer text with some length. 这是回答。" * (5 + n % 30))}
+            line = ("," if n else "") + json.dumps(rec, ensure_ascii=False) + "\n"
+            fh.write(line)
+            written += len(line.encode("utf-8"))
+            n += 1
+        fh.write("]\n")
+    return n
+
+
+def generate_dpo(path: Path, size: int) -> int:
+    n = 0
+    with open(path, "w", encoding="utf-8") as fh:
+        written = 0
+        while written < size:
+            rec = {"conversations": [{"from": "human", "value": f"Prompt {n}: " + "which is better? " * (n % 20)},
+                                     {"from": "gpt", "value": "An earlier answer. " * (n % 10 + 1)},
+                                     {"from": "human", "value": "Follow-up question 追问。"}],
+                   "chosen": {"from": "gpt", "value": "A careful, correct answer. 正确的回答。" * (3 + n % 20)},
+                   "rejected": {"from": "gpt", "value": "A sloppy answer. " * (2 + n % 10)}}
+            line = json.dumps(rec, ensure_ascii=False) + "\n"
+            fh.write(line)
+            written += len(line.encode("utf-8"))
+            n += 1
+    return n
+
+
+def run_measured(argv: list[str], env: dict[str, str] | None = None) -> tuple[float, float, str]:
+    """(wall seconds, peak RSS MiB of that child alone, stdout)."""
+    out = tempfile.TemporaryFile()  # noqa: SIM115 - read back below, closed with the process
+    t = time.perf_counter()
+    proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.DEVNULL, env=env, cwd=str(ROOT))
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - t
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    out.seek(0)
+    text = out.read().decode("utf-8", "replace")
+    if proc.returncode != 0:
+        raise SystemExit(f"{argv[:3]} failed with {proc.returncode}: {text[-2000:]}")
+    return wall, usage.ru_maxrss / 1024, text
+
+
+def marked(text: str, mark: str) -> dict:
+    for line in reversed(text.splitlines()):
+        if line.startswith(mark):
+            return json.loads(line[len(mark):])
+    raise SystemExit(f"no result line in: {text[-2000:]}")
+
+
+def bench_one(label: str, path: Path, stage: str, entry: dict, python: str) -> None:
+    from minicpm_tui.core.resources import resource_script
+    from minicpm_tui.core.tinymodel import offline_env
+
+    size_mib = path.stat().st_size / 2**20
+    wall_o, rss_o, out_o = run_measured([sys.executable, "-c", OURS, str(path)])
+    ours = marked(out_o, "@@")
+    work = Path(tempfile.mkdtemp(prefix="bench-lf-"))
+    entry = dict(entry, file_name=str(path))
+    (work / "dataset_info.json").write_text(json.dumps({"bench": entry}), encoding="utf-8")
+    job = work / "job.json"
+    job.write_text(json.dumps({"mode": "align", "dir": str(work), "name": "bench", "stage": stage}))
+    env = offline_env()
+    env["HF_DATASETS_CACHE"] = str(work / "cache")
+    wall_l, rss_l, out_l = run_measured([python, str(resource_script("lf_dataset_check.py")), str(job)], env)
+    lf = marked(out_l, "@@LFCHECK@@")
+    print(f"{label}: {size_mib:,.0f} MiB, {ours['records']:,} records ({ours['valid']:,} valid; LF rows {lf['rows']:,})")
+    print(f"  ours validate      : {ours['seconds']:8.2f} s  (process wall {wall_o:.2f} s)  peak RSS {rss_o:,.0f} MiB "
+          f"({rss_o / size_mib:.2f}x file)")
+    print(f"  LLaMA-Factory load+align: {lf['seconds']:8.2f} s  (process wall incl. imports {wall_l:.2f} s)  "
+          f"peak RSS {rss_l:,.0f} MiB ({rss_l / size_mib:.2f}x file)")
+    print(f"  ratio: ours is {lf['seconds'] / ours['seconds']:.1f}x faster than LLaMA-Factory's load+align "
+          f"({wall_l / wall_o:.1f}x by process wall)")
+    sys.stdout.flush()
+
+
+def main() -> int:
+    from minicpm_tui.core.datasets import dataset_info_entry, validate_file
+    from minicpm_tui.core.lfinfo import training_python
+
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--size-mb", type=float, default=1024, help="size of each generated file (default 1024)")
+    ap.add_argument("--workdir", help="where to write the files (default: a temp dir, removed after)")
+    ap.add_argument("--only", choices=("alpaca", "dpo"), help="run one of the two files")
+    args = ap.parse_args()
+    size = int(args.size_mb * 2**20)
+    work = Path(args.workdir or tempfile.mkdtemp(prefix="validate-bench-"))
+    work.mkdir(parents=True, exist_ok=True)
+    python = training_python()
+    cases = [("alpaca JSON array", work / "bench_alpaca.json", "sft", generate_alpaca),
+             ("sharegpt DPO JSONL", work / "bench_dpo.jsonl", "dpo", generate_dpo)]
+    try:
+        for label, path, stage, gen in cases:
+            if args.only and args.only not in path.name:
+                continue
+            t = time.perf_counter()
+            n = gen(path, size)
+            print(f"generated {path.name}: {n:,} records in {time.perf_counter() - t:.1f} s")
+            # The entry our register would write (read from a small head of the same shape).
+            head = work / ("head" + path.suffix)
+            with open(path, encoding="utf-8") as src:
+                lines = [src.readline() for _ in range(4)]
+            if path.suffix == ".json":
+                head.write_text("[" + "".join(lines[1:3]).rstrip().rstrip(",") + "]", encoding="utf-8")
+            else:
+                head.write_text("".join(lines[:2]), encoding="utf-8")
+            entry = dataset_info_entry(validate_file(head, stage=stage))
+            bench_one(label, path, stage, entry, python)
+            path.unlink()
+    finally:
+        if not args.workdir:
+            import shutil
+
+            shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,128 @@
+"""Dataset shapes LLaMA-Factory reads, and how to tell which one a file holds.
+
+The names mirror LLaMA-Factory's ``DatasetAttr`` (llamafactory/data/parser.py): ``formatting``,
+``ranking``, ``columns`` and ``tags`` are exactly what goes into a dataset_info.json entry.
+OpenAI-style ``messages`` (role/content, user/assistant) are registered as ``sharegpt`` with
+role/content tags, not as LLaMA-Factory's ``openai`` formatting, because that converter silently
+appends "detailed thinking off" to every system prompt (converter.py, OpenAIDatasetConverter).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+STAGES = ("sft", "dpo", "kto")
+# What a person can pass as --format; "auto" (None) detects it from the first record.
+FORMATS = ("alpaca", "sharegpt", "openai")
+# Keys we recognise as a KTO label, in the order we prefer them.
+KTO_KEYS = ("kto_tag", "label")
+MESSAGE_KEYS = ("conversations", "messages")
+ALPACA_KEYS = ("instruction", "input", "output", "system", "history")
+
+SHAREGPT_TAGS = {"role_tag": "from", "content_tag": "value", "user_tag": "human", "assistant_tag": "gpt",
+                 "observation_tag": "observation", "function_tag": "function_call", "system_tag": "system"}
+OPENAI_TAGS = {"role_tag": "role", "content_tag": "content", "user_tag": "user", "assistant_tag": "assistant",
+               "observation_tag": "tool", "function_tag": "function_call", "system_tag": "system"}
+
+
+@dataclass
+class Shape:
+    """One dataset layout: what LLaMA-Factory needs to know to read every record of it."""
+
+    style: str  # "alpaca" | "sharegpt" | "openai" (what the person wrote)
+    ranking: bool = False  # chosen/rejected pairs (DPO)
+    kto_key: str | None = None  # the field holding the KTO boolean label
+    messages_key: str = "conversations"
+    tags: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def formatting(self) -> str:
+        return "alpaca" if self.style == "alpaca" else "sharegpt"
+
+    @property
+    def name(self) -> str:
+        suffix = "-dpo" if self.ranking else "-kto" if self.kto_key else ""
+        return self.style + suffix
+
+    def default_stage(self) -> str:
+        return "dpo" if self.ranking else "kto" if self.kto_key else "sft"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"style": self.style, "formatting": self.formatting, "ranking": self.ranking,
+                "kto_key": self.kto_key, "messages_key": self.messages_key if self.style != "alpaca" else None,
+                "tags": dict(self.tags)}
+
+
+def _first_message(messages: Any) -> dict | None:
+    if isinstance(messages, list):
+        for m in messages:
+            if isinstance(m, dict):
+                return m
+    return None
+
+
+def detect_format(record: Any, fmt: str | None = None) -> Shape | None:
+    """The shape of a dataset judged from one record (the first object of the file).
+
+    Returns None when the record fits no known shape. ``fmt`` forces the style; the
+    ranking / KTO parts are still read from the record's keys.
+    """
+    if not isinstance(record, dict):
+        return None
+    kto_key = next((k for k in KTO_KEYS if k in record), None)
+    ranking = "chosen" in record and "rejected" in record
+    messages_key = next((k for k in MESSAGE_KEYS if isinstance(record.get(k), list)), None)
+    if messages_key is None:
+        messages_key = next((k for k in MESSAGE_KEYS if k in record), None)
+    style = fmt
+    if style is None:
+        if messages_key is not None:
+            first = _first_message(record.get(messages_key))
+            style = "openai" if first is not None and "role" in first and "from" not in first else "sharegpt"
+            if first is None and messages_key == "messages":
+                style = "openai"
+        elif any(k in record for k in ("instruction", "output")) or (
+                ranking and isinstance(record.get("chosen"), str)):
+            style = "alpaca"
+        else:
+            return None
+    if style == "alpaca":
+        return Shape("alpaca", ranking=ranking, kto_key=kto_key, messages_key="", tags={})
+    messages_key = messages_key or ("messages" if style == "openai" else "conversations")
+    first = _first_message(record.get(messages_key)) or {}
+    if "from" in first or (style == "sharegpt" and "role" not in first):
+        tags = dict(SHAREGPT_TAGS)
+    else:
+        tags = dict(OPENAI_TAGS)
+    # Role values: people mix from/value keys with user/assistant values and the reverse.
+    roles = {m.get(tags["role_tag"]) for m in record.get(messages_key) or [] if isinstance(m, dict)}
+    if "user" in roles or "assistant" in roles:
+        tags.update(user_tag="user", assistant_tag="assistant")
+    elif "human" in roles or "gpt" in roles:
+        tags.update(user_tag="human", assistant_tag="gpt")
+    if "tool" in roles:
+        tags["observation_tag"] = "tool"
+    return Shape(style, ranking=ranking, kto_key=kto_key, messages_key=messages_key, tags=tags)
+
+
+def describe_keys(record: Any) -> str:
+    if isinstance(record, dict):
+        return "keys " + ", ".join(repr(k) for k in list(record)[:8])
+    return f"a JSON {json_kind(record)}"
+
+
+def json_kind(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, (int, float)):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, list):
+        return "array"
+    if isinstance(value, dict):
+        return "object"
+    return type(value).__name__

@@ -1,0 +1,285 @@
+"""Stream records out of .json / .jsonl / .csv / .parquet files with bounded memory.
+
+JSON arrays are parsed one element at a time (``JSONDecoder.raw_decode`` over a growing text
+buffer), JSON Lines one line at a time, so validating a 1 GB file never holds it in memory.
+The reader also mirrors the quirks of the loader LLaMA-Factory uses (``datasets``' JSON builder:
+pyarrow for JSON Lines, pandas for arrays), where they change what a record looks like:
+blank lines are skipped, NaN in an array becomes null, a duplicated key in JSON Lines is fatal.
+"""
+
+from __future__ import annotations
+
+import codecs
+import csv
+import json
+import math
+import os
+import re
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+Progress = Callable[[int, int], None]
+CHUNK = 8 << 20
+_WS = re.compile(r"[ \t\n\r]*")
+FILE_TYPES = {".json": "json", ".jsonl": "json", ".csv": "csv", ".parquet": "parquet"}
+
+
+class FileLevelError(Exception):
+    """The file cannot be read past this point (or at all)."""
+
+    def __init__(self, message: str, fix: str, record: int | None = None, kind: str = "file"):
+        super().__init__(message)
+        self.message, self.fix, self.record, self.kind = message, fix, record, kind
+
+
+class RecordParseError:
+    """A record that could not be parsed; reading goes on (JSON Lines only)."""
+
+    __slots__ = ("message", "fix", "kind")
+
+    def __init__(self, message: str, fix: str, kind: str = "json"):
+        self.message, self.fix, self.kind = message, fix, kind
+
+
+class RecordReader:
+    """Iterate ``(index, record_or_RecordParseError)``; ``notes`` collects per-record warnings."""
+
+    def __init__(self, path: str | os.PathLike[str], progress: Progress | None = None):
+        self.path = Path(path)
+        self.progress = progress
+        self.total = self.path.stat().st_size
+        self.layout = "?"  # "array" | "lines" | "csv" | "parquet"
+        self.dup_key: str | None = None
+        self.nan_seen = False
+        self.lines_mode_nan_is_float = True
+
+    # -- hooks shared by both JSON modes (called by the C scanner per object) -------------
+    def _pairs(self, pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        d = dict(pairs)
+        if len(d) != len(pairs) and self.dup_key is None:
+            seen: set[str] = set()
+            for k, _ in pairs:
+                if k in seen:
+                    self.dup_key = k
+                    break
+                seen.add(k)
+        return d
+
+    def _constant(self, name: str) -> Any:
+        self.nan_seen = True
+        # pandas (arrays) turns NaN into a missing value; pyarrow (lines) keeps a float.
+        return math.nan if self.layout == "lines" else None
+
+    def __iter__(self) -> Iterator[tuple[int, Any]]:
+        ext = self.path.suffix.lower()
+        if ext not in FILE_TYPES:
+            raise FileLevelError(f"unsupported file type {ext or '(none)'!r}",
+                                 "use .json, .jsonl, .csv or .parquet (what LLaMA-Factory loads from a local file)")
+        if ext == ".csv":
+            return self._csv()
+        if ext == ".parquet":
+            return self._parquet()
+        return self._json()
+
+    def _report(self, done: int) -> None:
+        if self.progress is not None:
+            self.progress(min(done, self.total), self.total)
+
+    # -- JSON ------------------------------------------------------------------------------
+    def _json(self) -> Iterator[tuple[int, Any]]:
+        with open(self.path, "rb") as f:
+            head = f.read(4096)
+        text = head.lstrip(b"\xef\xbb\xbf \t\r\n")
+        if not text:
+            raise FileLevelError("the file is empty", "put one record per line (JSON Lines) or a JSON array of "
+                                 "records in it", kind="empty")
+        if text[:1] == b"[":
+            self.layout = "array"
+            return self._json_array()
+        self.layout = "lines"
+        return self._json_lines()
+
+    def _json_lines(self) -> Iterator[tuple[int, Any]]:
+        dec = json.JSONDecoder(object_pairs_hook=self._pairs, parse_constant=self._constant)
+        decode = dec.decode
+        idx = 0
+        done = 0
+        next_report = 1 << 20
+        with open(self.path, "rb") as f:
+            for lineno, line in enumerate(f, 1):
+                done += len(line)
+                if done >= next_report:
+                    self._report(done)
+                    next_report = done + (4 << 20)
+                if not line.strip():
+                    continue  # pyarrow skips blank lines; they are not records
+                self.dup_key = None
+                try:
+                    rec = decode(line.decode("utf-8"))
+                except UnicodeDecodeError as exc:
+                    yield idx, RecordParseError(f"line {lineno} is not valid UTF-8 (byte {exc.start} of the line)",
+                                                "re-save the file as UTF-8", kind="encoding")
+                except json.JSONDecodeError as exc:
+                    cut = " (the line is cut short: is the file truncated?)" if exc.pos >= len(line.rstrip()) - 1 \
+                        else ""
+                    yield idx, RecordParseError(f"line {lineno} is not valid JSON: {exc.msg} at column "
+                                                f"{exc.colno}{cut}", "write one complete JSON object per line")
+                else:
+                    if self.dup_key is not None:
+                        yield idx, RecordParseError(
+                            f"line {lineno} has the key {self.dup_key!r} twice (LLaMA-Factory's JSON Lines loader "
+                            "fails on the whole file)", "keep one of the two values", kind="duplicate_key")
+                    else:
+                        yield idx, rec
+                idx += 1
+        self._report(self.total)
+
+    def _json_array(self) -> Iterator[tuple[int, Any]]:
+        dec = json.JSONDecoder(object_pairs_hook=self._pairs, parse_constant=self._constant)
+        raw = dec.raw_decode
+        ws = _WS.match
+        udec = codecs.getincrementaldecoder("utf-8")("strict")
+        f = open(self.path, "rb")  # noqa: SIM115 - closed in the finally below; a generator spans the with
+        read_bytes = 0
+        eof = False
+        buf = ""
+
+        def more(n: int = CHUNK) -> bool:
+            nonlocal buf, eof, read_bytes
+            if eof:
+                return False
+            chunk = f.read(max(n, CHUNK))
+            read_bytes += len(chunk)
+            eof = not chunk
+            try:
+                buf += udec.decode(chunk, final=eof)
+            except UnicodeDecodeError as exc:
+                raise FileLevelError(f"not valid UTF-8 near byte {read_bytes - len(chunk) + exc.start:,}",
+                                     "re-save the file as UTF-8", record=idx, kind="encoding") from None
+            self._report(read_bytes)
+            return not eof or bool(chunk)
+
+        idx = 0
+        try:
+            more()
+            if buf.startswith("\ufeff"):
+                buf = buf[1:]
+            pos = ws(buf, 0).end() + 1  # past "["
+            while True:
+                pos = ws(buf, pos).end()
+                while pos >= len(buf):
+                    if not more():
+                        raise FileLevelError(f"the JSON array ends early, after {idx:,} records (is the file "
+                                             "truncated?)", "finish the array with ']' or re-export the file",
+                                             record=idx, kind="truncated")
+                    pos = ws(buf, pos).end()
+                ch = buf[pos]
+                if ch == "]":
+                    pos = ws(buf, pos + 1).end()
+                    while pos >= len(buf) and more():
+                        pos = ws(buf, pos).end()
+                    if pos < len(buf):
+                        raise FileLevelError("there is data after the closing ']' of the JSON array",
+                                             "keep one top-level array per file", record=idx, kind="json")
+                    break
+                if idx > 0:
+                    if ch != ",":
+                        raise FileLevelError(f"expected ',' or ']' after record {idx - 1:,}",
+                                             "separate records with commas", record=idx, kind="json")
+                    pos = ws(buf, pos + 1).end()
+                self.dup_key = None
+                while True:
+                    try:
+                        rec, end = raw(buf, pos)
+                        if end >= len(buf) and not eof:
+                            raise json.JSONDecodeError("incomplete", buf, len(buf))
+                        break
+                    except json.JSONDecodeError as exc:
+                        need_more = exc.pos >= len(buf) - 1 or exc.msg.startswith("Unterminated string")
+                        if need_more and more(len(buf) - pos):
+                            continue
+                        if need_more:
+                            raise FileLevelError(f"the JSON array ends inside record {idx:,} (is the file "
+                                                 "truncated?)", "re-export the file", record=idx,
+                                                 kind="truncated") from None
+                        line = buf.count("\n", 0, exc.pos)  # within the buffer; good enough to find it
+                        raise FileLevelError(f"not valid JSON in record {idx:,}: {exc.msg} (about {line:,} lines "
+                                             "into the current chunk)", "fix the JSON syntax there",
+                                             record=idx, kind="json") from None
+                yield idx, rec
+                if self.dup_key is not None:
+                    self.dup_key = None
+                idx += 1
+                pos = end
+                if pos > (1 << 20) and pos > len(buf) // 2:
+                    buf = buf[pos:]
+                    pos = 0
+        finally:
+            f.close()
+
+    # -- CSV / parquet ------------------------------------------------------------------------
+    def _csv(self) -> Iterator[tuple[int, Any]]:
+        # datasets reads CSV with pandas: empty cells become null, all-number columns numbers,
+        # all-True/False columns booleans. Two passes (CSV sets are small) to mirror that.
+        self.layout = "csv"
+        bools = {"true": True, "false": False}
+        try:
+            with open(self.path, newline="", encoding="utf-8") as fh:
+                reader = csv.reader(fh)
+                header = next(reader, None)
+                if not header:
+                    raise FileLevelError("the CSV file is empty", "put a header row and one record per row",
+                                         kind="empty")
+                kinds: list[set[str]] = [set() for _ in header]
+                for row in reader:
+                    for i, cell in enumerate(row[: len(header)]):
+                        if cell == "":
+                            continue
+                        if cell in ("True", "TRUE", "true", "False", "FALSE", "false"):
+                            kinds[i].add("bool")
+                            continue
+                        try:
+                            float(cell)
+                            kinds[i].add("num")
+                        except ValueError:
+                            kinds[i].add("str")
+            with open(self.path, newline="", encoding="utf-8") as fh:
+                reader = csv.reader(fh)
+                next(reader)
+                for idx, row in enumerate(reader):
+                    rec: dict[str, Any] = {}
+                    for i, name in enumerate(header):
+                        cell = row[i] if i < len(row) else ""
+                        if cell == "":
+                            rec[name] = None
+                        elif kinds[i] == {"bool"}:
+                            rec[name] = bools[cell.lower()]
+                        elif kinds[i] == {"num"}:
+                            num = float(cell)
+                            rec[name] = int(num) if num.is_integer() and "." not in cell else num
+                        else:
+                            rec[name] = cell
+                    yield idx, rec
+        except UnicodeDecodeError as exc:
+            raise FileLevelError(f"the CSV file is not valid UTF-8 (byte {exc.start:,})",
+                                 "re-save it as UTF-8", kind="encoding") from None
+        self._report(self.total)
+
+    def _parquet(self) -> Iterator[tuple[int, Any]]:
+        self.layout = "parquet"
+        try:
+            import pyarrow.parquet as pq  # light; never the training stack
+        except ImportError:  # pragma: no cover - pyarrow comes with datasets
+            raise FileLevelError("reading .parquet needs pyarrow", "pip install pyarrow") from None
+        try:
+            pf = pq.ParquetFile(self.path)
+        except Exception as exc:  # pyarrow raises several types for a bad file
+            raise FileLevelError(f"not a readable parquet file ({type(exc).__name__}: {exc})",
+                                 "re-export it", kind="file") from None
+        idx = 0
+        for batch in pf.iter_batches(batch_size=4096):
+            for rec in batch.to_pylist():
+                yield idx, rec
+                idx += 1
+        self._report(self.total)

@@ -1,0 +1,553 @@
+"""Per-record validation that agrees with LLaMA-Factory 0.9.x's converter and processors.
+
+A record is *valid* when LLaMA-Factory keeps it for the chosen stage, *invalid* when it drops the
+record (converter.py: role order, turn count, KTO label not a boolean, chosen/rejected of the
+wrong type; processor/*.py: prompt/response counts) or when it makes the whole load fail
+(template formatters raise on non-string content or bad function/tool JSON; the Arrow loader
+fails on a column with mixed types or a duplicated key in JSON Lines). Things LLaMA-Factory keeps
+but that are probably mistakes are *warnings* and do not make a record invalid.
+
+``tests/test_datasets_agreement.py`` runs LLaMA-Factory's own loading over a corpus and checks that
+these verdicts match record by record.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from minicpm_tui.core.datasets.formats import STAGES, Shape, describe_keys, detect_format, json_kind
+from minicpm_tui.core.datasets.reader import FileLevelError, Progress, RecordParseError, RecordReader
+from minicpm_tui.core.errors import UserError
+
+MAX_ERRORS_PER_KIND = 20
+MAX_WARNINGS = 50
+
+
+@dataclass
+class Issue:
+    record: int | None
+    field: str
+    message: str
+    fix: str
+    kind: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {"record": self.record, "field": self.field, "message": self.message, "fix": self.fix,
+                "kind": self.kind}
+
+    def line(self, file: str) -> str:
+        where = f"{file}:record {self.record}" if self.record is not None else file
+        fld = self.field or ("(file)" if self.record is None else "(record)")
+        return f"{where}: {fld}: {self.message}; {self.fix}"
+
+
+@dataclass
+class ValidationReport:
+    file: str
+    format: str | None  # e.g. "alpaca", "sharegpt-dpo", "openai-kto"; None if unknown
+    stage: str | None
+    records: int = 0
+    valid: int = 0
+    invalid: int = 0
+    errors: list[Issue] = field(default_factory=list)
+    error_counts: Counter = field(default_factory=Counter)  # every error, by kind
+    warnings: list[Issue] = field(default_factory=list)
+    warning_counts: Counter = field(default_factory=Counter)
+    stats: dict[str, Any] = field(default_factory=dict)
+    shape: Shape | None = None
+    columns: list[str] = field(default_factory=list)  # top-level keys seen in any record
+    file_error: Issue | None = None
+    layout: str = "?"
+    invalid_indices: list[int] = field(default_factory=list)  # kept only if asked (tests, conversion)
+    seconds: float = 0.0
+    token_sample: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.file_error is None and self.invalid == 0 and self.records > 0
+
+    @property
+    def shown_errors(self) -> int:
+        return len(self.errors)
+
+    @property
+    def total_errors(self) -> int:
+        return sum(self.error_counts.values())
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "file": self.file, "format": self.format, "stage": self.stage, "records": self.records,
+            "valid": self.valid, "invalid": self.invalid, "ok": self.ok,
+            "errors": [e.to_json() for e in self.errors],
+            "errors_total": self.total_errors,
+            "errors_by_kind": dict(self.error_counts.most_common()),
+            "warnings": [w.to_json() for w in self.warnings],
+            "warnings_by_kind": dict(self.warning_counts.most_common()),
+            "stats": self.stats,
+            "dataset_info": (self.shape.to_dict() if self.shape else None),
+            "columns": list(self.columns),
+            "layout": self.layout,
+            "seconds": round(self.seconds, 3),
+        }
+
+    def lines(self) -> list[str]:
+        """The human report: every kept error, a 'more like this' count per kind, a summary."""
+        out: list[str] = []
+        shown: Counter = Counter()
+        for e in self.errors:
+            shown[e.kind] += 1
+            out.append(e.line(self.file))
+        for kind, n in self.error_counts.most_common():
+            if n > shown[kind]:
+                out.append(f"  ... and {n - shown[kind]:,} more like this ({kind})")
+        for w in self.warnings[:10]:
+            out.append("warning: " + w.line(self.file))
+        if sum(self.warning_counts.values()) > 10:
+            out.append(f"  ... and {sum(self.warning_counts.values()) - 10:,} more warnings")
+        summary = f"{self.file}: {self.format or 'unknown format'}, stage {self.stage or '?'}: " \
+                  f"{self.records:,} records, {self.valid:,} usable, {self.invalid:,} not usable"
+        out.append(summary)
+        if self.error_counts:
+            out.append("errors by kind: " + ", ".join(f"{k} {n:,}" for k, n in self.error_counts.most_common()))
+        return out
+
+
+class _Collector:
+    def __init__(self, report: ValidationReport, keep_indices: bool):
+        self.r = report
+        self.keep = keep_indices
+        self.per_kind: Counter = Counter()
+
+    def error(self, idx: int | None, fld: str, message: str, fix: str, kind: str) -> None:
+        self.r.error_counts[kind] += 1
+        if self.per_kind[kind] < MAX_ERRORS_PER_KIND:
+            self.per_kind[kind] += 1
+            self.r.errors.append(Issue(idx, fld, message, fix, kind))
+
+    def warn(self, idx: int | None, fld: str, message: str, fix: str, kind: str) -> None:
+        self.r.warning_counts[kind] += 1
+        if len(self.r.warnings) < MAX_WARNINGS:
+            self.r.warnings.append(Issue(idx, fld, message, fix, kind))
+
+
+# The checkers return None when the record is usable or (field, message, fix, kind) for the
+# first thing that makes LLaMA-Factory drop it; ``warn`` collects the rest. ``lens`` receives
+# (chars, turns).
+
+def _is_str_or_none(v: Any) -> bool:
+    return v is None or type(v) is str
+
+
+def _function_json_problem(content: str) -> str | None:
+    try:
+        calls = json.loads(content)
+    except (json.JSONDecodeError, TypeError):
+        return "is a function_call turn whose content is not JSON"
+    for call in calls if isinstance(calls, list) else [calls]:
+        if not isinstance(call, dict) or "name" not in call or "arguments" not in call:
+            return "is a function_call turn whose JSON lacks \"name\" and \"arguments\""
+    return None
+
+
+def _tools_problem(tools: Any) -> tuple[str, str] | None:
+    if not tools:
+        return None
+    if type(tools) is not str:
+        return (f"is a JSON {json_kind(tools)}; LLaMA-Factory needs the tool list as a JSON string",
+                "store json.dumps(tools) (`minicpm-tui convert` does this)")
+    try:
+        parsed = json.loads(tools)
+    except json.JSONDecodeError:
+        return ("is not valid JSON", "write the tool list as a JSON array of function schemas")
+    for tool in parsed if isinstance(parsed, list) else [None]:
+        if not isinstance(tool, dict):
+            return ("is not a JSON array of objects", "write [{\"name\": ..., \"parameters\": {...}}, ...]")
+        fn = tool.get("function", "") if tool.get("type") == "function" else tool
+        if not isinstance(fn, dict) or "name" not in fn or not isinstance(fn.get("parameters"), dict) \
+                or not isinstance(fn["parameters"].get("properties"), dict):
+            return ("has a tool without \"name\" or \"parameters\": {\"properties\": ...}",
+                    "give every tool a name and a parameters object with properties")
+    return None
+
+
+def make_checker(shape: Shape, stage: str):
+    """Build the per-record check for one shape and stage (a closure keeps the hot loop tight).
+
+    Optional columns (system, history, tools) are read with ``.get``: the entry we register
+    names a column only if some record has it, and a record without it reads as null, as in Arrow.
+    """
+    if shape.style == "alpaca":
+        return _alpaca_checker(shape, stage)
+    return _sharegpt_checker(shape, stage)
+
+
+def _alpaca_checker(shape: Shape, stage: str):
+    kto_key = shape.kto_key if stage == "kto" else None
+
+    def check(rec: Any, idx: int, warn, lens) -> tuple[str, str, str, str] | None:
+        if type(rec) is not dict:
+            return ("", f"is a JSON {json_kind(rec)}, not an object", "make every record a JSON object "
+                    "with instruction/input/output", "not_object")
+        chars = 0
+        turns = 2
+        for key in ("instruction", "input"):
+            v = rec.get(key)
+            if v is None:
+                continue
+            if type(v) is not str:
+                if v:  # LLaMA-Factory joins truthy prompts as text: anything else raises
+                    return (key, f"is a JSON {json_kind(v)}, not a string", f"write {key} as text", "type")
+                continue
+            chars += len(v)
+        if not rec.get("instruction") and not rec.get("input"):
+            warn(idx, "instruction", "is empty (and so is input): the model is trained on an empty prompt",
+                 "fill in the instruction", "empty_prompt")
+        system = rec.get("system")
+        if system and type(system) is not str:
+            return ("system", f"is a JSON {json_kind(system)}, not a string", "write the system prompt as text",
+                    "type")
+        hist = rec.get("history")
+        if hist is not None:
+            if type(hist) is list:
+                for h, pair in enumerate(hist):
+                    if type(pair) is not list or len(pair) != 2 or type(pair[0]) is not str \
+                            or type(pair[1]) is not str:
+                        return (f"history[{h}]", "is not a [prompt, response] pair of strings",
+                                "write each history item as [\"question\", \"answer\"]", "history")
+                    chars += len(pair[0]) + len(pair[1])
+                    turns += 2
+            else:
+                warn(idx, "history", f"is a JSON {json_kind(hist)}; LLaMA-Factory ignores anything but a list",
+                     "write history as [[\"question\", \"answer\"], ...]", "history_ignored")
+        if stage == "dpo":
+            for key in ("chosen", "rejected"):
+                v = rec.get(key)
+                if type(v) is not str:
+                    what = "is missing" if v is None else f"is a JSON {json_kind(v)}"
+                    return (key, f"{what}; alpaca DPO needs {key} as a string (the record is skipped)",
+                            f"write the {key} answer as text", "dpo_shape")
+                chars += len(v)
+            lens(chars, turns + 1)
+            return None
+        out = rec.get("output")
+        if stage == "kto":
+            label = rec.get(kto_key)
+            if type(label) is not bool:
+                return _kto_label_problem(kto_key, label)
+            if out is not None and type(out) is not str:
+                if out:
+                    return ("output", f"is a JSON {json_kind(out)}, not a string", "write output as text", "type")
+            elif not out:
+                warn(idx, "output", "is empty: KTO trains on an empty answer", "fill in the answer", "empty")
+            chars += len(out or "") if type(out) is str else 0
+            lens(chars, turns)
+            return None
+        if type(out) is not str:
+            what = "is missing" if out is None else f"is a JSON {json_kind(out)}, not a string"
+            return ("output", f"{what} (LLaMA-Factory skips the record)", "write the answer as text in output",
+                    "missing" if out is None else "type")
+        if not out:
+            warn(idx, "output", "is empty: the model learns to answer nothing", "fill in the answer", "empty")
+        lens(chars + len(out), turns)
+        return None
+
+    return check
+
+
+def _kto_label_problem(key: str | None, label: Any) -> tuple[str, str, str, str]:
+    if isinstance(label, str) and label.strip().lower() in ("true", "false"):
+        return (key or "label", f"is the string {label!r}, not a JSON boolean; LLaMA-Factory then treats the "
+                "record as plain SFT and the KTO step drops it", "write true/false without quotes "
+                "(`minicpm-tui convert --kto-labels` does it)", "kto_label_string")
+    what = "is missing" if label is None else f"is a JSON {json_kind(label)}, not a boolean"
+    return (key or "label", f"{what}; KTO needs true (desirable) or false (undesirable)",
+            "set the label to true or false", "kto_label")
+
+
+def _sharegpt_checker(shape: Shape, stage: str):
+    t = shape.tags
+    role_tag, content_tag = t["role_tag"], t["content_tag"]
+    user, assistant = t["user_tag"], t["assistant_tag"]
+    observation, function, system_tag = t["observation_tag"], t["function_tag"], t["system_tag"]
+    odd = (user, observation)
+    even = (assistant, function)
+    known = {user, assistant, observation, function, system_tag}
+    mkey = shape.messages_key
+    ranking = stage == "dpo"
+    kto_key = shape.kto_key if stage == "kto" else None
+    expect = f"{user}/{observation}", f"{assistant}/{function}"
+
+    def check(rec: Any, idx: int, warn, lens) -> tuple[str, str, str, str] | None:
+        if type(rec) is not dict:
+            return ("", f"is a JSON {json_kind(rec)}, not an object", f"make every record an object with a "
+                    f"{mkey!r} list", "not_object")
+        msgs = rec.get(mkey)
+        if type(msgs) is not list:
+            what = "is missing" if msgs is None else f"is a JSON {json_kind(msgs)}, not a list of messages"
+            extra = f" (the record has {describe_keys(rec)})" if msgs is None else ""
+            return (mkey, what + extra, f"put the turns in a {mkey!r} list of "
+                    f"{{{role_tag!r}: ..., {content_tag!r}: ...}} objects", "missing" if msgs is None else "type")
+        n = len(msgs)
+        chars = 0
+        for j in range(n):
+            m = msgs[j]
+            if type(m) is not dict:
+                return (f"{mkey}[{j}]", f"is a JSON {json_kind(m)}, not a message object",
+                        f"write each turn as {{{role_tag!r}: ..., {content_tag!r}: ...}}", "type")
+        start = 0
+        if n and msgs[0].get(role_tag) == system_tag:
+            sc = msgs[0].get(content_tag)
+            if sc is not None and type(sc) is not str:
+                return (f"{mkey}[0].{content_tag}", f"is a JSON {json_kind(sc)}, not a string",
+                        "write the system prompt as text", "type")
+            start = 1
+            chars += len(sc or "")
+        else:
+            sv = rec.get("system")
+            if sv and type(sv) is not str:
+                return ("system", f"is a JSON {json_kind(sv)}, not a string", "write the system prompt as text",
+                        "type")
+        count = n - start
+        for j in range(start, n):
+            role = msgs[j].get(role_tag)
+            if role not in (odd if (j - start) % 2 == 0 else even):
+                want = expect[(j - start) % 2]
+                if role is None:
+                    what = f"is missing (the message has {describe_keys(msgs[j])})"
+                    fix = f"give every turn a {role_tag!r} key"
+                elif role not in known:
+                    what = f"is {role!r}, which is not a role tag of this dataset ({', '.join(sorted(known))})"
+                    fix = f"use {want}, or register matching tags"
+                elif role == system_tag:
+                    what = "is a system turn after the start; only the first turn may be the system prompt"
+                    fix = "move the system prompt to the first turn or into the record's system field"
+                else:
+                    what = f"is {role!r} but turn {j - start} (after the system prompt) must be {want}: " \
+                           "turns must alternate user, assistant, user, ..."
+                    fix = "reorder or merge the turns so they alternate (LLaMA-Factory skips the record)"
+                return (f"{mkey}[{j}].{role_tag}", what, fix, "role_order")
+        if ranking:
+            if count % 2 == 0:
+                return (mkey, f"has {count} turns after the system prompt; DPO needs an odd number (the prompt "
+                        "ends with a user turn; the answers go in chosen/rejected)",
+                        "drop the final assistant turn and keep the answers in chosen/rejected", "turn_count")
+        elif count == 0 or count % 2:
+            what = "has no turns" if count == 0 else \
+                f"has {count} turns after the system prompt; it must be an even number ending with an assistant turn"
+            return (mkey, what, "end every conversation with the assistant's answer (LLaMA-Factory skips the "
+                    "record otherwise)", "turn_count")
+        for j in range(start, n):
+            c = msgs[j].get(content_tag)
+            if type(c) is not str:
+                what = "is missing" if c is None else f"is a JSON {json_kind(c)}, not a string"
+                return (f"{mkey}[{j}].{content_tag}", what + " (LLaMA-Factory's template raises on it)",
+                        "write every turn's content as text", "type")
+            if msgs[j][role_tag] == function:
+                problem = _function_json_problem(c)
+                if problem:
+                    return (f"{mkey}[{j}].{content_tag}", problem,
+                            "write [{\"name\": ..., \"arguments\": {...}}] as JSON text", "function_call")
+            if not c:
+                warn(idx, f"{mkey}[{j}].{content_tag}", "is empty", "fill in the turn or drop it", "empty")
+            chars += len(c)
+        problem = _tools_problem(rec.get("tools"))
+        if problem:
+            return ("tools", problem[0], problem[1], "tools")
+        if ranking:
+            for key in ("chosen", "rejected"):
+                v = rec.get(key)
+                if type(v) is not dict:
+                    what = "is missing" if v is None else f"is a JSON {json_kind(v)}"
+                    return (key, f"{what}; sharegpt DPO needs {key} as a message object (the record is skipped)",
+                            f"write {key} as {{{role_tag!r}: {assistant!r}, {content_tag!r}: \"...\"}}",
+                            "dpo_shape")
+                role = v.get(role_tag)
+                if role not in known:
+                    return (f"{key}.{role_tag}", f"is {role!r}, not a role tag of this dataset",
+                            f"use {assistant!r}", "role_order")
+                c = v.get(content_tag)
+                if type(c) is not str:
+                    what = "is missing" if c is None else f"is a JSON {json_kind(c)}, not a string"
+                    return (f"{key}.{content_tag}", what, f"write the {key} answer as text", "type")
+                if role not in even:
+                    warn(idx, f"{key}.{role_tag}", f"is {role!r}; LLaMA-Factory keeps the record but trains this "
+                         "answer as a non-assistant turn", f"use {assistant!r}", "dpo_role")
+                elif role == function:
+                    problem = _function_json_problem(c)
+                    if problem:
+                        return (f"{key}.{content_tag}", problem, "write the call as JSON text", "function_call")
+                chars += len(c)
+            lens(chars, count + 1)
+            return None
+        if kto_key is not None:
+            label = rec.get(kto_key)
+            if type(label) is not bool:
+                return _kto_label_problem(kto_key, label)
+        lens(chars, count)
+        return None
+
+    return check
+
+
+_KINDS = {str: "string", bool: "boolean", int: "number", float: "number", list: "array", dict: "object"}
+
+
+def resolve_stage(shape: Shape, stage: str | None) -> tuple[str, Issue | None]:
+    """The stage to check for, and a file-level problem if the data cannot serve it."""
+    stage = stage or shape.default_stage()
+    if stage not in STAGES:
+        raise UserError(f"unknown stage {stage!r}", where="--stage", fix=f"use one of {', '.join(STAGES)}")
+    if stage == "dpo" and not shape.ranking:
+        return stage, Issue(None, "chosen", "this is not ranking data (no chosen/rejected pair in the first "
+                            "record); LLaMA-Factory refuses it for DPO ('The dataset is not applicable in the "
+                            "current training stage')", "add chosen and rejected answers, or train with --stage "
+                            "sft", "stage")
+    if stage != "dpo" and shape.ranking:
+        return stage, Issue(None, "chosen", f"this is ranking data (chosen/rejected); LLaMA-Factory refuses it "
+                            f"for {stage.upper()}", "train it with --stage dpo, or drop chosen/rejected", "stage")
+    if stage == "kto" and not shape.kto_key:
+        return stage, Issue(None, "label", "KTO needs a boolean label per record (a 'label' or 'kto_tag' "
+                            "field) and the first record has none", "add \"label\": true or false to every "
+                            "record", "stage")
+    return stage, None
+
+
+def validate_file(path: str | os.PathLike[str], stage: str | None = None, fmt: str | None = None,
+                  progress: Progress | None = None, *, keep_indices: bool = False,
+                  token_sample: int = 0) -> ValidationReport:
+    """Validate one dataset file for one stage the way LLaMA-Factory will read it.
+
+    ``progress(done_bytes, total_bytes)`` is called as the file is read. ``keep_indices`` keeps the
+    index of every invalid record (tests and conversion); ``token_sample`` keeps up to that many
+    valid records, spread over the file, for token statistics.
+    """
+    from minicpm_tui.core.datasets.formats import FORMATS
+    from minicpm_tui.core.datasets.stats import StatsCollector
+
+    started = time.perf_counter()
+    p = Path(path)
+    if fmt is not None and fmt not in FORMATS:
+        raise UserError(f"unknown format {fmt!r}", where="--format", fix=f"use one of {', '.join(FORMATS)}")
+    if stage is not None and stage not in STAGES:
+        raise UserError(f"unknown stage {stage!r}", where="--stage", fix=f"use one of {', '.join(STAGES)}")
+    report = ValidationReport(file=str(path), format=None, stage=stage)
+    col = _Collector(report, keep_indices)
+    if not p.is_file():
+        report.file_error = Issue(None, "", "no such file" if not p.exists() else "is not a file",
+                                  "check the path", "file")
+        col.error(None, "", report.file_error.message, report.file_error.fix, "file")
+        return report
+    try:
+        reader = RecordReader(p, progress)
+    except OSError as exc:
+        report.file_error = Issue(None, "", f"cannot read it ({exc.strerror})", "check the permissions", "file")
+        col.error(None, "", report.file_error.message, report.file_error.fix, "file")
+        return report
+    stats = StatsCollector(token_sample)
+    lens = stats.add
+    warn = col.warn
+    check = None
+    columns: dict[str, tuple[str, int]] = {}  # key -> (JSON kind, first record with it)
+    records = valid = 0
+    error = col.error
+    invalid_idx = report.invalid_indices
+    pending: list[tuple[int, Any]] = []  # records before the shape is known (all non-objects)
+    shape: Shape | None = None
+    stage_problem: Issue | None = None
+
+    def start(rec: Any) -> None:
+        nonlocal shape, check, stage, stage_problem
+        shape = detect_format(rec, fmt)
+        if shape is None:
+            raise FileLevelError(f"cannot tell the format from the first record ({describe_keys(rec)})",
+                                 "use alpaca (instruction/input/output) or sharegpt (a conversations/messages "
+                                 "list); see data/README.md of LLaMA-Factory", record=0, kind="format")
+        report.shape = shape
+        report.format = shape.name
+        stage, stage_problem = resolve_stage(shape, stage)
+        report.stage = stage
+
+    try:
+        it = iter(reader)
+        for idx, rec in it:
+            records += 1
+            if type(rec) is RecordParseError:
+                error(idx, "", rec.message, rec.fix, rec.kind)
+                if keep_indices:
+                    invalid_idx.append(idx)
+                continue
+            if check is None:
+                if type(rec) is not dict:
+                    pending.append((idx, rec))
+                    continue
+                start(rec)
+                # Columns are the union over the file; optional ones are looked up with .get().
+                check = make_checker(shape, stage)
+                for pidx, prec in pending:
+                    error(pidx, "", f"is a JSON {json_kind(prec)}, not an object",
+                          "make every record a JSON object", "not_object")
+                    if keep_indices:
+                        invalid_idx.append(pidx)
+                pending.clear()
+            if reader.dup_key is not None and reader.layout == "array":
+                warn(idx, reader.dup_key, "appears twice in this record; LLaMA-Factory keeps the last value",
+                     "keep one", "duplicate_key")
+            problem = None
+            if type(rec) is dict:
+                for k, v in rec.items():
+                    if v is None:
+                        continue
+                    kind = _KINDS.get(type(v), "other")
+                    seen = columns.get(k)
+                    if seen is None:
+                        columns[k] = (kind, idx)
+                    elif seen[0] != kind:
+                        problem = (k, f"is a JSON {kind} here but a {seen[0]} in record {seen[1]}; LLaMA-Factory's "
+                                   "loader (Arrow) fails on a field with mixed types", f"make {k!r} a {seen[0]} in "
+                                   "every record, or drop it", "mixed_types")
+                        break
+            if problem is None:
+                problem = check(rec, idx, warn, lens)
+            if problem is None:
+                valid += 1
+                stats.keep(idx, rec)
+            else:
+                error(idx, *problem)
+                if keep_indices:
+                    invalid_idx.append(idx)
+    except FileLevelError as exc:
+        report.file_error = Issue(exc.record, "", exc.message, exc.fix, exc.kind)
+        error(exc.record, "", exc.message, exc.fix, exc.kind)
+    for pidx, prec in pending:
+        error(pidx, "", f"is a JSON {json_kind(prec)}, not an object", "make every record a JSON object",
+              "not_object")
+        if keep_indices:
+            invalid_idx.append(pidx)
+    report.layout = reader.layout
+    report.records = records
+    report.valid = valid
+    report.invalid = records - valid
+    report.columns = list(columns)
+    if records == 0 and report.file_error is None:
+        report.file_error = Issue(None, "", "holds no records", "add at least one record", "empty")
+        error(None, "", "holds no records", "add at least one record", "empty")
+    if stage_problem is not None and report.file_error is None:
+        report.file_error = stage_problem
+        error(None, stage_problem.field, stage_problem.message, stage_problem.fix, "stage")
+    if report.file_error is not None and report.file_error.kind == "stage":
+        report.valid, report.invalid = 0, records
+        if keep_indices:
+            report.invalid_indices[:] = range(records)
+    if reader.nan_seen and reader.layout == "array":
+        col.warn(None, "", "holds NaN/Infinity, which is not JSON; LLaMA-Factory's loader reads it as null",
+                 "write null (or a number) instead", "nan")
+    report.stats = stats.result()
+    report.token_sample = stats.sample
+    report.seconds = time.perf_counter() - started
+    return report

@@ -1,0 +1,238 @@
+"""Unit tests for minicpm_tui.core.datasets and the validate / register / convert commands (fast)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from minicpm_tui.assets import asset_path
+from minicpm_tui.cli import main
+from minicpm_tui.core.datasets import dataset_info_entry, detect_format, register_dataset, validate_file
+from minicpm_tui.core.errors import UserError
+
+CORPUS = Path(__file__).parent / "datasets_corpus"
+DEMOS = ["demo_sft.json", "demo_dpo.jsonl", "demo_kto.jsonl"]
+
+
+@pytest.mark.parametrize("name", DEMOS)
+def test_demo_files_validate_clean(name, capsys):
+    assert main(["validate", str(asset_path("data", name))]) == 0
+    out = capsys.readouterr().out
+    assert "0 not usable" in out
+
+
+def test_demo_dataset_info_matches_what_we_would_register():
+    info = json.loads(asset_path("data", "dataset_info.json").read_text(encoding="utf-8"))
+    for name in DEMOS:
+        rep = validate_file(asset_path("data", name))
+        key = "demo_" + name.split("_")[1].split(".")[0]
+        assert info[key] == dataset_info_entry(rep, file_name=name)
+        assert rep.stage == key[5:]
+
+
+BAD = {  # file -> (record, field) of the first error
+    "bad_alpaca.json": (1, "output"),
+    "bad_sharegpt.json": (1, "conversations[0].from"),
+    "bad_alpaca_kto_string.jsonl": (0, "label"),
+    "bad_kto_string_labels.jsonl": (0, "label"),
+    "bad_sharegpt_dpo.jsonl": (1, "conversations"),
+    "bad_alpaca_dpo.json": (1, "rejected"),
+    "bad_mixed_unused_field.jsonl": (1, "id"),
+    "bad_openai.jsonl": (1, "messages[1].role"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(BAD))
+def test_bad_files_exit_1_naming_record_and_field(name, capsys):
+    assert main(["validate", str(CORPUS / name)]) == 1
+    out = capsys.readouterr().out
+    record, fld = BAD[name]
+    assert f"{CORPUS / name}:record {record}: {fld}: " in out
+    assert "; " in out.splitlines()[0]  # message; fix
+
+
+@pytest.mark.parametrize("name", ["bad_empty.json", "bad_empty_array.json", "bad_top_level_object.json",
+                                  "bad_not_records.json", "bad_blank_and_garbage.jsonl", "bad_duplicate_key.jsonl",
+                                  "bad_nan.jsonl", "bad_unknown_format.jsonl", "bad_alpaca_numeric.csv"])
+def test_file_level_and_odd_files_exit_1(name, capsys):
+    assert main(["validate", str(CORPUS / name)]) == 1
+    assert "Traceback" not in capsys.readouterr().err
+
+
+def test_json_contract(capsys):
+    assert main(["validate", str(CORPUS / "bad_sharegpt.json"), "--json"]) == 1
+    data = json.loads(capsys.readouterr().out)
+    for key in ("file", "format", "stage", "records", "valid", "invalid", "errors", "stats"):
+        assert key in data
+    assert (data["format"], data["stage"], data["records"], data["valid"], data["invalid"]) == \
+        ("sharegpt", "sft", 11, 2, 9)
+    first = data["errors"][0]
+    assert set(first) >= {"record", "field", "message", "fix"} and first["record"] == 1
+    assert data["stats"]["turns"]["max"] == 2
+
+
+def test_json_file_level_error_has_null_record(capsys, tmp_path):
+    bad = tmp_path / "t.json"
+    bad.write_text('[{"instruction": "a", "output": "b"}, {"instruction": ', encoding="utf-8")
+    assert main(["validate", str(bad), "--json"]) == 1
+    data = json.loads(capsys.readouterr().out)
+    assert data["records"] == 1 and data["errors"][-1]["kind"] == "truncated"
+    empty = tmp_path / "e.jsonl"
+    empty.write_text("", encoding="utf-8")
+    assert main(["validate", str(empty), "--json"]) == 1
+    assert json.loads(capsys.readouterr().out)["errors"][0]["record"] is None
+
+
+def test_usage_errors_exit_2(capsys, tmp_path):
+    assert main(["validate", str(tmp_path / "missing.json")]) == 2
+    assert main(["validate", str(CORPUS / "good_alpaca.json"), "--cutoff-len", "512"]) == 2
+    with pytest.raises(SystemExit) as exc:
+        main(["validate", "x.json", "--stage", "ppo"])
+    assert exc.value.code == 2
+
+
+def test_stage_mismatch_is_file_level(tmp_path):
+    rep = validate_file(CORPUS / "good_alpaca.json", stage="dpo")
+    assert not rep.ok and rep.file_error.kind == "stage" and rep.invalid == rep.records
+    rep = validate_file(CORPUS / "good_sharegpt_dpo.jsonl", stage="sft")
+    assert not rep.ok and "ranking" in rep.file_error.message
+
+
+def test_error_cap_with_count(tmp_path, capsys):
+    f = tmp_path / "many.jsonl"
+    f.write_text("".join(json.dumps({"instruction": "q", "output": "a", "label": "true"}) + "\n"
+                         for _ in range(5000)), encoding="utf-8")
+    rep = validate_file(f)
+    assert rep.invalid == 5000 and len(rep.errors) == 20 and rep.error_counts["kto_label_string"] == 5000
+    assert any("and 4,980 more like this" in line for line in rep.lines())
+
+
+def test_detect_format():
+    assert detect_format({"instruction": "a", "output": "b"}).name == "alpaca"
+    assert detect_format({"instruction": "a", "chosen": "b", "rejected": "c"}).name == "alpaca-dpo"
+    s = detect_format({"messages": [{"role": "user", "content": "x"}], "label": True})
+    assert s.name == "openai-kto" and s.tags["role_tag"] == "role" and s.formatting == "sharegpt"
+    s = detect_format({"conversations": [{"from": "user", "value": "x"}]})
+    assert s.tags["user_tag"] == "user" and s.tags["content_tag"] == "value"
+    assert detect_format({"q": 1}) is None and detect_format([1]) is None
+
+
+def test_progress_and_streaming_big_array(tmp_path):
+    f = tmp_path / "big.json"
+    with open(f, "w", encoding="utf-8") as fh:
+        fh.write("[")
+        for i in range(60000):
+            fh.write(("," if i else "") + json.dumps({"instruction": f"q{i}", "input": "", "output": "a" * 300}))
+        fh.write("]")
+    calls = []
+    rep = validate_file(f, progress=lambda done, total: calls.append((done, total)))
+    assert rep.ok and rep.records == 60000
+    assert calls and calls[-1][0] == calls[-1][1] == f.stat().st_size and len(calls) >= 2
+
+
+def test_big_string_record_in_array(tmp_path):
+    f = tmp_path / "s.json"
+    f.write_text(json.dumps([{"instruction": "x", "output": "y" * (10 << 20)}, {"instruction": "z",
+                                                                               "output": "w"}]), encoding="utf-8")
+    rep = validate_file(f)
+    assert rep.ok and rep.records == 2 and rep.stats["chars"]["max"] == (10 << 20) + 1
+
+
+# -- register ------------------------------------------------------------------------------
+
+def test_register_twice_refuses_then_force(tmp_path, capsys):
+    ddir = tmp_path / "d"
+    assert main(["register", str(CORPUS / "good_alpaca.json"), "--name", "mine", "--dataset-dir", str(ddir)]) == 0
+    info = ddir / "dataset_info.json"
+    before = info.read_bytes()
+    # same file again: no change, exit 0
+    assert main(["register", str(CORPUS / "good_alpaca.json"), "--name", "mine", "--dataset-dir", str(ddir)]) == 0
+    assert "nothing changed" in capsys.readouterr().out
+    assert main(["register", str(CORPUS / "good_sharegpt.json"), "--name", "mine", "--dataset-dir", str(ddir)]) == 1
+    assert "--force" in capsys.readouterr().err
+    assert info.read_bytes() == before
+    assert main(["register", str(CORPUS / "good_sharegpt.json"), "--name", "mine", "--dataset-dir", str(ddir),
+                 "--force"]) == 0
+    assert json.loads(info.read_text())["mine"]["formatting"] == "sharegpt"
+    assert list(ddir.glob("dataset_info.json.bak-*"))[0].read_bytes() == before
+
+
+def test_register_keeps_other_entries_byte_for_byte(tmp_path):
+    ddir = tmp_path / "d"
+    ddir.mkdir()
+    original = ('{\n    "theirs": {"file_name": "a.json",   "columns": {"prompt": "q"}},\n'
+                '    "other":{"hf_hub_url":"x/y"}   ,\n    "old": {"file_name": "old.json"}\n}\n')
+    (ddir / "dataset_info.json").write_text(original, encoding="utf-8")
+    register_dataset(CORPUS / "good_kto.jsonl", "new", ddir)
+    text = (ddir / "dataset_info.json").read_text(encoding="utf-8")
+    assert text.startswith(original.rstrip()[:-1].rstrip())  # every old byte kept, new entry appended
+    data = json.loads(text)
+    assert list(data) == ["theirs", "other", "old", "new"] and data["new"]["columns"]["kto_tag"] == "label"
+    register_dataset(CORPUS / "good_alpaca.json", "old", ddir, force=True)
+    text2 = (ddir / "dataset_info.json").read_text(encoding="utf-8")
+    head = original[: original.index('"old"')]
+    assert text2.startswith(head) and json.loads(text2)["old"]["formatting"] == "alpaca"
+    assert text2.endswith(text[text.index(',\n    "new"'):])
+
+
+def test_register_refuses_invalid_data_and_bad_info(tmp_path):
+    with pytest.raises(UserError) as exc:
+        register_dataset(CORPUS / "bad_sharegpt.json", "x", tmp_path)
+    assert exc.value.exit_code == 1 and "record 1" in str(exc.value)
+    (tmp_path / "dataset_info.json").write_text("[1, 2]", encoding="utf-8")
+    with pytest.raises(UserError):
+        register_dataset(CORPUS / "good_alpaca.json", "x", tmp_path)
+
+
+def test_entry_names_only_present_columns():
+    rep = validate_file(CORPUS / "good_alpaca.csv")
+    assert dataset_info_entry(rep, "f.csv")["columns"] == {"prompt": "instruction", "query": "input",
+                                                            "response": "output"}
+    rep = validate_file(CORPUS / "good_kto.jsonl", stage="sft")
+    assert "kto_tag" not in dataset_info_entry(rep, "f")["columns"]  # as SFT, the label is not read
+
+
+# -- convert -------------------------------------------------------------------------------
+
+def test_convert_kto_labels_and_openai(tmp_path, capsys):
+    out = tmp_path / "fixed.jsonl"
+    assert main(["convert", str(CORPUS / "bad_kto_string_labels.jsonl"), str(out), "--kto-labels",
+                 "--openai-to-sharegpt"]) == 0
+    rows = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
+    assert rows[0]["label"] is True and rows[1]["label"] is False
+    assert rows[0]["conversations"][0] == {"from": "human", "value": "q"}
+    assert validate_file(out).ok and validate_file(out).format == "sharegpt-kto"
+    assert main(["convert", str(CORPUS / "bad_kto_string_labels.jsonl"), str(out), "--kto-labels"]) == 2
+
+
+def test_convert_csv_keeps_strings(tmp_path):
+    out = tmp_path / "n.jsonl"
+    assert main(["convert", str(CORPUS / "bad_alpaca_numeric.csv"), str(out)]) == 0
+    assert not validate_file(CORPUS / "bad_alpaca_numeric.csv").ok  # pandas would make the answers numbers
+    assert validate_file(out).ok
+
+
+def test_convert_needs_an_action(tmp_path):
+    assert main(["convert", str(CORPUS / "good_alpaca.json"), str(tmp_path / "o.jsonl")]) == 2
+
+
+def test_parquet_is_read(tmp_path):
+    pq = pytest.importorskip("pyarrow.parquet")
+    import pyarrow as pa
+
+    f = tmp_path / "p.parquet"
+    pq.write_table(pa.Table.from_pylist([{"conversations": [{"from": "human", "value": "a"},
+                                                            {"from": "gpt", "value": "b"}]},
+                                         {"conversations": [{"from": "gpt", "value": "a"},
+                                                            {"from": "human", "value": "b"}]}]), f)
+    rep = validate_file(f, keep_indices=True)
+    assert rep.format == "sharegpt" and rep.invalid_indices == [1]
+
+
+def test_record_parse_error_line_names_the_record(tmp_path):
+    f = tmp_path / "x.jsonl"
+    f.write_text('{"instruction": "a", "output": "b"}\n{"instruction": \n', encoding="utf-8")
+    line = validate_file(f).lines()[0]
+    assert line.startswith(f"{f}:record 1: (record): line 2 is not valid JSON")

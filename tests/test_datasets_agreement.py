@@ -1,0 +1,95 @@
+"""Our per-record verdicts agree with LLaMA-Factory's own loading, for every corpus file and stage.
+
+One subprocess runs LLaMA-Factory (load + align via ``_get_merged_dataset``, then the stage's
+processor per record) over every (file, stage) pair. Agreement means:
+- LLaMA-Factory keeps record i  <=>  we call record i valid;
+- a record LLaMA-Factory raises on (which would kill a real run) is one we call invalid;
+- a file whose load fails in LLaMA-Factory is one we report as not ok;
+- a file we reject as a whole is one LLaMA-Factory fails on or keeps nothing of.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from minicpm_tui.core.datasets import dataset_info_entry, validate_file
+from minicpm_tui.core.lfinfo import training_python
+from minicpm_tui.core.resources import resource_script
+from minicpm_tui.core.tinymodel import offline_env
+
+CORPUS = Path(__file__).parent / "datasets_corpus"
+STAGES = ("sft", "dpo", "kto")
+MARK = "@@LFCHECK@@"
+
+
+def corpus_files(tmp: Path) -> list[Path]:
+    from datasets_corpus.generated import write_generated
+
+    files = sorted(p for p in CORPUS.iterdir() if p.suffix in (".json", ".jsonl", ".csv"))
+    return files + write_generated(tmp / "generated")
+
+
+def run_lf(jobs: list[dict], tokenizer: Path, work: Path) -> list[dict]:
+    job_file = work / "agree_job.json"
+    job_file.write_text(json.dumps({"mode": "agree", "jobs": jobs, "tokenizer": str(tokenizer),
+                                    "template": "cpm4", "cutoff_len": 128}), encoding="utf-8")
+    proc = subprocess.run([training_python(), str(resource_script("lf_dataset_check.py")), str(job_file)],
+                          capture_output=True, text=True, env=offline_env(), timeout=900)
+    for line in reversed(proc.stdout.splitlines()):
+        if line.startswith(MARK):
+            data = json.loads(line[len(MARK):])
+            assert "results" in data, data
+            return data["results"]
+    raise AssertionError(f"lf_dataset_check failed: {proc.stderr[-3000:]}")
+
+
+def compare(ours, lf: dict) -> str | None:
+    """None when they agree, else what differs."""
+    if ours.shape is None or ours.file_error is not None:
+        if lf["status"] == "crash":
+            return None
+        kept = [k for k in lf["kept"] if k is True]
+        return None if not kept else f"we reject the file ({ours.file_error.message}) but LF keeps {len(kept)}"
+    if lf["status"] == "crash":
+        return None if not ours.ok else f"LF fails on the file ({lf['error']}) but we call it ok"
+    kept = lf["kept"]
+    if len(kept) != ours.records:
+        return f"LF sees {len(kept)} records, we see {ours.records}"
+    bad = set(ours.invalid_indices)
+    diffs = []
+    for i, k in enumerate(kept):
+        if (k is True) != (i not in bad):
+            diffs.append(f"record {i}: LF {'keeps' if k is True else k or 'drops'}, we say "
+                         f"{'invalid' if i in bad else 'valid'}")
+    return "; ".join(diffs) or None
+
+
+@pytest.mark.integration
+def test_agreement_with_llamafactory(tmp_path, tiny_model_cpm3):
+    files = corpus_files(tmp_path)
+    jobs, reports = [], {}
+    for n, f in enumerate(files):
+        for stage in STAGES:
+            rep = validate_file(f, stage=stage, keep_indices=True)
+            ddir = tmp_path / f"d{n}-{stage}"
+            ddir.mkdir()
+            entry = dataset_info_entry(rep, file_name=str(f)) if rep.shape else {"file_name": str(f)}
+            (ddir / "dataset_info.json").write_text(json.dumps({"x": entry}), encoding="utf-8")
+            key = f"{f.name}:{stage}"
+            reports[key] = rep
+            jobs.append({"dir": str(ddir), "name": "x", "stage": stage, "id": key})
+    results = run_lf(jobs, tiny_model_cpm3, tmp_path)
+    problems = []
+    for res in results:
+        diff = compare(reports[res["id"]], res)
+        if diff:
+            problems.append(f"{res['id']}: {diff}")
+    assert not problems, "\n".join(problems)
+    # The corpus must exercise both sides: files LF keeps whole and records it drops.
+    assert any(r["status"] == "ok" and all(k is True for k in r["kept"]) for r in results)
+    assert any(r["status"] == "ok" and any(k is not True for k in r["kept"]) for r in results)
+    assert any(r["status"] == "crash" for r in results)
