@@ -1,0 +1,86 @@
+"""`minicpm-tui generate RECIPE --out RUN_DIR`: write a run directory and preflight it.
+
+RECIPE is a recipe.yaml or a shipped preset name (`--list` shows them); `--from-yaml OLD.yaml` imports an
+old LLaMA-Factory training YAML instead (stale keys mapped, unknown ones reported). Every recipe field
+also has a flag (rendered from the one options registry in core.recipe); typed flags win.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from minicpm_tui.core.errors import UserError
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from minicpm_tui.core.recipe import add_recipe_arguments
+
+    parser.add_argument("recipe", nargs="?", help="recipe.yaml, or a preset name from --list")
+    parser.add_argument("--out", "-o", help="run directory to create")
+    parser.add_argument("--force", action="store_true", help="rewrite the generated files of an existing run directory")
+    parser.add_argument("--from-yaml", metavar="OLD.yaml", help="import an old LLaMA-Factory training YAML")
+    parser.add_argument("--no-preflight", action="store_true", help="skip LLaMA-Factory's and DeepSpeed's checks")
+    parser.add_argument("--save-recipe", metavar="PATH", help="also save the final recipe there (no run directory "
+                        "needed with --dry-run)")
+    parser.add_argument("--dry-run", action="store_true", help="print train.yaml instead of writing files")
+    parser.add_argument("--list", action="store_true", help="list the shipped recipe presets")
+    parser.add_argument("--json", action="store_true", help="machine-readable summary on stdout")
+    add_recipe_arguments(parser)
+
+
+def run(args: argparse.Namespace) -> int:
+    from minicpm_tui.core import recipe as recipe_mod
+
+    if args.list:
+        for name in recipe_mod.list_presets():
+            print(name)
+        return 0
+    notes: list[str] = []
+    if args.from_yaml:
+        from minicpm_tui.core.lfinfo import lf_info
+
+        info = lf_info()
+        report = recipe_mod.import_lf_yaml(args.from_yaml, info.all_keys or None)
+        recipe = report.recipe
+        notes += [f"mapped {old} -> {new}" for old, new in report.mapped]
+        notes += [f"dropped {key} (minicpm-tui derives it from the plan)" for key in report.dropped]
+        if report.unknown:
+            raise UserError(f"keys unknown to the installed LLaMA-Factory: {', '.join(report.unknown)}",
+                            where=args.from_yaml, fix="remove or rename them, then import again", exit_code=1)
+    elif args.recipe:
+        recipe = recipe_mod.load_recipe(args.recipe)
+    else:
+        raise UserError("no recipe given", where="generate",
+                        fix="pass a recipe.yaml or preset name (see --list), or --from-yaml OLD.yaml")
+    overrides = recipe_mod.recipe_overrides(args)
+    if overrides:
+        recipe = recipe_mod.apply_overrides(recipe, overrides)
+    if args.save_recipe:
+        recipe.save(args.save_recipe)
+    if args.dry_run:
+        from minicpm_tui.core.writers import render
+
+        files, _ = render(recipe)
+        sys.stdout.write(files["train.yaml"])
+        return 0
+    if not args.out:
+        raise UserError("--out RUN_DIR is required", where="generate", fix="name the run directory to create")
+    from minicpm_tui.core.writers import generate
+
+    reports: list = []
+    written = generate(recipe, args.out, force=args.force, preflight=not args.no_preflight, reports=reports)
+    if reports:
+        notes += reports[0].notes
+    if args.json:
+        print(json.dumps({"run_dir": str(written[0].parent), "files": [p.name for p in written], "notes": notes,
+                          "preflight": reports[0].to_json() if reports else None}))
+        return 0
+    print(f"wrote {written[0].parent}: {', '.join(p.name for p in written)}")
+    for note in notes:
+        print(f"  note: {note}")
+    if reports:
+        print(f"  preflight passed ({', '.join(reports[0].checked)})")
+    print(f"next: minicpm-tui smoke {written[0].parent}   then   minicpm-tui run {written[0].parent}")
+    return 0

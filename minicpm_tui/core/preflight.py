@@ -1,0 +1,190 @@
+"""Check a run directory before a single GPU-hour is spent.
+
+- train.yaml through LLaMA-Factory's own argument parser (every key must exist in the installed version),
+  ds_config.json through DeepSpeed's config model: ``_resources/lf_preflight.py`` in the training Python,
+  one subprocess for many run directories (``preflight_many``).
+- the datasets through the datasets core (``core.datasets.validate_file``) when it is available.
+- the scripts through ``bash -n``.
+Each problem names the file, the key and the fix.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from minicpm_tui.core.errors import UserError
+from minicpm_tui.core.resources import resource_script
+
+MARK = "@@PREFLIGHT@@"
+SCRIPTS = ("single_node.sh", "multi_node.sh", "slurm.sbatch")
+
+
+@dataclass
+class Problem:
+    file: str
+    message: str
+    key: str | None = None
+    fix: str = ""
+
+    def one_line(self) -> str:
+        where = f"{self.file}: {self.key}" if self.key else self.file
+        return f"{where}: {self.message}" + (f"; {self.fix}" if self.fix else "")
+
+
+@dataclass
+class PreflightReport:
+    run_dir: Path
+    problems: list[Problem] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    checked: list[str] = field(default_factory=list)
+    duration_s: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def to_json(self) -> dict[str, Any]:
+        return {"run_dir": str(self.run_dir), "ok": self.ok, "checked": self.checked, "notes": self.notes,
+                "problems": [p.__dict__ for p in self.problems], "duration_s": round(self.duration_s, 1)}
+
+    def raise_for_problems(self) -> None:
+        if self.problems:
+            first = self.problems[0]
+            more = f" (and {len(self.problems) - 1} more)" if len(self.problems) > 1 else ""
+            raise UserError(f"preflight failed: {first.message}{more}",
+                            where=f"{first.file}: {first.key}" if first.key else first.file,
+                            fix=first.fix or "see `minicpm-tui run --check RUN_DIR`", exit_code=1)
+
+
+def _lf_check(jobs: list[dict[str, Any]], lf_source: str | None = None, timeout: float = 600) -> dict[str, Any]:
+    from minicpm_tui.core.lfinfo import lf_source_env, training_python
+    from minicpm_tui.core.tinymodel import offline_env
+
+    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False, encoding="utf-8") as handle:
+        json.dump(jobs, handle)
+        jobs_file = handle.name
+    env = offline_env(lf_source_env(lf_source))
+    env["CUDA_VISIBLE_DEVICES"] = env.get("CUDA_VISIBLE_DEVICES", "")
+    try:
+        proc = subprocess.run([training_python(), str(resource_script("lf_preflight.py")), jobs_file],
+                              capture_output=True, text=True, timeout=timeout, env=env)
+    except subprocess.TimeoutExpired as exc:
+        raise UserError(f"LLaMA-Factory's argument check took over {timeout:.0f} s",
+                        fix="run `minicpm-tui doctor`") from exc
+    finally:
+        os.unlink(jobs_file)
+    for line in proc.stdout.splitlines():
+        if line.startswith(MARK):
+            return json.loads(line[len(MARK):])
+    tail = " | ".join((proc.stderr or proc.stdout).strip().splitlines()[-3:])
+    raise UserError(f"LLaMA-Factory's argument check did not answer: {tail}", fix="run `minicpm-tui doctor`")
+
+
+def _bash_n(run_dir: Path, report: PreflightReport) -> None:
+    for name in SCRIPTS:
+        path = run_dir / name
+        if not path.is_file():
+            if name == "single_node.sh":
+                report.problems.append(Problem(name, "is missing", fix="regenerate the run directory"))
+            continue
+        proc = subprocess.run(["bash", "-n", str(path)], capture_output=True, text=True, timeout=30)
+        if proc.returncode != 0:
+            report.problems.append(Problem(name, f"bash -n: {proc.stderr.strip()[:300]}",
+                                           fix="regenerate the run directory"))
+    report.checked.append("scripts: bash -n")
+
+
+def _check_datasets(run_dir: Path, stage: str | None, report: PreflightReport) -> None:
+    try:
+        from minicpm_tui.core.datasets import validate_file  # type: ignore[attr-defined]
+    except ImportError:
+        report.notes.append("datasets core not available: data files not validated")
+        return
+    info_path = run_dir / "dataset_info.json"
+    try:
+        registry = json.loads(info_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        report.problems.append(Problem("dataset_info.json", f"cannot be read: {exc}"))
+        return
+    for name, entry in registry.items():
+        file_name = entry.get("file_name") if isinstance(entry, dict) else None
+        if not file_name:
+            continue
+        path = Path(file_name)
+        try:
+            result = validate_file(path, stage=stage)
+        except UserError as exc:
+            report.problems.append(Problem("dataset_info.json", exc.one_line(), key=name))
+            continue
+        ok = getattr(result, "ok", None)
+        if ok is None and hasattr(result, "to_json"):
+            ok = bool(result.to_json().get("ok", True))
+        if ok is False:
+            summary = getattr(result, "summary", None)
+            text = summary() if callable(summary) else str(summary or "invalid records")
+            report.problems.append(Problem("dataset_info.json", f"dataset {name!r} ({path}): {text}", key=name,
+                                           fix=f"run `minicpm-tui validate {path}` for record numbers"))
+    report.checked.append("datasets: validated")
+
+
+def preflight_many(run_dirs: list[str | os.PathLike[str]], *, datasets: bool = True,
+                   lf_source: str | None = None) -> list[PreflightReport]:
+    """Preflight several run directories with ONE LLaMA-Factory subprocess."""
+    start = time.monotonic()
+    reports = []
+    jobs = []
+    for index, run_dir in enumerate(run_dirs):
+        run = Path(run_dir).absolute()
+        report = PreflightReport(run_dir=run)
+        reports.append(report)
+        if not (run / "train.yaml").is_file():
+            report.problems.append(Problem("train.yaml", "is missing", fix="regenerate the run directory"))
+            continue
+        meta: dict[str, Any] = {}
+        with contextlib.suppress(OSError, ValueError):
+            meta = json.loads((run / "generated.json").read_text(encoding="utf-8"))
+        from_entry = ["cpm", "cpm3"] if (run / "train_entry.py").is_file() else []
+        jobs.append({"id": str(index), "cwd": str(run), "yaml": "train.yaml", "templates_from_entry": from_entry})
+        _bash_n(run, report)
+        if datasets:
+            stage = (meta.get("resolved") or {}).get("stage") or _stage_of(run)
+            _check_datasets(run, stage, report)
+    if jobs:
+        answers = _lf_check(jobs, lf_source)
+        for job in jobs:
+            report = reports[int(job["id"])]
+            answer = answers.get(job["id"], {})
+            for item in answer.get("problems", []):
+                report.problems.append(Problem(item.get("file") or "train.yaml", item.get("message", ""),
+                                               key=item.get("key"), fix=item.get("fix") or ""))
+            report.notes.extend(answer.get("notes", []))
+            report.checked.append("train.yaml: LLaMA-Factory's argument parser")
+            if (report.run_dir / "ds_config.json").is_file():
+                report.checked.append("ds_config.json: DeepSpeed's config model")
+    elapsed = time.monotonic() - start
+    for report in reports:
+        report.duration_s = elapsed
+    return reports
+
+
+def _stage_of(run: Path) -> str | None:
+    import yaml
+
+    try:
+        cfg = yaml.safe_load((run / "train.yaml").read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError):
+        return None
+    return cfg.get("stage") if isinstance(cfg, dict) else None
+
+
+def preflight(run_dir: str | os.PathLike[str], *, datasets: bool = True, lf_source: str | None = None
+              ) -> PreflightReport:
+    return preflight_many([run_dir], datasets=datasets, lf_source=lf_source)[0]

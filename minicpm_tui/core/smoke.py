@@ -1,0 +1,259 @@
+"""The smoke run: the whole chain of a run directory, on the CPU, in about a minute.
+
+``prepare_smoke(run_dir)`` derives ``RUN_DIR/smoke/train.yaml`` from the run's train.yaml: the cached tiny
+model of the same chat format (tinymodel.tiny_model_dir), a few steps, a short cutoff, CPU precision
+(use_cpu; bf16 stays bf16 on the CPU, fp16 becomes fp32), DeepSpeed offload removed (its CPU Adam would
+need a long JIT build), and 2 processes when the plan uses DeepSpeed or DDP. ``smoke(run_dir)`` launches
+it through the run's very own single_node.sh with environment overrides (TRAIN_YAML, NPROC_PER_NODE,
+CUDA_VISIBLE_DEVICES="" ...), then reads ``trainer_log.jsonl``: pass/fail, loss per step, log tail.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from minicpm_tui.core.atomic import write_atomic
+from minicpm_tui.core.errors import UserError
+
+SMOKE_DIR = "smoke"
+SMOKE_YAML = "smoke/train.yaml"  # relative to the run directory (the scripts cd into it)
+SMOKE_OUTPUT = "smoke/output"
+SMOKE_LOG = "smoke/smoke.log"
+
+
+@dataclass
+class SmokeSpec:
+    """What to launch: ``bash <script>`` in ``run_dir`` with ``env`` on top of the current environment."""
+
+    run_dir: Path
+    yaml_path: Path
+    output_dir: Path
+    env: dict[str, str]
+    nproc: int
+    steps: int
+    script: str = "single_node.sh"
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def argv(self) -> list[str]:
+        return ["bash", str(self.run_dir / self.script)]
+
+    def full_env(self, base: dict[str, str] | None = None) -> dict[str, str]:
+        from minicpm_tui.core.tinymodel import offline_env
+
+        env = offline_env(dict(os.environ if base is None else base))
+        env.update(self.env)
+        return env
+
+
+@dataclass
+class SmokeResult:
+    passed: bool
+    returncode: int | None
+    losses: list[tuple[int, float]]
+    log_tail: str
+    duration_s: float
+    output_dir: Path
+    log_path: Path
+    reason: str = ""
+    spec: SmokeSpec | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"passed": self.passed, "returncode": self.returncode,
+                "losses": [{"step": s, "loss": v} for s, v in self.losses], "duration_s": round(self.duration_s, 1),
+                "output_dir": str(self.output_dir), "log": str(self.log_path), "reason": self.reason,
+                "log_tail": self.log_tail if not self.passed else ""}
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _read_run(run_dir: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    from minicpm_tui.core.writers import read_generated
+
+    meta = read_generated(run_dir)
+    path = run_dir / "train.yaml"
+    try:
+        cfg = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise UserError("train.yaml is missing", where=str(run_dir), fix="regenerate the run directory") from exc
+    except yaml.YAMLError as exc:
+        raise UserError(f"train.yaml is not valid YAML: {exc}", where=str(path)) from exc
+    if not isinstance(cfg, dict):
+        raise UserError("train.yaml must be a mapping", where=str(path))
+    return meta, cfg
+
+
+def prepare_smoke(run_dir: str | os.PathLike[str], *, steps: int = 3, nproc: int | None = None,
+                  cutoff_len: int = 64, master_port: int | None = None, nnodes: int = 1,
+                  script: str = "single_node.sh") -> SmokeSpec:
+    """Write RUN_DIR/smoke/train.yaml (and ds_config.json when needed); return how to launch it."""
+    from minicpm_tui.core.lfinfo import training_python
+    from minicpm_tui.core.tinymodel import tiny_model_dir
+
+    run = Path(run_dir).absolute()
+    if not (run / script).is_file():
+        raise UserError(f"{script} is missing", where=str(run), fix="regenerate the run directory")
+    meta, cfg = _read_run(run)
+    resolved = meta.get("resolved", {})
+    chat_format = resolved.get("chat_format", "cpm3")
+    notes: list[str] = []
+    tiny = tiny_model_dir(chat_format)
+    smoke_dir = run / SMOKE_DIR
+    smoke_dir.mkdir(parents=True, exist_ok=True)
+
+    derived = dict(cfg)
+    derived.update({
+        "model_name_or_path": str(tiny),
+        "trust_remote_code": True,  # harmless for the tiny Llama; keeps the real run's path
+        "cutoff_len": min(int(cfg.get("cutoff_len", cutoff_len)), cutoff_len),
+        "max_steps": steps,
+        "per_device_train_batch_size": 2 if cfg.get("stage") == "sft" else 1,
+        "gradient_accumulation_steps": 1,
+        "logging_steps": 1,
+        "save_strategy": "no",
+        "output_dir": SMOKE_OUTPUT,
+        "overwrite_output_dir": True,
+        "plot_loss": False,
+        "report_to": "none",
+        "use_cpu": True,
+        "flash_attn": "sdpa",
+        "preprocessing_num_workers": 1,
+        "dataloader_num_workers": 0,
+        "max_samples": int(cfg.get("max_samples") or 32) if int(cfg.get("max_samples") or 32) < 32 else 32,
+        "warmup_ratio": 0.0,
+        "learning_rate": 1.0e-3,
+    })
+    for key in ("num_train_epochs", "val_size", "eval_strategy", "eval_steps", "per_device_eval_batch_size",
+                "save_steps", "save_total_limit", "quantization_bit", "fp16"):
+        derived.pop(key, None)
+    if cfg.get("quantization_bit"):
+        notes.append("QLoRA's 4-bit base needs a GPU: the smoke run trains plain LoRA")
+    if cfg.get("fp16"):
+        notes.append("fp16 does nothing on the CPU: the smoke run trains in fp32")
+    if chat_format == "cpm" and derived.get("template") not in ("cpm",):
+        derived["template"] = "cpm"
+    uses_ds = bool(cfg.get("deepspeed"))
+    if uses_ds:
+        ds_path = run / str(cfg["deepspeed"])
+        try:
+            ds = json.loads(ds_path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise UserError(f"cannot read the DeepSpeed config: {exc}", where=str(ds_path)) from exc
+        zero = ds.get("zero_optimization", {})
+        if zero.pop("offload_optimizer", None) is not None or zero.pop("offload_param", None) is not None:
+            zero.pop("offload_param", None)
+            notes.append("DeepSpeed offload removed for the smoke run (its CPU Adam needs a long JIT build)")
+        write_atomic(smoke_dir / "ds_config.json", json.dumps(ds, indent=2) + "\n", mode=0o600)
+        derived["deepspeed"] = f"{SMOKE_DIR}/ds_config.json"
+    if nproc is None:
+        nproc = 2 if (uses_ds or int(meta.get("nproc_per_node", 1)) * int(meta.get("nnodes", 1)) > 1) else 1
+    header = ("# Smoke config derived by minicpm-tui from ../train.yaml: tiny model, a few steps, CPU.\n"
+              "# Launched through ../single_node.sh with TRAIN_YAML=smoke/train.yaml.\n")
+    yaml_path = write_atomic(run / SMOKE_YAML, header + yaml.safe_dump(derived, allow_unicode=True, sort_keys=False),
+                             mode=0o600)
+    env = {
+        "TRAIN_YAML": SMOKE_YAML,
+        "NPROC_PER_NODE": str(nproc),
+        "NNODES": str(nnodes),
+        "NODE_RANK": "0",
+        "MASTER_ADDR": "127.0.0.1",
+        "MASTER_PORT": str(master_port or free_port()),
+        "CUDA_VISIBLE_DEVICES": "",
+        "PYTHON": os.environ.get("PYTHON") or training_python(),
+        "OMP_NUM_THREADS": "1",
+    }
+    return SmokeSpec(run_dir=run, yaml_path=yaml_path, output_dir=run / SMOKE_OUTPUT, env=env, nproc=nproc,
+                     steps=steps, script=script, notes=notes)
+
+
+def read_losses(output_dir: str | os.PathLike[str]) -> list[tuple[int, float]]:
+    """(step, loss) of each logging line of trainer_log.jsonl (lines without a loss are skipped)."""
+    path = Path(output_dir) / "trainer_log.jsonl"
+    out: list[tuple[int, float]] = []
+    if not path.is_file():
+        return out
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        try:
+            row = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(row, dict) and isinstance(row.get("loss"), (int, float)):
+            out.append((int(row.get("current_steps", len(out) + 1)), float(row["loss"])))
+    return out
+
+
+def _tail(path: Path, lines: int = 40) -> str:
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return ""
+    kept = [line for line in text.splitlines() if line.strip() and "%|" not in line]
+    return "\n".join(kept[-lines:])
+
+
+def run_spec(spec: SmokeSpec, *, timeout: float = 900, extra_args: list[str] | None = None,
+             log_path: Path | None = None) -> SmokeResult:
+    """Launch a prepared smoke spec and judge it."""
+    log_path = log_path or spec.run_dir / SMOKE_LOG
+    if spec.output_dir.exists():
+        shutil.rmtree(spec.output_dir)
+    start = time.monotonic()
+    returncode: int | None = None
+    reason = ""
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(spec.argv + list(extra_args or []), cwd=spec.run_dir, env=spec.full_env(),
+                                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                start_new_session=True)
+        try:
+            returncode = proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            reason = f"timed out after {timeout:.0f} s"
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+        except BaseException:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            raise
+    duration = time.monotonic() - start
+    losses = read_losses(spec.output_dir)
+    if not reason:
+        if returncode != 0:
+            reason = f"training exited with code {returncode}"
+        elif not losses:
+            reason = "training finished but logged no loss (trainer_log.jsonl)"
+        elif not all(math.isfinite(v) for _, v in losses):
+            reason = "a logged loss is not finite"
+    passed = not reason
+    return SmokeResult(passed=passed, returncode=returncode, losses=losses,
+                       log_tail="" if passed else _tail(log_path), duration_s=duration,
+                       output_dir=spec.output_dir, log_path=log_path, reason=reason, spec=spec)
+
+
+def smoke(run_dir: str | os.PathLike[str], *, steps: int = 3, nproc: int | None = None, timeout: float = 900,
+          **kwargs: Any) -> SmokeResult:
+    """Prove a run directory: the tiny model through the run's own single_node.sh, on the CPU."""
+    spec = prepare_smoke(run_dir, steps=steps, nproc=nproc, **kwargs)
+    return run_spec(spec, timeout=timeout)

@@ -1,0 +1,774 @@
+"""Turn a Recipe into a self-contained run directory that the installed LLaMA-Factory accepts.
+
+    generate(recipe, out_dir, force=False) -> list[Path]
+
+Writes train.yaml, ds_config.json (ZeRO 2/3), single_node.sh, multi_node.sh, slurm.sbatch, train_entry.py
+(our entry: registers the cpm/cpm3 chat formats missing from LLaMA-Factory 0.9.5, then runs its
+run_exp), dataset_info.json, recipe.yaml, generated.json (facts the smoke run and the runner read) and a
+README.md. Every value that reaches a shell is quoted with shlex.quote, every YAML value is emitted by
+yaml.safe_dump, and names with control characters are refused by the recipe.
+
+Run-directory layout (the runner and smoke rely on it): scripts cd into the run directory, so train.yaml
+refers to ``ds_config.json``, ``dataset_info.json`` (dataset_dir ``.``) and ``output`` relatively; a copy
+of the directory runs elsewhere when the model, data files and LLaMA-Factory are at the same paths.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import shutil
+import sys
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from minicpm_tui import __version__
+from minicpm_tui.core.atomic import write_atomic
+from minicpm_tui.core.errors import UserError
+from minicpm_tui.core.recipe import AUTO, Recipe
+from minicpm_tui.core.resources import resource_script
+
+GENERATED_FILES = ("train.yaml", "ds_config.json", "single_node.sh", "multi_node.sh", "slurm.sbatch",
+                   "train_entry.py", "dataset_info.json", "recipe.yaml", "generated.json", "README.md")
+REGISTERED_BY_ENTRY = ("cpm", "cpm3")
+PLAN_REASON_FIELDS = ("zero_stage", "micro_batch")  # where the planner's one-line reason is shown  # chat formats train_entry.py adds when LLaMA-Factory lacks them
+
+NCCL_REASONS = {
+    "NCCL_P2P_DISABLE": "the driver reports GPU peer-to-peer as working but it hangs or corrupts data on this "
+                        "card class (GeForce RTX 40xx/50xx, PCIe ACS/IOMMU); NCCL then goes through host memory",
+    "NCCL_IB_DISABLE": "no usable InfiniBand/RoCE port: keep NCCL from probing it",
+    "NCCL_SOCKET_IFNAME": "the network interface NCCL uses between nodes",
+    "NCCL_DEBUG": "NCCL logs its transport choices (useful when a run hangs at start)",
+    "NCCL_ASYNC_ERROR_HANDLING": "fail fast instead of hanging when a rank dies",
+}
+
+
+# -- resolution: recipe + model + LLaMA-Factory + plan -> concrete values ----------------------------
+@dataclass
+class Resolved:
+    """Every concrete value the files need, with the reason behind each non-obvious one."""
+
+    model_name_or_path: str
+    model_name: str
+    chat_format: str
+    template: str
+    template_from_entry: bool
+    trust_remote_code: bool
+    attention: str
+    gpus: int
+    nodes: int
+    zero_stage: int
+    offload: str
+    precision: str
+    flash_attn: str
+    gradient_checkpointing: bool
+    micro_batch: int
+    grad_accum: int
+    nccl_env: dict[str, str]
+    lf_version: str | None
+    training_python: str
+    cuda_visible_devices: str
+    reasons: dict[str, str] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def uses_deepspeed(self) -> bool:
+        return self.zero_stage in (2, 3)
+
+    @property
+    def distributed(self) -> bool:
+        return self.uses_deepspeed or self.gpus * self.nodes > 1
+
+
+def _load_arch(recipe: Recipe) -> Any:
+    from minicpm_tui.core.models import load_model
+
+    model = recipe.model
+    local = recipe.resolve_path(model) if (model.startswith((".", "/", "~")) or os.sep in model and
+                                           Path(model).expanduser().exists()) else None
+    if local is not None and local.exists():
+        return load_model(str(local)), str(local)
+    arch = load_model(model)
+    return arch, (arch.hub_id or model)
+
+
+def _choose_template(recipe: Recipe, chat_format: str, templates: list[str]) -> tuple[str, bool, str]:
+    """(template, registered by our entry, reason)."""
+    if recipe.template != AUTO:
+        if recipe.template in templates:
+            return recipe.template, False, "chosen in the recipe"
+        if recipe.template in REGISTERED_BY_ENTRY:
+            return recipe.template, True, "missing from this LLaMA-Factory; train_entry.py registers it"
+        import difflib
+
+        close = difflib.get_close_matches(recipe.template, templates, n=3)
+        raise UserError(f"template {recipe.template!r} is not registered by the installed LLaMA-Factory",
+                        where="recipe: template",
+                        fix=f"use 'auto'{' or one of ' + ', '.join(close) if close else ''}")
+    if chat_format == "cpm3":
+        for name in ("cpm4", "cpm3"):
+            if name in templates:
+                return name, False, (f"MiniCPM3/4 chat format; this LLaMA-Factory registers it as {name}")
+        return "cpm3", True, "MiniCPM3/4 chat format; missing here, so train_entry.py registers cpm3"
+    if chat_format == "cpm":
+        if "cpm" in templates:
+            return "cpm", False, "MiniCPM 1B/2B chat format (<用户>..<AI>)"
+        return "cpm", True, ("MiniCPM 1B/2B chat format (<用户>..<AI>); LLaMA-Factory 0.9.5 removed it, "
+                             "train_entry.py registers the original definition")
+    raise UserError(f"unknown chat format {chat_format!r} for {recipe.model}", where="recipe: template",
+                    fix="set template explicitly")
+
+
+def _hardware(recipe: Recipe) -> Any | None:
+    """The HardwareProfile the recipe names (preset or saved probe), the probe for 'auto', or None."""
+    try:
+        from minicpm_tui.core import probe as probe_mod
+    except ImportError:
+        return None
+    if recipe.hardware == AUTO:
+        try:
+            return probe_mod.probe()
+        except UserError:
+            raise
+        except Exception:
+            return None
+    loader = getattr(probe_mod, "load_hardware", None)
+    if loader is None:
+        raise UserError("hardware presets need the probe core (core.probe.load_hardware)",
+                        where="recipe: hardware", fix="set hardware: auto and gpus explicitly")
+    return loader(recipe.hardware)
+
+
+def _planner_choice(recipe: Recipe, arch: Any, hardware: Any, gpus: int) -> tuple[Any | None, str]:
+    """The planner's recommended PlanChoice, or (None, why not)."""
+    try:
+        from minicpm_tui.core import planner
+    except ImportError:
+        return None, "planner not available"
+    request_cls = getattr(planner, "PlanRequest", None)
+    if request_cls is None:
+        return None, "planner has no PlanRequest"
+    import inspect
+
+    wanted = {
+        "model": arch, "arch": arch, "hardware": hardware, "method": recipe.method, "stage": recipe.stage,
+        "cutoff_len": recipe.cutoff_len, "seq_len": recipe.cutoff_len, "gpus": gpus, "num_gpus": gpus,
+        "nodes": recipe.nodes, "lora_rank": recipe.lora_rank, "lora_target": recipe.lora_target,
+        "zero_stage": None if recipe.zero_stage == AUTO else recipe.zero_stage,
+        "offload": None if recipe.offload == AUTO else recipe.offload,
+        "precision": None if recipe.precision == AUTO else recipe.precision,
+        "micro_batch": None if recipe.micro_batch == AUTO else recipe.micro_batch,
+        "grad_accum": None if recipe.grad_accum == AUTO else recipe.grad_accum,
+        "flash_attn": None if recipe.flash_attn == AUTO else recipe.flash_attn,
+        "gradient_checkpointing": None if recipe.gradient_checkpointing == AUTO
+        else recipe.gradient_checkpointing == "true",
+    }
+    params = inspect.signature(request_cls).parameters
+    kwargs = {k: v for k, v in wanted.items() if k in params and v is not None}
+    if hardware is None or not getattr(hardware, "gpus", None):
+        return None, "no GPU hardware to plan for (hardware: auto on a machine without GPUs)"
+    try:
+        result = planner.plan(request_cls(**kwargs))
+    except UserError:
+        if recipe.hardware != AUTO:
+            raise
+        return None, "the planner could not plan for this machine"
+    except Exception as exc:  # the planner's bug must not block writing files the person asked for
+        return None, f"planner failed: {type(exc).__name__}: {exc}"
+    return getattr(result, "recommended", None), "planner"
+
+
+def resolve(recipe: Recipe, info: Any | None = None) -> Resolved:
+    """Fill every 'auto' from the model, the installed LLaMA-Factory and the planner."""
+    from minicpm_tui.core.lfinfo import lf_info, require_lf, training_python
+
+    info = info or require_lf(lf_info(source=recipe.lf_source or None))
+    arch, model_path = _load_arch(recipe)
+    reasons: dict[str, str] = {}
+    notes: list[str] = []
+    template, from_entry, why = _choose_template(recipe, arch.chat_format, info.templates)
+    reasons["template"] = why
+    if recipe.trust_remote_code == AUTO:
+        trust = bool(arch.remote_code)
+        reasons["trust_remote_code"] = ("the checkpoint ships its own modelling code (auto_map); LLaMA-Factory "
+                                        ">= 0.9.2 defaults this to false" if trust else
+                                        "the model loads with transformers' own classes")
+    else:
+        trust = recipe.trust_remote_code == "true"
+    if recipe.method != "full" and recipe.lora_target != "all":
+        arch.lora_params(recipe.lora_rank, recipe.lora_target)  # raises a UserError naming bad targets
+
+    hardware = _hardware(recipe) if (recipe.gpus == AUTO or recipe.hardware != AUTO) else None
+    if recipe.gpus != AUTO:
+        gpus = int(recipe.gpus)
+    else:
+        seen = len(hardware.usable_gpus()) if hardware is not None and hasattr(hardware, "usable_gpus") else 0
+        gpus = max(seen, 1)
+        if not seen:
+            notes.append("no GPU was seen here: planned for 1 GPU per node; set `gpus` for the target machine")
+    choice, source = _planner_choice(recipe, arch, hardware, gpus)
+    if choice is None:
+        notes.append(f"{source}: used conservative defaults for the 'auto' plan fields")
+
+    def pick(name: str, recipe_value: Any, fallback: Any, fallback_reason: str) -> Any:
+        if recipe_value != AUTO:
+            reasons.setdefault(name, "chosen in the recipe")
+            return recipe_value
+        value = getattr(choice, name, None) if choice is not None else None
+        if value is None:
+            reasons.setdefault(name, fallback_reason)
+            return fallback
+        reasons.setdefault(name, "the planner's choice" if name not in PLAN_REASON_FIELDS else
+                           str(getattr(choice, "reason", "") or "the planner's recommendation"))
+        return value
+
+    cc = _min_compute_capability(hardware)
+    big = arch.param_count() > 3e9
+    zero_fb = (3 if big else 2) if recipe.method == "full" else (2 if gpus * recipe.nodes > 1 else 0)
+    zero = int(pick("zero_stage", recipe.zero_stage, zero_fb,
+                    "ZeRO-3 shards weights, gradients and optimizer state: a full fine-tune of a model this size"
+                    if zero_fb == 3 else "ZeRO-2 shards gradients and optimizer state across GPUs"
+                    if zero_fb == 2 else "one GPU with LoRA: plain data parallel, no DeepSpeed needed"))
+    offload = str(pick("offload", recipe.offload, "none", "the model states fit in GPU memory"))
+    if offload in ("false", "False", "None"):
+        offload = "none"
+    prec_fb = "fp16" if cc is not None and cc < (8, 0) else "bf16"
+    precision = str(pick("precision", recipe.precision, prec_fb,
+                         "fp16: this GPU has no bf16 (compute capability < 8.0)" if prec_fb == "fp16"
+                         else "bf16 mixed precision (Ampere or newer)"))
+    fa_fb = "sdpa" if cc is not None and cc < (8, 0) else "auto"
+    flash = str(pick("flash_attn", recipe.flash_attn, fa_fb,
+                     "pre-Ampere GPU: MiniCPM's remote code would switch on FlashAttention-2, which fails there"
+                     if fa_fb == "sdpa" else "LLaMA-Factory picks FlashAttention-2 when installed, else SDPA"))
+    gc_value = pick("gradient_checkpointing", recipe.gradient_checkpointing, True,
+                    "recompute activations: long sequences fit at a ~30% speed cost")
+    gc_flag = gc_value if isinstance(gc_value, bool) else str(gc_value).lower() == "true"
+    micro = int(pick("micro_batch", recipe.micro_batch, 1, "1 example per GPU per step; raise it if memory allows"))
+    accum = int(pick("grad_accum", recipe.grad_accum, 8, "effective batch = micro_batch x grad_accum x GPUs"))
+    nccl: dict[str, str] = {}
+    if recipe.nccl_auto and choice is not None:
+        nccl.update({str(k): str(v) for k, v in (getattr(choice, "nccl_env", None) or {}).items()})
+    nccl.update({k: str(v) for k, v in recipe.nccl_env.items()})
+    for key in nccl:
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key):
+            raise UserError(f"{key!r} is not an environment variable name", where="plan: nccl_env")
+    if offload == "all" and zero != 3:
+        raise UserError("offloading parameters needs ZeRO-3", where="recipe: offload",
+                        fix="set zero_stage: 3, or offload: optimizer")
+    if offload != "none" and zero == 0:
+        offload = "none"
+    for name, value, text in (
+            ("precision", precision, {"bf16": "bf16 mixed precision: Ampere or newer GPUs have it",
+                                      "fp16": "fp16 mixed precision: these GPUs lack bf16 (compute capability < 8.0)",
+                                      "fp32": "fp32: slow and memory-hungry; for debugging"}),
+            ("flash_attn", flash, {"sdpa": "PyTorch SDPA: MiniCPM's remote code would switch on FlashAttention-2, "
+                                           "which fails before Ampere",
+                                   "fa2": "FlashAttention-2 (Ampere or newer, flash-attn installed)",
+                                   "auto": "LLaMA-Factory uses FlashAttention-2 when installed, else SDPA"})):
+        if reasons.get(name) == "the planner's choice" and value in text:
+            reasons[name] = text[value]
+    if choice is not None and getattr(choice, "reason", ""):
+        reasons["plan"] = str(choice.reason)
+    visible = recipe.cuda_visible_devices or ",".join(str(i) for i in range(gpus))
+    return Resolved(
+        model_name_or_path=model_path, model_name=arch.name, chat_format=arch.chat_format, template=template,
+        template_from_entry=from_entry, trust_remote_code=trust, attention=arch.attention, gpus=gpus,
+        nodes=recipe.nodes, zero_stage=zero, offload=offload, precision=precision, flash_attn=flash,
+        gradient_checkpointing=gc_flag, micro_batch=micro, grad_accum=accum, nccl_env=nccl,
+        lf_version=info.version, training_python=info.python or training_python(),
+        cuda_visible_devices=visible, reasons=reasons, notes=notes,
+    )
+
+
+def _min_compute_capability(hardware: Any) -> tuple[int, int] | None:
+    if hardware is None:
+        return None
+    caps = [tuple(g.compute_capability) for g in getattr(hardware, "gpus", []) if getattr(g, "compute_capability",
+                                                                                          None)]
+    return min(caps) if caps else None  # type: ignore[return-value]
+
+
+# -- datasets --------------------------------------------------------------------------------------
+def dataset_entries(recipe: Recipe) -> dict[str, dict[str, Any]]:
+    """The run's dataset_info.json: each recipe dataset's entry, with file paths made absolute.
+
+    Names come from dataset_dir/dataset_info.json; a name that is not registered there but matches a
+    data file (NAME.json/.jsonl/...) is registered through the datasets core when it is available.
+    """
+    data_dir = recipe.resolve_path(recipe.dataset_dir)
+    info_path = data_dir / "dataset_info.json"
+    registry: dict[str, Any] = {}
+    if info_path.is_file():
+        try:
+            registry = json.loads(info_path.read_text(encoding="utf-8"))
+        except ValueError as exc:
+            raise UserError(f"not valid JSON: {exc}", where=str(info_path),
+                            fix="fix it, or register datasets again with `minicpm-tui register`") from exc
+        if not isinstance(registry, dict):
+            raise UserError("dataset_info.json must map dataset names to entries", where=str(info_path))
+    elif not data_dir.is_dir():
+        raise UserError("dataset_dir does not exist", where=f"recipe: dataset_dir ({data_dir})",
+                        fix="point it at the folder holding dataset_info.json")
+    out: dict[str, dict[str, Any]] = {}
+    for name in recipe.datasets:
+        entry = registry.get(name)
+        if entry is None:
+            entry = _entry_from_file(data_dir, name, recipe.stage)
+        if entry is None:
+            import difflib
+
+            close = difflib.get_close_matches(name, list(registry), n=1)
+            raise UserError(f"dataset {name!r} is not registered", where=str(info_path),
+                            fix=f"did you mean {close[0]!r}?" if close else
+                            "register it with `minicpm-tui register FILE --name NAME`")
+        if not isinstance(entry, dict):
+            raise UserError(f"the entry of dataset {name!r} is not a mapping", where=str(info_path))
+        entry = dict(entry)
+        for key in ("file_name", "folder"):
+            if isinstance(entry.get(key), str) and not entry.get("hf_hub_url") and not entry.get("ms_hub_url"):
+                target = Path(entry[key]).expanduser()
+                if not target.is_absolute():
+                    target = data_dir / target
+                if key == "file_name" and not target.exists():
+                    raise UserError(f"data file of dataset {name!r} not found: {target}", where=str(info_path),
+                                    fix="fix its file_name, or move the file back")
+                entry[key] = str(target.resolve())
+        _check_stage(name, entry, recipe.stage, str(info_path))
+        out[name] = entry
+    return out
+
+
+def _entry_from_file(data_dir: Path, name: str, stage: str) -> dict[str, Any] | None:
+    try:
+        from minicpm_tui.core.datasets import dataset_info_entry, validate_file  # type: ignore[attr-defined]
+    except ImportError:
+        return None
+    for ext in (".jsonl", ".json", ".csv", ".parquet"):
+        path = data_dir / f"{name}{ext}"
+        if path.is_file():
+            report = validate_file(path, stage=stage)
+            entry = dict(dataset_info_entry(report))
+            entry["file_name"] = str(path.resolve())
+            return entry
+    return None
+
+
+def _check_stage(name: str, entry: dict[str, Any], stage: str, where: str) -> None:
+    ranking = bool(entry.get("ranking"))
+    if stage == "dpo" and not ranking:
+        raise UserError(f"dataset {name!r} is not preference data (no `ranking: true`), but stage is dpo",
+                        where=where, fix="choose a DPO dataset with chosen/rejected, or stage sft")
+    if stage != "dpo" and ranking:
+        raise UserError(f"dataset {name!r} is preference data (ranking: true), which stage {stage} rejects",
+                        where=where, fix="use it with stage dpo")
+    if stage == "kto" and "kto_tag" not in (entry.get("columns") or {}):
+        raise UserError(f"dataset {name!r} has no kto_tag column, which stage kto needs", where=where,
+                        fix="map the boolean label column to kto_tag in its entry")
+
+
+# -- train.yaml -----------------------------------------------------------------------------------
+def train_args(recipe: Recipe, res: Resolved) -> list[tuple[str, list[tuple[str, Any, str]]]]:
+    """train.yaml as groups of (key, value, one-line reason or '')."""
+    r = res.reasons
+    model = [("model_name_or_path", res.model_name_or_path, ""),
+             ("trust_remote_code", res.trust_remote_code, r.get("trust_remote_code", "")),
+             ("template", res.template, r.get("template", "")),
+             ("flash_attn", res.flash_attn, r.get("flash_attn", ""))]
+    if not res.gradient_checkpointing:
+        model.append(("disable_gradient_checkpointing", True, r.get("gradient_checkpointing", "")))
+    method: list[tuple[str, Any, str]] = [("stage", recipe.stage, ""), ("do_train", True, ""),
+                                          ("finetuning_type", "full" if recipe.method == "full" else "lora", "")]
+    if recipe.method != "full":
+        method += [("lora_rank", recipe.lora_rank, ""), ("lora_alpha", recipe.lora_alpha, ""),
+                   ("lora_dropout", recipe.lora_dropout, ""),
+                   ("lora_target", recipe.lora_target,
+                    "every linear layer; safe for MiniCPM3's latent attention (no q_proj/v_proj)"
+                    if recipe.lora_target == "all" else "")]
+    if recipe.method == "qlora":
+        method.append(("quantization_bit", 4, "QLoRA: the frozen base is stored in 4 bits"))
+    if recipe.stage in ("dpo", "kto"):
+        method += [("pref_beta", recipe.pref_beta, ""), ("pref_ftx", recipe.pref_ftx, "")]
+    if recipe.stage == "dpo":
+        method.append(("pref_loss", recipe.pref_loss, ""))
+    ddp: list[tuple[str, Any, str]] = [("ddp_timeout", 180000000, "long data preprocessing must not time out")]
+    if res.uses_deepspeed:
+        why = ("ZeRO-3 shards weights, gradients and optimizer state"
+               if res.zero_stage == 3 else "ZeRO-2 shards gradients and optimizer state")
+        ddp.append(("deepspeed", "ds_config.json", f"{why}; {r.get('zero_stage', '')}".strip("; ")))
+    dataset: list[tuple[str, Any, str]] = [
+        ("dataset", ",".join(recipe.datasets), ""),
+        ("dataset_dir", ".", "this run's dataset_info.json (absolute paths to the data files)"),
+        ("cutoff_len", recipe.cutoff_len, ""), ("overwrite_cache", True, ""),
+    ]
+    if recipe.max_samples:
+        dataset.append(("max_samples", recipe.max_samples, ""))
+    output = [("output_dir", recipe.output_dir, ""), ("logging_steps", recipe.logging_steps, ""),
+              ("save_steps", recipe.save_steps, ""), ("plot_loss", True, ""),
+              ("overwrite_output_dir", False, "a rerun resumes from the last checkpoint instead of starting over"),
+              ("report_to", recipe.report_to, "")]
+    if recipe.save_total_limit:
+        output.append(("save_total_limit", recipe.save_total_limit, ""))
+    train: list[tuple[str, Any, str]] = [
+        ("per_device_train_batch_size", res.micro_batch, r.get("micro_batch", "")),
+        ("gradient_accumulation_steps", res.grad_accum, r.get("grad_accum", "")),
+        ("learning_rate", recipe.learning_rate, ""),
+    ]
+    if recipe.max_steps:
+        train.append(("max_steps", recipe.max_steps, "overrides num_train_epochs"))
+    else:
+        train.append(("num_train_epochs", recipe.num_train_epochs, ""))
+    train += [("lr_scheduler_type", recipe.lr_scheduler_type, ""), ("warmup_ratio", recipe.warmup_ratio, ""),
+              ("seed", recipe.seed, "")]
+    if res.precision == "bf16":
+        train.append(("bf16", True, r.get("precision", "")))
+    elif res.precision == "fp16":
+        train.append(("fp16", True, r.get("precision", "")))
+    evals: list[tuple[str, Any, str]] = []
+    if recipe.val_size > 0:
+        evals = [("val_size", recipe.val_size, ""), ("per_device_eval_batch_size", res.micro_batch, ""),
+                 ("eval_strategy", "steps", ""), ("eval_steps", recipe.eval_steps, "")]
+    groups = [("model", model), ("method", method), ("ddp", ddp), ("dataset", dataset), ("output", output),
+              ("train", train), ("eval", evals)]
+    if recipe.extra_args:
+        groups.append(("extra (from the recipe's extra_args)",
+                       [(str(k), v, "") for k, v in recipe.extra_args.items()]))
+    return groups
+
+
+def _one_line(text: str) -> str:
+    """Comment text with no way to end the comment (control characters shown escaped)."""
+    return re.sub(r"[\x00-\x1f\x7f]", lambda m: repr(m.group())[1:-1], str(text))
+
+
+def _yaml_value(key: str, value: Any) -> str:
+    dumped = yaml.safe_dump({key: value}, allow_unicode=True, default_flow_style=True, width=100_000).strip()
+    return dumped[1:-1] if dumped.startswith("{") else dumped
+
+
+def render_train_yaml(recipe: Recipe, res: Resolved, known_keys: set[str] | None = None) -> str:
+    lines = [f"# LLaMA-Factory training config for {_one_line(recipe.name)}: {_one_line(res.model_name)}, "
+             f"{recipe.stage} {recipe.method}.",
+             f"# Written by minicpm-tui {__version__} for LLaMA-Factory {res.lf_version}; launch with single_node.sh",
+             "# (it cds into this folder, so the relative paths below are relative to it)."]
+    if res.reasons.get("plan"):
+        lines.append(f"# Plan: {_one_line(res.reasons['plan'])}")
+    for note in res.notes:
+        lines.append(f"# Note: {_one_line(note)}")
+    seen: set[str] = set()
+    for title, items in train_args(recipe, res):
+        if not items:
+            continue
+        lines.append(f"\n### {title}")
+        for key, value, why in items:
+            if key in seen:
+                raise UserError(f"train.yaml key {key!r} is set twice", where="recipe: extra_args",
+                                fix=f"remove {key} from extra_args; the recipe sets it")
+            seen.add(key)
+            if known_keys is not None and key not in known_keys:
+                raise UserError(f"key {key!r} does not exist in the installed LLaMA-Factory "
+                                f"({res.lf_version})", where="train.yaml",
+                                fix="remove it from extra_args, or install a LLaMA-Factory that has it")
+            text = _yaml_value(key, value)
+            lines.append(f"{text}  # {_one_line(why)}" if why else text)
+    return "\n".join(lines) + "\n"
+
+
+# -- ds_config.json --------------------------------------------------------------------------------
+def ds_config(res: Resolved) -> dict[str, Any]:
+    """DeepSpeed config matching the plan; 'auto' where the HF Trainer fills the value in."""
+    cfg: dict[str, Any] = {
+        "train_batch_size": "auto",
+        "train_micro_batch_size_per_gpu": "auto",
+        "gradient_accumulation_steps": "auto",
+        "gradient_clipping": "auto",
+        "zero_allow_untested_optimizer": True,
+        "fp16": {"enabled": "auto", "loss_scale": 0, "loss_scale_window": 1000, "initial_scale_power": 16,
+                 "hysteresis": 2, "min_loss_scale": 1},
+        "bf16": {"enabled": "auto"},
+    }
+    zero: dict[str, Any] = {"stage": res.zero_stage, "overlap_comm": False, "contiguous_gradients": True}
+    if res.zero_stage == 2:
+        zero.update({"allgather_partitions": True, "allgather_bucket_size": 500000000, "reduce_scatter": True,
+                     "reduce_bucket_size": 500000000, "round_robin_gradients": True})
+    else:
+        zero.update({"sub_group_size": 1000000000, "reduce_bucket_size": "auto",
+                     "stage3_prefetch_bucket_size": "auto", "stage3_param_persistence_threshold": "auto",
+                     "stage3_max_live_parameters": 1000000000, "stage3_max_reuse_distance": 1000000000,
+                     "stage3_gather_16bit_weights_on_model_save": True})
+    if res.offload in ("optimizer", "all"):
+        zero["offload_optimizer"] = {"device": "cpu", "pin_memory": True}
+    if res.offload == "all":
+        zero["offload_param"] = {"device": "cpu", "pin_memory": True}
+    cfg["zero_optimization"] = zero
+    return cfg
+
+
+# -- shell scripts ---------------------------------------------------------------------------------
+q = shlex.quote
+
+
+def _python_default(res: Resolved) -> list[str]:
+    """PYTHON: the environment's, else the training Python seen at generation, else python3."""
+    return [
+        "# The Python that has LLaMA-Factory: $PYTHON, else the one minicpm-tui found, else python3.",
+        'if [[ -z "${PYTHON:-}" ]]; then',
+        f"  if [[ -x {q(res.training_python)} ]]; then PYTHON={q(res.training_python)}; else PYTHON=python3; fi",
+        "fi",
+    ]
+
+
+def _default(var: str, value: Any, *, export: bool = False, unset_only: bool = False) -> str:
+    """``VAR`` from the environment, else ``value`` (quoted for the shell whatever it holds).
+
+    ``unset_only``: an empty value in the environment is kept (CUDA_VISIBLE_DEVICES= hides all GPUs).
+    """
+    test = f'-z "${{{var}+set}}"' if unset_only else f'-z "${{{var}:-}}"'
+    line = f"if [[ {test} ]]; then {var}={q(str(value))}; fi"
+    return f"{line}; export {var}" if export else line
+
+
+def _env_block(recipe: Recipe, res: Resolved, nproc: int, nnodes: int) -> list[str]:
+    lines = [
+        "# Each of these can be overridden from the environment, e.g. NPROC_PER_NODE=2 bash single_node.sh",
+        _default("NPROC_PER_NODE", nproc),
+        _default("NNODES", nnodes),
+        _default("NODE_RANK", 0),
+        _default("MASTER_ADDR", recipe.master_addr),
+        _default("MASTER_PORT", recipe.master_port),
+        _default("CUDA_VISIBLE_DEVICES", res.cuda_visible_devices, export=True, unset_only=True),
+        "# NVML and CUDA number the GPUs alike (minicpm-tui's probe uses NVML indices).",
+        'export CUDA_DEVICE_ORDER="${CUDA_DEVICE_ORDER:-PCI_BUS_ID}"',
+        'TRAIN_YAML="${TRAIN_YAML:-train.yaml}"',
+        "# Less fragmentation and no record-stream stalls, as `llamafactory-cli train` sets under torchrun.",
+        'export PYTORCH_CUDA_ALLOC_CONF="${PYTORCH_CUDA_ALLOC_CONF:-expandable_segments:True}"',
+        'export TORCH_NCCL_AVOID_RECORD_STREAMS="${TORCH_NCCL_AVOID_RECORD_STREAMS:-1}"',
+        "# Secrets (HF_TOKEN, WANDB_API_KEY...) are never written here: export them before launching.",
+    ]
+    for key in sorted(res.nccl_env):
+        why = NCCL_REASONS.get(key, "requested by the plan")
+        lines.append(f"# {_one_line(key)}: {_one_line(why)}")
+        lines.append(_default(key, res.nccl_env[key], export=True))
+    if recipe.lf_source:
+        src = str(Path(recipe.lf_source).expanduser().resolve() / "src")
+        lines.append("# LLaMA-Factory from the source checkout named in the recipe (as in OpenBMB's guide).")
+        lines.append(f'export PYTHONPATH={q(src)}"${{PYTHONPATH:+:$PYTHONPATH}}"')
+    return lines
+
+
+def _header(recipe: Recipe, res: Resolved, what: str) -> list[str]:
+    return [
+        "#!/usr/bin/env bash",
+        f"# {what}",
+        f"# Run: {_one_line(recipe.name)} ({_one_line(res.model_name)}, {recipe.stage} {recipe.method}, "
+        f"ZeRO-{res.zero_stage}{', offload ' + res.offload if res.offload != 'none' else ''}, {res.precision}).",
+        f"# Written by minicpm-tui {__version__} for LLaMA-Factory {res.lf_version}.",
+        "# Extra arguments are passed to LLaMA-Factory as key=value overrides, e.g. max_steps=10.",
+        "set -euo pipefail",
+        'RUN_DIR="$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")" && pwd)"',
+        'cd -- "$RUN_DIR"',
+    ]
+
+
+def render_single_node(recipe: Recipe, res: Resolved) -> str:
+    lines = _header(recipe, res, "Launch on one machine (torchrun; also each node of a static multi-node job "
+                                 "with NNODES/NODE_RANK/MASTER_ADDR set).")
+    lines += _env_block(recipe, res, res.gpus, 1) + _python_default(res)
+    lines += [
+        'echo "minicpm-tui: $NNODES node(s) x $NPROC_PER_NODE process(es), node rank $NODE_RANK, '
+        'master $MASTER_ADDR:$MASTER_PORT, config $TRAIN_YAML" >&2',
+        'exec "$PYTHON" -m torch.distributed.run \\',
+        '  --nnodes "$NNODES" --node_rank "$NODE_RANK" --nproc_per_node "$NPROC_PER_NODE" \\',
+        '  --master_addr "$MASTER_ADDR" --master_port "$MASTER_PORT" \\',
+        '  train_entry.py "$TRAIN_YAML" "$@"',
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def render_multi_node(recipe: Recipe, res: Resolved) -> str:
+    lines = _header(recipe, res, "Launch on EACH node: NODE_RANK=0 on the first, 1..N-1 on the others; "
+                                 "MASTER_ADDR = node 0's address (c10d rendezvous).")
+    lines += _env_block(recipe, res, res.gpus, max(recipe.nodes, 2)) + _python_default(res)
+    lines += [
+        "# The same job id on every node joins them into one rendezvous.",
+        'RDZV_ID="${RDZV_ID:-minicpm-tui-$MASTER_PORT}"',
+        "# Node 0 hosts the rendezvous store; the others only connect to it.",
+        'if [[ "$NODE_RANK" == 0 ]]; then IS_HOST=1; else IS_HOST=0; fi',
+        'echo "minicpm-tui: node $NODE_RANK of $NNODES, $NPROC_PER_NODE process(es), '
+        'rendezvous $MASTER_ADDR:$MASTER_PORT" >&2',
+        'exec "$PYTHON" -m torch.distributed.run \\',
+        '  --nnodes "$NNODES" --nproc_per_node "$NPROC_PER_NODE" --node_rank "$NODE_RANK" \\',
+        '  --rdzv_backend c10d --rdzv_endpoint "$MASTER_ADDR:$MASTER_PORT" --rdzv_id "$RDZV_ID" \\',
+        '  --rdzv_conf "is_host=$IS_HOST" \\',
+        '  train_entry.py "$TRAIN_YAML" "$@"',
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def render_slurm(recipe: Recipe, res: Resolved) -> str:
+    job = re.sub(r"[^A-Za-z0-9_.-]", "_", recipe.name)[:64] or "minicpm"
+    lines = [
+        "#!/usr/bin/env bash",
+        f"#SBATCH --job-name={job}",
+        f"#SBATCH --nodes={recipe.nodes}",
+        "#SBATCH --ntasks-per-node=1",
+        f"#SBATCH --gres=gpu:{res.gpus}",
+        "#SBATCH --output=slurm-%x-%j.out",
+        f"# Slurm job for {_one_line(recipe.name)}: submit from the run directory with `sbatch slurm.sbatch`.",
+        "# One task per node; each runs torchrun, which starts one process per GPU (c10d rendezvous).",
+        f"# Written by minicpm-tui {__version__} for LLaMA-Factory {res.lf_version}.",
+        "set -euo pipefail",
+        'RUN_DIR="${RUN_DIR:-${SLURM_SUBMIT_DIR:-$PWD}}"',
+        'cd -- "$RUN_DIR"',
+    ]
+    env = _env_block(recipe, res, res.gpus, recipe.nodes)
+    env = [line for line in env if not line.startswith(("NODE_RANK=", "MASTER_ADDR=", "NNODES="))]
+    lines += env + _python_default(res)
+    lines += [
+        'NNODES="${SLURM_NNODES:-1}"',
+        "# The first node of the allocation hosts the rendezvous.",
+        'MASTER_ADDR="$(scontrol show hostnames "${SLURM_JOB_NODELIST:-localhost}" | head -n 1)"',
+        'export PYTHON TRAIN_YAML NPROC_PER_NODE NNODES MASTER_ADDR MASTER_PORT',
+        'srun --kill-on-bad-exit=1 "$PYTHON" -m torch.distributed.run \\',
+        '  --nnodes "$NNODES" --nproc_per_node "$NPROC_PER_NODE" \\',
+        '  --rdzv_backend c10d --rdzv_endpoint "$MASTER_ADDR:$MASTER_PORT" --rdzv_id "${SLURM_JOB_ID:-0}" \\',
+        '  train_entry.py "$TRAIN_YAML" "$@"',
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def render_readme(recipe: Recipe, res: Resolved) -> str:
+    offload = f", offload {res.offload}" if res.offload != "none" else ""
+    ds = f"ds_config.json      DeepSpeed ZeRO-{res.zero_stage} config{offload}\n" if res.uses_deepspeed else ""
+    notes = "".join(f"- {_one_line(n)}\n" for n in res.notes)
+    return f"""# Run directory: {_one_line(recipe.name)}
+
+{_one_line(res.model_name)} · {recipe.stage} · {recipe.method} · {res.gpus} GPU(s) x {recipe.nodes} node(s) ·
+ZeRO-{res.zero_stage} · {res.precision} · template `{res.template}`. Written by minicpm-tui {__version__} for
+LLaMA-Factory {res.lf_version}.
+
+## Launch
+    minicpm-tui smoke .            # a minute on the CPU: the whole chain with a tiny model
+    minicpm-tui run .              # detached; survives an SSH drop
+    bash single_node.sh            # or by hand (foreground)
+Overrides: `NPROC_PER_NODE=2 CUDA_VISIBLE_DEVICES=0,1 bash single_node.sh max_steps=100`.
+Several nodes: on each node `NODE_RANK=<i> MASTER_ADDR=<node 0 address> NNODES=<n> bash multi_node.sh`,
+or `sbatch slurm.sbatch` under Slurm.
+
+## Resume
+Rerun the same command: `overwrite_output_dir` is false, so LLaMA-Factory continues from the last
+checkpoint in `{_one_line(recipe.output_dir)}/`.
+
+## Monitor
+    minicpm-tui monitor .          # or: tail -f {_one_line(recipe.output_dir)}/trainer_log.jsonl
+
+## Files
+train.yaml          LLaMA-Factory arguments, each non-obvious value with its reason
+{ds}single_node.sh      torchrun on one machine (every setting overridable from the environment)
+multi_node.sh       the same for several nodes (c10d rendezvous)
+slurm.sbatch        Slurm: srun + torchrun on every node
+train_entry.py      LLaMA-Factory's run_exp, after registering the cpm/cpm3 chat formats when missing
+dataset_info.json   this run's datasets (absolute paths to the data files)
+recipe.yaml         every choice, to regenerate with `minicpm-tui generate recipe.yaml --out DIR`
+generated.json      facts minicpm-tui's smoke run and runner read
+Secrets (HF_TOKEN...) are never written here; export them in the shell that launches.
+{"" if not notes else chr(10) + "## Notes" + chr(10) + notes}"""
+
+
+# -- generate --------------------------------------------------------------------------------------
+def render(recipe: Recipe, info: Any | None = None) -> tuple[dict[str, str], Resolved]:
+    """All generated files' text (name -> content), without writing anything."""
+    from minicpm_tui.core.lfinfo import lf_info, require_lf
+
+    recipe.validate()
+    info = info or require_lf(lf_info(source=recipe.lf_source or None))
+    res = resolve(recipe, info)
+    known = info.all_keys or None
+    files = {
+        "train.yaml": render_train_yaml(recipe, res, known),
+        "single_node.sh": render_single_node(recipe, res),
+        "multi_node.sh": render_multi_node(recipe, res),
+        "slurm.sbatch": render_slurm(recipe, res),
+        "train_entry.py": resource_script("train_entry.py").read_text(encoding="utf-8"),
+        "dataset_info.json": json.dumps(dataset_entries(recipe), indent=2, ensure_ascii=False) + "\n",
+        "recipe.yaml": recipe.dump(),
+        "README.md": render_readme(recipe, res),
+    }
+    if res.uses_deepspeed:
+        files["ds_config.json"] = json.dumps(ds_config(res), indent=2) + "\n"
+    meta = {"generator": f"minicpm-tui {__version__}", "llamafactory": res.lf_version, "output_dir":
+            recipe.output_dir, "train_yaml": "train.yaml", "resolved": asdict(res),
+            "uses_deepspeed": res.uses_deepspeed, "distributed": res.distributed,
+            "nproc_per_node": res.gpus, "nnodes": recipe.nodes}
+    files["generated.json"] = json.dumps(meta, indent=2, ensure_ascii=False) + "\n"
+    return files, res
+
+
+_MODES = {"single_node.sh": 0o700, "multi_node.sh": 0o700, "slurm.sbatch": 0o700, "README.md": 0o644,
+          "train_entry.py": 0o644}
+
+
+def generate(recipe: Recipe, out_dir: str | os.PathLike[str], force: bool = False, *, info: Any | None = None,
+             preflight: bool = True, reports: list[Any] | None = None) -> list[Path]:
+    """Write the run directory; refuse an existing one without ``force``. Returns the written paths.
+
+    Everything is written into a new folder beside the target and (with ``preflight``) checked there
+    first; only a directory that passes is moved into place, all or nothing. With ``force`` an existing
+    directory keeps what we did not write (output/, logs, smoke/) and each generated file is replaced.
+    ``reports`` (a list) receives the PreflightReport.
+    """
+    out = Path(out_dir).expanduser().absolute()
+    if out.exists() and not out.is_dir():
+        raise UserError("exists and is not a directory", where=str(out), fix="choose another --out")
+    if out.is_dir() and any(out.iterdir()) and not force:
+        raise UserError("run directory already exists", where=str(out),
+                        fix="choose another --out, or pass --force to rewrite its generated files")
+    files, _ = render(recipe, info)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name[:40]}.", dir=out.parent))
+    try:
+        for name, text in files.items():
+            write_atomic(tmp / name, text, mode=_MODES.get(name, 0o600))
+        if preflight:
+            from minicpm_tui.core.preflight import preflight as run_preflight
+
+            report = run_preflight(tmp, lf_source=recipe.lf_source or None)
+            report.run_dir = out
+            if reports is not None:
+                reports.append(report)
+            report.raise_for_problems()
+        if out.is_dir():
+            for name in files:
+                os.replace(tmp / name, out / name)
+            if "ds_config.json" not in files and (out / "ds_config.json").exists():
+                (out / "ds_config.json").unlink()  # a stale one would mislead
+            shutil.rmtree(tmp, ignore_errors=True)
+        else:
+            os.chmod(tmp, 0o700)  # the files name private paths; the folder keeps them to this user
+            os.rename(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return [out / name for name in files]
+
+
+def read_generated(run_dir: str | os.PathLike[str]) -> dict[str, Any]:
+    """generated.json of a run directory (UserError when it is not one)."""
+    path = Path(run_dir) / "generated.json"
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise UserError("not a minicpm-tui run directory (no generated.json)", where=str(run_dir),
+                        fix="create one with `minicpm-tui generate RECIPE --out DIR`") from exc
+    except ValueError as exc:
+        raise UserError(f"generated.json is damaged: {exc}", where=str(path),
+                        fix="regenerate with `minicpm-tui generate recipe.yaml --out DIR --force`") from exc
+
+
+if __name__ == "__main__":  # pragma: no cover - debugging aid
+    sys.exit(0)

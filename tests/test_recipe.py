@@ -1,0 +1,101 @@
+"""The recipe and its one options registry (unit tests, no subprocess)."""
+
+from __future__ import annotations
+
+import argparse
+
+import pytest
+import yaml
+
+from minicpm_tui.core.errors import UserError
+from minicpm_tui.core.recipe import (
+    OPTIONS_BY_NAME,
+    Recipe,
+    add_recipe_arguments,
+    apply_overrides,
+    import_lf_yaml,
+    list_presets,
+    load_recipe,
+    options,
+    recipe_overrides,
+)
+
+
+def test_registry_declares_each_field_once_with_help_and_group():
+    names = [o.name for o in options()]
+    assert len(names) == len(set(names))
+    for option in options():
+        assert option.help and option.group
+        assert option.flag == "--" + option.name.replace("_", "-")
+    assert OPTIONS_BY_NAME["stage"].choices == ("sft", "dpo", "kto")
+    assert OPTIONS_BY_NAME["zero_stage"].auto
+
+
+def test_roundtrip_through_recipe_yaml(tmp_path):
+    recipe = Recipe.from_dict({"stage": "dpo", "datasets": ["a", "b"], "zero_stage": 3, "nccl_env":
+                               {"NCCL_P2P_DISABLE": "1"}, "extra_args": {"max_grad_norm": 0.5}})
+    path = recipe.save(tmp_path / "recipe.yaml")
+    again = Recipe.load(path)
+    assert again.to_dict() == recipe.to_dict()
+    assert yaml.safe_load(path.read_text())["stage"] == "dpo"
+    assert oct(path.stat().st_mode & 0o777) == "0o600"
+
+
+@pytest.mark.parametrize("data, needle", [
+    ({"stgae": "sft"}, "did you mean 'stage'"),
+    ({"stage": "ppo"}, "stage must be one of sft, dpo, kto"),
+    ({"learning_rate": "fast"}, "learning_rate must be number"),
+    ({"zero_stage": 1}, "zero_stage must be one of 0, 2, 3"),
+    ({"datasets": ["a,b"]}, "comma"),
+    ({"datasets": ["a\nb"]}, "control character"),
+    ({"nccl_env": {"HF_TOKEN": "x"}}, "secret"),
+    ({"offload": "all", "zero_stage": 2}, "needs ZeRO-3"),
+    ({"cuda_visible_devices": "0;rm -rf /"}, "comma-separated"),
+    ({"max_steps": 0, "num_train_epochs": 0}, "nothing to train"),
+    ({"micro_batch": 0}, "micro_batch must be >= 1"),
+])
+def test_bad_values_name_the_field(data, needle):
+    with pytest.raises(UserError) as info:
+        Recipe.from_dict(data, where="r.yaml")
+    assert needle in str(info.value)
+    assert "r.yaml" in str(info.value)
+
+
+def test_cli_flags_render_from_the_registry():
+    parser = argparse.ArgumentParser()
+    add_recipe_arguments(parser)
+    args = parser.parse_args(["--stage", "kto", "--zero-stage", "auto", "--datasets", "x,y", "--lora-rank", "16"])
+    over = recipe_overrides(args)
+    assert over == {"stage": "kto", "zero_stage": "auto", "datasets": "x,y", "lora_rank": "16"}
+    recipe = apply_overrides(Recipe(), over)
+    assert recipe.stage == "kto" and recipe.datasets == ["x", "y"] and recipe.lora_rank == 16
+    help_text = parser.format_help()
+    for option in options():
+        assert option.flag in help_text
+
+
+def test_presets_cover_each_model_and_kind():
+    names = list_presets()
+    for model in ("minicpm-1b", "minicpm-2b", "minicpm3-4b", "minicpm4-0.5b", "minicpm4-8b", "minicpm4.1-8b"):
+        for kind in ("sft-lora", "sft-full", "dpo-lora", "kto-lora"):
+            assert f"{model}-{kind}" in names
+    recipe = load_recipe("minicpm3-4b-dpo-lora")
+    assert recipe.stage == "dpo" and recipe.datasets == ["demo_dpo"]
+
+
+def test_import_old_openbmb_yaml(tmp_path):
+    old = tmp_path / "old.yaml"
+    old.write_text(yaml.safe_dump({
+        "model_name_or_path": "openbmb/MiniCPM-2B-sft-bf16", "stage": "kto", "do_train": True,
+        "finetuning_type": "lora", "lora_target": "q_proj,v_proj", "template": "cpm", "dataset": "kto_demo",
+        "evaluation_strategy": "steps", "kto_ftx": 0.1, "warmup_steps": 0.1, "deepspeed": "ds_z3_config.json",
+        "bf16": True, "output_dir": "saves/x", "mystery_key": 3, "max_grad_norm": 1.0,
+    }))
+    report = import_lf_yaml(old, known_keys={"max_grad_norm", "eval_strategy"})
+    assert ("evaluation_strategy", "eval_strategy") in report.mapped
+    assert ("kto_ftx", "pref_ftx") in report.mapped
+    assert ("warmup_steps", "warmup_ratio") in report.mapped
+    assert report.unknown == ["mystery_key"]
+    assert report.recipe.pref_ftx == 0.1 and report.recipe.warmup_ratio == 0.1
+    assert report.recipe.zero_stage == 3 and report.recipe.precision == "bf16"
+    assert report.recipe.extra_args == {"max_grad_norm": 1.0}

@@ -1,0 +1,157 @@
+"""Generated run directories: the matrix of models x stages x methods and hardware presets passes
+LLaMA-Factory's own parser (one batched subprocess), DeepSpeed's config model, bash -n and shellcheck."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+
+import pytest
+import yaml
+from test_smoke_support import demo_recipe
+
+from minicpm_tui.assets import asset_path
+from minicpm_tui.core.errors import UserError
+from minicpm_tui.core.preflight import preflight_many
+from minicpm_tui.core.writers import GENERATED_FILES, generate
+
+MODELS = ["MiniCPM-1B", "MiniCPM-2B", "MiniCPM3-4B", "MiniCPM4-0.5B", "MiniCPM4-8B", "MiniCPM4.1-8B"]
+HARDWARE = sorted(p.stem for p in asset_path("presets", "hardware").glob("*.yaml"))
+
+
+def _shellcheck() -> str:
+    path = shutil.which("shellcheck")
+    if path is None:
+        apt = subprocess.run(["apt-get", "install", "-y", "shellcheck"], capture_output=True, text=True)
+        path = shutil.which("shellcheck")
+        if path is None:
+            pytest.skip(f"shellcheck missing and apt-get could not install it: {apt.stderr.strip()[-200:]}")
+    return path
+
+
+@pytest.fixture(scope="module")
+def matrix(tmp_path_factory, lf):
+    root = tmp_path_factory.mktemp("matrix")
+    dirs = []
+    for model in MODELS:
+        for stage in ("sft", "dpo", "kto"):
+            for method in ("lora", "full"):
+                recipe = demo_recipe(stage, method, model=model, zero_stage="auto", gpus="auto",
+                                     micro_batch="auto", grad_accum="auto", precision="auto", flash_attn="auto",
+                                     gradient_checkpointing="auto", hardware="8x-a100-80gb-nvlink",
+                                     max_steps=0, cutoff_len=2048)
+                out = root / f"{model}-{stage}-{method}"
+                generate(recipe, out, info=lf, preflight=False)
+                dirs.append(out)
+    for hw in HARDWARE:
+        recipe = demo_recipe("sft", "full", model="MiniCPM4-8B", zero_stage="auto", gpus="auto", nodes=2,
+                             micro_batch="auto", grad_accum="auto", precision="auto", flash_attn="auto",
+                             gradient_checkpointing="auto", offload="auto", hardware=hw)
+        out = root / f"hw-{hw}"
+        generate(recipe, out, info=lf, preflight=False)
+        dirs.append(out)
+    return dirs
+
+
+@pytest.mark.integration
+def test_matrix_passes_llamafactory_and_deepspeed(matrix):
+    reports = preflight_many(matrix)
+    bad = [f"{r.run_dir.name}: {p.one_line()}" for r in reports for p in r.problems]
+    assert not bad, "\n".join(bad)
+    assert any("ds_config.json" in " ".join(r.checked) for r in reports)
+
+
+def test_matrix_scripts_pass_bash_n_and_shellcheck(matrix):
+    checker = _shellcheck()
+    scripts = [str(d / name) for d in matrix for name in ("single_node.sh", "multi_node.sh", "slurm.sbatch")]
+    for script in scripts:
+        proc = subprocess.run(["bash", "-n", script], capture_output=True, text=True)
+        assert proc.returncode == 0, (script, proc.stderr)
+    proc = subprocess.run([checker, "-S", "style", *scripts], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout[-3000:]
+
+
+def test_matrix_templates_and_keys(matrix, lf):
+    keys = lf.all_keys
+    for run in matrix:
+        cfg = yaml.safe_load((run / "train.yaml").read_text())
+        assert set(cfg) <= keys, set(cfg) - keys
+        assert cfg["trust_remote_code"] is True  # every MiniCPM 1-4 checkpoint ships remote code
+        assert cfg["output_dir"] == "output"
+        name = run.name
+        if name.startswith(("MiniCPM-1B", "MiniCPM-2B")):
+            assert cfg["template"] == "cpm"
+        elif name.startswith("MiniCPM"):
+            assert cfg["template"] == ("cpm4" if lf.has_template("cpm4") else "cpm3")
+        if cfg.get("deepspeed"):
+            ds = json.loads((run / cfg["deepspeed"]).read_text())
+            assert ds["zero_optimization"]["stage"] in (2, 3)
+        for name in GENERATED_FILES:
+            if name != "ds_config.json":
+                assert (run / name).is_file(), name
+        assert "HF_TOKEN=" not in (run / "single_node.sh").read_text()
+
+
+def test_pre_ampere_gets_sdpa_and_fp16(tmp_path, lf):
+    recipe = demo_recipe("sft", "lora", model="MiniCPM-2B", gpus="auto", hardware="4x-v100-32gb",
+                         precision="auto", flash_attn="auto", zero_stage="auto")
+    generate(recipe, tmp_path / "v100", info=lf, preflight=False)
+    cfg = yaml.safe_load((tmp_path / "v100" / "train.yaml").read_text())
+    assert cfg["flash_attn"] == "sdpa" and cfg.get("fp16") is True and "bf16" not in cfg
+
+
+def test_nccl_flags_only_when_asked_with_reason(tmp_path, lf):
+    recipe = demo_recipe("sft", "lora", gpus=2, nccl_env={"NCCL_P2P_DISABLE": "1"}, nccl_auto=False)
+    generate(recipe, tmp_path / "n", info=lf, preflight=False)
+    text = (tmp_path / "n" / "single_node.sh").read_text()
+    assert "NCCL_P2P_DISABLE=1" in text and "# NCCL_P2P_DISABLE:" in text
+    assert "NCCL_IB_DISABLE" not in text
+    generate(demo_recipe("sft", "lora", gpus=2, nccl_auto=False), tmp_path / "m", info=lf, preflight=False)
+    assert "NCCL_P2P_DISABLE" not in (tmp_path / "m" / "single_node.sh").read_text()
+
+
+def test_never_overwrites_without_force(tmp_path, lf):
+    out = tmp_path / "run"
+    generate(demo_recipe(), out, info=lf, preflight=False)
+    (out / "output").mkdir()
+    (out / "output" / "keep.txt").write_text("checkpoint")
+    with pytest.raises(UserError, match="already exists"):
+        generate(demo_recipe(), out, info=lf, preflight=False)
+    generate(demo_recipe(lora_rank=16), out, force=True, info=lf, preflight=False)
+    assert (out / "output" / "keep.txt").read_text() == "checkpoint"
+    assert "lora_rank: 16" in (out / "train.yaml").read_text()
+    assert oct(out.stat().st_mode & 0o777) == "0o700"
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp folder left behind
+
+
+def test_unknown_dataset_and_stage_mismatch(tmp_path, lf):
+    with pytest.raises(UserError, match="not registered"):
+        generate(demo_recipe(datasets=["demo_sfft"]), tmp_path / "a", info=lf, preflight=False)
+    with pytest.raises(UserError, match="ranking"):
+        generate(demo_recipe("dpo", datasets=["demo_sft"]), tmp_path / "b", info=lf, preflight=False)
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+def test_bad_lora_target_for_mla(tmp_path, lf):
+    with pytest.raises(UserError, match="q_proj"):
+        generate(demo_recipe(model="MiniCPM3-4B", lora_target="q_proj,v_proj"), tmp_path / "x", info=lf,
+                 preflight=False)
+
+
+@pytest.mark.integration
+def test_preflight_names_file_key_and_fix(tmp_path, lf):
+    out = tmp_path / "run"
+    generate(demo_recipe(zero_stage=2, gpus=2), out, info=lf, preflight=False)
+    with open(out / "train.yaml", "a") as handle:
+        handle.write("evaluation_strategy: steps\nkto_ftx: 0.1\nlearning_rte: 1.0\n")
+    ds = json.loads((out / "ds_config.json").read_text())
+    ds["zero_optimization"]["stage"] = 7
+    (out / "ds_config.json").write_text(json.dumps(ds))
+    (report,) = preflight_many([out])
+    lines = [p.one_line() for p in report.problems]
+    text = "\n".join(lines)
+    assert "train.yaml: evaluation_strategy" in text and "eval_strategy" in text
+    assert "train.yaml: kto_ftx" in text and "pref_ftx" in text
+    assert "learning_rte" in text and "learning_rate" in text
+    assert "ds_config.json" in text and "stage" in text
