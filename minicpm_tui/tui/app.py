@@ -1,0 +1,176 @@
+"""The Textual application: the wizard's seven steps, the live monitor and the runs list.
+
+Kept small on purpose: screens live in ``screens/`` (one module each, imported when first shown so
+startup stays fast), keys in ``keys.py``, styles in ``styles/app.tcss``. Every decision a screen
+shows comes from a core function; the app only navigates and keeps the draft.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Iterable
+from pathlib import Path
+
+from textual.app import App, SystemCommand
+from textual.screen import Screen
+
+from minicpm_tui.tui import keys
+from minicpm_tui.tui.screens.base import WizardStep
+from minicpm_tui.tui.state import WizardState, clear_draft, load_draft, save_draft
+
+# (id, title, "module:Class"); the order is the wizard's.
+STEPS: list[tuple[str, str, str]] = [
+    ("hardware", "Hardware", "hardware:HardwareScreen"),
+    ("model", "Model", "model:ModelScreen"),
+    ("dataset", "Dataset", "dataset:DatasetScreen"),
+    ("plan", "Plan", "plan:PlanScreen"),
+    ("hparams", "Hyper-params", "hparams:HparamsScreen"),
+    ("review", "Review", "review:ReviewScreen"),
+    ("run", "Run", "run:RunScreen"),
+]
+
+
+def screen_class(spec: str) -> type[Screen]:
+    module, _, name = spec.partition(":")
+    return getattr(importlib.import_module(f"minicpm_tui.tui.screens.{module}"), name)
+
+
+class MiniCPMApp(App[int]):
+    TITLE = "minicpm-tui"
+    CSS_PATH = "styles/app.tcss"
+    BINDINGS = keys.APP
+    # No blinking cursor: it is noise over SSH and makes snapshots flaky.
+    ENABLE_COMMAND_PALETTE = True
+
+    def __init__(self, *, monitor_dir: str | Path | None = None, use_draft: bool = True,
+                 state: WizardState | None = None, open_runs: bool = False) -> None:
+        super().__init__()
+        self.open_runs_at_start = open_runs
+        self.monitor_dir = Path(monitor_dir) if monitor_dir else None
+        self.use_draft = use_draft
+        self.state = state or WizardState()
+        self.exit_code = 0
+
+    # -- start ---------------------------------------------------------------
+    def on_mount(self) -> None:
+        self.set_keymap(keys.user_keymap())
+        if self.monitor_dir is not None:
+            from minicpm_tui.tui.screens.monitor import MonitorScreen
+
+            self.push_screen(MonitorScreen(self.monitor_dir, standalone=True))
+            return
+        draft = load_draft() if self.use_draft else None
+        self.goto_step(0)
+        if self.open_runs_at_start:
+            self.open_runs()
+            return
+        if draft is not None and draft[0].step > 0:
+            from minicpm_tui.tui.screens.confirm import ConfirmScreen
+
+            saved, when = draft
+            title = next((t for i, (_, t, _) in enumerate(STEPS) if i == saved.step), "?")
+            question = (f"Continue the draft you left at step {saved.step + 1} ({title}), "
+                        f"model {saved.model or '-'}, dataset {saved.dataset_name or saved.dataset_file or '-'}?")
+
+            def resume(yes: bool | None) -> None:
+                if yes:
+                    self.state = saved
+                    self.goto_step(saved.step)
+                else:
+                    clear_draft()
+
+            self.push_screen(ConfirmScreen(question, yes="Continue draft", no="Start fresh"), resume)
+
+    # -- wizard navigation ------------------------------------------------------
+    def goto_step(self, index: int) -> None:
+        index = max(0, min(index, len(STEPS) - 1))
+        self.state.step = index
+        screen = screen_class(STEPS[index][2])()
+        if isinstance(self.screen, WizardStep):
+            self.switch_screen(screen)
+        else:
+            self.push_screen(screen)
+        self.save_draft()
+
+    def save_draft(self) -> None:
+        if self.monitor_dir is None and self.use_draft:
+            try:
+                save_draft(self.state)
+            except OSError as exc:  # a read-only home must not break the wizard
+                self.notify(f"could not save the draft: {exc}", severity="warning")
+
+    # -- app-wide actions ------------------------------------------------------
+    def action_help(self) -> None:
+        from minicpm_tui.tui.screens.help import HelpScreen
+
+        if not isinstance(self.screen, HelpScreen):
+            self.push_screen(HelpScreen(self.screen))
+
+    def live_run_dir(self) -> Path | None:
+        """A run this session launched that is still running (then quitting asks first)."""
+        for screen in self.screen_stack:
+            getter = getattr(screen, "live_run_dir", None)
+            if callable(getter) and (found := getter()):
+                return found
+        return None
+
+    def action_request_quit(self) -> None:
+        from minicpm_tui.tui.screens.confirm import QuitScreen
+
+        if isinstance(self.screen, QuitScreen):
+            return
+        live = self.live_run_dir()
+        if live is None:
+            self.save_draft()
+            self.exit(self.exit_code)
+            return
+
+        def chosen(answer: str | None) -> None:
+            if answer == "leave":
+                self.save_draft()
+                self.exit(self.exit_code)
+            elif answer == "stop":
+                self.stop_then_quit(live)
+
+        self.push_screen(QuitScreen(live), chosen)
+
+    def stop_then_quit(self, run_dir: Path) -> None:
+        from minicpm_tui.tui.screens.monitor import stop_run_worker
+
+        stop_run_worker(self, run_dir, then_exit=True)
+
+    def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
+        """Palette entries named "area: action", offered only where they work now."""
+        for i, (_, title, _) in enumerate(STEPS):
+            if self.monitor_dir is None and i != self.state.step and i <= self.furthest_step():
+                yield SystemCommand(f"wizard: go to {i + 1} {title}", f"Jump to step {i + 1}",
+                                    lambda i=i: self.goto_step(i))
+        provider = getattr(screen, "palette_commands", None)
+        if callable(provider):
+            yield from provider()
+        yield SystemCommand("runs: list", "Every run on this machine; open one in the monitor", self.open_runs)
+        yield SystemCommand("help: keys and this screen", "F1", self.action_help)
+        yield SystemCommand("app: quit", "Leave; the draft is kept and runs keep running",
+                            self.action_request_quit)
+        yield from (c for c in super().get_system_commands(screen) if c.title in ("Theme", "Keys"))
+
+    def furthest_step(self) -> int:
+        return max(self.state.step, 0)
+
+    def open_runs(self) -> None:
+        from minicpm_tui.tui.screens.runs import RunsScreen
+
+        self.push_screen(RunsScreen())
+
+
+def run_wizard(*, use_draft: bool = True, runs: bool = False) -> int:
+    app = MiniCPMApp(use_draft=use_draft, open_runs=runs)
+    app.run()
+    return app.return_code or 0
+
+
+def run_monitor(run_dir: str | Path) -> int:
+    """The monitor screen on its own: ``minicpm-tui monitor RUN_DIR``."""
+    app = MiniCPMApp(monitor_dir=run_dir, use_draft=False)
+    app.run()
+    return app.return_code or 0

@@ -1,0 +1,50 @@
+"""The wizard's state as a core Recipe: a mapping of registry fields, validated by the recipe core."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+from minicpm_tui.tui.state import WizardState
+
+PROBE = "probe"
+
+
+def recipe_values(state: WizardState) -> dict[str, Any]:
+    from minicpm_tui.tui.screens.hparams import defaults
+
+    values: dict[str, Any] = dict(defaults(state))
+    values.update(state.hparams)
+    values.update({"model": state.model, "method": state.method, "stage": state.stage})
+    values["name"] = run_name(state)
+    if state.dataset_name:
+        values["datasets"] = [state.dataset_name]
+    if state.dataset_file.startswith("demo:"):
+        from minicpm_tui.tui.screens.dataset import demo_dir
+
+        values["dataset_dir"] = str(demo_dir())
+    elif state.dataset_file:
+        values["dataset_dir"] = str(Path(state.dataset_file).expanduser().absolute().parent)
+    hw = state.hardware
+    values["hardware"] = "auto" if hw in ("", PROBE) else hw.removeprefix("preset:")
+    values.update(state.plan_overrides)
+    # The registry decides which fields exist; stale keys from an old draft are dropped here.
+    from minicpm_tui.core.recipe import OPTIONS_BY_NAME
+
+    return {k: v for k, v in values.items() if k in OPTIONS_BY_NAME}
+
+
+def build_recipe(state: WizardState) -> Any:
+    from minicpm_tui.core.recipe import Recipe
+
+    return Recipe.from_dict(recipe_values(state), where="wizard")
+
+
+def run_name(state: WizardState) -> str:
+    base = f"{state.model or 'model'}-{state.stage}-{state.method}"
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", base).strip("-").lower()
+
+
+def default_out_dir(state: WizardState) -> str:
+    return str(Path("runs") / run_name(state))

@@ -1,0 +1,90 @@
+"""Every key binding in one place: ids, keys, descriptions and tooltips.
+
+Screens take their BINDINGS from here, the F1 help lists them from here, and a person can remap
+any of them by id in ``<config dir>/keymap.json`` (``{"wizard.next": "ctrl+right"}``).
+Keys were chosen to survive tmux and SSH: no Ctrl+B (tmux prefix), no keys that need the kitty
+keyboard protocol.
+"""
+
+from __future__ import annotations
+
+import json
+
+from textual.binding import Binding
+
+from minicpm_tui.core.paths import config_dir
+
+KEYMAP_NAME = "keymap.json"
+
+
+def _b(key: str, action: str, description: str, id: str, tooltip: str, *, show: bool = True,
+       priority: bool = False, key_display: str | None = None) -> Binding:
+    return Binding(key, action, description, show=show, priority=priority, id=id, tooltip=tooltip,
+                   key_display=key_display)
+
+
+APP = [
+    _b("f1", "app.help", "Help", "app.help", "Help for this screen and its keys"),
+    _b("ctrl+q", "app.request_quit", "Quit", "app.quit",
+       "Quit; the wizard's choices are kept as a draft, a launched run keeps running", priority=True),
+    _b("ctrl+c", "app.request_quit", "Quit", "app.interrupt",
+       "Asks before leaving; never stops a launched run silently", show=False, priority=True),
+]
+
+WIZARD = [
+    _b("ctrl+n", "next", "Next", "wizard.next", "Go to the next step (when this one is complete)",
+       priority=True),
+    _b("escape", "back", "Back", "wizard.back", "Go back one step; nothing is lost"),
+]
+
+HARDWARE = [
+    _b("ctrl+r", "reprobe", "Re-probe", "hardware.reprobe", "Probe this machine's GPUs again"),
+]
+
+DATASET = [
+    _b("ctrl+o", "browse", "Browse", "dataset.browse", "Pick the dataset file from a file tree"),
+    _b("ctrl+g", "register", "Register", "dataset.register",
+       "Register the file in a dataset_info.json (merge, backup, atomic)"),
+]
+
+REVIEW = [
+    _b("ctrl+w", "write", "Write", "review.write", "Write the run directory (asks before overwriting)"),
+]
+
+RUN = [
+    _b("s", "smoke", "Smoke run", "run.smoke", "Prove the run directory with a short CPU run of a tiny model"),
+    _b("l", "launch", "Launch", "run.launch", "Launch the real training, detached (survives SSH drops)"),
+    _b("m", "monitor", "Monitor", "run.monitor", "Open the live monitor of this run"),
+]
+
+MONITOR = [
+    _b("d", "detach", "Detach", "monitor.detach", "Leave the monitor; training keeps running"),
+    _b("x", "stop", "Stop run", "monitor.stop", "Stop the run (asks first)"),
+    _b("r", "refresh", "Refresh", "monitor.refresh", "Read the run's logs now"),
+]
+
+RUNS = [
+    _b("enter", "open", "Monitor", "runs.open", "Open the selected run in the monitor"),
+    _b("r", "refresh", "Refresh", "runs.refresh", "Read the runs list again"),
+    _b("escape", "close", "Close", "runs.close", "Back to where you were"),
+]
+
+MODAL = [
+    _b("escape", "dismiss_modal", "Close", "modal.close", "Close this dialog"),
+]
+
+ALL: dict[str, list[Binding]] = {
+    "App": APP, "Wizard": WIZARD, "Hardware": HARDWARE, "Dataset": DATASET, "Review": REVIEW,
+    "Run": RUN, "Monitor": MONITOR, "Runs": RUNS,
+}
+
+
+def user_keymap() -> dict[str, str]:
+    """The person's remaps, by binding id; a broken file is ignored (the defaults still work)."""
+    try:
+        data = json.loads((config_dir() / KEYMAP_NAME).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(data, dict):
+        return {}
+    return {str(k): str(v) for k, v in data.items() if isinstance(v, str)}

@@ -1,0 +1,161 @@
+"""Step 1: the hardware to plan for: this machine's probe, a shipped preset, or a saved probe."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from textual import on, work
+from textual.app import ComposeResult
+from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.message import Message
+from textual.widgets import Input, Label, OptionList, Static
+from textual.widgets.option_list import Option
+
+from minicpm_tui.tui import keys
+from minicpm_tui.tui.screens.base import WizardStep
+from minicpm_tui.tui.widgets.pathinput import PathSuggester
+from minicpm_tui.tui.widgets.render import one_line, render_hardware
+
+PROBE = "probe"
+
+
+def hardware_presets() -> list[str]:
+    from minicpm_tui.core.probe import hardware_presets as presets
+
+    return list(presets())
+
+
+class HardwareScreen(WizardStep):
+    STEP = 0
+    HELP_TITLE = "1 Hardware"
+    HELP = """
+Pick what to plan for. **This machine** probes the GPUs through NVML (memory, compute capability,
+busy processes, P2P/NVLink topology, InfiniBand, host RAM). With no NVIDIA GPU here, pick a
+**preset** of a common machine or load a **saved probe** from the remote box
+(`minicpm-tui probe --save box.json` there): that is planning mode. The CPU smoke run works either way.
+"""
+    BINDINGS = [*WizardStep.BINDINGS, *keys.HARDWARE]
+
+    class Loaded(Message):
+        def __init__(self, source: str, profile: Any, error: str | None) -> None:
+            super().__init__()
+            self.source = source
+            self.profile = profile
+            self.error = error
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.profile: Any = None
+        self.error: str | None = None
+        self.busy = False
+
+    def body(self) -> ComposeResult:
+        presets = hardware_presets()
+        with Horizontal(classes="body"):
+            with Vertical(classes="pane side", id="hw-side") as side:
+                side.border_title = "Plan for"
+                options = [Option("This machine (probe)", id=PROBE)]
+                options += [Option(name, id=f"preset:{name}") for name in presets]
+                yield OptionList(*options, id="hw-source", compact=True)
+                yield Label("or a saved probe file:", classes="hint")
+                yield Input(placeholder="box.json", id="hw-file", suggester=PathSuggester(), compact=True)
+            with VerticalScroll(classes="pane main", id="hw-main") as main:
+                main.border_title = "Hardware"
+                yield Static("Probing this machine…", id="hw-details")
+
+    def on_mount(self) -> None:
+        super().on_mount()
+        source = self.state.hardware or PROBE
+        source_list = self.query_one("#hw-source", OptionList)
+        if source.startswith("preset:") or source == PROBE:
+            try:
+                source_list.highlighted = source_list.get_option_index(source)
+            except Exception:
+                source_list.highlighted = 0
+        else:
+            self.query_one("#hw-file", Input).value = source
+        source_list.focus()
+        self.load(source)
+
+    # -- choosing ----------------------------------------------------------------
+    @on(OptionList.OptionHighlighted, "#hw-source")
+    def highlighted(self, event: OptionList.OptionHighlighted) -> None:
+        source = event.option.id or PROBE
+        if source != self.state.hardware:
+            self.load(source)
+
+    @on(OptionList.OptionSelected, "#hw-source")
+    def selected(self, event: OptionList.OptionSelected) -> None:
+        # Enter on the loaded choice moves on: arrows + Enter walk the wizard.
+        source = event.option.id or PROBE
+        if source == self.state.hardware and self.ready():
+            self.action_next()
+        elif source != self.state.hardware or self.error:
+            self.load(source)
+
+    @on(Input.Submitted, "#hw-file")
+    def file_given(self, event: Input.Submitted) -> None:
+        if event.value.strip():
+            self.load(str(Path(event.value.strip()).expanduser()))
+
+    def action_reprobe(self) -> None:
+        self.load(PROBE)
+
+    def load(self, source: str) -> None:
+        self.busy = True
+        self.state.hardware = source
+        self.query_one("#hw-details", Static).update(
+            "Probing this machine…" if source == PROBE else f"Loading {source.removeprefix('preset:')}…")
+        self.update_nav()
+        self._load(source)
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="hardware")
+    def _load(self, source: str) -> None:
+        try:
+            from minicpm_tui.core import probe as probe_core
+
+            if source == PROBE:
+                profile = probe_core.probe()
+            else:
+                profile = probe_core.load_hardware(source.removeprefix("preset:"))
+            self.post_message(self.Loaded(source, profile, None))
+        except Exception as exc:  # UserError or a core bug: shown, never a crash
+            self.post_message(self.Loaded(source, None, one_line(exc)))
+
+    def on_hardware_screen_loaded(self, message: Loaded) -> None:
+        if message.source != self.state.hardware:
+            return  # a later choice superseded this one
+        self.busy = False
+        self.profile = message.profile
+        self.error = message.error
+        details = self.query_one("#hw-details", Static)
+        if message.error:
+            details.update(f"[b]Could not load it:[/b] {message.error}")
+            details.set_class(True, "bad")
+        else:
+            details.set_class(False, "bad")
+            details.update(render_hardware(message.profile))
+            gpus = list(getattr(message.profile, "gpus", []) or [])
+            nodes = getattr(message.profile, "nodes", 1) or 1
+            self.state.gpus = len(gpus)
+            self.state.nodes = int(nodes) if isinstance(nodes, int) else 1
+        self.changed()
+
+    def ready(self) -> bool:
+        if self.busy:
+            self.blocked_reason = "loading the hardware…"
+            return False
+        if self.profile is None:
+            self.blocked_reason = "pick a machine that loads"
+            return False
+        return True
+
+    def palette_commands(self):
+        from textual.app import SystemCommand
+
+        yield SystemCommand("hardware: probe this machine", "Probe the GPUs through NVML again",
+                            self.action_reprobe)
+        for name in hardware_presets():
+            yield SystemCommand(f"hardware: preset {name}", "Plan for this machine",
+                                lambda n=name: self.load(f"preset:{n}"), discover=False)

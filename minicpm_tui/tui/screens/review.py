@@ -1,0 +1,233 @@
+"""Step 6: the run directory's files (tree + highlighted contents), preflight, and Write."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from rich.syntax import Syntax
+from textual import on, work
+from textual.app import ComposeResult
+from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.message import Message
+from textual.widgets import Input, Label, Static, Tree
+
+from minicpm_tui.tui import keys
+from minicpm_tui.tui.build import build_recipe, default_out_dir
+from minicpm_tui.tui.screens.base import WizardStep
+from minicpm_tui.tui.widgets.render import one_line, render_preflight
+
+LEXERS = {".yaml": "yaml", ".json": "json", ".sh": "bash", ".sbatch": "bash", ".py": "python", ".md": "markdown"}
+
+
+def by_hand_commands(run_dir: str) -> str:
+    from shlex import quote
+
+    d = quote(run_dir)
+    return ("# later, by hand: a CPU proof (~1 min), a detached launch,\n"
+            "# reattaching the monitor, and the same without minicpm-tui\n"
+            f"minicpm-tui smoke {d}\nminicpm-tui run {d}\nminicpm-tui monitor {d}\nbash {d}/single_node.sh\n")
+
+
+class ReviewScreen(WizardStep):
+    STEP = 5
+    HELP_TITLE = "6 Review and write"
+    HELP = """
+What will be written, file by file (pick one in the tree to read it), rendered by the same code as
+`minicpm-tui generate`. Ctrl+W writes the run directory; an existing one is only rewritten after you
+confirm. Then the preflight runs: the YAML through LLaMA-Factory's own parser, the datasets through
+the validator, the DeepSpeed config through DeepSpeed's model. The commands to run it by hand later are
+shown too.
+"""
+    BINDINGS = [*WizardStep.BINDINGS, *keys.REVIEW]
+
+    class Rendered(Message):
+        def __init__(self, files: dict[str, str] | None, resolved: Any, error: str | None) -> None:
+            super().__init__()
+            self.files = files
+            self.resolved = resolved
+            self.error = error
+
+    class Written(Message):
+        def __init__(self, run_dir: str, error: str | None) -> None:
+            super().__init__()
+            self.run_dir = run_dir
+            self.error = error
+
+    class Preflighted(Message):
+        def __init__(self, run_dir: str, report: Any, error: str | None) -> None:
+            super().__init__()
+            self.run_dir = run_dir
+            self.report = report
+            self.error = error
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.files: dict[str, str] = {}
+        self.error: str | None = None
+        self.busy = True
+        self.written = bool(self.state.run_dir)
+
+    def body(self) -> ComposeResult:
+        with Vertical(classes="body"):
+            with Horizontal(classes="field"):
+                yield Label("run directory")
+                yield Input(self.state.out_dir or default_out_dir(self.state), id="out-dir", compact=True)
+                yield Static("^w writes it", classes="fhint", id="write-hint")
+            with Horizontal():
+                with Vertical(classes="pane", id="files") as files:
+                    files.border_title = "Files"
+                    yield Tree("run dir", id="file-tree")
+                with VerticalScroll(classes="pane", id="file-view") as view:
+                    view.border_title = "Rendering…"
+                    yield Static("", id="file-text")
+
+    def on_mount(self) -> None:
+        super().on_mount()
+        self.query_one("#file-tree", Tree).focus()
+        self._render_files()
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="render")
+    def _render_files(self) -> None:
+        try:
+            from minicpm_tui.core.writers import render
+
+            files, resolved = render(build_recipe(self.state))
+        except Exception as exc:
+            self.post_message(self.Rendered(None, None, one_line(exc)))
+            return
+        self.post_message(self.Rendered(files, resolved, None))
+
+    def on_review_screen_rendered(self, message: Rendered) -> None:
+        self.busy = False
+        self.error = message.error
+        view = self.query_one("#file-view")
+        text = self.query_one("#file-text", Static)
+        if message.error:
+            view.border_title = "Cannot write this recipe"
+            text.update(f"[b]{message.error}[/b]\n\nGo back (Esc) and change the step it names.")
+        else:
+            self.files = message.files or {}
+            tree = self.query_one("#file-tree", Tree)
+            tree.clear()
+            tree.root.expand()
+            for name in self.files:
+                tree.root.add_leaf(name, data=name)
+            tree.root.add_leaf("commands", data="#commands")
+            self.show("train.yaml" if "train.yaml" in self.files else next(iter(self.files), "#commands"))
+        self.update_nav()
+
+    @on(Tree.NodeHighlighted, "#file-tree")
+    def file_highlighted(self, event: Tree.NodeHighlighted) -> None:
+        if event.node.data:
+            self.show(str(event.node.data))
+
+    def show(self, name: str) -> None:
+        view = self.query_one("#file-view")
+        text = self.query_one("#file-text", Static)
+        if name == "#commands":
+            view.border_title = "Run it by hand"
+            text.update(Syntax(by_hand_commands(self.out_dir()), "bash", theme="ansi_dark", word_wrap=True))
+            return
+        view.border_title = name
+        body = self.files.get(name, "")
+        text.update(Syntax(body, LEXERS.get(Path(name).suffix, "text"), theme="ansi_dark", word_wrap=True,
+                           line_numbers=False))
+
+    def out_dir(self) -> str:
+        return self.query_one("#out-dir", Input).value.strip() or default_out_dir(self.state)
+
+    @on(Input.Changed, "#out-dir")
+    def out_changed(self, event: Input.Changed) -> None:
+        self.state.out_dir = event.value.strip()
+        if self.state.run_dir and Path(self.state.run_dir) != Path(self.out_dir()).expanduser().absolute():
+            self.written = False
+        self.changed()
+
+    # -- write ------------------------------------------------------------------
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "write":
+            return bool(self.files) and not self.busy
+        return super().check_action(action, parameters)
+
+    def action_write(self) -> None:
+        if not self.check_action("write", ()):
+            return
+        target = Path(self.out_dir()).expanduser().absolute()
+        if target.is_dir() and any(target.iterdir()):
+            from minicpm_tui.tui.screens.confirm import ConfirmScreen
+
+            def answer(yes: bool | None) -> None:
+                if yes:
+                    self.write(target, force=True)
+
+            self.app.push_screen(ConfirmScreen(f"{target} already exists. Rewrite its generated files? "
+                                               "(output/ and logs are kept)", yes="Rewrite", no="Cancel",
+                                               danger=True), answer)
+            return
+        self.write(target, force=False)
+
+    def write(self, target: Path, force: bool) -> None:
+        self.busy = True
+        self.query_one("#write-hint", Static).update("writing…")
+        self.update_nav()
+        self._write(target, force)
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="write")
+    def _write(self, target: Path, force: bool) -> None:
+        try:
+            from minicpm_tui.core.writers import generate
+
+            generate(build_recipe(self.state), target, force=force)
+        except Exception as exc:
+            self.post_message(self.Written(str(target), one_line(exc)))
+            return
+        self.post_message(self.Written(str(target), None))
+        self._preflight(target)
+
+    def on_review_screen_written(self, message: Written) -> None:
+        self.busy = False
+        hint = self.query_one("#write-hint", Static)
+        if message.error:
+            hint.update("not written")
+            self.notify(message.error, severity="error", timeout=10)
+        else:
+            self.written = True
+            self.state.run_dir = message.run_dir
+            hint.update("written; preflight running…")
+            self.notify(f"wrote {message.run_dir}")
+        self.changed()
+
+    def _preflight(self, target: Path) -> None:
+        try:
+            from minicpm_tui.core.preflight import preflight
+
+            report = preflight(target)
+        except Exception as exc:
+            self.post_message(self.Preflighted(str(target), None, one_line(exc)))
+            return
+        self.post_message(self.Preflighted(str(target), report, None))
+
+    def on_review_screen_preflighted(self, message: Preflighted) -> None:
+        view = self.query_one("#file-view")
+        view.border_title = "Preflight"
+        self.query_one("#file-text", Static).update(render_preflight(message.report, message.error,
+                                                                     by_hand_commands(message.run_dir)))
+        ok = message.error is None and bool(getattr(message.report, "ok", True))
+        self.query_one("#write-hint", Static).update("written; preflight passed" if ok else
+                                                     "written; preflight found problems")
+
+    def ready(self) -> bool:
+        if self.busy:
+            self.blocked_reason = "working…"
+            return False
+        if not self.written:
+            self.blocked_reason = "^w writes the run directory"
+            return False
+        return True
+
+    def palette_commands(self):
+        from textual.app import SystemCommand
+
+        if self.check_action("write", ()):
+            yield SystemCommand("review: write the run directory", "Asks before overwriting", self.action_write)

@@ -1,0 +1,165 @@
+"""Step 7: smoke run first (one key), then launch; both open the live monitor."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from rich.text import Text
+from textual import work
+from textual.app import ComposeResult
+from textual.containers import VerticalScroll
+from textual.message import Message
+from textual.widgets import Static
+
+from minicpm_tui.tui import keys
+from minicpm_tui.tui.screens.base import WizardStep
+from minicpm_tui.tui.widgets.render import one_line
+
+
+def start_smoke(run_dir: Path) -> Any:
+    """Prepare the smoke config (core.smoke) and launch it detached through the runner, so the monitor
+    can follow it like any run. Returns the runner's manifest."""
+    import shutil
+
+    from minicpm_tui.core import runner, smoke
+    from minicpm_tui.core.tinymodel import offline_env
+
+    launcher = getattr(smoke, "launch_smoke", None)
+    if callable(launcher):
+        return launcher(run_dir)
+    spec = smoke.prepare_smoke(run_dir)
+    if spec.output_dir.exists():  # a smoke run always starts over (as core.smoke.run_spec does)
+        shutil.rmtree(spec.output_dir)
+    return runner.launch(run_dir, env=offline_env(dict(spec.env)), output_dir=spec.output_dir)
+
+
+class RunScreen(WizardStep):
+    STEP = 6
+    HELP_TITLE = "7 Run"
+    HELP = """
+**s** runs the smoke test: a tiny model of the same chat format through this run directory's own
+`single_node.sh`, on the CPU, for a few steps (about a minute; no GPU, no download). **l** launches
+the real training detached: it survives closing this window, the terminal and the SSH session.
+Both open the live monitor; **d** there detaches, `minicpm-tui monitor RUN_DIR` reattaches.
+"""
+    BINDINGS = [*WizardStep.BINDINGS, *keys.RUN]
+
+    class Started(Message):
+        def __init__(self, kind: str, run_dir: Path, error: str | None) -> None:
+            super().__init__()
+            self.kind = kind
+            self.run_dir = run_dir
+            self.error = error
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.starting = False
+        self.launched: Path | None = None
+
+    @property
+    def run_dir(self) -> Path | None:
+        return Path(self.state.run_dir) if self.state.run_dir else None
+
+    def body(self) -> ComposeResult:
+        with VerticalScroll(classes="body pane", id="run-main") as main:
+            main.border_title = "Run"
+            yield Static(self.intro(), id="run-text")
+
+    def intro(self) -> Text:
+        if self.run_dir is None:
+            return Text("No run directory yet: go back (Esc) and write it (^w).", style="bold")
+        text = Text(f"Run directory: {self.run_dir}\n\n", style="bold")
+        text.append("s  ", style="bold reverse")
+        text.append("  smoke run (recommended first): proves the whole chain on the CPU in about a minute\n\n")
+        text.append("l  ", style="bold reverse")
+        text.append("  launch the real training, detached (keeps running when you leave)\n\n")
+        text.append("m  ", style="bold reverse")
+        text.append("  open the monitor of the latest run here\n\n")
+        text.append(f"Later: minicpm-tui monitor {self.run_dir}", style="dim")
+        return text
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action in ("smoke", "launch"):
+            return self.run_dir is not None and not self.starting
+        if action == "monitor":
+            return self.run_dir is not None and (self.run_dir / "run_manifest.json").exists()
+        if action == "next":
+            return False  # the last step
+        return super().check_action(action, parameters)
+
+    def ready(self) -> bool:
+        self.blocked_reason = "s: smoke run   l: launch"
+        return False
+
+    def action_smoke(self) -> None:
+        if self.check_action("smoke", ()):
+            self.begin("smoke")
+
+    def action_launch(self) -> None:
+        if not self.check_action("launch", ()):
+            return
+        from minicpm_tui.tui.screens.confirm import ConfirmScreen
+
+        def answer(yes: bool | None) -> None:
+            if yes:
+                self.begin("launch")
+
+        self.app.push_screen(ConfirmScreen(f"Launch the real training of {self.run_dir.name}? It runs detached "
+                                           "until it ends or you stop it.", yes="Launch", no="Not yet"), answer)
+
+    def action_monitor(self) -> None:
+        if self.run_dir is not None:
+            from minicpm_tui.tui.screens.monitor import MonitorScreen
+
+            self.app.push_screen(MonitorScreen(self.run_dir))
+
+    def begin(self, kind: str) -> None:
+        self.starting = True
+        self.query_one("#run-text", Static).update(
+            "Preparing the smoke run (the tiny model is built once, ~5 s)…" if kind == "smoke" else "Launching…")
+        self.refresh_bindings()
+        self._start(kind, self.run_dir)
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="launch")
+    def _start(self, kind: str, run_dir: Path) -> None:
+        try:
+            if kind == "smoke":
+                start_smoke(run_dir)
+            else:
+                from minicpm_tui.core.runner import launch
+
+                launch(run_dir)
+        except Exception as exc:
+            self.post_message(self.Started(kind, run_dir, one_line(exc)))
+            return
+        self.post_message(self.Started(kind, run_dir, None))
+
+    def on_run_screen_started(self, message: Started) -> None:
+        self.starting = False
+        self.query_one("#run-text", Static).update(self.intro())
+        self.refresh_bindings()
+        if message.error:
+            self.notify(message.error, severity="error", timeout=12)
+            return
+        self.launched = message.run_dir
+        self.action_monitor()
+
+    def live_run_dir(self) -> Path | None:
+        if self.launched is None:
+            return None
+        from minicpm_tui.core.runner import LIVE, run_status
+
+        try:
+            return self.launched if run_status(self.launched).status in LIVE else None
+        except Exception:
+            return None
+
+    def palette_commands(self):
+        from textual.app import SystemCommand
+
+        if self.check_action("smoke", ()):
+            yield SystemCommand("run: smoke run", "A tiny model on the CPU through the real scripts", self.action_smoke)
+            yield SystemCommand("run: launch", "The real training, detached", self.action_launch)
+        if self.check_action("monitor", ()):
+            yield SystemCommand("run: monitor", "The live monitor of this run", self.action_monitor)

@@ -1,0 +1,93 @@
+"""Every run on this machine (core.runner.list_runs); Enter opens one in the monitor."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from textual import work
+from textual.app import ComposeResult
+from textual.message import Message
+from textual.screen import Screen
+from textual.widgets import DataTable, Footer, Static
+
+from minicpm_tui.tui import keys
+from minicpm_tui.tui.widgets.render import one_line
+
+
+def _age(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.0f}{unit}"
+    return f"{seconds:.0f}s"
+
+
+class RunsScreen(Screen):
+    HELP_TITLE = "Runs"
+    HELP = "Every run this machine knows (launched here, or started by hand from a watched run directory)."
+    BINDINGS = keys.RUNS
+
+    class Listed(Message):
+        def __init__(self, runs: list[Any], error: str | None) -> None:
+            super().__init__()
+            self.runs = runs
+            self.error = error
+
+    def compose(self) -> ComposeResult:
+        yield Static(" runs on this machine", id="stepbar")
+        yield DataTable(id="runs-table", cursor_type="row", zebra_stripes=True)
+        yield Static("", id="runs-note", classes="hint")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        table = self.query_one(DataTable)
+        table.add_columns("status", "progress", "age", "exit", "run directory")
+        table.focus()
+        self.action_refresh()
+
+    def action_refresh(self) -> None:
+        self._list()
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="runs")
+    def _list(self) -> None:
+        try:
+            from minicpm_tui.core.runner import list_runs
+
+            self.post_message(self.Listed(list_runs(), None))
+        except Exception as exc:
+            self.post_message(self.Listed([], one_line(exc)))
+
+    def on_runs_screen_listed(self, message: Listed) -> None:
+        table = self.query_one(DataTable)
+        table.clear()
+        for run in message.runs:
+            age = time.time() - run.started_at if run.started_at else None
+            table.add_row(run.status, run.progress, _age(age), "-" if run.exit_code is None else str(run.exit_code),
+                          str(run.run_dir), key=str(run.run_dir))
+        note = message.error or ("" if message.runs else "No runs yet: the wizard's last step launches one.")
+        self.query_one("#runs-note", Static).update(note)
+        self.refresh_bindings()
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "open":
+            return self.query_one(DataTable).row_count > 0
+        return True
+
+    def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
+        self.open(str(event.row_key.value))
+
+    def action_open(self) -> None:
+        table = self.query_one(DataTable)
+        if table.row_count:
+            row = table.coordinate_to_cell_key(table.cursor_coordinate).row_key
+            self.open(str(row.value))
+
+    def open(self, run_dir: str) -> None:
+        from minicpm_tui.tui.screens.monitor import MonitorScreen
+
+        self.app.push_screen(MonitorScreen(run_dir))
+
+    def action_close(self) -> None:
+        self.app.pop_screen()

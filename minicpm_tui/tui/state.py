@@ -1,0 +1,78 @@
+"""What the wizard has chosen so far, and its draft file.
+
+The state is plain data (no Textual): each screen reads it when it is built and writes the
+person's choices back. It is saved as a draft in the XDG config dir on every step change and on
+exit, so Esc, Ctrl+Q or a dropped SSH session never lose work; the next start offers it again.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from minicpm_tui.core.atomic import write_atomic
+from minicpm_tui.core.paths import config_dir
+
+DRAFT_NAME = "wizard-draft.json"
+DRAFT_VERSION = 1
+
+
+@dataclass
+class WizardState:
+    step: int = 0
+    # Hardware: a preset name, a saved probe file, or "probe" for this machine.
+    hardware: str = ""
+    gpus: int | None = None
+    nodes: int = 1
+    # Model and method.
+    model: str = ""
+    method: str = "lora"
+    stage: str = "sft"
+    # Dataset: a file, or a demo's name in the shipped data/dataset_info.json.
+    dataset_file: str = ""
+    dataset_name: str = ""
+    dataset_ok: bool = False
+    suggested_cutoff: int | None = None
+    # Plan overrides the person typed (field -> value); empty means "as recommended".
+    plan_overrides: dict[str, Any] = field(default_factory=dict)
+    plan: dict[str, Any] = field(default_factory=dict)
+    # Hyper-parameters the person changed (recipe field -> value).
+    hparams: dict[str, Any] = field(default_factory=dict)
+    out_dir: str = ""
+    run_dir: str = ""  # set once written
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> WizardState:
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
+def draft_path() -> Path:
+    return config_dir() / DRAFT_NAME
+
+
+def save_draft(state: WizardState) -> Path:
+    payload = {"version": DRAFT_VERSION, "saved": time.time(), "state": state.to_dict()}
+    # 0o600: a draft can hold private paths.
+    return write_atomic(draft_path(), json.dumps(payload, indent=1, default=str) + "\n", mode=0o600)
+
+
+def load_draft() -> tuple[WizardState, float] | None:
+    """The saved draft and when it was saved, or None (missing, unreadable or from another version)."""
+    try:
+        payload = json.loads(draft_path().read_text(encoding="utf-8"))
+        if payload.get("version") != DRAFT_VERSION:
+            return None
+        return WizardState.from_dict(payload["state"]), float(payload.get("saved", 0))
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def clear_draft() -> None:
+    draft_path().unlink(missing_ok=True)

@@ -1,0 +1,101 @@
+"""A real terminal: tmux runs `minicpm-tui` at 80x24 and send-keys walks the wizard to a written run
+directory; capture-pane checks each screen. tmux comes from Debian's packages (installed when missing)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.integration
+
+
+def _ensure_tmux() -> str:
+    found = shutil.which("tmux")
+    if found:
+        return found
+    if os.geteuid() == 0 and shutil.which("apt-get"):
+        subprocess.run(["apt-get", "install", "-y", "-q", "tmux"], check=False, capture_output=True, timeout=600)
+    found = shutil.which("tmux")
+    if not found:
+        pytest.skip("tmux is not installed and could not be installed (apt-get install tmux)")
+    return found
+
+
+class Pane:
+    def __init__(self, tmux: str, name: str) -> None:
+        self.tmux = tmux
+        self.name = name
+
+    def keys(self, *keys: str) -> None:
+        for key in keys:
+            subprocess.run([self.tmux, "send-keys", "-t", self.name, key], check=True)
+            time.sleep(0.15)
+
+    def capture(self) -> str:
+        return subprocess.run([self.tmux, "capture-pane", "-p", "-t", self.name], check=True,
+                              capture_output=True, text=True).stdout
+
+    def wait_for(self, text: str, timeout: float = 120.0) -> str:
+        deadline = time.time() + timeout
+        screen = ""
+        while time.time() < deadline:
+            screen = self.capture()
+            if text in screen:
+                return screen
+            time.sleep(0.2)
+        raise AssertionError(f"{text!r} never appeared; the screen was:\n{screen}")
+
+
+@pytest.fixture()
+def pane(tmp_path):
+    tmux = _ensure_tmux()
+    name = f"minicpm-tui-test-{uuid.uuid4().hex[:8]}"
+    env = {k: v for k, v in os.environ.items() if k not in ("TMUX", "NO_COLOR")}
+    env["TERM"] = "xterm-256color"
+    env.pop("MINICPM_TUI_HOME", None)
+    home = os.environ["MINICPM_TUI_HOME"]  # the session's (cached LLaMA-Factory facts), without a draft
+    (Path(home) / "config" / "wizard-draft.json").unlink(missing_ok=True)
+    command = (f"cd {tmp_path} && MINICPM_TUI_HOME={home} {sys.executable} -m minicpm_tui --fresh; "
+               "echo EXITED-$?; sleep 300")
+    subprocess.run([tmux, "-f", "/dev/null", "new-session", "-d", "-s", name, "-x", "80", "-y", "24", command],
+                   check=True, env=env)
+    try:
+        yield Pane(tmux, name)
+    finally:
+        subprocess.run([tmux, "kill-session", "-t", name], check=False, capture_output=True)
+
+
+def test_walk_the_wizard_in_tmux_at_80x24(pane, tmp_path):
+    first = pane.wait_for("Plan for", timeout=30)
+    assert "1 Hardware" in first and "F1" in first.upper()
+    # This machine has no GPU: the probe says so and the wizard carries on (CPU smoke run).
+    screen = pane.wait_for("No NVIDIA GPU here", timeout=30)
+    assert all(len(line) <= 80 for line in screen.splitlines())
+    pane.keys("C-n")
+    pane.wait_for("template", timeout=60)
+    pane.wait_for("cpm4", timeout=120)
+    pane.keys("C-n")
+    pane.wait_for("usable", timeout=120)
+    pane.keys("C-n")
+    pane.wait_for("why:", timeout=180)
+    pane.keys("C-n")
+    pane.wait_for("learning_rate", timeout=30)
+    pane.keys("C-n")
+    pane.wait_for("train.yaml", timeout=180)
+    pane.keys("C-w")
+    pane.wait_for("written", timeout=120)
+    run_dirs = list((tmp_path / "runs").iterdir())
+    assert len(run_dirs) == 1 and (run_dirs[0] / "single_node.sh").is_file()
+    pane.keys("C-n")
+    screen = pane.wait_for("smoke run", timeout=30)
+    assert "Run directory" in screen and "launch" in screen
+    pane.keys("C-q")
+    # A worker still in a subprocess (the preflight) finishes before the process exits.
+    pane.wait_for("EXITED-0", timeout=240)

@@ -1,0 +1,231 @@
+"""Pilot tests of the TUI: the whole wizard to a written run directory, drafts, keys, the monitor."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+
+import pytest
+
+from minicpm_tui.tui import keys
+from minicpm_tui.tui.app import STEPS, MiniCPMApp
+from minicpm_tui.tui.state import WizardState, load_draft, save_draft
+
+SIZE = (80, 24)
+
+
+@pytest.fixture()
+def no_draft():
+    """The session's home (its LLaMA-Factory facts and tiny models are cached there) without a draft."""
+    from minicpm_tui.tui.state import clear_draft
+
+    clear_draft()
+    yield
+    clear_draft()
+
+
+async def settle(app, pilot, rounds: int = 3) -> None:
+    """Wait for the workers (validation, planning, rendering) and the messages they post."""
+    for _ in range(rounds):
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+
+
+def screen_text(app) -> str:
+    """What the terminal shows now, as plain text."""
+    return "\n".join(strip.text for strip in app.screen._compositor.render_strips())
+
+
+def screen_name(app) -> str:
+    return type(app.screen).__name__
+
+
+def test_every_binding_has_an_id_and_description():
+    ids = [b.id for group in keys.ALL.values() for b in group]
+    assert all(ids) and all(b.description and b.tooltip for g in keys.ALL.values() for b in g)
+    assert "ctrl+b" not in {b.key for g in keys.ALL.values() for b in g}  # the tmux prefix
+
+
+def test_draft_round_trip(no_draft):
+    state = WizardState(step=3, model="MiniCPM3-4B", hparams={"learning_rate": 2e-5})
+    path = save_draft(state)
+    assert path.stat().st_mode & 0o777 == 0o600
+    loaded, when = load_draft()
+    assert loaded == state and when > 0
+
+
+def test_tui_process_never_imports_the_training_stack():
+    code = ("import sys; import minicpm_tui.tui.app as a; from minicpm_tui.tui.app import screen_class, STEPS\n"
+            "[screen_class(s) for _, _, s in STEPS]\n"
+            "import minicpm_tui.tui.screens.monitor, minicpm_tui.tui.screens.runs\n"
+            "bad = [m for m in ('torch','transformers','deepspeed','llamafactory','datasets','peft','trl') "
+            "if m in sys.modules]\nprint(bad)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
+async def test_next_is_hidden_until_the_step_is_ready(no_draft):
+    app = MiniCPMApp(use_draft=False, state=WizardState(hardware="preset:1x-t4-16gb"))
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(app, pilot)
+        assert screen_name(app) == "HardwareScreen"
+        assert app.screen.check_action("next", ()) is True
+        assert app.screen.check_action("back", ()) is False  # first step: no Back in the footer
+        assert "1x Tesla T4" in screen_text(app)
+
+
+async def test_draft_is_offered_again(no_draft):
+    save_draft(WizardState(step=1, hardware="preset:1x-t4-16gb", model="MiniCPM-2B"))
+    app = MiniCPMApp()
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(app, pilot)
+        assert screen_name(app) == "ConfirmScreen"
+        await pilot.click("#yes")
+        await settle(app, pilot)
+        assert screen_name(app) == "ModelScreen"
+        assert app.state.model == "MiniCPM-2B"
+
+
+async def test_f1_help_lists_the_screen_keys(no_draft):
+    app = MiniCPMApp(use_draft=False, state=WizardState(hardware="preset:1x-t4-16gb"))
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(app, pilot)
+        await pilot.press("f1")
+        await pilot.pause()
+        assert screen_name(app) == "HelpScreen"
+        assert "Re-probe" in app.screen.text or "Probe this machine" in app.screen.text
+        await pilot.press("escape")
+        assert screen_name(app) == "HardwareScreen"
+
+
+def _demo_sft() -> str | None:
+    from minicpm_tui.tui.screens.dataset import demo_datasets
+
+    names = [n for n in demo_datasets() if "sft" in n]
+    return names[0] if names else None
+
+
+async def test_wizard_walk_to_a_written_run_directory(no_draft, tmp_path):
+    """Keyboard only: preset hardware, the default model, the demo SFT set, the plan, defaults, write."""
+    if _demo_sft() is None:
+        pytest.skip("the demo datasets (issue 4) are not in data/ yet")
+    app = MiniCPMApp()  # fresh home: no draft to offer, and this walk's draft is saved
+    out = tmp_path / "run one"
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(app, pilot)
+        # 1 Hardware: walk the list to a preset with the arrow keys; Enter on it moves on.
+        from minicpm_tui.tui.screens.hardware import hardware_presets
+
+        for _ in range(hardware_presets().index("1x-rtx4090") + 1):
+            await pilot.press("down")
+        await settle(app, pilot)
+        assert app.state.hardware == "preset:1x-rtx4090"
+        await pilot.press("enter")
+        await settle(app, pilot)
+        # 2 Model: the catalogue's first model is highlighted; LoRA SFT by default.
+        assert screen_name(app) == "ModelScreen"
+        assert app.screen.arch is not None
+        await pilot.press("ctrl+n")
+        await settle(app, pilot, 6)
+        # 3 Dataset: the demo for the stage is validated in the background.
+        assert screen_name(app) == "DatasetScreen"
+        assert app.state.dataset_name == _demo_sft()
+        assert app.screen.report is not None and app.screen.report.to_json()["valid"] > 0
+        await pilot.press("ctrl+n")
+        await settle(app, pilot, 6)
+        # 4 Plan: the recommendation and its memory terms.
+        assert screen_name(app) == "PlanScreen"
+        assert app.screen.error is None, app.screen.error
+        assert app.state.plan["micro_batch"] >= 1
+        # An override that cannot be coerced never reaches the recipe.
+        app.screen.override("ov-micro_batch", "zero")
+        assert "micro_batch" not in app.state.plan_overrides
+        await pilot.press("ctrl+n")
+        await settle(app, pilot)
+        # 5 Hyper-parameters: a bad value blocks Next with the registry's reason.
+        assert screen_name(app) == "HparamsScreen"
+        app.screen.set_value("hp-learning_rate", "fast")
+        assert app.screen.check_action("next", ()) is False
+        app.screen.set_value("hp-learning_rate", "2e-4")
+        assert app.state.hparams["learning_rate"] == 2e-4
+        await pilot.press("ctrl+n")
+        await settle(app, pilot, 6)
+        # 6 Review: the files as they will be written; then write.
+        assert screen_name(app) == "ReviewScreen"
+        assert "train.yaml" in app.screen.files, app.screen.error
+        app.screen.query_one("#out-dir").value = str(out)
+        await pilot.press("ctrl+w")
+        await settle(app, pilot, 8)
+        assert (out / "train.yaml").is_file() and (out / "single_node.sh").is_file()
+        assert app.state.run_dir == str(out.absolute())
+        assert "learning_rate: 0.0002" in (out / "train.yaml").read_text()
+        await pilot.press("ctrl+n")
+        await settle(app, pilot)
+        assert screen_name(app) == "RunScreen"
+        assert app.screen.check_action("smoke", ()) is True
+        # Esc goes back without losing anything.
+        await pilot.press("escape")
+        await settle(app, pilot)
+        assert screen_name(app) == "ReviewScreen" and app.state.run_dir == str(out.absolute())
+    saved, _ = load_draft()
+    assert saved.run_dir == str(out.absolute()) and saved.hparams["learning_rate"] == 2e-4
+
+
+async def test_quit_asks_while_a_run_is_live(no_draft, tmp_path):
+    app = MiniCPMApp(use_draft=False, state=WizardState(hardware="preset:1x-t4-16gb"))
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(app, pilot)
+        app.live_run_dir = lambda: tmp_path  # a launched run is still training
+        await pilot.press("ctrl+c")
+        await pilot.pause()
+        assert screen_name(app) == "QuitScreen"
+        await pilot.click("#stay")
+        await pilot.pause()
+        assert screen_name(app) == "HardwareScreen" and app.is_running
+
+
+@pytest.mark.integration
+async def test_monitor_on_a_real_smoke_run(no_draft, tmp_path):
+    """The wizard's smoke path (core.smoke + core.runner), then the monitor screen on the finished run."""
+    if _demo_sft() is None:
+        pytest.skip("the demo datasets (issue 4) are not in data/ yet")
+    from minicpm_tui.core.runner import run_status
+    from minicpm_tui.core.writers import generate
+    from minicpm_tui.tui.build import build_recipe
+    from minicpm_tui.tui.screens.run import start_smoke
+
+    state = WizardState(hardware="preset:1x-rtx4090", model="MiniCPM4-0.5B", dataset_name=_demo_sft(),
+                        dataset_file=f"demo:{_demo_sft()}")
+    run_dir = tmp_path / "smoke-run"
+    generate(build_recipe(state), run_dir)
+    start_smoke(run_dir)
+    deadline = time.time() + 600
+    while run_status(run_dir).status in ("starting", "running") and time.time() < deadline:
+        time.sleep(1)
+    assert run_status(run_dir).status == "finished"
+    app = MiniCPMApp(monitor_dir=run_dir)
+    async with app.run_test(size=SIZE) as pilot:
+        for _ in range(20):
+            await settle(app, pilot)
+            if app.screen.snap is not None and app.screen.snap.losses:
+                break
+            await pilot.pause(0.2)
+        snap = app.screen.snap
+        assert snap.status == "finished" and snap.losses
+        assert f"loss {snap.loss:.4f}" in screen_text(app)
+        assert app.screen.check_action("stop", ()) is False  # nothing to stop
+        await pilot.press("d")
+    assert app.return_code == 0
+
+
+def test_wizard_refuses_without_a_terminal():
+    proc = subprocess.run([sys.executable, "-m", "minicpm_tui"], capture_output=True, text=True,
+                          stdin=subprocess.DEVNULL)
+    assert proc.returncode == 2 and "interactive terminal" in proc.stderr
+
+
+def test_steps_are_seven():
+    assert [s for s, _, _ in STEPS] == ["hardware", "model", "dataset", "plan", "hparams", "review", "run"]
+    json.dumps(WizardState().to_dict())

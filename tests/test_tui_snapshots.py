@@ -1,0 +1,49 @@
+"""Snapshot tests, one per screen state: fixed 80x24, hardware presets only (no probe of this host),
+no clock, no hostname. Update baselines with `pytest tests/test_tui_snapshots.py --snapshot-update`."""
+
+from __future__ import annotations
+
+import pytest
+
+from minicpm_tui.tui.app import MiniCPMApp
+from minicpm_tui.tui.state import WizardState
+
+SIZE = (80, 24)
+
+
+@pytest.fixture(autouse=True)
+def _isolated(monkeypatch):
+    monkeypatch.delenv("NO_COLOR", raising=False)
+
+
+async def _settle(pilot) -> None:
+    for _ in range(3):
+        await pilot.app.workers.wait_for_complete()
+        await pilot.pause()
+
+
+def _app(**state) -> MiniCPMApp:
+    return MiniCPMApp(use_draft=False, state=WizardState(**state))
+
+
+def test_hardware_preset_with_nvlink_matrix(snap_compare):
+    assert snap_compare(_app(hardware="preset:8x-a100-80gb-nvlink"), terminal_size=SIZE, run_before=_settle)
+
+
+def test_model_step(snap_compare):
+    async def before(pilot):
+        await _settle(pilot)
+        pilot.app.goto_step(1)
+        await _settle(pilot)
+
+    assert snap_compare(_app(hardware="preset:1x-t4-16gb", model="MiniCPM3-4B"), terminal_size=SIZE,
+                        run_before=before)
+
+
+def test_help_overlay(snap_compare):
+    async def before(pilot):
+        await _settle(pilot)
+        await pilot.press("f1")
+        await pilot.pause()
+
+    assert snap_compare(_app(hardware="preset:1x-t4-16gb"), terminal_size=SIZE, run_before=before)
