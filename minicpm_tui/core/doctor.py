@@ -54,7 +54,7 @@ def run_doctor(python: str | None = None, nvml: Nvml | None = None) -> DoctorRep
     try:
         raw = run_introspection(python, os.environ.get("MINICPM_TUI_LF_SOURCE") or None, full=True)
     except Exception as exc:  # the environment itself is broken: still a report, not a crash
-        add(Check("training python", MISSING, str(exc), f"set MINICPM_TUI_TRAIN_PYTHON to a python with llamafactory"))
+        add(Check("training python", MISSING, str(exc), "set MINICPM_TUI_TRAIN_PYTHON to a python with llamafactory"))
         _host_checks(report, nvml)
         return report
     report.raw = raw

@@ -8,6 +8,7 @@ into a status with a hint a person can act on. Tests inject a fake at the call s
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from typing import Any
 
@@ -103,10 +104,8 @@ class Nvml:
     def shutdown(self) -> None:
         with self._lock:
             if self._started and self.status in (STATUS_OK, STATUS_NO_GPU):
-                try:
+                with contextlib.suppress(Exception):
                     self._module.nvmlShutdown()
-                except Exception:
-                    pass
             self._started = False
 
     def _classify(self, exc: BaseException) -> str:
