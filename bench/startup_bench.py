@@ -1,0 +1,83 @@
+"""Cold-start figures for the CLI and the TUI's imports (a benchmark, not a test: this machine is shared).
+
+    .venv/bin/python bench/startup_bench.py [--repeat 7]
+
+Prints the median and best wall time of each command in a fresh interpreter, and the target.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+
+TARGET_S = 0.5
+CASES = {
+    "minicpm-tui --version": [sys.executable, "-m", "minicpm_tui", "--version"],
+    "minicpm-tui --help": [sys.executable, "-m", "minicpm_tui", "--help"],
+    "minicpm-tui runs --help": [sys.executable, "-m", "minicpm_tui", "runs", "--help"],
+    "import minicpm_tui.core.planner": [sys.executable, "-c", "import minicpm_tui.core.planner"],
+    "import minicpm_tui.tui.app": [sys.executable, "-c", "import minicpm_tui.tui.app"],
+    "python -c pass (interpreter floor)": [sys.executable, "-c", "pass"],
+}
+
+
+def tui_first_paint(timeout: float = 20.0) -> float | None:
+    """Seconds from starting `minicpm-tui` in an 80x24 tmux pane until the first screen is drawn."""
+    if not shutil.which("tmux"):
+        return None
+    session = f"mt-bench-{uuid.uuid4().hex[:8]}"
+    home = tempfile.mkdtemp(prefix="mt-bench-home-")
+    cmd = f"MINICPM_TUI_HOME={home} {sys.executable} -m minicpm_tui --fresh"
+    start = time.perf_counter()
+    subprocess.run(["tmux", "-f", "/dev/null", "new-session", "-d", "-s", session, "-x", "80", "-y", "24", cmd],
+                   check=True, env={**os.environ, "TERM": "xterm-256color"})
+    try:
+        while time.perf_counter() - start < timeout:
+            screen = subprocess.run(["tmux", "capture-pane", "-p", "-t", session], capture_output=True,
+                                    text=True).stdout
+            if "Hardware" in screen and "Next" in screen:
+                return time.perf_counter() - start
+            time.sleep(0.01)
+        return None
+    finally:
+        subprocess.run(["tmux", "kill-session", "-t", session], capture_output=True)
+        shutil.rmtree(home, ignore_errors=True)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--repeat", type=int, default=7)
+    args = parser.parse_args()
+    print(f"{'case':<38} {'median s':>9} {'best s':>8}  target")
+    for name, cmd in CASES.items():
+        times = []
+        for _ in range(args.repeat):
+            start = time.perf_counter()
+            proc = subprocess.run(cmd, capture_output=True)
+            times.append(time.perf_counter() - start)
+            if proc.returncode != 0:
+                print(f"{name:<38} failed: {proc.stderr.decode()[-200:]}")
+                break
+        else:
+            med = statistics.median(times)
+            verdict = "ok" if med < TARGET_S else "OVER"
+            print(f"{name:<38} {med:>9.3f} {min(times):>8.3f}  <{TARGET_S} s {verdict}")
+    paints = [t for t in (tui_first_paint() for _ in range(min(args.repeat, 5))) if t is not None]
+    if paints:
+        med = statistics.median(paints)
+        verdict = "ok" if med < TARGET_S else "OVER"
+        print(f"{'wizard first screen in tmux 80x24':<38} {med:>9.3f} {min(paints):>8.3f}  <{TARGET_S} s {verdict}")
+    else:
+        print("wizard first screen in tmux: not measured (no tmux, or no screen within 20 s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,53 @@
+"""`minicpm-tui runs`: the runs known on this machine, with status, progress and age."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--json", action="store_true", help="print the list as JSON")
+    parser.add_argument("--watch", metavar="RUN_DIR",
+                        help="add a run directory you launch by hand (bash single_node.sh) to the list")
+    parser.add_argument("--all", action="store_true", help="also list registered run directories that are gone")
+
+
+def _age(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.0f}{unit}"
+    return f"{seconds:.0f}s"
+
+
+def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from minicpm_tui.core import runner
+    from minicpm_tui.core.errors import UserError
+
+    if args.watch:
+        path = Path(args.watch).expanduser().resolve()
+        if not path.is_dir():
+            raise UserError("no such run directory", where=args.watch)
+        runner.watch_run(path)
+    runs = runner.list_runs(include_missing=args.all)
+    if args.json:
+        print(json.dumps([r.to_dict() for r in runs], indent=2))
+        return 0
+    if not runs:
+        print("no runs yet: start one with `minicpm-tui run RUN_DIR` (or `minicpm-tui runs --watch RUN_DIR` for a "
+              "run started by hand)")
+        return 0
+    print(f"{'STATUS':<9} {'EXIT':>4} {'PROGRESS':<16} {'AGE':>5}  RUN_DIR")
+    for r in runs:
+        exit_code = "-" if r.exit_code is None else str(r.exit_code)
+        extra = f"  [{r.how}]" if r.how != "minicpm-tui" else ""
+        if r.note:
+            extra += f"  ({r.note})"
+        age = _age(time.time() - r.started_at) if r.started_at else "-"
+        print(f"{r.status:<9} {exit_code:>4} {r.progress:<16} {age:>5}  {r.run_dir}{extra}")
+    return 0

@@ -1,0 +1,34 @@
+"""`minicpm-tui stop RUN_DIR`: stop after the current step (and save), then the whole process group."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("run_dir", metavar="RUN_DIR")
+    parser.add_argument("--grace", type=float, default=60.0, metavar="S",
+                        help="seconds to let the current step finish and LLaMA-Factory save (default 60; "
+                        "0 skips straight to SIGTERM)")
+    parser.add_argument("--timeout", type=float, default=15.0, metavar="S",
+                        help="seconds between SIGTERM and SIGKILL to the process group (default 15)")
+    parser.add_argument("--json", action="store_true", help="print the result as JSON")
+
+
+def run(args: argparse.Namespace) -> int:
+    from minicpm_tui.core import runner
+    from minicpm_tui.core.errors import UserError
+
+    run_dir = Path(args.run_dir).expanduser().resolve()
+    if not run_dir.is_dir():
+        raise UserError("no such run directory", where=str(args.run_dir))
+    if args.grace < 0 or args.timeout < 0:
+        raise UserError("times must be >= 0", where="--grace/--timeout")
+    say = None if args.json else (lambda text: print(f"stop: {text}", flush=True))
+    result = runner.stop(run_dir, grace=args.grace, term_timeout=args.timeout, say=say)
+    if args.json:
+        print(json.dumps({"run_dir": str(result.run_dir), "was": result.was, "status": result.status,
+                          "actions": result.actions, "left": result.left}, indent=2))
+    return 1 if result.left else 0

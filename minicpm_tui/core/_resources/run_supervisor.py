@@ -1,0 +1,176 @@
+"""Supervise one attempt of a run: start it, wait for it, record how it ended in the run manifest.
+
+Started by ``minicpm_tui.core.runner.launch`` in a new session (setsid), so it has no controlling
+terminal and no SSH hang-up can reach it. It outlives the launcher, then:
+- starts the run's command in its own process group (the group ``stop`` signals), with stdout and
+  stderr going to files, never to a pipe;
+- holds an exclusive lock on ``logs/.run.lock`` while the attempt lives (how others tell "alive");
+- records pid, process group, and finally exit code, end time and status in ``run_manifest.json``;
+- after the command ends, clears what is left of its process group so no orphan keeps a GPU.
+
+Stdlib only: it must not depend on minicpm-tui's own modules being importable later.
+Usage: run_supervisor.py RUN_DIR ATTEMPT_NUMBER
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+MANIFEST = "run_manifest.json"
+
+
+def _write_atomic(path: str, text: str) -> None:
+    folder = os.path.dirname(path)
+    fd, tmp = tempfile.mkstemp(prefix=".run_manifest.", suffix=".tmp", dir=folder)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(text)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+
+
+def update_manifest(run_dir: str, attempt_no: int, changes: dict) -> dict:
+    """Read-modify-write under the manifest lock (the launcher and ``stop`` write it too)."""
+    lock_path = os.path.join(run_dir, "logs", ".manifest.lock")
+    with open(lock_path, "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        path = os.path.join(run_dir, MANIFEST)
+        with open(path, encoding="utf-8") as handle:
+            data = json.load(handle)
+        for attempt in data.get("attempts", []):
+            if attempt.get("attempt") == attempt_no:
+                attempt.update(changes)
+                current = attempt
+        data.update({k: current.get(k) for k in ("status", "exit_code", "pid", "pgid", "started_at",
+                                                  "ended_at", "host", "command")})
+        _write_atomic(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
+        return current
+
+
+def _start_ticks(pid: int) -> int | None:
+    try:
+        with open(f"/proc/{pid}/stat", encoding="utf-8") as handle:
+            return int(handle.read().rsplit(")", 1)[1].split()[19])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def _leftovers(pgid: int, tag: str | None) -> list[int]:
+    """Live processes of the attempt: the launch group, plus any carrying the run tag in their environment
+    (torchrun starts each worker in a session of its own, so workers are outside the launch group)."""
+    needle = f"MINICPM_TUI_RUN={tag}".encode() if tag else None
+    me, uid = os.getpid(), os.getuid()
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == me:
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", encoding="utf-8", errors="replace") as handle:
+                fields = handle.read().rsplit(")", 1)[1].split()
+            if fields[0] == "Z":
+                continue
+            if int(fields[2]) == pgid:
+                found.append(int(entry))
+                continue
+            if needle is None or os.stat(f"/proc/{entry}").st_uid != uid:
+                continue
+            with open(f"/proc/{entry}/environ", "rb") as handle:
+                if needle in handle.read().split(b"\0"):
+                    found.append(int(entry))
+        except (OSError, IndexError, ValueError):
+            continue
+    return found
+
+
+def _kill_all(pids: list[int], sig: int) -> None:
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, sig)
+
+
+def _log(run_dir: str, text: str) -> None:
+    with open(os.path.join(run_dir, "logs", "supervisor.log"), "a", encoding="utf-8") as handle:
+        handle.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} [{os.getpid()}] {text}\n")
+
+
+def main() -> int:
+    run_dir, attempt_no = os.path.abspath(sys.argv[1]), int(sys.argv[2])
+    # No terminal can reach us (new session), but be explicit: a hang-up is not a reason to stop.
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    with open(os.path.join(run_dir, MANIFEST), encoding="utf-8") as handle:
+        manifest = json.load(handle)
+    attempt = next(a for a in manifest["attempts"] if a["attempt"] == attempt_no)
+
+    lock = open(os.path.join(run_dir, "logs", ".run.lock"), "a")  # noqa: SIM115 - held for our lifetime
+    deadline = time.time() + 5
+    while True:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            break
+        except BlockingIOError:
+            if time.time() > deadline:
+                update_manifest(run_dir, attempt_no, {"status": "failed", "exit_code": None,
+                                                      "ended_at": time.time(),
+                                                      "error": "another attempt of this run is alive"})
+                _log(run_dir, "refused: another attempt holds the run lock")
+                return 3
+            time.sleep(0.1)
+
+    stdout = open(attempt["stdout"], "ab")  # noqa: SIM115
+    stderr = open(attempt["stderr"], "ab")  # noqa: SIM115
+    try:
+        child = subprocess.Popen(attempt["command"], cwd=run_dir, stdin=subprocess.DEVNULL, stdout=stdout,
+                                 stderr=stderr, process_group=0, close_fds=True)
+    except OSError as exc:
+        update_manifest(run_dir, attempt_no, {"status": "failed", "exit_code": 127, "ended_at": time.time(),
+                                              "error": f"cannot start {attempt['command'][0]}: {exc}"})
+        _log(run_dir, f"cannot start: {exc}")
+        return 127
+    stdout.close()
+    stderr.close()
+    pgid = child.pid
+
+    def forward(signum: int, _frame: object) -> None:
+        # Someone signalled the supervisor itself: pass it on to the run, keep supervising.
+        _log(run_dir, f"got signal {signum}; forwarding SIGTERM to process group {pgid}")
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pgid, signal.SIGTERM)
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    update_manifest(run_dir, attempt_no, {"status": "running", "pid": child.pid, "pgid": pgid,
+                                          "pid_start_ticks": _start_ticks(child.pid),
+                                          "supervisor_pid": os.getpid(), "host": socket.gethostname(),
+                                          "started_at": attempt.get("started_at") or time.time()})
+    _log(run_dir, f"attempt {attempt_no}: started pid {child.pid} (process group {pgid}): {attempt['command']}")
+    rc = child.wait()
+    exit_code = rc if rc >= 0 else 128 - rc  # killed by signal N -> 128+N, as a shell reports it
+    # Whatever is left of the run (a worker whose torchrun died) must not keep a GPU.
+    tag = attempt.get("run_tag")
+    left = _leftovers(pgid, tag)
+    if left:
+        _log(run_dir, f"command ended ({exit_code}) but {len(left)} of its processes remain {left}; terminating")
+        _kill_all(left, signal.SIGTERM)
+        end = time.time() + 10
+        while _leftovers(pgid, tag) and time.time() < end:
+            time.sleep(0.2)
+        _kill_all(_leftovers(pgid, tag), signal.SIGKILL)
+    with open(os.path.join(run_dir, MANIFEST), encoding="utf-8") as handle:
+        current = next(a for a in json.load(handle)["attempts"] if a["attempt"] == attempt_no)
+    status = "stopped" if current.get("stop_requested_at") else "finished" if exit_code == 0 else "failed"
+    update_manifest(run_dir, attempt_no, {"status": status, "exit_code": exit_code, "ended_at": time.time()})
+    _log(run_dir, f"attempt {attempt_no}: {status}, exit code {exit_code}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

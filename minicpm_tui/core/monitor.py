@@ -1,0 +1,394 @@
+"""The monitor's data layer: follow a run's trainer_log.jsonl and logs incrementally, as typed snapshots.
+
+Cheap enough to leave open for days: each poll reads only the bytes appended since the last one (by
+offset, restarting on truncation or a replaced file, holding back a half-written last line), keeps
+bounded histories, and never re-reads a whole log. The UI (plain or Textual) only formats snapshots.
+
+Phases are recognised from the lines LLaMA-Factory, transformers and tqdm really print (see
+tests/fixtures/logs/sft_lora.*, captured from a real run): starting -> tokenizing -> loading model ->
+training (step x/y, ETA) <-> evaluating / saving -> done (or failed / stopped).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import time
+from collections import deque
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from minicpm_tui.core import runner
+from minicpm_tui.core.diagnose import Diagnosis, diagnose, read_tail
+
+PHASES = ("starting", "tokenizing", "loading model", "training", "evaluating", "saving", "done", "failed",
+          "stopped")
+HISTORY = 2000  # points kept per metric series (sparklines); older ones are dropped
+_ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+_MAX_LINE = 64 * 1024  # a runaway line without newline is cut, not buffered forever
+
+
+class TextFollower:
+    """Reads what was appended to a file since the last call; survives truncation and replacement.
+
+    ``split`` bytes end a record (``b"\\n"`` for JSONL; ``\\r`` too for logs, since tqdm redraws with it).
+    An unterminated last record is held back until its end arrives.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], *, carriage_returns: bool = False,
+                 chunk: int = 1 << 20) -> None:
+        self.path = Path(path)
+        self.offset = 0
+        self.inode: int | None = None
+        self._partial = b""
+        self._cr = carriage_returns
+        self._chunk = chunk
+        self.resets = 0
+
+    def read_lines(self) -> list[str]:
+        try:
+            st = os.stat(self.path)
+        except OSError:
+            return []
+        if self.inode is not None and (st.st_ino != self.inode or st.st_size < self.offset):
+            # Replaced (new inode) or truncated: start over from the top.
+            self.offset, self._partial = 0, b""
+            self.resets += 1
+        self.inode = st.st_ino
+        if st.st_size == self.offset:
+            return []
+        try:
+            with open(self.path, "rb") as handle:
+                handle.seek(self.offset)
+                data = handle.read(min(self._chunk, st.st_size - self.offset))
+        except OSError:
+            return []
+        self.offset += len(data)
+        data = self._partial + data
+        if self._cr:
+            data = data.replace(b"\r", b"\n")
+        parts = data.split(b"\n")
+        self._partial = parts.pop()
+        if len(self._partial) > _MAX_LINE:
+            parts.append(self._partial)
+            self._partial = b""
+        return [p.decode("utf-8", "replace") for p in parts]
+
+
+@dataclass
+class RunSnapshot:
+    """Everything the monitor shows about a run at one instant."""
+
+    run_dir: str
+    status: str = "never"  # runner statuses: starting running finished failed stopped died never
+    phase: str = "starting"
+    phases_seen: list[str] = field(default_factory=list)  # first occurrence order
+    step: int | None = None
+    total_steps: int | None = None
+    percent: float | None = None
+    loss: float | None = None
+    eval_loss: float | None = None
+    accuracy: float | None = None  # DPO rewards/accuracies
+    reward: float | None = None
+    lr: float | None = None
+    epoch: float | None = None
+    throughput: float | None = None  # tokens/s
+    total_tokens: int | None = None
+    elapsed_s: float | None = None
+    remaining_s: float | None = None
+    vram_allocated_gib: float | None = None
+    vram_reserved_gib: float | None = None
+    last_checkpoint: str | None = None
+    exit_code: int | None = None
+    pid: int | None = None
+    pgid: int | None = None
+    host: str | None = None
+    attempt: int = 0
+    how: str = ""
+    output_dir: str | None = None
+    started_at: float | None = None
+    losses: list[tuple[int, float]] = field(default_factory=list)
+    eval_losses: list[tuple[int, float]] = field(default_factory=list)
+    log_tail: list[str] = field(default_factory=list)
+    diagnosis: Diagnosis | None = None
+    note: str = ""
+    time: float = 0.0
+
+    @property
+    def ended(self) -> bool:
+        return self.status in ("finished", "failed", "stopped", "died")
+
+    def to_dict(self) -> dict[str, Any]:
+        data = {k: v for k, v in self.__dict__.items() if k != "diagnosis"}
+        data["losses"] = [list(p) for p in self.losses]
+        data["eval_losses"] = [list(p) for p in self.eval_losses]
+        data["diagnosis"] = self.diagnosis.to_dict() if self.diagnosis else None
+        data["ended"] = self.ended
+        return data
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2)
+
+
+def parse_hms(text: Any) -> float | None:
+    """"1 day, 2:03:04" / "0:00:12" / "03:12" -> seconds."""
+    if not isinstance(text, str) or not text:
+        return None
+    days = 0
+    m = re.match(r"(\d+) days?, (.*)", text)
+    if m:
+        days, text = int(m.group(1)), m.group(2)
+    try:
+        parts = [float(p) for p in text.split(":")]
+    except ValueError:
+        return None
+    seconds = 0.0
+    for part in parts:
+        seconds = seconds * 60 + part
+    return days * 86400 + seconds
+
+
+# Phase markers: (phase, pattern). Checked per log line; the first match wins.
+_PHASE_RULES: list[tuple[str, re.Pattern[str]]] = [
+    ("tokenizing", re.compile(r"llamafactory\.data\.loader.*Loading dataset|Running tokenizer on dataset|"
+                              r"Converting format of dataset|Generating train split")),
+    ("loading model", re.compile(r"loading weights file|Loading checkpoint shards|^Loading weights:|"
+                                 r"llamafactory\.model\.loader.*trainable params")),
+    ("training", re.compile(r"\*\*\*\*\* Running training \*\*\*\*\*")),
+    ("evaluating", re.compile(r"\*\*\*\*\* Running Evaluation \*\*\*\*\*")),
+    ("saving", re.compile(r"Saving model checkpoint to|saved in \S*checkpoint-\d+|Training completed")),
+]
+_TOTAL = re.compile(r"Total optimization steps = ([\d,]+)")
+_CKPT = re.compile(r"(checkpoint-\d+)")
+# tqdm's training bar has no description: "100%|████| 6/6 [00:02<00:00,  2.91it/s]"
+_BAR = re.compile(r"^\s*\d+%\|[^|]*\|\s*(\d+)/(\d+) \[([\d:]+)<([\d:?]+)")
+_RESUME = re.compile(r"Resuming training from")
+
+
+class RunFollower:
+    """Incremental view of one run directory: ``poll()`` returns a fresh :class:`RunSnapshot`.
+
+    Status and exit code come from the runner (manifest, lock, processes); metrics from
+    ``trainer_log.jsonl``; phases, total steps and the per-step progress bar from the logs of the
+    current attempt (or, for a run started by hand, from whatever the monitor can see).
+    """
+
+    def __init__(self, run_dir: str | os.PathLike[str], *, tail_lines: int = 40,
+                 status_every: float = 1.0) -> None:
+        self.run_dir = Path(run_dir).expanduser().resolve()
+        self.snapshot = RunSnapshot(run_dir=str(self.run_dir))
+        self._tail: deque[str] = deque(maxlen=tail_lines)
+        self._losses: deque[tuple[int, float]] = deque(maxlen=HISTORY)
+        self._eval: deque[tuple[int, float]] = deque(maxlen=HISTORY)
+        self._jsonl: TextFollower | None = None
+        self._logs: list[TextFollower] = []
+        self._attempt: int | None = None
+        self._status_every = status_every
+        self._status_at = 0.0
+        self._info: runner.RunInfo | None = None
+        self._bar_seen_at = 0.0
+        self._diagnosed = False
+        self._phase_step = 0
+        self._completed = False
+
+    # -- wiring ----------------------------------------------------------
+    def _attach(self) -> None:
+        manifest = runner.RunManifest.load(self.run_dir)
+        attempt = manifest.current.get("attempt") if manifest and manifest.attempts else 0
+        out_dir = runner.output_dir_of(self.run_dir)
+        if self._jsonl is None and out_dir is not None:
+            self._jsonl = TextFollower(out_dir / runner.TRAINER_LOG)
+            self.snapshot.output_dir = str(out_dir)
+        if attempt != self._attempt:
+            # A new attempt (resume): its own log files; phases start over, metrics continue.
+            self._attempt = attempt
+            self._logs = []
+            if manifest is not None and manifest.attempts:
+                for path in (manifest.stderr_log, manifest.stdout_log):
+                    if path is not None:
+                        self._logs.append(TextFollower(path, carriage_returns=True))
+            self._completed = False
+            if self.snapshot.phases_seen:
+                self.snapshot.phase = "starting"
+                self.snapshot.phases_seen = ["starting"]
+            self._diagnosed = False
+            self.snapshot.diagnosis = None
+
+    # -- polling ---------------------------------------------------------
+    def poll(self) -> RunSnapshot:
+        now = time.time()
+        snap = self.snapshot
+        if self._info is None or now - self._status_at >= self._status_every:
+            self._info = runner.run_status(self.run_dir)
+            self._status_at = now
+            self._attach()
+        info = self._info
+        snap.status, snap.exit_code, snap.pid, snap.pgid = info.status, info.exit_code, info.pid, info.pgid
+        snap.host, snap.attempt, snap.how, snap.note = info.host, info.attempt, info.how, info.note
+        snap.started_at = info.started_at
+        if not snap.phases_seen:
+            snap.phases_seen.append("starting")
+        for follower in self._logs:
+            for line in follower.read_lines():
+                self._on_log_line(line)
+        if self._jsonl is not None:
+            for line in self._jsonl.read_lines():
+                self._on_metrics_line(line)
+        if snap.status == "finished":
+            self._set_phase("done")
+        elif snap.status in ("failed", "died"):
+            self._set_phase("failed")
+            if not self._diagnosed:
+                self._diagnosed = True
+                text = "\n".join(read_tail(f.path) for f in self._logs)
+                snap.diagnosis = diagnose(text, snap.exit_code, run_dir=self.run_dir)
+        elif snap.status == "stopped":
+            self._set_phase("stopped")
+        snap.losses = list(self._losses)
+        snap.eval_losses = list(self._eval)
+        snap.log_tail = list(self._tail)
+        snap.time = now
+        return snap
+
+    def follow(self, interval: float = 2.0, *, until_end: bool = True) -> Iterator[RunSnapshot]:
+        """Yield a snapshot every ``interval`` seconds; stop after the run has ended."""
+        while True:
+            snap = self.poll()
+            yield snap
+            if until_end and snap.ended:
+                return
+            time.sleep(interval)
+
+    # -- parsing ---------------------------------------------------------
+    def _set_phase(self, phase: str) -> None:
+        snap = self.snapshot
+        if snap.phase in ("done", "failed", "stopped") and phase not in ("done", "failed", "stopped"):
+            return
+        if phase != snap.phase:
+            self._phase_step = snap.step or 0
+        snap.phase = phase
+        if phase not in snap.phases_seen:
+            snap.phases_seen.append(phase)
+
+    def _on_log_line(self, raw: str) -> None:
+        line = _ANSI.sub("", raw).rstrip()
+        if not line.strip():
+            return
+        snap = self.snapshot
+        bar = _BAR.match(line)
+        if bar:
+            cur, total = int(bar.group(1)), int(bar.group(2))
+            # The training bar counts optimizer steps; the evaluation bar counts eval batches.
+            training_bar = bool(snap.total_steps) and total == snap.total_steps and snap.phase in (
+                "training", "saving", "evaluating")
+            if training_bar and (snap.step is None or cur >= snap.step):
+                if snap.phase != "training" and not self._completed and (snap.step is None or cur > snap.step):
+                    self._set_phase("training")
+                snap.step = cur
+                snap.percent = round(100.0 * cur / total, 2)
+                snap.elapsed_s = parse_hms(bar.group(3))
+                snap.remaining_s = parse_hms(bar.group(4)) if "?" not in bar.group(4) else None
+            return  # progress bars do not go into the tail
+        self._tail.append(line[:500])
+        total = _TOTAL.search(line)
+        if total:
+            snap.total_steps = int(total.group(1).replace(",", ""))
+        if _RESUME.search(line):
+            snap.note = line.split(">>")[-1].strip()
+        if "Training completed" in line:
+            self._completed = True
+        for phase, pattern in _PHASE_RULES:
+            if pattern.search(line):
+                if phase == "saving":
+                    ck = _CKPT.search(line)
+                    if ck:
+                        snap.last_checkpoint = ck.group(1)
+                if phase == "loading model" and snap.phase in ("training", "evaluating", "saving"):
+                    break  # saving re-reads config files; not a new model load
+                self._set_phase(phase)
+                break
+
+    def _on_metrics_line(self, line: str) -> None:
+        try:
+            data = json.loads(line)
+        except ValueError:
+            return  # a torn or foreign line: skip it, the next one will do
+        if not isinstance(data, dict):
+            return
+        snap = self.snapshot
+        step = data.get("current_steps")
+        if isinstance(step, int):
+            snap.step = step
+        if isinstance(data.get("total_steps"), int) and data["total_steps"] > 0:
+            snap.total_steps = data["total_steps"]
+        if isinstance(data.get("percentage"), (int, float)):
+            snap.percent = float(data["percentage"])
+        for key, attr in (("loss", "loss"), ("eval_loss", "eval_loss"), ("accuracy", "accuracy"),
+                          ("reward", "reward"), ("lr", "lr"), ("epoch", "epoch"),
+                          ("throughput", "throughput"), ("total_tokens", "total_tokens"),
+                          ("vram_allocated", "vram_allocated_gib"), ("vram_reserved", "vram_reserved_gib")):
+            value = data.get(key)
+            if isinstance(value, (int, float)):
+                if attr.startswith("vram"):
+                    value = max(value, getattr(snap, attr) or 0.0)  # peaks so far
+                setattr(snap, attr, value)
+        if isinstance(step, int):
+            if isinstance(data.get("loss"), (int, float)):
+                self._losses.append((step, float(data["loss"])))
+                # trainer_log.jsonl is written by a background thread and lags the log: only a step
+                # beyond the one where evaluation/saving began means training resumed.
+                if snap.phase in ("loading model", "tokenizing", "starting") or (
+                        snap.phase in ("evaluating", "saving") and step > self._phase_step
+                        and not self._completed):
+                    self._set_phase("training")
+            if isinstance(data.get("eval_loss"), (int, float)):
+                self._eval.append((step, float(data["eval_loss"])))
+        for key, attr in (("elapsed_time", "elapsed_s"), ("remaining_time", "remaining_s")):
+            seconds = parse_hms(data.get(key))
+            if seconds is not None:
+                setattr(snap, attr, seconds)
+
+
+def snapshot(run_dir: str | os.PathLike[str]) -> RunSnapshot:
+    """One complete snapshot (reads the logs from the start once)."""
+    return RunFollower(run_dir).poll()
+
+
+# -- formatting shared by the plain monitor and others ------------------------------------------------
+def fmt_seconds(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    seconds = int(seconds)
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}"
+
+
+def status_line(snap: RunSnapshot) -> str:
+    """A compact one-line status for terminals, logs and `watch`."""
+    parts = [f"{snap.status:<8}", f"{snap.phase:<13}"]
+    if snap.total_steps:
+        step = snap.step or 0
+        parts.append(f"step {step}/{snap.total_steps} ({100 * step / snap.total_steps:.0f}%)")
+    if snap.loss is not None:
+        parts.append(f"loss {snap.loss:.4f}")
+    if snap.eval_loss is not None:
+        parts.append(f"eval {snap.eval_loss:.4f}")
+    if snap.accuracy is not None:
+        parts.append(f"acc {snap.accuracy:.2f}")
+    if snap.lr is not None:
+        parts.append(f"lr {snap.lr:.2e}")
+    if snap.epoch is not None:
+        parts.append(f"ep {snap.epoch:.2f}")
+    if snap.throughput is not None:
+        parts.append(f"{snap.throughput:.0f} tok/s")
+    if snap.status in runner.LIVE and snap.remaining_s is not None:
+        parts.append(f"eta {fmt_seconds(snap.remaining_s)}")
+    if snap.vram_allocated_gib:
+        parts.append(f"vram {snap.vram_allocated_gib:.1f}/{snap.vram_reserved_gib or 0:.1f}G")
+    if snap.exit_code is not None and snap.ended:
+        parts.append(f"exit {snap.exit_code}")
+    return "  ".join(parts)

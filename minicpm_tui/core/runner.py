@@ -1,0 +1,809 @@
+"""Launch a run directory detached, keep its manifest, list runs, stop them.
+
+Why detached, and how: LLaMA-Factory's web UI stalls when the browser goes, and ``nohup`` is not enough
+over SSH because torchrun forwards SIGHUP to every worker. So ``launch`` starts a small supervisor
+(``_resources/run_supervisor.py``) in a new session: it has no controlling terminal, so no hang-up can
+reach it, and it starts ``single_node.sh`` in its own process group with stdout/stderr going to files in
+``RUN_DIR/logs``. The supervisor records pid, process group and, at the end, the exit code in
+``RUN_DIR/run_manifest.json``, however long the launcher has been gone.
+
+``stop`` asks the training processes to finish the current step and save (LLaMA-Factory's own abort
+signal, which it honours when LLAMABOARD_ENABLED is set, as ``launch`` does), then escalates to
+SIGTERM and SIGKILL on the whole process group so that no orphan worker keeps a GPU.
+
+The registry of runs is one small JSON file per run directory under ``paths.state_dir()/runs``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from minicpm_tui.core.atomic import write_atomic
+from minicpm_tui.core.errors import UserError
+from minicpm_tui.core.paths import state_dir
+from minicpm_tui.core.resources import resource_script
+
+MANIFEST = "run_manifest.json"
+LAUNCH_SCRIPT = "single_node.sh"
+TRAINER_LOG = "trainer_log.jsonl"
+LIVE = ("starting", "running")
+STATUSES = ("starting", "running", "finished", "failed", "stopped", "died", "unknown", "never")
+_CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+# --------------------------------------------------------------------------------------------------
+# The manifest
+# --------------------------------------------------------------------------------------------------
+@dataclass
+class RunManifest:
+    """``RUN_DIR/run_manifest.json``: the run and the history of its attempts (one per launch)."""
+
+    run_dir: Path
+    output_dir: Path | None = None
+    attempts: list[dict[str, Any]] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)  # from the latest launch; not persisted
+
+    @property
+    def current(self) -> dict[str, Any]:
+        return self.attempts[-1] if self.attempts else {}
+
+    def _get(self, key: str) -> Any:
+        return self.current.get(key)
+
+    status = property(lambda self: self._get("status") or "never")
+    exit_code = property(lambda self: self._get("exit_code"))
+    pid = property(lambda self: self._get("pid"))
+    pgid = property(lambda self: self._get("pgid"))
+    host = property(lambda self: self._get("host"))
+    started_at = property(lambda self: self._get("started_at"))
+    ended_at = property(lambda self: self._get("ended_at"))
+    command = property(lambda self: self._get("command"))
+
+    @property
+    def stdout_log(self) -> Path | None:
+        value = self._get("stdout")
+        return Path(value) if value else None
+
+    @property
+    def stderr_log(self) -> Path | None:
+        value = self._get("stderr")
+        return Path(value) if value else None
+
+    def to_dict(self) -> dict[str, Any]:
+        cur = self.current
+        data: dict[str, Any] = {"version": 1, "run_dir": str(self.run_dir),
+                                "output_dir": str(self.output_dir) if self.output_dir else None,
+                                "attempts": self.attempts}
+        # The current attempt's essentials at the top, for people and scripts reading the file.
+        data.update({k: cur.get(k) for k in ("status", "exit_code", "pid", "pgid", "started_at", "ended_at",
+                                             "host", "command")})
+        return data
+
+    @classmethod
+    def load(cls, run_dir: str | os.PathLike[str]) -> RunManifest | None:
+        run_dir = Path(run_dir).resolve()
+        path = run_dir / MANIFEST
+        if not path.is_file():
+            return None
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise UserError(f"cannot read the run manifest: {exc}", where=str(path),
+                            fix="restore it from a backup or delete it (the run's history is lost)") from exc
+        out = data.get("output_dir")
+        return cls(run_dir=run_dir, output_dir=Path(out) if out else None, attempts=list(data.get("attempts", [])))
+
+    def save(self) -> None:
+        write_atomic(self.run_dir / MANIFEST, json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n")
+
+
+class _ManifestLock:
+    """The lock the supervisor also takes for its read-modify-write of the manifest."""
+
+    def __init__(self, run_dir: Path) -> None:
+        (run_dir / "logs").mkdir(parents=True, exist_ok=True)
+        self.path = run_dir / "logs" / ".manifest.lock"
+
+    def __enter__(self) -> _ManifestLock:
+        self.handle = open(self.path, "a")  # noqa: SIM115
+        fcntl.flock(self.handle, fcntl.LOCK_EX)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        fcntl.flock(self.handle, fcntl.LOCK_UN)
+        self.handle.close()
+
+
+def _update_current(run_dir: Path, changes: dict[str, Any]) -> RunManifest | None:
+    with _ManifestLock(run_dir):
+        manifest = RunManifest.load(run_dir)
+        if manifest is None or not manifest.attempts:
+            return manifest
+        manifest.attempts[-1].update(changes)
+        manifest.save()
+        return manifest
+
+
+# --------------------------------------------------------------------------------------------------
+# Processes (Linux /proc)
+# --------------------------------------------------------------------------------------------------
+@dataclass
+class ProcInfo:
+    pid: int
+    ppid: int
+    pgid: int
+    start_ticks: int
+    name: str
+    cmdline: list[str]
+
+
+def proc_info(pid: int) -> ProcInfo | None:
+    try:
+        with open(f"/proc/{pid}/stat", encoding="utf-8", errors="replace") as handle:
+            raw = handle.read()
+        name = raw[raw.index("(") + 1: raw.rindex(")")]
+        fields = raw.rsplit(")", 1)[1].split()
+        if fields[0] == "Z":
+            return None  # a zombie holds no resources and does no work
+        with open(f"/proc/{pid}/cmdline", "rb") as handle:
+            cmd = [part.decode("utf-8", "replace") for part in handle.read().split(b"\0") if part]
+        return ProcInfo(pid, int(fields[1]), int(fields[2]), int(fields[19]), name, cmd)
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def all_procs() -> list[ProcInfo]:
+    out = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            info = proc_info(int(entry))
+            if info is not None:
+                out.append(info)
+    return out
+
+
+def group_pids(pgid: int | None) -> list[int]:
+    """Live (non-zombie) processes of a process group."""
+    if not pgid:
+        return []
+    return [p.pid for p in all_procs() if p.pgid == pgid]
+
+
+RUN_TAG_ENV = "MINICPM_TUI_RUN"  # set for every process of a launched attempt; inherited by all of them
+
+
+def _descendants(procs: list[ProcInfo], roots: set[int]) -> set[int]:
+    members = set(roots)
+    changed = True
+    while changed:
+        changed = False
+        for p in procs:
+            if p.ppid in members and p.pid not in members:
+                members.add(p.pid)
+                changed = True
+    return members
+
+
+def processes_of(pgid: int | None, tag: str | None = None, *, exclude: Iterable[int] = ()) -> list[ProcInfo]:
+    """Every live process of a run: its launch process group, their descendants, and whatever carries the
+    run's tag in its environment.
+
+    The tag matters because torchrun starts each worker in a session of its own (torch's elastic
+    SubprocessHandler uses start_new_session), so workers are outside the launch group, and a worker
+    whose torchrun died is re-parented away from the tree: only the inherited environment still says
+    whose it is.
+    """
+    procs = all_procs()
+    skip = set(exclude) | {os.getpid()}
+    roots = {p.pid for p in procs if pgid and p.pgid == pgid}
+    members = _descendants(procs, roots)
+    if tag:
+        needle = f"{RUN_TAG_ENV}={tag}".encode()
+        me = os.getuid()
+        for p in procs:
+            if p.pid in members or p.pid in skip:
+                continue
+            try:
+                if os.stat(f"/proc/{p.pid}").st_uid != me:
+                    continue
+                with open(f"/proc/{p.pid}/environ", "rb") as handle:
+                    if needle in handle.read().split(b"\0"):
+                        members.add(p.pid)
+            except OSError:
+                continue
+        members = _descendants(procs, members)
+    return [p for p in procs if p.pid in members and p.pid not in skip]
+
+
+def _attempt_procs(cur: dict[str, Any]) -> list[ProcInfo]:
+    sup = cur.get("supervisor_pid")
+    return processes_of(cur.get("pgid"), cur.get("run_tag"), exclude=[sup] if sup else [])
+
+
+def run_pids(run_dir: str | os.PathLike[str]) -> list[int]:
+    """Pids of a live run's processes (launch group, torchrun workers, their children): for the GPU sampler."""
+    info = run_status(run_dir)
+    if info.status not in LIVE:
+        return []
+    manifest = RunManifest.load(info.run_dir)
+    if manifest is not None and manifest.attempts:
+        return sorted(p.pid for p in _attempt_procs(manifest.current))
+    return sorted(p.pid for p in processes_of(info.pgid))
+
+
+def _alive(pid: int | None, start_ticks: int | None = None) -> bool:
+    if not pid:
+        return False
+    info = proc_info(pid)
+    if info is None:
+        return False
+    return start_ticks is None or info.start_ticks == start_ticks
+
+
+def _lock_held(run_dir: Path) -> bool:
+    """True while a supervisor of this run directory lives (it holds logs/.run.lock)."""
+    path = run_dir / "logs" / ".run.lock"
+    if not path.exists():
+        return False
+    with open(path, "a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(handle, fcntl.LOCK_UN)
+    return False
+
+
+_LAUNCHER_MARKERS = ("torchrun", "torch.distributed.run", "torch.distributed.launch", "deepspeed.launcher",
+                     "bin/deepspeed")
+
+
+def _environ_has(pid: int, key: bytes) -> bool:
+    try:
+        with open(f"/proc/{pid}/environ", "rb") as handle:
+            return any(item.startswith(key + b"=") for item in handle.read().split(b"\0"))
+    except OSError:
+        return False
+
+
+def graceful_targets(procs: list[ProcInfo]) -> list[int]:
+    """The training processes of a run that can take LLaMA-Factory's abort signal (SIGABRT).
+
+    Only Python processes that are not launchers (torchrun and friends die on SIGABRT, and their
+    workers would then be torn down before saving), topmost among themselves (a dataloader or
+    tokenizer worker forked from a trainer is left to its parent), and started with
+    LLAMABOARD_ENABLED, without which LLaMA-Factory installs no handler and SIGABRT would just abort.
+    """
+    by_pid = {p.pid: p for p in procs}
+    children: dict[int, list[int]] = {}
+    for p in procs:
+        children.setdefault(p.ppid, []).append(p.pid)
+
+    def is_python(p: ProcInfo) -> bool:
+        exe = os.path.basename(p.cmdline[0]) if p.cmdline else p.name
+        return exe.startswith("python") or p.name.startswith("python") or "llamafactory-cli" in " ".join(
+            p.cmdline[:2])
+
+    def is_launcher(p: ProcInfo) -> bool:
+        text = " ".join(p.cmdline[:4])
+        if any(marker in text for marker in _LAUNCHER_MARKERS):
+            return True
+        # `llamafactory-cli train` re-launches itself through torchrun when it has python children.
+        return "llamafactory-cli" in text and any(
+            is_python(by_pid[c]) for c in children.get(p.pid, []) if c in by_pid)
+
+    candidates = {p.pid for p in procs if is_python(p) and not is_launcher(p)}
+    roots = [pid for pid in candidates if by_pid[pid].ppid not in candidates]
+    return sorted(pid for pid in roots if _environ_has(pid, b"LLAMABOARD_ENABLED"))
+
+
+# --------------------------------------------------------------------------------------------------
+# Run directory facts
+# --------------------------------------------------------------------------------------------------
+def _train_yaml(run_dir: Path, rel: str = "train.yaml") -> dict[str, Any]:
+    path = run_dir / rel
+    if not path.is_file():
+        return {}
+    try:
+        import yaml
+
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except Exception:
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def output_dir_of(run_dir: str | os.PathLike[str], train_yaml: str = "train.yaml") -> Path | None:
+    """Where LLaMA-Factory writes: the manifest's record, else train.yaml's output_dir (relative paths are
+    from the run directory, where the launch scripts cd)."""
+    run_dir = Path(run_dir).resolve()
+    manifest_out = None
+    try:
+        manifest = RunManifest.load(run_dir)
+        manifest_out = manifest.output_dir if manifest else None
+    except UserError:
+        pass
+    if manifest_out:
+        return manifest_out
+    value = _train_yaml(run_dir, train_yaml).get("output_dir")
+    if not value:
+        return None
+    path = Path(str(value)).expanduser()
+    return path if path.is_absolute() else (run_dir / path).resolve()
+
+
+def checkpoints(output_dir: Path | None) -> list[Path]:
+    if output_dir is None or not output_dir.is_dir():
+        return []
+    found = [p for p in output_dir.glob("checkpoint-*") if p.is_dir() and p.name.split("-")[-1].isdigit()]
+    return sorted(found, key=lambda p: int(p.name.split("-")[-1]))
+
+
+def last_trainer_log(output_dir: Path | None) -> dict[str, Any] | None:
+    """The last complete line of trainer_log.jsonl, read from the file's tail only."""
+    if output_dir is None:
+        return None
+    path = output_dir / TRAINER_LOG
+    try:
+        with open(path, "rb") as handle:
+            handle.seek(0, os.SEEK_END)
+            size = handle.tell()
+            handle.seek(max(0, size - 8192))
+            lines = handle.read().split(b"\n")
+    except OSError:
+        return None
+    for line in reversed(lines):
+        try:
+            data = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(data, dict):
+            return data
+    return None
+
+
+# --------------------------------------------------------------------------------------------------
+# Status of one run
+# --------------------------------------------------------------------------------------------------
+@dataclass
+class RunInfo:
+    """What ``runs`` shows for one run directory."""
+
+    run_dir: Path
+    status: str
+    exit_code: int | None = None
+    attempt: int = 0
+    pid: int | None = None
+    pgid: int | None = None
+    host: str | None = None
+    started_at: float | None = None
+    ended_at: float | None = None
+    output_dir: Path | None = None
+    step: int | None = None
+    total_steps: int | None = None
+    how: str = "minicpm-tui"  # or "by hand" (bash single_node.sh seen in the process table)
+    note: str = ""
+
+    @property
+    def progress(self) -> str:
+        if self.step is None or not self.total_steps:
+            return "-"
+        return f"{self.step}/{self.total_steps} ({100 * self.step / self.total_steps:.0f}%)"
+
+    @property
+    def age_s(self) -> float | None:
+        return time.time() - self.started_at if self.started_at else None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"run_dir": str(self.run_dir), "status": self.status, "exit_code": self.exit_code,
+                "attempt": self.attempt, "pid": self.pid, "pgid": self.pgid, "host": self.host,
+                "started_at": self.started_at, "ended_at": self.ended_at,
+                "output_dir": str(self.output_dir) if self.output_dir else None, "step": self.step,
+                "total_steps": self.total_steps, "progress": self.progress, "age_s": self.age_s,
+                "how": self.how, "note": self.note}
+
+
+def _hand_processes(run_dir: Path) -> list[ProcInfo]:
+    """Processes of a run started by hand (`bash single_node.sh`, torchrun ... train.yaml) from run_dir."""
+    me = os.getpid()
+    markers = (LAUNCH_SCRIPT, "train.yaml", "torchrun", "llamafactory", "launcher.py", "multi_node.sh")
+    found = []
+    text_dir = str(run_dir)
+    for p in all_procs():
+        if p.pid == me or not p.cmdline:
+            continue
+        joined = " ".join(p.cmdline)
+        if not any(m in joined for m in markers):
+            continue
+        try:
+            cwd = os.readlink(f"/proc/{p.pid}/cwd")
+        except OSError:
+            cwd = ""
+        if cwd == text_dir or text_dir + "/" in joined:
+            found.append(p)
+    return found
+
+
+def run_status(run_dir: str | os.PathLike[str]) -> RunInfo:
+    """The live status of a run directory: from its manifest, its lock, its processes, its logs."""
+    run_dir = Path(run_dir).expanduser().resolve()
+    manifest = RunManifest.load(run_dir)
+    out_dir = output_dir_of(run_dir)
+    last = last_trainer_log(out_dir)
+    info = RunInfo(run_dir=run_dir, status="never", output_dir=out_dir)
+    if last:
+        info.step, info.total_steps = last.get("current_steps"), last.get("total_steps")
+    if manifest is not None and manifest.attempts:
+        cur = manifest.current
+        info.attempt = int(cur.get("attempt", len(manifest.attempts)))
+        info.exit_code, info.pid, info.pgid = cur.get("exit_code"), cur.get("pid"), cur.get("pgid")
+        info.host, info.started_at, info.ended_at = cur.get("host"), cur.get("started_at"), cur.get("ended_at")
+        info.status = cur.get("status") or "unknown"
+        if info.status in LIVE:
+            info.status, info.note = _live_status(run_dir, cur)
+        return info
+    # No manifest: maybe started by hand.
+    procs = _hand_processes(run_dir)
+    if procs:
+        leader = min(procs, key=lambda p: p.start_ticks)
+        info.status, info.how = "running", "by hand"
+        info.pid, info.pgid, info.host = leader.pid, leader.pgid, socket.gethostname()
+        info.started_at = _start_time(leader.start_ticks)
+        return info
+    if out_dir is not None and (out_dir / "all_results.json").is_file():
+        info.status, info.how = "finished", "by hand"
+    elif last is not None:
+        info.status, info.how = "died", "by hand"
+        info.note = "trainer_log.jsonl stops before the last step and no process is left"
+    return info
+
+
+def _start_time(start_ticks: int) -> float | None:
+    try:
+        with open("/proc/uptime", encoding="utf-8") as handle:
+            uptime = float(handle.read().split()[0])
+    except OSError:
+        return None
+    return time.time() - uptime + start_ticks / _CLK_TCK
+
+
+def _live_status(run_dir: Path, cur: dict[str, Any]) -> tuple[str, str]:
+    """A manifest says starting/running: check that it really is."""
+    host = cur.get("host")
+    if host and host != socket.gethostname():
+        return cur.get("status", "running"), f"recorded on host {host}; cannot check from here"
+    if _lock_held(run_dir):
+        return cur.get("status", "running"), ""
+    if cur.get("status") == "starting" and (_alive(cur.get("supervisor_pid"))
+                                            or time.time() - (cur.get("started_at") or 0) < 10):
+        return "starting", ""  # the launcher has not recorded its supervisor yet
+    # The supervisor is gone without recording an end. Is the training itself still there?
+    if cur.get("pgid") and _attempt_procs(cur):
+        return "running", "its supervisor is gone; the exit code will not be recorded"
+    return "died", "process vanished with no exit code recorded (host reboot, OOM killer, kill -9?)"
+
+
+# --------------------------------------------------------------------------------------------------
+# Registry
+# --------------------------------------------------------------------------------------------------
+def _registry_dir() -> Path:
+    return state_dir() / "runs"
+
+
+def _registry_key(run_dir: Path) -> str:
+    return hashlib.sha256(str(run_dir).encode("utf-8")).hexdigest()[:16]
+
+
+def register_run(run_dir: str | os.PathLike[str], how: str = "launched") -> Path:
+    """Remember a run directory on this machine (``runs`` lists it). Idempotent."""
+    run_dir = Path(run_dir).expanduser().resolve()
+    entry = _registry_dir() / f"{_registry_key(run_dir)}.json"
+    if entry.is_file():
+        return entry
+    write_atomic(entry, json.dumps({"run_dir": str(run_dir), "registered_at": time.time(), "how": how}) + "\n")
+    return entry
+
+
+def watch_run(run_dir: str | os.PathLike[str]) -> Path:
+    """Register a run directory someone launches by hand, so ``runs`` and ``monitor`` see it."""
+    return register_run(run_dir, how="watched")
+
+
+def list_runs(include_missing: bool = False) -> list[RunInfo]:
+    """Every registered run, newest first. Run directories that were deleted are skipped."""
+    folder = _registry_dir()
+    out: list[RunInfo] = []
+    if not folder.is_dir():
+        return out
+    for entry in folder.glob("*.json"):
+        try:
+            run_dir = Path(json.loads(entry.read_text(encoding="utf-8"))["run_dir"])
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        if not run_dir.is_dir():
+            if include_missing:
+                out.append(RunInfo(run_dir=run_dir, status="unknown", note="run directory is gone"))
+            continue
+        try:
+            out.append(run_status(run_dir))
+        except UserError as exc:
+            out.append(RunInfo(run_dir=run_dir, status="unknown", note=exc.one_line()))
+    out.sort(key=lambda r: r.started_at or 0, reverse=True)
+    return out
+
+
+# --------------------------------------------------------------------------------------------------
+# Launch
+# --------------------------------------------------------------------------------------------------
+def busy_gpus(indices: Iterable[int] | None = None, nvml: Any = None) -> list[str]:
+    """One line per GPU that already runs compute processes (someone else's training?)."""
+    from minicpm_tui.core.nvml import NA, Nvml
+
+    lib = nvml if nvml is not None else Nvml()
+    if not lib.available:
+        return []
+    count = lib.device_count()
+    wanted = list(indices) if indices is not None else list(range(count))
+    lines = []
+    for index in wanted:
+        if not 0 <= index < count:
+            continue
+        handle = lib.handle(index)
+        if handle is NA:
+            continue
+        procs = lib.call("nvmlDeviceGetComputeRunningProcesses", handle, default=[]) or []
+        if procs:
+            used = sum((getattr(p, "usedGpuMemory", 0) or 0) for p in procs) / 2**30
+            pids = ", ".join(str(getattr(p, "pid", "?")) for p in procs[:4])
+            lines.append(f"GPU {index} is busy: {len(procs)} process(es) (pid {pids}) hold {used:.1f} GiB")
+    return lines
+
+
+def _visible_devices(env: dict[str, str]) -> list[int] | None:
+    value = env.get("CUDA_VISIBLE_DEVICES")
+    if value is None:
+        return None
+    out = []
+    for part in value.split(","):
+        part = part.strip()
+        if part.isdigit():
+            out.append(int(part))
+    return out
+
+
+def launch(run_dir: str | os.PathLike[str], resume: bool = False, *, env: dict[str, str] | None = None,
+           command: list[str] | None = None, output_dir: str | os.PathLike[str] | None = None,
+           wait_started: float = 15.0, nvml: Any = None) -> RunManifest:
+    """Start the run directory's ``single_node.sh`` detached; return its manifest (status running).
+
+    ``env`` adds environment variables for this attempt (the smoke run's overrides, CUDA_VISIBLE_DEVICES
+    ...); ``command`` replaces ``bash single_node.sh`` (tests); ``output_dir`` overrides train.yaml's.
+    Raises UserError when the run is already live, when there is nothing to resume, or when resuming
+    would silently start over.
+    """
+    run_dir = Path(run_dir).expanduser().resolve()
+    if not run_dir.is_dir():
+        raise UserError("no such run directory", where=str(run_dir),
+                        fix="create one with `minicpm-tui generate RECIPE --out RUN_DIR`")
+    if command is None:
+        if not (run_dir / LAUNCH_SCRIPT).is_file():
+            raise UserError(f"{LAUNCH_SCRIPT} is missing", where=str(run_dir),
+                            fix="regenerate the run directory with `minicpm-tui generate`")
+        command = ["bash", LAUNCH_SCRIPT]
+    current = run_status(run_dir)
+    if current.status in LIVE:
+        raise UserError(f"this run is already {current.status} (pid {current.pid}, {current.how})",
+                        where=str(run_dir), fix=f"watch it with `minicpm-tui monitor {run_dir}` or stop it "
+                        f"with `minicpm-tui stop {run_dir}`", exit_code=1)
+    # single_node.sh reads TRAIN_YAML (the smoke run points it at smoke/train.yaml).
+    yaml_rel = (env or {}).get("TRAIN_YAML") or "train.yaml"
+    cfg = _train_yaml(run_dir, yaml_rel)
+    if output_dir:
+        out_dir: Path | None = Path(output_dir).expanduser().resolve()
+    elif cfg.get("output_dir"):
+        value = Path(str(cfg["output_dir"])).expanduser()
+        out_dir = value if value.is_absolute() else (run_dir / value).resolve()
+    else:
+        out_dir = None
+    overwrite = bool(cfg.get("overwrite_output_dir", False))
+    found = checkpoints(out_dir)
+    if resume:
+        if not found:
+            raise UserError("nothing to resume from: no checkpoint-N folder in the output directory",
+                            where=str(out_dir), fix="run without --resume to start from the beginning",
+                            exit_code=1)
+        if overwrite:
+            raise UserError("train.yaml sets overwrite_output_dir: true, so LLaMA-Factory would start over "
+                            "instead of resuming", where=str(run_dir / "train.yaml"),
+                            fix="set overwrite_output_dir: false there, then run with --resume again")
+    elif found and not overwrite:
+        raise UserError(f"the output directory already holds {found[-1].name}; LLaMA-Factory would resume "
+                        "from it", where=str(out_dir),
+                        fix="pass --resume to continue it, or move the output directory away to start over",
+                        exit_code=1)
+
+    logs = run_dir / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    full_env = dict(os.environ)
+    full_env.update({
+        "RECORD_VRAM": "1",  # LLaMA-Factory logs its measured VRAM peaks into trainer_log.jsonl
+        # With these LLaMA-Factory installs its SIGABRT handler: `stop` can end after the current step
+        # and let it save, as its web UI does. The handler writes running_log.txt into the workdir.
+        "LLAMABOARD_ENABLED": "1",
+        "LLAMABOARD_WORKDIR": str(logs / "llamaboard"),
+        "PYTHONUNBUFFERED": "1",  # logs reach the files as they happen
+    })
+    full_env.update(env or {})
+    visible = _visible_devices(full_env)
+    if visible is None and command == ["bash", LAUNCH_SCRIPT]:
+        # The generated script's own default (`CUDA_VISIBLE_DEVICES=0,1` when unset).
+        text = (run_dir / LAUNCH_SCRIPT).read_text(encoding="utf-8", errors="replace")
+        found = re.search(r"\bCUDA_VISIBLE_DEVICES=\"?([\d,]+)", text)
+        visible = _visible_devices({"CUDA_VISIBLE_DEVICES": found.group(1)}) if found else None
+    warnings = busy_gpus(visible, nvml=nvml)
+
+    with _ManifestLock(run_dir):
+        manifest = RunManifest.load(run_dir) or RunManifest(run_dir=run_dir)
+        manifest.output_dir = out_dir
+        number = len(manifest.attempts) + 1
+        tag = f"{_registry_key(run_dir)}-{number}-{int(time.time())}"
+        full_env[RUN_TAG_ENV] = tag
+        attempt = {
+            "attempt": number, "status": "starting", "resume": resume, "command": command,
+            "cwd": str(run_dir), "train_yaml": yaml_rel, "run_tag": tag, "host": socket.gethostname(), "user": _user(), "started_at": time.time(),
+            "stdout": str(logs / f"attempt-{number}.stdout.log"),
+            "stderr": str(logs / f"attempt-{number}.stderr.log"),
+            # Names only: values may hold secrets (HF_TOKEN) and never go into a file.
+            "env_keys": sorted((env or {}).keys()), "pid": None, "pgid": None, "exit_code": None,
+            "ended_at": None, "warnings": warnings,
+        }
+        manifest.attempts.append(attempt)
+        manifest.save()
+    with open(logs / "supervisor.out", "ab") as sup_out:
+        proc = subprocess.Popen([sys.executable, str(resource_script("run_supervisor.py")), str(run_dir),
+                                 str(number)], cwd=run_dir, env=full_env, stdin=subprocess.DEVNULL,
+                                stdout=sup_out, stderr=sup_out, start_new_session=True, close_fds=True)
+    # Reap it if this process lives longer than the run (the TUI), so it does not linger as a zombie.
+    threading.Thread(target=proc.wait, name="supervisor-reaper", daemon=True).start()
+    _update_current(run_dir, {"supervisor_pid": proc.pid})
+    register_run(run_dir)
+    deadline = time.time() + wait_started
+    while time.time() < deadline:
+        manifest = RunManifest.load(run_dir)
+        if manifest is not None and manifest.status != "starting":
+            break
+        if proc.poll() is not None:
+            break
+        time.sleep(0.05)
+    manifest = RunManifest.load(run_dir) or manifest
+    manifest.warnings = warnings
+    return manifest
+
+
+def _user() -> str:
+    try:
+        import pwd
+
+        return pwd.getpwuid(os.getuid()).pw_name
+    except Exception:
+        return str(os.getuid())
+
+
+# --------------------------------------------------------------------------------------------------
+# Stop
+# --------------------------------------------------------------------------------------------------
+@dataclass
+class StopResult:
+    run_dir: Path
+    was: str
+    status: str
+    actions: list[str] = field(default_factory=list)
+    left: list[int] = field(default_factory=list)  # pids still alive at the end (should be empty)
+
+
+def _wait_gone(procs: Callable[[], list[ProcInfo]], timeout: float) -> bool:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if not procs():
+            return True
+        time.sleep(0.2)
+    return not procs()
+
+
+def _signal(pid: int, sig: int, group: bool = False) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        if group:
+            os.killpg(pid, sig)
+        else:
+            os.kill(pid, sig)
+
+
+def stop(run_dir: str | os.PathLike[str], *, grace: float = 60.0, term_timeout: float = 15.0,
+         say: Callable[[str], None] | None = None) -> StopResult:
+    """Stop a run: finish-the-step-and-save first, then SIGTERM, then SIGKILL to its process group."""
+    run_dir = Path(run_dir).expanduser().resolve()
+    say = say or (lambda _text: None)
+    info = run_status(run_dir)
+    result = StopResult(run_dir=run_dir, was=info.status, status=info.status)
+    if info.status not in LIVE:
+        result.actions.append(f"not running ({info.status}); nothing to stop")
+        say(result.actions[-1])
+        return result
+    if info.host and info.host != socket.gethostname():
+        raise UserError(f"this run lives on host {info.host}", where=str(run_dir),
+                        fix=f"run `minicpm-tui stop` there (ssh {info.host})")
+    if info.status == "starting":  # give the supervisor a moment to record the group
+        deadline = time.time() + 10
+        while time.time() < deadline and (info.pgid is None):
+            time.sleep(0.1)
+            info = run_status(run_dir)
+    pgid = info.pgid
+    if not pgid:
+        raise UserError("the run's process group is not known yet", where=str(run_dir), fix="retry in a moment")
+    manifest = RunManifest.load(run_dir) if info.how != "by hand" else None
+    cur = manifest.current if manifest is not None else {}
+    if manifest is not None:
+        _update_current(run_dir, {"stop_requested_at": time.time()})
+
+    def procs() -> list[ProcInfo]:
+        return _attempt_procs(cur) if cur else processes_of(pgid)
+
+    def act(text: str) -> None:
+        result.actions.append(text)
+        say(text)
+
+    targets = graceful_targets(procs()) if grace > 0 else []
+    gone = False
+    if targets:
+        act(f"asked {len(targets)} training process(es) (pid {', '.join(map(str, targets))}) to stop after "
+            f"the current step and save (SIGABRT, LLaMA-Factory's abort); waiting up to {grace:.0f} s")
+        for pid in targets:
+            _signal(pid, signal.SIGABRT)
+        gone = _wait_gone(procs, grace)
+        if gone:
+            act("the run ended after its current step")
+    elif grace > 0:
+        act("no training process takes the graceful abort yet (still starting, or launched by hand "
+            "without LLAMABOARD_ENABLED); terminating")
+    if not gone:
+        # torchrun turns SIGTERM into a SIGTERM to each worker's own process group.
+        act(f"sent SIGTERM to process group {pgid}; waiting up to {term_timeout:.0f} s")
+        _signal(pgid, signal.SIGTERM, group=True)
+        gone = _wait_gone(procs, term_timeout)
+    if not gone:
+        left = procs()
+        groups = sorted({p.pgid for p in left if p.pgid == p.pid or p.pgid == pgid})
+        act(f"sent SIGKILL to {len(left)} remaining process(es) of the run (groups {groups})")
+        for group_id in groups:
+            _signal(group_id, signal.SIGKILL, group=True)
+        for p in left:
+            _signal(p.pid, signal.SIGKILL)
+        gone = _wait_gone(procs, 10)
+    result.left = [p.pid for p in procs()]
+    if result.left:
+        act(f"processes of the run still alive: {result.left} (uninterruptible I/O? check `ps -o stat`)")
+    # Let the supervisor record the end; if it is gone, record it ourselves.
+    deadline = time.time() + 15
+    while time.time() < deadline and _lock_held(run_dir):
+        time.sleep(0.1)
+    manifest = RunManifest.load(run_dir)
+    if manifest is not None and manifest.status in LIVE:
+        _update_current(run_dir, {"status": "stopped", "ended_at": time.time()})
+    result.status = run_status(run_dir).status if info.how != "by hand" else ("stopped" if gone else "running")
+    act(f"run is {result.status}")
+    return result

@@ -1,0 +1,70 @@
+"""Helpers for the runner/monitor tests: wait for runs, and clean up every process a test started."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import time
+from pathlib import Path
+
+from minicpm_tui.core import runner
+
+
+def wait_status(run_dir: Path, statuses: tuple[str, ...], timeout: float = 120.0) -> runner.RunInfo:
+    deadline = time.time() + timeout
+    info = runner.run_status(run_dir)
+    while time.time() < deadline:
+        info = runner.run_status(run_dir)
+        if info.status in statuses:
+            return info
+        time.sleep(0.2)
+    raise AssertionError(f"{run_dir}: still {info.status} after {timeout} s, wanted {statuses}; "
+                         f"logs: {tail_logs(run_dir)}")
+
+
+def wait_for(predicate, timeout: float = 60.0, what: str = "condition") -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if predicate():
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def tail_logs(run_dir: Path, chars: int = 3000) -> str:
+    out = []
+    for path in sorted((Path(run_dir) / "logs").glob("*.log")):
+        out.append(f"--- {path.name}\n{path.read_text(errors='replace')[-chars:]}")
+    return "\n".join(out)
+
+
+def kill_run(run_dir: Path) -> None:
+    """Kill what a test's run left behind: each attempt's process group and its supervisor (ours only)."""
+    manifest_path = Path(run_dir) / runner.MANIFEST
+    if not manifest_path.is_file():
+        return
+    try:
+        attempts = json.loads(manifest_path.read_text()).get("attempts", [])
+    except ValueError:
+        return
+    for attempt in attempts:
+        pgid = attempt.get("pgid")
+        sup = attempt.get("supervisor_pid")
+        # The launch group and everything carrying the attempt's tag (torchrun workers live in sessions of
+        # their own, outside the launch group).
+        for proc in runner.processes_of(pgid, attempt.get("run_tag"), exclude=[sup] if sup else []):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(proc.pid, signal.SIGKILL)
+        info = runner.proc_info(sup) if sup else None
+        if info is not None and any("run_supervisor.py" in part for part in info.cmdline):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(sup, signal.SIGKILL)
+
+
+def write_script(run_dir: Path, body: str, name: str = "single_node.sh") -> Path:
+    run_dir.mkdir(parents=True, exist_ok=True)
+    path = run_dir / name
+    path.write_text("#!/usr/bin/env bash\nset -euo pipefail\n" + body)
+    return path

@@ -1,0 +1,171 @@
+"""The monitor's data layer and the plain monitor, against real processes replaying a real run's logs."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from _runner_util import kill_run, wait_status, write_script
+
+from minicpm_tui.core import runner
+from minicpm_tui.core.monitor import RunFollower, TextFollower, parse_hms, status_line
+
+FIXTURES = Path(__file__).parent / "fixtures" / "logs"
+
+# Replays tests/fixtures/logs/sft_lora.* (captured from a real LLaMA-Factory run) in stages, the way the
+# run wrote them: stderr (tqdm with \r), stdout, trainer_log.jsonl by a background thread (last line torn).
+REPLAY = r'''
+import sys, time, pathlib
+fx = pathlib.Path(sys.argv[1]); pause = float(sys.argv[2])
+err = (fx / "sft_lora.stderr.log").read_bytes()
+out = (fx / "sft_lora.stdout.log").read_bytes()
+log = (fx / "sft_lora.trainer_log.jsonl").read_bytes().splitlines(keepends=True)
+pathlib.Path("out").mkdir(exist_ok=True)
+tl = open("out/trainer_log.jsonl", "ab", buffering=0)
+cut1 = err.index(b"***** Running training *****")
+cut2 = err.index(b"Training completed")
+def w(stream, data):
+    stream.buffer.write(data); stream.flush()
+w(sys.stderr, err[:cut1]); time.sleep(pause)
+w(sys.stderr, err[cut1:cut1 + 200]); time.sleep(pause)
+for line in log[:3]:
+    tl.write(line)
+time.sleep(pause)
+w(sys.stderr, err[cut1 + 200:cut2]); w(sys.stdout, out)
+for line in log[3:-1]:
+    tl.write(line)
+tl.write(log[-1][:20]); time.sleep(pause)     # a half-written last line
+tl.write(log[-1][20:])
+w(sys.stderr, err[cut2:])
+time.sleep(pause)
+sys.exit(int(sys.argv[3]) if len(sys.argv) > 3 else 0)
+'''
+
+
+@pytest.fixture()
+def replay_run(tmp_path, state_home):
+    made: list[Path] = []
+
+    def make(name: str = "replay", pause: float = 0.6, exit_code: int = 0, extra: str = "") -> Path:
+        run_dir = tmp_path / name
+        write_script(run_dir, f'{extra}"{sys.executable}" replay.py "{FIXTURES}" {pause} {exit_code}\n')
+        (run_dir / "replay.py").write_text(REPLAY)
+        (run_dir / "train.yaml").write_text("output_dir: out\noverwrite_output_dir: true\n")
+        made.append(run_dir)
+        return run_dir
+
+    yield make
+    for run_dir in made:
+        kill_run(run_dir)
+
+
+def test_text_follower_partial_lines_truncation_and_replacement(tmp_path):
+    path = tmp_path / "log.jsonl"
+    follower = TextFollower(path)
+    assert follower.read_lines() == []  # not there yet
+    path.write_bytes(b'{"a": 1}\n{"b"')
+    assert follower.read_lines() == ['{"a": 1}']
+    with open(path, "ab") as handle:
+        handle.write(b': 2}\n')
+    assert follower.read_lines() == ['{"b": 2}']
+    path.write_bytes(b'{"c": 3}\n')  # truncated and rewritten (overwrite_output_dir)
+    assert follower.read_lines() == ['{"c": 3}'] and follower.resets == 1
+    replacement = tmp_path / "new"
+    replacement.write_bytes(b'{"d": 4}\n{"e": 5}\n')
+    os.replace(replacement, path)  # same size or bigger, new inode
+    assert follower.read_lines() == ['{"d": 4}', '{"e": 5}']
+    cr = TextFollower(path, carriage_returns=True)
+    path.write_bytes(b" 1/6 [00:00<00:01]\r 2/6 [00:01<00:01]\rtail")
+    assert cr.read_lines() == [" 1/6 [00:00<00:01]", " 2/6 [00:01<00:01]"]
+
+
+def test_parse_hms():
+    assert parse_hms("0:00:12") == 12 and parse_hms("03:12") == 192 and parse_hms("1 day, 1:00:00") == 90000
+    assert parse_hms("?") is None and parse_hms(None) is None
+
+
+def test_follower_sees_phases_metrics_and_end_incrementally(replay_run):
+    run_dir = replay_run(pause=0.5)
+    runner.launch(run_dir)
+    follower = RunFollower(run_dir, status_every=0.1)
+    seen_steps = set()
+    for snap in follower.follow(interval=0.1):
+        if snap.step is not None:
+            seen_steps.add(snap.step)
+    assert snap.status == "finished" and snap.phase == "done" and snap.exit_code == 0
+    assert snap.phases_seen == ["starting", "tokenizing", "loading model", "training", "evaluating", "saving",
+                                "done"]
+    assert snap.step == 6 and snap.total_steps == 6 and snap.percent == 100.0
+    assert abs(snap.loss - 6.082198) < 1e-5 and abs(snap.eval_loss - 6.073257) < 1e-5
+    assert [s for s, _ in snap.losses] == [1, 2, 3, 4, 5, 6] and [s for s, _ in snap.eval_losses] == [3, 6]
+    assert snap.last_checkpoint == "checkpoint-6" and snap.vram_allocated_gib == 0.0
+    assert len(seen_steps) >= 2  # progress was seen along the way, not only at the end
+    assert "finished" in status_line(snap) and "exit 0" in status_line(snap)
+
+
+def _monitor(run_dir: Path, *args: str, **kw) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "minicpm_tui", "monitor", str(run_dir), *args],
+                          capture_output=True, text=True, timeout=120, **kw)
+
+
+def test_plain_monitor_piped_shows_phases_in_order_and_final_loss(replay_run, tmp_path):
+    run_dir = replay_run(pause=0.8)
+    runner.launch(run_dir)
+    log = tmp_path / "monitor.txt"
+    with open(log, "w") as handle:
+        proc = subprocess.run([sys.executable, "-m", "minicpm_tui", "monitor", str(run_dir), "--plain",
+                               "--interval", "0.2"], stdout=handle, stderr=subprocess.PIPE, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    text = log.read_text()
+    phases = [line.split("phase: ")[1] for line in text.splitlines() if " phase: " in line]
+    assert phases == ["starting", "tokenizing", "loading model", "training", "evaluating", "saving", "done"]
+    assert text.splitlines()[-1] == "run finished (exit 0): final loss 6.0822, eval loss 6.0733, steps 6/6"
+    assert "gpu: no GPU data" in text or "gpu" in text  # no NVML here: said once, not fatal
+    assert "\x1b[" not in text  # no terminal control codes into a file
+
+    once = _monitor(run_dir, "--once", "--json")
+    data = json.loads(once.stdout)
+    assert once.returncode == 0 and data["status"] == "finished" and data["phase"] == "done"
+    assert data["loss"] == pytest.approx(6.082198) and data["losses"][-1][0] == 6 and data["ended"] is True
+    assert "gpu" in data
+    text_once = _monitor(run_dir, "--once", "--no-gpu")
+    assert text_once.returncode == 0 and "step 6/6" in text_once.stdout
+
+
+def test_plain_monitor_of_a_failed_run_exits_with_its_code_and_diagnosis(replay_run, tmp_path):
+    run_dir = replay_run(name="failing", pause=0.1, exit_code=1,
+                         extra=f'cat "{FIXTURES}/missing_template.stderr.log" >&2; exit 1\n')
+    runner.launch(run_dir)
+    wait_status(run_dir, ("failed",), 30)
+    proc = _monitor(run_dir, "--plain", "--interval", "0.2")
+    assert proc.returncode == 1
+    assert "diagnosis: template cpm3 is not registered" in proc.stdout
+    assert proc.stdout.splitlines()[-1].startswith("run failed (exit 1)")
+    data = json.loads(_monitor(run_dir, "--once", "--json").stdout)
+    assert data["diagnosis"]["kind"] == "missing_template"
+
+
+def test_monitor_of_a_run_never_started_and_a_missing_dir(tmp_path, state_home):
+    (tmp_path / "idle").mkdir()
+    proc = _monitor(tmp_path / "idle", "--plain")
+    assert proc.returncode == 2 and "has not been started" in proc.stderr and "Traceback" not in proc.stderr
+    proc = _monitor(tmp_path / "missing", "--plain")
+    assert proc.returncode == 2 and "no such run directory" in proc.stderr
+
+
+def test_follower_starts_over_on_a_new_attempt(replay_run):
+    run_dir = replay_run(name="again", pause=0.05)
+    runner.launch(run_dir)
+    wait_status(run_dir, ("finished",), 30)
+    follower = RunFollower(run_dir, status_every=0)
+    assert follower.poll().phase == "done"
+    runner.launch(run_dir)  # attempt 2 (overwrite_output_dir: true)
+    snap = follower.poll()
+    assert snap.attempt == 2
+    wait_status(run_dir, ("finished",), 30)
+    snap = follower.poll()
+    assert snap.phase == "done" and snap.phases_seen[0] == "starting" and snap.attempt == 2

@@ -1,0 +1,252 @@
+"""The runner with real processes (shell scripts and a small Python trainer stand-in): launch, manifest,
+supervisor, registry, refusal, died detection, stop (graceful, TERM, KILL), resume, runs started by hand."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from _runner_util import kill_run, wait_for, wait_status, write_script
+
+from minicpm_tui.core import runner
+from minicpm_tui.core.errors import UserError
+
+
+@pytest.fixture()
+def runs(tmp_path, state_home):
+    """Run directories made by a test; every process they started is killed at the end."""
+    made: list[Path] = []
+
+    def make(name: str, body: str) -> Path:
+        run_dir = tmp_path / name
+        write_script(run_dir, body)
+        made.append(run_dir)
+        return run_dir
+
+    yield make
+    for run_dir in made:
+        kill_run(run_dir)
+
+
+def test_launch_records_manifest_and_finishes(runs):
+    run_dir = runs("ok", 'echo "out $FOO"; echo "err line" >&2; echo "vram=$RECORD_VRAM abort=$LLAMABOARD_ENABLED"\n')
+    manifest = runner.launch(run_dir, env={"FOO": "bar-secret"})
+    assert manifest.status in ("running", "finished") and manifest.pgid == manifest.pid
+    info = wait_status(run_dir, ("finished", "failed"), 30)
+    assert info.status == "finished" and info.exit_code == 0
+    data = json.loads((run_dir / "run_manifest.json").read_text())
+    assert data["status"] == "finished" and data["exit_code"] == 0 and data["command"] == ["bash", "single_node.sh"]
+    attempt = data["attempts"][0]
+    assert attempt["host"] and attempt["started_at"] <= attempt["ended_at"] and attempt["env_keys"] == ["FOO"]
+    assert "bar-secret" not in (run_dir / "run_manifest.json").read_text()  # values never written
+    out = Path(attempt["stdout"]).read_text()
+    assert "out bar-secret" in out and "vram=1 abort=1" in out
+    assert "err line" in Path(attempt["stderr"]).read_text()
+    listed = runner.list_runs()
+    assert [r.run_dir for r in listed] == [run_dir.resolve()] and listed[0].status == "finished"
+
+
+def test_failure_exit_code_is_recorded(runs):
+    run_dir = runs("fail", "echo boom >&2; exit 3\n")
+    runner.launch(run_dir)
+    info = wait_status(run_dir, ("finished", "failed"), 30)
+    assert info.status == "failed" and info.exit_code == 3
+
+
+def test_killed_by_signal_reports_128_plus_n(runs):
+    run_dir = runs("sig", "kill -9 $$\n")
+    runner.launch(run_dir)
+    info = wait_status(run_dir, ("finished", "failed"), 30)
+    assert info.exit_code == 137
+
+
+def test_second_live_launch_is_refused(runs):
+    run_dir = runs("busy", "sleep 30\n")
+    runner.launch(run_dir)
+    with pytest.raises(UserError) as err:
+        runner.launch(run_dir)
+    assert "already running" in str(err.value) and "minicpm-tui stop" in str(err.value)
+    assert err.value.exit_code == 1
+    runner.stop(run_dir, grace=0, term_timeout=5)
+
+
+def test_missing_script_and_dir_are_user_errors(tmp_path, state_home):
+    with pytest.raises(UserError, match="no such run directory"):
+        runner.launch(tmp_path / "nope")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(UserError, match="single_node.sh is missing"):
+        runner.launch(tmp_path / "empty")
+
+
+def test_died_when_supervisor_and_group_vanish(runs):
+    run_dir = runs("die", "sleep 60\n")
+    manifest = runner.launch(run_dir)
+    sup = manifest.current["supervisor_pid"]
+    os.kill(sup, signal.SIGKILL)  # the host's OOM killer, say
+    wait_for(lambda: runner.proc_info(sup) is None, 10, "supervisor gone")
+    info = runner.run_status(run_dir)
+    assert info.status == "running" and "supervisor is gone" in info.note  # training still there
+    os.killpg(manifest.pgid, signal.SIGKILL)
+    wait_for(lambda: not runner.group_pids(manifest.pgid), 10, "group gone")
+    info = runner.run_status(run_dir)
+    assert info.status == "died" and info.exit_code is None
+
+
+def test_supervisor_survives_sighup_and_forwards_sigterm(runs):
+    run_dir = runs("hup", "sleep 2; echo done\n")
+    manifest = runner.launch(run_dir)
+    os.kill(manifest.current["supervisor_pid"], signal.SIGHUP)
+    info = wait_status(run_dir, ("finished", "failed"), 30)
+    assert info.status == "finished" and info.exit_code == 0
+
+
+def test_stop_escalates_to_sigkill_and_leaves_no_process(runs):
+    # A child that ignores SIGTERM: only SIGKILL ends it.
+    run_dir = runs("stubborn", "trap '' TERM\nbash -c \"trap '' TERM; sleep 300\" &\nwait\n")
+    manifest = runner.launch(run_dir)
+    wait_for(lambda: len(runner.group_pids(manifest.pgid)) >= 2, 10, "child started")
+    said: list[str] = []
+    result = runner.stop(run_dir, grace=5, term_timeout=1, say=said.append)
+    assert any("SIGTERM" in s for s in said) and any("SIGKILL" in s for s in said)
+    assert result.left == [] and runner.group_pids(manifest.pgid) == []
+    assert result.status == "stopped" and runner.run_status(run_dir).status == "stopped"
+    assert runner.stop(run_dir).actions == ["not running (stopped); nothing to stop"]
+
+
+TRAINER = r'''
+import os, signal, sys, time
+stop = False
+def on_abort(signum, frame):
+    global stop
+    stop = True
+if os.environ.get("LLAMABOARD_ENABLED"):
+    signal.signal(signal.SIGABRT, on_abort)   # what LLaMA-Factory's LogCallback does
+print("training", flush=True)
+for step in range(600):
+    time.sleep(0.05)                           # one "step"
+    if stop:
+        open("saved.txt", "w").write(str(step))
+        print("aborted after step", step, flush=True)
+        sys.exit(0)
+'''
+
+
+def test_stop_is_graceful_when_the_trainer_takes_the_abort(runs):
+    run_dir = runs("graceful", f'"{sys.executable}" trainer.py\n')
+    (run_dir / "trainer.py").write_text(TRAINER)
+    manifest = runner.launch(run_dir)
+    wait_for(lambda: "training" in Path(manifest.current["stdout"]).read_text(), 15, "trainer up")
+    targets = runner.graceful_targets(runner.processes_of(manifest.pgid))
+    assert len(targets) == 1 and targets[0] != manifest.pgid  # the python, not bash
+    said: list[str] = []
+    result = runner.stop(run_dir, grace=20, say=said.append)
+    assert any("after the current step" in s for s in said) and not any("SIGKILL" in s for s in said)
+    assert (run_dir / "saved.txt").is_file()
+    assert result.status == "stopped" and result.left == []
+    info = runner.run_status(run_dir)
+    assert info.status == "stopped" and info.exit_code == 0
+
+
+def test_resume_rules_and_attempt_history(runs):
+    run_dir = runs("resume", "echo attempt\n")
+    (run_dir / "train.yaml").write_text("output_dir: out\noverwrite_output_dir: false\n")
+    with pytest.raises(UserError, match="nothing to resume from"):
+        runner.launch(run_dir, resume=True)
+    (run_dir / "out" / "checkpoint-2").mkdir(parents=True)
+    with pytest.raises(UserError, match="--resume"):
+        runner.launch(run_dir)
+    runner.launch(run_dir, resume=True)
+    wait_status(run_dir, ("finished",), 30)
+    runner.launch(run_dir, resume=True)
+    wait_status(run_dir, ("finished",), 30)
+    data = json.loads((run_dir / "run_manifest.json").read_text())
+    assert [a["attempt"] for a in data["attempts"]] == [1, 2] and all(a["resume"] for a in data["attempts"])
+    assert data["output_dir"] == str((run_dir / "out").resolve())
+    (run_dir / "train.yaml").write_text("output_dir: out\noverwrite_output_dir: true\n")
+    with pytest.raises(UserError, match="overwrite_output_dir"):
+        runner.launch(run_dir, resume=True)
+
+
+def test_run_started_by_hand_is_recognised_and_stoppable(runs):
+    run_dir = runs("byhand", "sleep 60\n")
+    (run_dir / "train.yaml").write_text("output_dir: out\n")
+    proc = subprocess.Popen(["bash", "single_node.sh"], cwd=run_dir, start_new_session=True)
+    try:
+        runner.watch_run(run_dir)
+        wait_for(lambda: runner.run_status(run_dir).status == "running", 10, "seen")
+        info = runner.list_runs()[0]
+        assert info.how == "by hand" and info.pgid == proc.pid
+        result = runner.stop(run_dir, grace=0, term_timeout=5)
+        assert result.left == [] and proc.wait(5) is not None
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    # Finished by hand: trainer_log with a last line and all_results.json.
+    (run_dir / "out").mkdir()
+    (run_dir / "out" / "trainer_log.jsonl").write_text('{"current_steps": 5, "total_steps": 5}\n')
+    assert runner.run_status(run_dir).status == "died"
+    (run_dir / "out" / "all_results.json").write_text("{}")
+    info = runner.run_status(run_dir)
+    assert info.status == "finished" and info.progress == "5/5 (100%)"
+
+
+def _cli(*args: str, **kw) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "minicpm_tui", *args], capture_output=True, text=True,
+                          timeout=60, **kw)
+
+
+def test_cli_run_survives_sigkill_of_the_launcher_and_runs_lists_it(runs):
+    run_dir = runs("cli", "for i in 1 2 3 4 5 6; do echo tick $i; sleep 0.5; done\n")
+    launcher = subprocess.Popen([sys.executable, "-m", "minicpm_tui", "run", str(run_dir), "--follow"],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        wait_for(lambda: runner.run_status(run_dir).status == "running", 20, "running")
+        os.killpg(launcher.pid, signal.SIGKILL)
+        launcher.wait(10)
+        info = wait_status(run_dir, ("finished", "failed"), 30)
+        assert info.status == "finished" and info.exit_code == 0
+    finally:
+        if launcher.poll() is None:
+            os.killpg(launcher.pid, signal.SIGKILL)
+            launcher.wait()
+    out = _cli("runs")
+    assert out.returncode == 0 and "finished" in out.stdout and str(run_dir) in out.stdout
+    data = json.loads(_cli("runs", "--json").stdout)
+    assert data[0]["status"] == "finished" and data[0]["exit_code"] == 0
+
+
+def test_cli_run_stop_and_errors(runs):
+    run_dir = runs("cli2", "sleep 60\n")
+    out = _cli("run", str(run_dir), "--env", "A=1")
+    assert out.returncode == 0, out.stderr
+    assert "started" in out.stdout and "minicpm-tui monitor" in out.stdout
+    again = _cli("run", str(run_dir))
+    assert again.returncode == 1 and "already running" in again.stderr and "Traceback" not in again.stderr
+    stopped = _cli("stop", str(run_dir), "--grace", "0", "--timeout", "5")
+    assert stopped.returncode == 0 and "SIGTERM" in stopped.stdout and "run is stopped" in stopped.stdout
+    assert _cli("run", str(run_dir), "--env", "nope").returncode == 2
+    assert _cli("stop", str(run_dir.parent / "missing")).returncode == 2
+    assert "no runs yet" in _cli("runs", env={**os.environ, "MINICPM_TUI_HOME": str(run_dir / "h")}).stdout
+
+
+def test_launch_warns_when_its_gpus_are_busy(runs):
+    from fake_nvml import GIB, FakePynvml, make_recording
+
+    from minicpm_tui.core.nvml import Nvml
+
+    rec = make_recording(2)
+    rec["devices"][1]["processes"] = [{"pid": 4242, "used_memory": 30 * GIB}]
+    run_dir = runs("busygpu", 'if [[ -z "${CUDA_VISIBLE_DEVICES+set}" ]]; then CUDA_VISIBLE_DEVICES=1; fi\n')
+    manifest = runner.launch(run_dir, nvml=Nvml(module=FakePynvml(rec)))
+    assert len(manifest.warnings) == 1 and "GPU 1 is busy" in manifest.warnings[0]
+    assert manifest.current["warnings"] == manifest.warnings
+    wait_status(run_dir, ("finished",), 30)
+    other = runs("freegpu", "true\n")
+    assert runner.launch(other, env={"CUDA_VISIBLE_DEVICES": "0"}, nvml=Nvml(module=FakePynvml(rec))).warnings == []
+    wait_status(other, ("finished",), 30)

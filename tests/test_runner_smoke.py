@@ -1,0 +1,154 @@
+"""Done-when tests with REAL CPU smoke runs (LLaMA-Factory, tiny model) through a generated single_node.sh:
+the run outlives a SIGKILLed launcher and a killed tmux session; stop leaves no process of the run's group;
+the plain monitor piped to a file shows the phases in order and the final loss."""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from _runner_util import kill_run, tail_logs, wait_for, wait_status
+
+from minicpm_tui.core import runner
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("data")
+    rows = [{"instruction": f"count to {i}", "input": "", "output": " ".join(str(n) for n in range(i))}
+            for i in range(1, 25)]
+    (folder / "tiny_sft.json").write_text(json.dumps(rows))
+    (folder / "dataset_info.json").write_text(json.dumps({"tiny_sft": {"file_name": "tiny_sft.json"}}))
+    return folder
+
+
+@pytest.fixture()
+def smoke_run(tmp_path, data_dir, tiny_model_cpm3):
+    """A generated run directory prepared for a CPU smoke of ``steps`` steps: (run_dir, env)."""
+    from minicpm_tui.core.recipe import Recipe
+    from minicpm_tui.core.smoke import prepare_smoke
+    from minicpm_tui.core.writers import generate
+
+    made: list[Path] = []
+
+    def make(steps: int) -> tuple[Path, dict[str, str]]:
+        run_dir = tmp_path / f"run{len(made)}"
+        recipe = Recipe(name="smoke-test", hardware="1x-a10-24gb", method="lora", stage="sft",
+                        datasets=["tiny_sft"], dataset_dir=str(data_dir), max_steps=steps, logging_steps=1)
+        generate(recipe, run_dir)
+        spec = prepare_smoke(run_dir, steps=steps)
+        made.append(run_dir)
+        return run_dir, dict(spec.env)
+
+    yield make
+    for run_dir in made:
+        kill_run(run_dir)
+
+
+def _env_args(env: dict[str, str]) -> list[str]:
+    return [arg for key, value in env.items() for arg in ("--env", f"{key}={value}")]
+
+
+def _cli(*args: str) -> list[str]:
+    return [sys.executable, "-m", "minicpm_tui", *args]
+
+
+def _losses(run_dir: Path) -> list[float]:
+    out = runner.output_dir_of(run_dir)
+    rows = [json.loads(line) for line in (out / "trainer_log.jsonl").read_text().splitlines() if line.strip()]
+    return [r["loss"] for r in rows if "loss" in r]
+
+
+def _runs_entry(run_dir: Path) -> dict:
+    proc = subprocess.run(_cli("runs", "--json"), capture_output=True, text=True, timeout=60)
+    entries = [r for r in json.loads(proc.stdout) if r["run_dir"] == str(run_dir.resolve())]
+    assert len(entries) == 1, proc.stdout
+    return entries[0]
+
+
+def test_survives_sigkill_of_the_launcher_and_monitor_plain_shows_it(smoke_run, tmp_path):
+    run_dir, env = smoke_run(steps=40)
+    launcher = subprocess.Popen(_cli("run", str(run_dir), "--follow", *_env_args(env)), stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL, start_new_session=True)
+    monitor_out = tmp_path / "monitor.txt"
+    monitor = None
+    try:
+        wait_for(lambda: runner.run_status(run_dir).status == "running", 60, "run started")
+        with open(monitor_out, "w") as handle:
+            monitor = subprocess.Popen(_cli("monitor", str(run_dir), "--plain", "--interval", "0.5"),
+                                       stdout=handle, stderr=subprocess.STDOUT, start_new_session=True)
+        os.killpg(launcher.pid, signal.SIGKILL)  # the launching process dies hard
+        launcher.wait(10)
+        info = wait_status(run_dir, ("finished", "failed", "died"), 300)
+        assert info.status == "finished" and info.exit_code == 0, tail_logs(run_dir)
+        assert monitor.wait(60) == 0
+    finally:
+        for proc in (launcher, monitor):
+            if proc is not None and proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+    entry = _runs_entry(run_dir)
+    assert entry["status"] == "finished" and entry["exit_code"] == 0 and entry["progress"].startswith("40/40")
+    text = monitor_out.read_text()
+    phases = [line.split("phase: ")[1] for line in text.splitlines() if " phase: " in line]
+    order = ["starting", "tokenizing", "loading model", "training", "saving", "done"]
+    assert [p for p in phases if p in order] == [p for p in order if p in phases], text
+    assert phases[-1] == "done" and {"tokenizing", "loading model", "training", "done"} <= set(phases), text
+    final = text.strip().splitlines()[-1]
+    assert final.startswith("run finished (exit 0): final loss ") and final.endswith("steps 40/40"), text
+    assert f"final loss {_losses(run_dir)[-1]:.4f}" in final
+
+
+@pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed (apt-get install -y tmux)")
+def test_survives_the_terminal_session_being_killed(smoke_run, tmp_path):
+    run_dir, env = smoke_run(steps=40)
+    sock = tmp_path / "tmux.sock"
+    command = shlex.join(_cli("run", str(run_dir), "--follow", *_env_args(env)))
+    subprocess.run(["tmux", "-S", str(sock), "new-session", "-d", "-s", "train", command], check=True, timeout=30)
+    try:
+        wait_for(lambda: runner.run_status(run_dir).status == "running", 60, "run started in tmux")
+        time.sleep(1)
+        # The terminal goes away: every process attached to it gets SIGHUP.
+        subprocess.run(["tmux", "-S", str(sock), "kill-server"], check=True, timeout=30)
+        info = wait_status(run_dir, ("finished", "failed", "died"), 300)
+        assert info.status == "finished" and info.exit_code == 0, tail_logs(run_dir)
+    finally:
+        subprocess.run(["tmux", "-S", str(sock), "kill-server"], capture_output=True, timeout=30)
+    entry = _runs_entry(run_dir)
+    assert entry["status"] == "finished" and entry["exit_code"] == 0
+
+
+def test_stop_leaves_no_process_of_the_run(smoke_run):
+    run_dir, env = smoke_run(steps=5000)
+    manifest = runner.launch(run_dir, env=env)
+    pgid = manifest.pgid
+    out = runner.output_dir_of(run_dir)
+    wait_for(lambda: (out / "trainer_log.jsonl").is_file() and (out / "trainer_log.jsonl").stat().st_size > 0,
+             180, "training steps")
+    tag = manifest.current["run_tag"]
+    procs = runner.processes_of(pgid, tag)
+    # torchrun (the launch group's leader) and its worker, which torchrun puts in a session of its own.
+    assert len(procs) >= 2 and any(p.pgid != pgid for p in procs), procs
+    proc = subprocess.run(_cli("stop", str(run_dir), "--grace", "60"), capture_output=True, text=True,
+                          timeout=180)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "run is stopped" in proc.stdout
+    with pytest.raises(ProcessLookupError):
+        os.killpg(pgid, 0)
+    assert runner.group_pids(pgid) == [] and runner.processes_of(pgid, tag) == []
+    assert all(runner.proc_info(p.pid) is None for p in procs)
+    entry = _runs_entry(run_dir)
+    assert entry["status"] == "stopped"
+    # The graceful path: LLaMA-Factory took the abort after a step and exited by itself.
+    assert "after the current step" in proc.stdout, proc.stdout
+    assert len(_losses(run_dir)) < 5000
