@@ -236,3 +236,51 @@ def test_record_parse_error_line_names_the_record(tmp_path):
     f.write_text('{"instruction": "a", "output": "b"}\n{"instruction": \n', encoding="utf-8")
     line = validate_file(f).lines()[0]
     assert line.startswith(f"{f}:record 1: (record): line 2 is not valid JSON")
+
+
+def test_duplicate_key_proof_is_sound():
+    """The fast parse's proof of "no repeated key" never vouches for a text that has one."""
+    import random
+
+    from minicpm_tui.core.datasets.reader import _no_duplicate_keys
+
+    rng = random.Random(7)
+    atoms = ["a", "b", "a:b", '"', "\\", ":", '":', '\\":', "x\\\\", " :", "中"]
+
+    def word() -> str:
+        return "".join(rng.choice(atoms) for _ in range(rng.randint(0, 3)))
+
+    def gap() -> str:
+        return rng.choice(["", "", " ", "\t", "\r", "\n"])
+
+    def gen(depth: int = 0) -> str:
+        r = rng.random()
+        if depth > 3 or r < 0.3:
+            return rng.choice([json.dumps(word(), ensure_ascii=rng.random() < 0.5), "1", "null"])
+        if r < 0.5:
+            return "[" + ",".join(gap() + gen(depth + 1) for _ in range(rng.randint(0, 3))) + "]"
+        keys = [word() for _ in range(rng.randint(0, 4))]
+        if keys and rng.random() < 0.3:
+            keys.append(rng.choice(keys))
+        return "{" + ",".join(gap() + json.dumps(k) + gap() + ":" + gap() + gen(depth + 1) for k in keys) + "}"
+
+    def has_dup(text: str) -> bool:
+        found = []
+
+        def hook(pairs):
+            found.append(len(dict(pairs)) != len(pairs))
+            return dict(pairs)
+
+        json.loads(text, object_pairs_hook=hook)
+        return any(found)
+
+    proven = 0
+    for _ in range(3000):
+        text = gen()
+        value = json.loads(text)
+        dup = has_dup(text)
+        for src in (text, text.encode()):
+            ok = _no_duplicate_keys(value, src)
+            assert not (ok and dup), text
+            proven += ok
+    assert proven > 2000  # and it is useful: most duplicate-free texts are proven so

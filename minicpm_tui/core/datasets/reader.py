@@ -68,14 +68,19 @@ def _tree_keys(value: Any) -> int:
     return 0
 
 
+_KEY_END_B = frozenset((b'"', b" ", b"\t", b"\r", b"\n"))
+_KEY_END_S = frozenset(('"', " ", "\t", "\r", "\n"))
+
+
 def _no_duplicate_keys(value: Any, text: bytes | str, start: int = 0, end: int | None = None) -> bool:
     """True only when ``value``, parsed from ``text[start:end]``, provably has no repeated key.
 
     Sound, not complete: False means "look closer", never "there is one". Each key token is a
-    closing quote, optional JSON whitespace, then a colon; a colon preceded by a quote or by
-    whitespace is counted, so the count is at least the number of key tokens, which is at
-    least the number of parsed entries (equal exactly when no object repeats a key). UTF-8
-    multi-byte sequences never contain ASCII bytes, so counting bytes is as good as characters.
+    closing quote, optional JSON whitespace, then a colon. A colon right after a quote or
+    whitespace, unless that quote is escaped, may be a key separator; any other colon sits
+    inside a string. So the count of such colons is at least the number of key tokens, which
+    is at least the number of parsed entries, with equality exactly when no object repeats a
+    key. UTF-8 multi-byte sequences hold no ASCII bytes, so bytes count like characters.
     """
     try:
         keys = _tree_keys(value)
@@ -84,21 +89,21 @@ def _no_duplicate_keys(value: Any, text: bytes | str, start: int = 0, end: int |
     if end is None:
         end = len(text)
     if isinstance(text, bytes):
-        colon, quote_colon, esc, esc_esc = b":", b'":', b'\\":', b'\\\\"'
-        ws_colons = (b" :", b"\t:", b"\r:", b"\n:")
+        colon, quote, backslash, key_end = b":", b'"', b"\\", _KEY_END_B
     else:
-        colon, quote_colon, esc, esc_esc = ":", '":', '\\":', '\\\\"'
-        ws_colons = (" :", "\t:", "\r:", "\n:")
-    count = text.count
-    if count(colon, start, end) == keys:  # every colon is a key separator
+        colon, quote, backslash, key_end = ":", '"', "\\", _KEY_END_S
+    if text.count(colon, start, end) == keys:  # every colon is a key separator (the usual case)
         return True
-    bound = count(quote_colon, start, end)
-    for pat in ws_colons:
-        bound += count(pat, start, end)
-    if bound != keys and count(esc_esc, start, end) == 0:
-        # No backslash-backslash-quote anywhere: every backslash-quote is an escaped quote
-        # inside a string (embedded JSON), and its colon is not a key separator.
-        bound -= count(esc, start, end)
+    parts = text[start:end].split(colon)
+    parts.pop()
+    bound = 0
+    for part in parts:
+        last = part[-1:]
+        if last in key_end:
+            if last == quote and part[-2:-1] == backslash and \
+                    (len(part) - 1 - len(part[:-1].rstrip(backslash))) % 2:
+                continue  # an escaped quote: this colon is inside a string
+            bound += 1
     return bound == keys
 
 
@@ -231,6 +236,8 @@ class RecordReader:
     def _json_array(self) -> Iterator[tuple[int, Any]]:
         dec = json.JSONDecoder(object_pairs_hook=self._pairs, parse_constant=self._constant)
         raw = dec.raw_decode
+        scan = make_scanner(json.JSONDecoder(parse_constant=self._constant))
+        no_dup = _no_duplicate_keys
         ws = _WS.match
         udec = codecs.getincrementaldecoder("utf-8")("strict")
         f = open(self.path, "rb")  # noqa: SIM115 - closed in the finally below; a generator spans the with
@@ -282,7 +289,14 @@ class RecordReader:
                                              "separate records with commas", record=idx, kind="json")
                     pos = ws(buf, pos + 1).end()
                 self.dup_key = None
-                while True:
+                # Fast path (see the module docstring); on any doubt the careful loop below
+                # re-reads the record with the hook, asks for more text or names the error.
+                try:
+                    rec, end = scan(buf, pos)
+                    fast = (end < len(buf) or eof) and no_dup(rec, buf, pos, end)
+                except Exception:  # noqa: BLE001
+                    fast = False
+                while not fast:
                     try:
                         rec, end = raw(buf, pos)
                         if end >= len(buf) and not eof:
