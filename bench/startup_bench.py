@@ -16,6 +16,7 @@ import sys
 import tempfile
 import time
 import uuid
+from pathlib import Path
 
 TARGET_S = 0.5
 CASES = {
@@ -28,13 +29,18 @@ CASES = {
 }
 
 
-def tui_first_paint(timeout: float = 20.0) -> float | None:
-    """Seconds from starting `minicpm-tui` in an 80x24 tmux pane until the first screen is drawn."""
+BARE_APP = Path(__file__).resolve().parent / "_support" / "bare_textual_app.py"
+
+
+def tui_first_paint(bare: bool = False, timeout: float = 20.0) -> float | None:
+    """Seconds from starting `minicpm-tui` (or a bare Textual app) in an 80x24 tmux pane until the
+    first screen is drawn."""
     if not shutil.which("tmux"):
         return None
     session = f"mt-bench-{uuid.uuid4().hex[:8]}"
     home = tempfile.mkdtemp(prefix="mt-bench-home-")
-    cmd = f"MINICPM_TUI_HOME={home} {sys.executable} -m minicpm_tui --fresh"
+    target = str(BARE_APP) if bare else "-m minicpm_tui --fresh"
+    cmd = f"MINICPM_TUI_HOME={home} {sys.executable} {target}"
     start = time.perf_counter()
     subprocess.run(["tmux", "-f", "/dev/null", "new-session", "-d", "-s", session, "-x", "80", "-y", "24", cmd],
                    check=True, env={**os.environ, "TERM": "xterm-256color"})
@@ -69,13 +75,17 @@ def main() -> int:
             med = statistics.median(times)
             verdict = "ok" if med < TARGET_S else "OVER"
             print(f"{name:<38} {med:>9.3f} {min(times):>8.3f}  <{TARGET_S} s {verdict}")
-    paints = [t for t in (tui_first_paint() for _ in range(min(args.repeat, 5))) if t is not None]
-    if paints:
-        med = statistics.median(paints)
-        verdict = "ok" if med < TARGET_S else "OVER"
-        print(f"{'wizard first screen in tmux 80x24':<38} {med:>9.3f} {min(paints):>8.3f}  <{TARGET_S} s {verdict}")
-    else:
-        print("wizard first screen in tmux: not measured (no tmux, or no screen within 20 s)")
+    medians = {}
+    for bare, name in ((True, "bare Textual app first screen (floor)"), (False, "wizard first screen in tmux 80x24")):
+        paints = [t for t in (tui_first_paint(bare) for _ in range(min(args.repeat, 5))) if t is not None]
+        if not paints:
+            print(f"{name}: not measured (no tmux, or no screen within 20 s)")
+            continue
+        medians[bare] = statistics.median(paints)
+        verdict = "ok" if medians[bare] < TARGET_S else "OVER"
+        print(f"{name:<38} {medians[bare]:>9.3f} {min(paints):>8.3f}  <{TARGET_S} s {verdict}")
+    if len(medians) == 2:
+        print(f"ratio: the wizard's first screen takes {medians[False] / medians[True]:.2f}x a bare Textual app's")
     return 0
 
 
