@@ -25,12 +25,18 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+# CPU time counts the worker processes of a parallel validation too (RUSAGE_CHILDREN), and
+# their largest peak RSS is reported next to the main process's.
 OURS = """
-import json, sys, time
+import json, resource, sys, time
 from minicpm_tui.core.datasets import validate_file
-t, c = time.perf_counter(), time.process_time()
+def cpu():
+    s, c = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return s.ru_utime + s.ru_stime + c.ru_utime + c.ru_stime
+t, c = time.perf_counter(), cpu()
 r = validate_file(sys.argv[1])
-print("@@" + json.dumps({"seconds": time.perf_counter() - t, "cpu_seconds": time.process_time() - c,
+print("@@" + json.dumps({"seconds": time.perf_counter() - t, "cpu_seconds": cpu() - c,
+                         "worker_rss_mib": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024,
                          "records": r.records, "valid": r.valid}))
 """
 
@@ -108,7 +114,8 @@ def bench_one(label: str, path: Path, stage: str, entry: dict, python: str) -> N
     lf = marked(out_l, "@@LFCHECK@@")
     print(f"{label}: {size_mib:,.0f} MiB, {ours['records']:,} records ({ours['valid']:,} valid; LF rows {lf['rows']:,})")
     print(f"  ours validate           : {ours['seconds']:8.2f} s wall, {ours['cpu_seconds']:8.2f} s CPU  "
-          f"(process wall {wall_o:.2f} s)  peak RSS {rss_o:,.0f} MiB ({rss_o / size_mib:.2f}x file)")
+          f"(process wall {wall_o:.2f} s)  peak RSS {rss_o:,.0f} MiB ({rss_o / size_mib:.2f}x file)"
+          + (f", each worker at most {ours['worker_rss_mib']:,.0f} MiB" if ours.get("worker_rss_mib") else ""))
     print(f"  LLaMA-Factory load+align: {lf['seconds']:8.2f} s wall, {lf.get('cpu_seconds', 0):8.2f} s CPU  "
           f"(process wall incl. imports {wall_l:.2f} s)  peak RSS {rss_l:,.0f} MiB ({rss_l / size_mib:.2f}x file)")
     cpu_ratio = lf.get("cpu_seconds", 0) / max(ours["cpu_seconds"], 1e-9)

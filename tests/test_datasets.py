@@ -284,3 +284,76 @@ def test_duplicate_key_proof_is_sound():
             assert not (ok and dup), text
             proven += ok
     assert proven > 2000  # and it is useful: most duplicate-free texts are proven so
+
+
+def _mixed_jsonl(path: Path, n: int, *, mixed: bool = False) -> None:
+    """A sharegpt DPO JSON Lines file with every kind of trouble, spread over the file."""
+    good = {"conversations": [{"from": "human", "value": "q: 1"}], "chosen": {"from": "gpt", "value": "a"},
+            "rejected": {"from": "gpt", "value": "b"}}
+    with open(path, "wb") as fh:
+        for i in range(n):
+            rec = json.loads(json.dumps(good))
+            rec["conversations"][0]["value"] = f"question {i}: " + "中文" * (i % 7)
+            r = i % 23
+            if r == 3:
+                line = b'{"conversations": [1, 2'  # not JSON
+            elif r == 5:
+                line = b'{"conversations": "\xff"}'  # not UTF-8
+            elif r == 7:
+                line = b'{"chosen": 1, "chosen": 2, "conversations": []}'  # a duplicated key
+            elif r == 9:
+                line = b""  # blank lines are not records
+            elif r == 11:
+                rec["conversations"].append({"from": "gpt", "value": "x"})  # even turn count
+                line = json.dumps(rec, ensure_ascii=False).encode()
+            elif r == 13:
+                rec["conversations"][0]["value"] = ""  # a warning only
+                line = json.dumps(rec).encode()
+            elif r == 15:
+                line = b'{"conversations": [{"from": "human", "value": "q"}], "chosen": {"from": "gpt", ' \
+                       b'"value": "a"}, "rejected": {"from": "gpt", "value": "b"}, "score": NaN}'
+            elif r == 17:
+                rec["n"] = 123456789012345678901234567890  # beyond 64 bits
+                line = json.dumps(rec).encode()
+            elif r == 19 and mixed and i > n // 2:
+                rec["tag"] = 1  # a number here, a string in the first half
+                line = json.dumps(rec).encode()
+            elif r == 19 and mixed:
+                rec["tag"] = "x"
+                line = json.dumps(rec).encode()
+            else:
+                line = json.dumps(rec, ensure_ascii=i % 2 == 0).encode()
+            fh.write(line + (b"\r\n" if i % 31 == 0 else b"\n"))
+
+
+@pytest.mark.parametrize("mixed", [False, True])
+def test_parallel_jsonl_matches_sequential(tmp_path, mixed):
+    f = tmp_path / "big.jsonl"
+    _mixed_jsonl(f, 3000, mixed=mixed)
+    seq = validate_file(f, keep_indices=True, parallel_min_bytes=None)
+    calls = []
+    par = validate_file(f, keep_indices=True, parallel_min_bytes=1, workers=3,
+                        progress=lambda done, total: calls.append((done, total)))
+    a, b = seq.to_json(), par.to_json()
+    a.pop("seconds"), b.pop("seconds")
+    assert a == b
+    assert seq.lines() == par.lines() and seq.invalid_indices == par.invalid_indices
+    assert seq.total_errors > 100 and len(seq.warnings) == 50  # the caps were exercised
+    assert any(e.kind == "mixed_types" for e in seq.errors) == mixed
+    assert calls and calls[-1] == (f.stat().st_size, f.stat().st_size)
+    # The chunks really ran (a key of two kinds across chunks sends the file back to sequential).
+    from minicpm_tui.core.datasets.validate import _validate_parallel
+
+    assert (_validate_parallel(f, None, None, None, True, 3) is None) == mixed
+
+
+def test_parallel_split_is_at_line_starts(tmp_path):
+    from minicpm_tui.core.datasets.validate import _split_lines
+
+    f = tmp_path / "x.jsonl"
+    f.write_bytes(b"".join(b'{"a": "%s"}\n' % (b"x" * (i % 50)) for i in range(500)))
+    data = f.read_bytes()
+    ranges = _split_lines(f, len(data), 7)
+    assert ranges[0][0] == 0 and ranges[-1][1] == len(data) and len(ranges) == 7
+    for (_, b), (c, _) in zip(ranges, ranges[1:], strict=False):
+        assert b == c and data[b - 1:b] == b"\n"

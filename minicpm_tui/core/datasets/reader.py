@@ -28,43 +28,70 @@ from json.scanner import make_scanner
 from pathlib import Path
 from typing import Any
 
+try:  # several times faster than the stdlib on JSON Lines; the stdlib decides whatever it rejects
+    from orjson import loads as _orjson_loads
+except ImportError:  # pragma: no cover - a dependency, but keep working without it
+    _orjson_loads = None
+
 Progress = Callable[[int, int], None]
 CHUNK = 8 << 20
 _WS = re.compile(r"[ \t\n\r]*")
 _JSON_WS = " \t\n\r"
+_WS_CHARS = frozenset(_JSON_WS)
 _EOL = ("\n", "\r\n")
 FILE_TYPES = {".json": "json", ".jsonl": "json", ".csv": "csv", ".parquet": "parquet"}
 
 
-def _nkeys(d: dict) -> int:
-    """Entries of every object in a parsed tree (``d`` and what it holds)."""
-    n = len(d)
+class _Doubt(Exception):
+    """A parsed value the fast path will not vouch for; the careful path decides."""
+
+
+# orjson turns integers beyond 64 bits into floats (the stdlib keeps them exact): a float this
+# big may be such an integer, so records holding one go through the stdlib.
+_BIG = 9.2e18
+
+
+def _walk(d: dict) -> int:
+    """(object entries << 32) + string values, over ``d`` and everything it holds."""
+    n = len(d) << 32
     for v in d.values():
         t = type(v)
-        if t is dict:
-            n += _nkeys(v)
+        if t is str:
+            n += 1
+        elif t is dict:
+            n += _walk(v)
         elif t is list:
-            n += _nkeys_list(v)
+            n += _walk_list(v)
+        elif t is float and not -_BIG < v < _BIG:
+            raise _Doubt
     return n
 
 
-def _nkeys_list(items: list) -> int:
+def _walk_list(items: list) -> int:
     n = 0
     for v in items:
         t = type(v)
-        if t is dict:
-            n += _nkeys(v)
+        if t is str:
+            n += 1
+        elif t is dict:
+            n += _walk(v)
         elif t is list:
-            n += _nkeys_list(v)
+            n += _walk_list(v)
+        elif t is float and not -_BIG < v < _BIG:
+            raise _Doubt
     return n
 
 
-def _tree_keys(value: Any) -> int:
+def _tree_counts(value: Any) -> int:
     t = type(value)
     if t is dict:
-        return _nkeys(value)
+        return _walk(value)
     if t is list:
-        return _nkeys_list(value)
+        return _walk_list(value)
+    if t is str:
+        return 1
+    if t is float and not -_BIG < value < _BIG:
+        raise _Doubt
     return 0
 
 
@@ -81,11 +108,14 @@ def _no_duplicate_keys(value: Any, text: bytes | str, start: int = 0, end: int |
     inside a string. So the count of such colons is at least the number of key tokens, which
     is at least the number of parsed entries, with equality exactly when no object repeats a
     key. UTF-8 multi-byte sequences hold no ASCII bytes, so bytes count like characters.
+    Two cheaper counts are tried first: all colons (text without colons in its strings) and
+    all quote characters (text without escaped quotes); see the comments below.
     """
     try:
-        keys = _tree_keys(value)
-    except RecursionError:  # absurdly deep: let the careful parse decide
+        counts = _tree_counts(value)
+    except (RecursionError, _Doubt):  # absurdly deep, or a number only the stdlib reads exactly
         return False
+    keys = counts >> 32
     if end is None:
         end = len(text)
     if isinstance(text, bytes):
@@ -93,6 +123,11 @@ def _no_duplicate_keys(value: Any, text: bytes | str, start: int = 0, end: int |
     else:
         colon, quote, backslash, key_end = ":", '"', "\\", _KEY_END_S
     if text.count(colon, start, end) == keys:  # every colon is a key separator (the usual case)
+        return True
+    # Every string token (key or value) has two quote characters, and the tree holds one entry
+    # per key token and one str per string value token, minus what duplicates dropped. So equal
+    # counts prove no duplicate; escaped quotes only make the text side larger (no proof).
+    if text.count(quote, start, end) == 2 * (keys + (counts & 0xFFFFFFFF)):
         return True
     parts = text[start:end].split(colon)
     parts.pop()
@@ -127,10 +162,15 @@ class RecordParseError:
 class RecordReader:
     """Iterate ``(index, record_or_RecordParseError)``; ``notes`` collects per-record warnings."""
 
-    def __init__(self, path: str | os.PathLike[str], progress: Progress | None = None):
+    def __init__(self, path: str | os.PathLike[str], progress: Progress | None = None,
+                 byte_range: tuple[int, int] | None = None):
         self.path = Path(path)
         self.progress = progress
         self.total = self.path.stat().st_size
+        # JSON Lines only: read the lines in [start, stop) (both at line starts), numbering
+        # records and lines from 0 and 1 within the range (parallel validation).
+        self.byte_range = byte_range
+        self.lines_read = 0
         self.layout = "?"  # "array" | "lines" | "csv" | "parquet"
         self.dup_key: str | None = None
         self.nan_seen = False
@@ -176,7 +216,7 @@ class RecordReader:
         if not text:
             raise FileLevelError("the file is empty", "put one record per line (JSON Lines) or a JSON array of "
                                  "records in it", kind="empty")
-        if text[:1] == b"[":
+        if text[:1] == b"[" and self.byte_range is None:
             self.layout = "array"
             return self._json_array()
         self.layout = "lines"
@@ -192,12 +232,32 @@ class RecordReader:
         idx = 0
         done = 0
         next_report = 1 << 20
+        fast_loads = _orjson_loads
+        start, stop = self.byte_range or (0, self.total)
+        lineno = 0
         with open(self.path, "rb") as f:
-            for lineno, line in enumerate(f, 1):
+            f.seek(start)
+            for line in f:
+                if done >= stop - start:
+                    break
+                lineno += 1
                 done += len(line)
                 if done >= next_report:
                     self._report(done)
                     next_report = done + (4 << 20)
+                # orjson first: it accepts strictly less than the stdlib (no NaN/Infinity, no lone
+                # surrogate escapes, no number overflowing a double), parses alike what it does
+                # accept, and integers beyond 64 bits, which it reads as floats, fail the proof.
+                if fast_loads is not None:
+                    try:
+                        rec = fast_loads(line)
+                    except Exception:  # noqa: BLE001 - not for orjson: the stdlib paths below decide
+                        pass
+                    else:
+                        if no_dup(rec, line):
+                            yield idx, rec
+                            idx += 1
+                            continue
                 try:
                     text = line.decode("utf-8")
                     rec, end = scan(text, 0)
@@ -231,7 +291,8 @@ class RecordReader:
                     else:
                         yield idx, rec
                 idx += 1
-        self._report(self.total)
+        self.lines_read = lineno
+        self._report(stop - start)
 
     def _json_array(self) -> Iterator[tuple[int, Any]]:
         dec = json.JSONDecoder(object_pairs_hook=self._pairs, parse_constant=self._constant)
@@ -267,7 +328,8 @@ class RecordReader:
                 buf = buf[1:]
             pos = ws(buf, 0).end() + 1  # past "["
             while True:
-                pos = ws(buf, pos).end()
+                if buf[pos:pos + 1] in _WS_CHARS:  # the regex only where there is whitespace
+                    pos = ws(buf, pos).end()
                 while pos >= len(buf):
                     if not more():
                         raise FileLevelError(f"the JSON array ends early, after {idx:,} records (is the file "
@@ -287,7 +349,9 @@ class RecordReader:
                     if ch != ",":
                         raise FileLevelError(f"expected ',' or ']' after record {idx - 1:,}",
                                              "separate records with commas", record=idx, kind="json")
-                    pos = ws(buf, pos + 1).end()
+                    pos += 1
+                    if buf[pos:pos + 1] in _WS_CHARS:
+                        pos = ws(buf, pos).end()
                 self.dup_key = None
                 # Fast path (see the module docstring); on any doubt the careful loop below
                 # re-reads the record with the hook, asks for more text or names the error.

@@ -476,17 +476,24 @@ def resolve_stage(shape: Shape, stage: str | None) -> tuple[str, Issue | None]:
     return stage, None
 
 
+# JSON Lines files at least this big are validated in parallel chunks (one per CPU).
+PARALLEL_MIN_BYTES = 64 << 20
+_PARSE_KINDS = ("json", "encoding", "duplicate_key")  # RecordParseError kinds; messages start "line N "
+
+
 def validate_file(path: str | os.PathLike[str], stage: str | None = None, fmt: str | None = None,
                   progress: Progress | None = None, *, keep_indices: bool = False,
-                  token_sample: int = 0) -> ValidationReport:
+                  token_sample: int = 0, parallel_min_bytes: int | None = PARALLEL_MIN_BYTES,
+                  workers: int | None = None) -> ValidationReport:
     """Validate one dataset file for one stage the way LLaMA-Factory will read it.
 
     ``progress(done_bytes, total_bytes)`` is called as the file is read. ``keep_indices`` keeps the
     index of every invalid record (tests and conversion); ``token_sample`` keeps up to that many
-    valid records, spread over the file, for token statistics.
+    valid records, spread over the file, for token statistics. JSON Lines files of at least
+    ``parallel_min_bytes`` (None: never) are split at line starts and checked by ``workers``
+    processes (default: one per CPU); the merged report is the sequential one, field for field.
     """
     from minicpm_tui.core.datasets.formats import FORMATS
-    from minicpm_tui.core.datasets.stats import StatsCollector
 
     started = time.perf_counter()
     p = Path(path)
@@ -507,10 +514,38 @@ def validate_file(path: str | os.PathLike[str], stage: str | None = None, fmt: s
         report.file_error = Issue(None, "", f"cannot read it ({exc.strerror})", "check the permissions", "file")
         col.error(None, "", report.file_error.message, report.file_error.fix, "file")
         return report
+    if not token_sample and parallel_min_bytes is not None and reader.total >= parallel_min_bytes \
+            and (workers or os.cpu_count() or 1) > 1:
+        merged = _validate_parallel(p, stage, fmt, progress, keep_indices, workers or os.cpu_count() or 1)
+        if merged is not None:
+            merged.seconds = time.perf_counter() - started
+            return merged
+    scan = _scan(report, col, reader, stage, fmt, keep_indices, token_sample)
+    _finish(report, col, reader.layout, reader.nan_seen, scan, keep_indices)
+    report.seconds = time.perf_counter() - started
+    return report
+
+
+class _ScanResult:
+    __slots__ = ("records", "valid", "columns", "stats", "stage", "stage_problem")
+
+    def __init__(self, records: int, valid: int, columns: dict[str, tuple[str, int]], stats: Any,
+                 stage: str | None, stage_problem: Issue | None):
+        self.records, self.valid, self.columns, self.stats = records, valid, columns, stats
+        self.stage, self.stage_problem = stage, stage_problem
+
+
+def _scan(report: ValidationReport, col: _Collector, reader: RecordReader, stage: str | None,
+          fmt: str | None, keep_indices: bool, token_sample: int,
+          shape: Shape | None = None) -> _ScanResult:
+    """The per-record loop. With ``shape`` given (a parallel chunk) the format is not detected."""
+    from minicpm_tui.core.datasets.stats import StatsCollector
+
+    keep_indices = col.keep
     stats = StatsCollector(token_sample)
     lens = stats.add
     warn = col.warn
-    check = None
+    check = make_checker(shape, stage) if shape is not None else None
     columns: dict[str, tuple[str, int]] = {}  # key -> (JSON kind, first record with it)
     col_types: dict[str, type] = {}  # key -> the Python type it had there (a shortcut for the same kind)
     first_type = col_types.get
@@ -518,7 +553,6 @@ def validate_file(path: str | os.PathLike[str], stage: str | None = None, fmt: s
     error = col.error
     invalid_idx = report.invalid_indices
     pending: list[tuple[int, Any]] = []  # records before the shape is known (all non-objects)
-    shape: Shape | None = None
     stage_problem: Issue | None = None
 
     def start(rec: Any) -> None:
@@ -592,11 +626,18 @@ def validate_file(path: str | os.PathLike[str], stage: str | None = None, fmt: s
               "not_object")
         if keep_indices:
             invalid_idx.append(pidx)
-    report.layout = reader.layout
+    return _ScanResult(records, valid, columns, stats, stage, stage_problem)
+
+
+def _finish(report: ValidationReport, col: _Collector, layout: str, nan_seen: bool, scan: _ScanResult,
+            keep_indices: bool) -> None:
+    error = col.error
+    records, stage_problem = scan.records, scan.stage_problem
+    report.layout = layout
     report.records = records
-    report.valid = valid
-    report.invalid = records - valid
-    report.columns = list(columns)
+    report.valid = scan.valid
+    report.invalid = records - scan.valid
+    report.columns = list(scan.columns)
     if records == 0 and report.file_error is None:
         report.file_error = Issue(None, "", "holds no records", "add at least one record", "empty")
         error(None, "", "holds no records", "add at least one record", "empty")
@@ -607,10 +648,136 @@ def validate_file(path: str | os.PathLike[str], stage: str | None = None, fmt: s
         report.valid, report.invalid = 0, records
         if keep_indices:
             report.invalid_indices[:] = range(records)
-    if reader.nan_seen and reader.layout == "array":
+    if nan_seen and layout == "array":
         col.warn(None, "", "holds NaN/Infinity, which is not JSON; LLaMA-Factory's loader reads it as null",
                  "write null (or a number) instead", "nan")
-    report.stats = stats.result()
-    report.token_sample = stats.sample
-    report.seconds = time.perf_counter() - started
+    report.stats = scan.stats.result()
+    report.token_sample = scan.stats.sample
+
+
+# -- parallel JSON Lines ------------------------------------------------------------------------
+_shared_done: Any = None  # per-worker bytes done (a shared array), set in each worker
+
+
+def _init_worker(shared: Any) -> None:
+    global _shared_done
+    _shared_done = shared
+
+
+def _chunk_worker(task: tuple[str, int, int, int, Shape, str, bool]) -> tuple:
+    """Validate the lines in [start, stop) as if they were a file of their own."""
+    path, slot, start, stop, shape, stage, keep_indices = task
+    done = _shared_done
+
+    def progress(n: int, _total: int) -> None:
+        done[slot] = n
+
+    report = ValidationReport(file=path, format=shape.name, stage=stage)
+    col = _Collector(report, keep_indices)
+    reader = RecordReader(path, progress, byte_range=(start, stop))
+    scan = _scan(report, col, reader, stage, None, keep_indices, 0, shape=shape)
+    return (report.errors, report.error_counts, report.warnings, report.warning_counts, scan.records,
+            scan.valid, scan.columns, scan.stats.chars, scan.stats.turns, report.invalid_indices,
+            reader.lines_read, report.file_error is not None)
+
+
+def _split_lines(path: Path, total: int, n: int) -> list[tuple[int, int]]:
+    bounds = [0]
+    with open(path, "rb") as f:
+        for k in range(1, n):
+            f.seek(max(k * total // n, bounds[-1]))
+            if f.tell() > 0:
+                f.seek(f.tell() - 1)
+                f.readline()  # to the start of the next line (or stay, if at one)
+            pos = f.tell()
+            if bounds[-1] < pos < total:
+                bounds.append(pos)
+    bounds.append(total)
+    return list(zip(bounds, bounds[1:], strict=False))
+
+
+def _validate_parallel(p: Path, stage: str | None, fmt: str | None, progress: Progress | None,
+                       keep_indices: bool, workers: int) -> ValidationReport | None:
+    """The report for a big JSON Lines file from parallel chunks, or None to go sequential.
+
+    Chunks know the shape (from record 0) but not each other, so the merge is exact only when
+    nothing in one chunk depends on another: record/line numbers are offset, capped lists are
+    refilled in order, and a key whose JSON kind differs between chunks (or any mixed-types
+    error, whose message names the first record with the key) sends the file back to the
+    sequential path.
+    """
+    import multiprocessing as mp
+    import threading
+
+    from minicpm_tui.core.datasets.stats import StatsCollector
+
+    try:
+        head = RecordReader(p)
+        first = next(iter(head), None)
+    except FileLevelError:
+        return None
+    if head.layout != "lines" or first is None or first[0] != 0 or type(first[1]) is not dict:
+        return None
+    shape = detect_format(first[1], fmt)
+    if shape is None:
+        return None
+    stage, stage_problem = resolve_stage(shape, stage)
+    total = head.total
+    ranges = _split_lines(p, total, workers)
+    if len(ranges) < 2:
+        return None
+    # fork is cheap, but only safe in a single-threaded process (the TUI validates from a thread).
+    ctx = mp.get_context("fork" if threading.active_count() == 1 else "spawn")
+    shared = ctx.Array("q", len(ranges), lock=False)
+    tasks = [(str(p), i, a, b, shape, stage, keep_indices) for i, (a, b) in enumerate(ranges)]
+    with ctx.Pool(len(ranges), initializer=_init_worker, initargs=(shared,)) as pool:
+        pending = pool.map_async(_chunk_worker, tasks, chunksize=1)
+        while not pending.ready():
+            pending.wait(0.25)
+            if progress is not None:
+                progress(min(sum(shared), total), total)
+        results = pending.get()
+
+    report = ValidationReport(file=str(p), format=shape.name, stage=stage)
+    report.shape = shape
+    col = _Collector(report, keep_indices)
+    stats = StatsCollector(0)
+    columns: dict[str, tuple[str, int]] = {}
+    base_rec = base_line = records = valid = 0
+    for errors, error_counts, warnings, warning_counts, n, ok, cols, chars, turns, bad, lines, failed \
+            in results:
+        if failed or error_counts.get("mixed_types"):
+            return None
+        for k, (kind, i) in cols.items():
+            seen = columns.get(k)
+            if seen is None:
+                columns[k] = (kind, i + base_rec)
+            elif seen[0] != kind:
+                return None
+        for e in errors:
+            msg = e.message
+            if base_line and e.kind in _PARSE_KINDS and msg.startswith("line "):
+                num, _, rest = msg[5:].partition(" ")
+                msg = f"line {int(num) + base_line} {rest}"
+            if col.per_kind[e.kind] < MAX_ERRORS_PER_KIND:
+                col.per_kind[e.kind] += 1
+                report.errors.append(Issue(None if e.record is None else e.record + base_rec, e.field, msg,
+                                           e.fix, e.kind))
+        report.error_counts.update(error_counts)
+        for w in warnings:
+            if len(report.warnings) < MAX_WARNINGS:
+                report.warnings.append(Issue(None if w.record is None else w.record + base_rec, w.field,
+                                             w.message, w.fix, w.kind))
+        report.warning_counts.update(warning_counts)
+        stats.chars.extend(chars)
+        stats.turns.extend(turns)
+        report.invalid_indices.extend(i + base_rec for i in bad)
+        records += n
+        valid += ok
+        base_rec += n
+        base_line += lines
+    if progress is not None:
+        progress(total, total)
+    _finish(report, col, "lines", False, _ScanResult(records, valid, columns, stats, stage, stage_problem),
+            keep_indices)
     return report
