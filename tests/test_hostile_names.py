@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import json
+import math
 import shutil
 
 import pytest
-from test_smoke_support import demo_recipe
+from test_smoke_support import SMOKE_TIMEOUT_S, TEST_TIMEOUT_S, demo_recipe
 
 from minicpm_tui.assets import asset_path
 from minicpm_tui.core.errors import UserError
@@ -54,13 +55,15 @@ def test_control_characters_are_refused(field, value):
 
 
 @pytest.mark.integration
+@pytest.mark.timeout(TEST_TIMEOUT_S)
 def test_hostile_run_still_trains(tmp_path, lf, tiny_model_cpm3):
     data = _data_dir(tmp_path)
     run = tmp_path / f"run {HOSTILE}"
     recipe = demo_recipe(name=HOSTILE, datasets=[f"ds {HOSTILE}"], dataset_dir=str(data),
                          output_dir=f"out {HOSTILE}")
     generate(recipe, run, info=lf, preflight=True)
-    result = smoke(run, steps=2)
+    result = smoke(run, steps=2, timeout=SMOKE_TIMEOUT_S)
     assert result.passed, result.log_tail
+    assert [s for s, _ in result.losses] == [1, 2] and all(math.isfinite(v) for _, v in result.losses)
     _no_pwned(tmp_path)
     _no_pwned(run)

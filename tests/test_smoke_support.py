@@ -1,8 +1,11 @@
-"""Helpers shared by the run-directory tests (no tests here): recipes on the shipped demo data, and the
-DeepSpeed shared-memory comm op built once per test home."""
+"""Helpers shared by the run-directory tests (no tests here): recipes on the shipped demo data, the
+DeepSpeed shared-memory comm op built once per test home, and per-test time limits."""
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
 import subprocess
 from pathlib import Path
 
@@ -13,24 +16,61 @@ from minicpm_tui.core.tinymodel import offline_env
 
 DEMO = {"sft": "demo_sft", "dpo": "demo_dpo", "kto": "demo_kto"}
 
+# Time limits. A tiny smoke takes 10-20 s on a quiet 2-core machine (mostly imports) and up to ~45 s with
+# six other jobs on those cores; the limits leave a wide margin but still end a hang in minutes.
+SMOKE_TIMEOUT_S = 420  # one launch through a generated script (core.smoke.run_spec's own limit)
+TEST_TIMEOUT_S = 600  # pytest-timeout for a test with one launch (the launch's limit + generate/preflight)
+# DeepSpeed's shm comm op: ~35 s of g++ on a quiet machine, 5.5 min measured under a load of 7 on 2 cores.
+DS_BUILD_TIMEOUT_S = 900
+
 
 def demo_recipe(stage: str = "sft", method: str = "lora", **values) -> Recipe:
     base = {"name": f"t-{stage}-{method}", "model": "MiniCPM4-0.5B", "stage": stage, "method": method,
             "datasets": [DEMO[stage]], "dataset_dir": str(asset_path("data")), "gpus": 1, "zero_stage": 0,
             "precision": "bf16", "flash_attn": "sdpa", "gradient_checkpointing": "false", "micro_batch": 1,
-            "grad_accum": 1, "hardware": "auto", "cutoff_len": 128, "max_steps": 3}
+            "grad_accum": 1, "hardware": "auto", "cutoff_len": 64, "max_steps": 2, "logging_steps": 1}
     base.update(values)
     return Recipe.from_dict(base)
 
 
+class DsOpBuild:
+    """Builds DeepSpeed's shm comm op (JIT, on first use) in the background, once per session.
+
+    Started early so the g++ work overlaps the single-process smokes; ``wait()`` blocks until it is done.
+    Once built (cached under TORCH_EXTENSIONS_DIR, in the test home) this is only a ~5 s load. The build
+    runs in its own process group, killed whole if the session ends first.
+    """
+
+    def __init__(self, home: Path) -> None:
+        self.log = home / "ds_shm_build.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+        code = ("from deepspeed.ops.op_builder.cpu.comm import ShareMemCommBuilder\n"
+                "ShareMemCommBuilder().load()\n")
+        with open(self.log, "wb") as log:
+            self.proc = subprocess.Popen([training_python(), "-c", code], env=offline_env(), stdout=log,
+                                         stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                         start_new_session=True)
+
+    def wait(self, timeout: float = DS_BUILD_TIMEOUT_S) -> None:
+        if self.proc is None:
+            return
+        try:
+            code = self.proc.wait(timeout=timeout)
+        except BaseException:
+            self.kill()
+            raise
+        tail = self.log.read_text(errors="replace")[-3000:]
+        assert code == 0, f"building DeepSpeed's shm comm op failed ({code}):\n{tail}"
+        self.proc = None
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+        self.proc = None
+
+
 def build_ds_ops(home: Path) -> None:
-    """DeepSpeed JIT-builds its shm comm op on first use (~35 s, more on a busy machine); build it once."""
-    marker = home / "ds_shm_built"
-    if marker.exists():
-        return
-    code = ("from deepspeed.ops.op_builder.cpu.comm import ShareMemCommBuilder\n"
-            "ShareMemCommBuilder().load()\n")
-    proc = subprocess.run([training_python(), "-c", code], capture_output=True, text=True, env=offline_env(),
-                          timeout=900)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    marker.write_text("ok")
+    """DeepSpeed JIT-builds its shm comm op on first use; build it once, now (blocking)."""
+    DsOpBuild(home).wait()

@@ -2,8 +2,9 @@
 
 ``prepare_smoke(run_dir)`` derives ``RUN_DIR/smoke/train.yaml`` from the run's train.yaml: the cached tiny
 model of the same chat format (tinymodel.tiny_model_dir), a few steps, a short cutoff, CPU precision
-(use_cpu; bf16 stays bf16 on the CPU, fp16 becomes fp32), DeepSpeed offload removed (its CPU Adam would
-need a long JIT build), and 2 processes when the plan uses DeepSpeed or DDP. ``smoke(run_dir)`` launches
+(use_cpu; bf16 stays bf16 on the CPU, fp16 becomes fp32; DeepSpeed runs train in fp32 without use_cpu,
+which would bypass DeepSpeed), DeepSpeed offload removed (its CPU Adam would need a long JIT build), and 2
+processes when the plan uses DeepSpeed or DDP. ``smoke(run_dir)`` launches
 it through the run's very own single_node.sh with environment overrides (TRAIN_YAML, NPROC_PER_NODE,
 CUDA_VISIBLE_DEVICES="" ...), then reads ``trainer_log.jsonl``: pass/fail, loss per step, log tail.
 """
@@ -46,6 +47,7 @@ class SmokeSpec:
     steps: int
     script: str = "single_node.sh"
     notes: list[str] = field(default_factory=list)
+    deepspeed: bool = False  # the run uses DeepSpeed: the smoke must find its checkpoint shards
 
     @property
     def argv(self) -> list[str]:
@@ -162,6 +164,18 @@ def prepare_smoke(run_dir: str | os.PathLike[str], *, steps: int = 3, nproc: int
             notes.append("DeepSpeed offload removed for the smoke run (its CPU Adam needs a long JIT build)")
         write_atomic(smoke_dir / "ds_config.json", json.dumps(ds, indent=2) + "\n", mode=0o600)
         derived["deepspeed"] = f"{SMOKE_DIR}/ds_config.json"
+        # use_cpu makes accelerate skip DeepSpeed altogether (plain gloo DDP trains instead, silently) and
+        # leaves deepspeed.comm uninitialised, so ZeRO-3's zero.Init sees world size 1 and fails its batch
+        # check. Without use_cpu, on a machine with no visible GPU, accelerate starts DeepSpeed on the CPU;
+        # bf16 then fails transformers' GPU check, so the DeepSpeed smoke trains in fp32.
+        derived.pop("use_cpu", None)
+        if derived.pop("bf16", None):
+            notes.append("DeepSpeed on the CPU: the smoke run trains in fp32 (bf16 needs use_cpu, which skips "
+                         "DeepSpeed)")
+        # A checkpoint at the last step: DeepSpeed writes global_step*/ in it, the proof that it really ran.
+        derived["save_strategy"] = "steps"
+        derived["save_steps"] = steps
+        derived["save_only_model"] = False
     if nproc is None:
         nproc = 2 if (uses_ds or int(meta.get("nproc_per_node", 1)) * int(meta.get("nnodes", 1)) > 1) else 1
     header = ("# Smoke config derived by minicpm-tui from ../train.yaml: tiny model, a few steps, CPU.\n"
@@ -180,7 +194,7 @@ def prepare_smoke(run_dir: str | os.PathLike[str], *, steps: int = 3, nproc: int
         "OMP_NUM_THREADS": "1",
     }
     return SmokeSpec(run_dir=run, yaml_path=yaml_path, output_dir=run / SMOKE_OUTPUT, env=env, nproc=nproc,
-                     steps=steps, script=script, notes=notes)
+                     steps=steps, script=script, notes=notes, deepspeed=uses_ds)
 
 
 def read_losses(output_dir: str | os.PathLike[str]) -> list[tuple[int, float]]:
@@ -208,6 +222,35 @@ def _tail(path: Path, lines: int = 40) -> str:
     return "\n".join(kept[-lines:])
 
 
+def stop_tree(proc: subprocess.Popen[Any], grace: float = 40.0) -> int:
+    """Stop a launch started with ``start_new_session=True`` (bash -> torchrun -> workers) and all it started.
+
+    torchrun puts each worker in a session of its own, so signalling the launch's process group does not
+    reach them: SIGTERM the group first (torchrun forwards it to its workers and waits up to 30 s for
+    them), then SIGKILL the group and the process group of every descendant seen before, if still alive.
+    """
+    import psutil
+
+    try:
+        tree = psutil.Process(proc.pid).children(recursive=True)
+    except psutil.Error:
+        tree = []
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(timeout=grace)
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    for child in tree:
+        with contextlib.suppress(psutil.Error, OSError):
+            if child.is_running():  # psutil compares the start time: a reused pid is left alone
+                if os.getpgid(child.pid) == child.pid:
+                    os.killpg(child.pid, signal.SIGKILL)
+                else:
+                    child.kill()
+    return proc.wait()
+
+
 def run_spec(spec: SmokeSpec, *, timeout: float = 900, extra_args: list[str] | None = None,
              log_path: Path | None = None) -> SmokeResult:
     """Launch a prepared smoke spec and judge it."""
@@ -225,17 +268,9 @@ def run_spec(spec: SmokeSpec, *, timeout: float = 900, extra_args: list[str] | N
             returncode = proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
             reason = f"timed out after {timeout:.0f} s"
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
-        except BaseException:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
+            stop_tree(proc)
+        except BaseException:  # interrupted (Ctrl-C, a test's timeout): leave nothing running
+            stop_tree(proc, grace=10)
             raise
     duration = time.monotonic() - start
     losses = read_losses(spec.output_dir)
@@ -246,6 +281,8 @@ def run_spec(spec: SmokeSpec, *, timeout: float = 900, extra_args: list[str] | N
             reason = "training finished but logged no loss (trainer_log.jsonl)"
         elif not all(math.isfinite(v) for _, v in losses):
             reason = "a logged loss is not finite"
+        elif spec.deepspeed and not list(spec.output_dir.glob("checkpoint-*/global_step*")):
+            reason = "DeepSpeed did not run: its checkpoint (checkpoint-N/global_stepN) is missing"
     passed = not reason
     return SmokeResult(passed=passed, returncode=returncode, losses=losses,
                        log_tail="" if passed else _tail(log_path), duration_s=duration,
