@@ -114,8 +114,8 @@ def _planner_suggestion(run_dir: Path, cfg: dict[str, Any]) -> str | None:
         from minicpm_tui.core.recipe import AUTO, Recipe
 
         recipe = Recipe.load(run_dir / "recipe.yaml")
-        arch, _ = writers._load_arch(recipe)
-        hardware = writers._hardware(recipe)
+        arch, _ = writers.recipe_model(recipe)
+        hardware = writers.recipe_hardware(recipe)
         if hardware is None or not getattr(hardware, "gpus", None):
             return None
         mb, ga = cfg["micro_batch"], cfg["grad_accum"]

@@ -86,7 +86,7 @@ class Resolved:
         return self.uses_deepspeed or self.gpus * self.nodes > 1
 
 
-def _load_arch(recipe: Recipe) -> Any:
+def recipe_model(recipe: Recipe) -> Any:
     from minicpm_tui.core.models import load_model
 
     model = recipe.model
@@ -98,7 +98,7 @@ def _load_arch(recipe: Recipe) -> Any:
     return arch, (arch.hub_id or model)
 
 
-def _choose_template(recipe: Recipe, chat_format: str, templates: list[str]) -> tuple[str, bool, str]:
+def choose_template(recipe: Recipe, chat_format: str, templates: list[str]) -> tuple[str, bool, str]:
     """(template, registered by our entry, reason)."""
     if recipe.template != AUTO:
         if recipe.template in templates:
@@ -125,63 +125,38 @@ def _choose_template(recipe: Recipe, chat_format: str, templates: list[str]) -> 
                     fix="set template explicitly")
 
 
-def _hardware(recipe: Recipe) -> Any | None:
-    """The HardwareProfile the recipe names (preset or saved probe), the probe for 'auto', or None."""
-    try:
-        from minicpm_tui.core import probe as probe_mod
-    except ImportError:
-        return None
-    if recipe.hardware == AUTO:
-        try:
-            return probe_mod.probe()
-        except UserError:
-            raise
-        except Exception:
-            return None
-    loader = getattr(probe_mod, "load_hardware", None)
-    if loader is None:
-        raise UserError("hardware presets need the probe core (core.probe.load_hardware)",
-                        where="recipe: hardware", fix="set hardware: auto and gpus explicitly")
-    return loader(recipe.hardware)
+def recipe_hardware(recipe: Recipe) -> Any:
+    """The HardwareProfile the recipe names (preset or saved probe), or this machine's probe for 'auto'."""
+    from minicpm_tui.core.probe import load_hardware, probe
+
+    return probe() if recipe.hardware == AUTO else load_hardware(recipe.hardware)
 
 
 def _planner_choice(recipe: Recipe, arch: Any, hardware: Any, gpus: int) -> tuple[Any | None, str]:
     """The planner's recommended PlanChoice, or (None, why not)."""
-    try:
-        from minicpm_tui.core import planner
-    except ImportError:
-        return None, "planner not available"
-    request_cls = getattr(planner, "PlanRequest", None)
-    if request_cls is None:
-        return None, "planner has no PlanRequest"
-    import inspect
+    from minicpm_tui.core.planner import PlanRequest, plan
 
-    wanted = {
-        "model": arch, "arch": arch, "hardware": hardware, "method": recipe.method, "stage": recipe.stage,
-        "cutoff_len": recipe.cutoff_len, "seq_len": recipe.cutoff_len, "gpus": gpus, "num_gpus": gpus,
-        "nodes": recipe.nodes, "lora_rank": recipe.lora_rank, "lora_target": recipe.lora_target,
-        "zero_stage": None if recipe.zero_stage == AUTO else recipe.zero_stage,
-        "offload": None if recipe.offload == AUTO else recipe.offload,
-        "precision": None if recipe.precision == AUTO else recipe.precision,
-        "micro_batch": None if recipe.micro_batch == AUTO else recipe.micro_batch,
-        "grad_accum": None if recipe.grad_accum == AUTO else recipe.grad_accum,
-        "flash_attn": None if recipe.flash_attn == AUTO else recipe.flash_attn,
-        "gradient_checkpointing": None if recipe.gradient_checkpointing == AUTO
-        else recipe.gradient_checkpointing == "true",
-    }
-    params = inspect.signature(request_cls).parameters
-    kwargs = {k: v for k, v in wanted.items() if k in params and v is not None}
     if hardware is None or not getattr(hardware, "gpus", None):
         return None, "no GPU hardware to plan for (hardware: auto on a machine without GPUs)"
+
+    def explicit(value: Any) -> Any:
+        return None if value == AUTO else value
+
+    targets = [t.strip() for t in recipe.lora_target.split(",")] if recipe.lora_target != "all" else None
+    request = PlanRequest(
+        model=arch, method=recipe.method, stage=recipe.stage, hardware=hardware, gpus=gpus, nodes=recipe.nodes,
+        cutoff_len=recipe.cutoff_len, lora_rank=recipe.lora_rank, lora_targets=targets,
+        zero_stage=explicit(recipe.zero_stage), offload=explicit(recipe.offload),
+        precision=explicit(recipe.precision), micro_batch=explicit(recipe.micro_batch),
+        gradient_checkpointing=recipe.gradient_checkpointing != "false",
+    )
     try:
-        result = planner.plan(request_cls(**kwargs))
+        result = plan(request)
     except UserError:
         if recipe.hardware != AUTO:
             raise
         return None, "the planner could not plan for this machine"
-    except Exception as exc:  # the planner's bug must not block writing files the person asked for
-        return None, f"planner failed: {type(exc).__name__}: {exc}"
-    return getattr(result, "recommended", None), "planner"
+    return result.recommended, "planner"
 
 
 def resolve(recipe: Recipe, info: Any | None = None) -> Resolved:
@@ -189,10 +164,10 @@ def resolve(recipe: Recipe, info: Any | None = None) -> Resolved:
     from minicpm_tui.core.lfinfo import lf_info, require_lf, training_python
 
     info = info or require_lf(lf_info(source=recipe.lf_source or None))
-    arch, model_path = _load_arch(recipe)
+    arch, model_path = recipe_model(recipe)
     reasons: dict[str, str] = {}
     notes: list[str] = []
-    template, from_entry, why = _choose_template(recipe, arch.chat_format, info.templates)
+    template, from_entry, why = choose_template(recipe, arch.chat_format, info.templates)
     reasons["template"] = why
     if recipe.trust_remote_code == AUTO:
         trust = bool(arch.remote_code)
@@ -204,7 +179,7 @@ def resolve(recipe: Recipe, info: Any | None = None) -> Resolved:
     if recipe.method != "full" and recipe.lora_target != "all":
         arch.lora_params(recipe.lora_rank, recipe.lora_target)  # raises a UserError naming bad targets
 
-    hardware = _hardware(recipe) if (recipe.gpus == AUTO or recipe.hardware != AUTO) else None
+    hardware = recipe_hardware(recipe) if (recipe.gpus == AUTO or recipe.hardware != AUTO) else None
     if recipe.gpus != AUTO:
         gpus = int(recipe.gpus)
     else:

@@ -244,7 +244,7 @@ registered in the `dataset_info.json` beside it (merged, backed up) under the na
             from minicpm_tui.core.tinymodel import tiny_model_dir
 
             arch = load_model(self.state.model or "MiniCPM4-0.5B")
-            template, _, _ = writers._choose_template(Recipe(model=arch.name), arch.chat_format,
+            template, _, _ = writers.choose_template(Recipe(model=arch.name), arch.chat_format,
                                                       lf_info().templates)
             items = preview_records(report, tiny_model_dir(arch.chat_format), template, n=2, cutoff_len=256)
         except Exception as exc:

@@ -127,7 +127,7 @@ LLaMA-Factory will use and whether it ships remote code. Then the **method** (Lo
             from minicpm_tui.core.lfinfo import lf_info
             from minicpm_tui.core.recipe import Recipe
 
-            template, by_entry, why = writers._choose_template(Recipe(model=arch.name), arch.chat_format,
+            template, by_entry, why = writers.choose_template(Recipe(model=arch.name), arch.chat_format,
                                                                lf_info().templates)
             template = f"{template} (added by the run's train_entry.py)" if by_entry else template
         except Exception as exc:

@@ -188,9 +188,9 @@ type and turns red when it will not fit.
 
 def writers_hardware(recipe: Any) -> Any:
     try:
-        from minicpm_tui.core.writers import _hardware
+        from minicpm_tui.core.writers import recipe_hardware
 
-        return _hardware(recipe)
+        return recipe_hardware(recipe)
     except Exception:
         return None
 
