@@ -31,4 +31,6 @@ if [ ${#missing[@]} -gt 0 ]; then
     fi
 fi
 
+# PYTHON only chose the interpreter that made the venv; keep it out of the tests' environment.
+unset PYTHON
 exec "$VENV/bin/python" -m pytest -ra "$@"

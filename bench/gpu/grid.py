@@ -471,7 +471,7 @@ def main(argv: list[str] | None = None) -> int:
     python = training_python()
     env = offline_env()
     env["MINICPM_TUI_TRAIN_PYTHON"] = python
-    env["PYTHON"] = python  # single_node.sh's interpreter
+    env["TRAIN_PYTHON"] = python  # single_node.sh's interpreter
     env.pop("DISABLE_VERSION_CHECK", None)  # the kit runs the exact pinned stack: let LLaMA-Factory check it
     if cpu:
         env["CUDA_VISIBLE_DEVICES"] = ""

@@ -190,7 +190,7 @@ def prepare_smoke(run_dir: str | os.PathLike[str], *, steps: int = 3, nproc: int
         "MASTER_ADDR": "127.0.0.1",
         "MASTER_PORT": str(master_port or free_port()),
         "CUDA_VISIBLE_DEVICES": "",
-        "PYTHON": os.environ.get("PYTHON") or training_python(),
+        "TRAIN_PYTHON": os.environ.get("TRAIN_PYTHON") or training_python(),
         "OMP_NUM_THREADS": "1",
     }
     return SmokeSpec(run_dir=run, yaml_path=yaml_path, output_dir=run / SMOKE_OUTPUT, env=env, nproc=nproc,

@@ -489,11 +489,11 @@ q = shlex.quote
 
 
 def _python_default(res: Resolved) -> list[str]:
-    """PYTHON: the environment's, else the training Python seen at generation, else python3."""
+    """TRAIN_PYTHON: the environment's, else the training Python seen at generation, else python3."""
     return [
-        "# The Python that has LLaMA-Factory: $PYTHON, else the one minicpm-tui found, else python3.",
-        'if [[ -z "${PYTHON:-}" ]]; then',
-        f"  if [[ -x {q(res.training_python)} ]]; then PYTHON={q(res.training_python)}; else PYTHON=python3; fi",
+        "# The Python that has LLaMA-Factory: $TRAIN_PYTHON, else the one minicpm-tui found, else python3.",
+        'if [[ -z "${TRAIN_PYTHON:-}" ]]; then',
+        f"  if [[ -x {q(res.training_python)} ]]; then TRAIN_PYTHON={q(res.training_python)}; else TRAIN_PYTHON=python3; fi",
         "fi",
     ]
 
@@ -557,7 +557,7 @@ def render_single_node(recipe: Recipe, res: Resolved) -> str:
     lines += [
         'echo "minicpm-tui: $NNODES node(s) x $NPROC_PER_NODE process(es), node rank $NODE_RANK, '
         'master $MASTER_ADDR:$MASTER_PORT, config $TRAIN_YAML" >&2',
-        'exec "$PYTHON" -m torch.distributed.run \\',
+        'exec "$TRAIN_PYTHON" -m torch.distributed.run \\',
         '  --nnodes "$NNODES" --node_rank "$NODE_RANK" --nproc_per_node "$NPROC_PER_NODE" \\',
         '  --master_addr "$MASTER_ADDR" --master_port "$MASTER_PORT" \\',
         '  train_entry.py "$TRAIN_YAML" "$@"',
@@ -576,7 +576,7 @@ def render_multi_node(recipe: Recipe, res: Resolved) -> str:
         'if [[ "$NODE_RANK" == 0 ]]; then IS_HOST=1; else IS_HOST=0; fi',
         'echo "minicpm-tui: node $NODE_RANK of $NNODES, $NPROC_PER_NODE process(es), '
         'rendezvous $MASTER_ADDR:$MASTER_PORT" >&2',
-        'exec "$PYTHON" -m torch.distributed.run \\',
+        'exec "$TRAIN_PYTHON" -m torch.distributed.run \\',
         '  --nnodes "$NNODES" --nproc_per_node "$NPROC_PER_NODE" --node_rank "$NODE_RANK" \\',
         '  --rdzv_backend c10d --rdzv_endpoint "$MASTER_ADDR:$MASTER_PORT" --rdzv_id "$RDZV_ID" \\',
         '  --rdzv_conf "is_host=$IS_HOST" \\',
@@ -608,8 +608,8 @@ def render_slurm(recipe: Recipe, res: Resolved) -> str:
         'NNODES="${SLURM_NNODES:-1}"',
         "# The first node of the allocation hosts the rendezvous.",
         'MASTER_ADDR="$(scontrol show hostnames "${SLURM_JOB_NODELIST:-localhost}" | head -n 1)"',
-        'export PYTHON TRAIN_YAML NPROC_PER_NODE NNODES MASTER_ADDR MASTER_PORT',
-        'srun --kill-on-bad-exit=1 "$PYTHON" -m torch.distributed.run \\',
+        'export TRAIN_PYTHON TRAIN_YAML NPROC_PER_NODE NNODES MASTER_ADDR MASTER_PORT',
+        'srun --kill-on-bad-exit=1 "$TRAIN_PYTHON" -m torch.distributed.run \\',
         '  --nnodes "$NNODES" --nproc_per_node "$NPROC_PER_NODE" \\',
         '  --rdzv_backend c10d --rdzv_endpoint "$MASTER_ADDR:$MASTER_PORT" --rdzv_id "${SLURM_JOB_ID:-0}" \\',
         '  train_entry.py "$TRAIN_YAML" "$@"',
