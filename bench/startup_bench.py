@@ -1,4 +1,5 @@
-"""Cold-start figures for the CLI and the TUI's imports (a benchmark, not a test: this machine is shared).
+"""Cold-start figures: the CLI, the wizard's first screen in tmux, a bare Textual app, and LLaMA-Factory's web UI
+(a benchmark, not a test: this machine is shared).
 
     .venv/bin/python bench/startup_bench.py [--repeat 7]
 
@@ -8,6 +9,7 @@ Prints the median and best wall time of each command in a fresh interpreter, and
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shutil
 import statistics
@@ -57,9 +59,49 @@ def tui_first_paint(bare: bool = False, timeout: float = 20.0) -> float | None:
         shutil.rmtree(home, ignore_errors=True)
 
 
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def webui_serving(timeout: float = 300.0) -> float | None:
+    """Seconds until `llamafactory-cli webui` (bound to 127.0.0.1, nothing shared, no browser, no
+    analytics) prints that it is serving; None when it does not within ``timeout``."""
+    cli = Path(sys.executable).with_name("llamafactory-cli")
+    if not cli.exists():
+        return None
+    env = {**os.environ, "GRADIO_SERVER_NAME": "127.0.0.1", "GRADIO_SERVER_PORT": str(free_port()),
+           "GRADIO_SHARE": "0", "GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1",
+           "DISABLE_VERSION_CHECK": "1", "BROWSER": "true", "PYTHONUNBUFFERED": "1"}
+    start = time.perf_counter()
+    proc = subprocess.Popen([str(cli), "webui"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env=env, start_new_session=True)
+    try:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            if "Running on local URL" in line:
+                return time.perf_counter() - start
+            if time.perf_counter() - start > timeout:
+                break
+        return None
+    finally:
+        import signal
+
+        try:
+            os.killpg(proc.pid, signal.SIGTERM)  # the group we started, nothing else
+            proc.wait(timeout=20)
+        except (ProcessLookupError, subprocess.TimeoutExpired):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--repeat", type=int, default=7)
+    parser.add_argument("--no-webui", action="store_true", help="skip LLaMA-Factory's web UI comparison")
     args = parser.parse_args()
     print(f"{'case':<38} {'median s':>9} {'best s':>8}  target")
     for name, cmd in CASES.items():
@@ -86,6 +128,15 @@ def main() -> int:
         print(f"{name:<38} {medians[bare]:>9.3f} {min(paints):>8.3f}  <{TARGET_S} s {verdict}")
     if len(medians) == 2:
         print(f"ratio: the wizard's first screen takes {medians[False] / medians[True]:.2f}x a bare Textual app's")
+    if not args.no_webui:
+        serving = webui_serving()
+        if serving is None:
+            print("llamafactory-cli webui: not measured (not installed, or not serving within 300 s)")
+        else:
+            print(f"{'llamafactory-cli webui serving':<38} {serving:>9.3f}")
+            if False in medians:
+                print(f"ratio: minicpm-tui's first screen is {serving / medians[False]:.1f}x faster than "
+                      f"LLaMA-Factory's web UI starting to serve (target >= 10x)")
     return 0
 
 
