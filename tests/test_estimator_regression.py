@@ -10,11 +10,10 @@ make one; the machinery itself is tested on synthetic rows so it cannot rot unse
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 
 import pytest
+from _kit_util import load_kit_module
 
 ROOT = Path(__file__).resolve().parent.parent
 KIT = ROOT / "bench" / "gpu"
@@ -23,17 +22,8 @@ MEDIAN_ABS_MAX_PCT = 10.0
 WORST_UNDER_MIN_PCT = -5.0
 
 
-def _load(name: str):
-    spec = importlib.util.spec_from_file_location(f"kit_{name}", KIT / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    assert spec.loader is not None
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-grid = _load("grid")
-summarise = _load("summarise")
+grid = load_kit_module("grid")
+summarise = load_kit_module("summarise")
 
 
 def committed_rows() -> tuple[list[Path], list[dict[str, str]]]:

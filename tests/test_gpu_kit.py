@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import csv
 import importlib.metadata as md
-import importlib.util
 import json
 import os
 import re
@@ -17,23 +16,15 @@ import sys
 from pathlib import Path
 
 import pytest
+from _kit_util import load_kit_module
 
 ROOT = Path(__file__).resolve().parent.parent
 KIT = ROOT / "bench" / "gpu"
 H200_GIB = 143771 / 1024  # what nvidia-smi reports for the device machine's H200 (tool library KINDS.md)
 
 
-def _load(name: str):
-    spec = importlib.util.spec_from_file_location(f"kit_{name}", KIT / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    assert spec.loader is not None
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-grid = _load("grid")
-summarise = _load("summarise")
+grid = load_kit_module("grid")
+summarise = load_kit_module("summarise")
 
 REQUIRED_PATHS = {("sft", "full", 0), ("sft", "full", 2), ("sft", "full", 3), ("sft", "lora", 0),
                   ("dpo", "full", 0), ("dpo", "lora", 0), ("kto", "lora", 0)}

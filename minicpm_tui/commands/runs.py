@@ -14,15 +14,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--all", action="store_true", help="also list registered run directories that are gone")
 
 
-def _age(seconds: float | None) -> str:
-    if seconds is None:
-        return "-"
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds >= size:
-            return f"{seconds / size:.0f}{unit}"
-    return f"{seconds:.0f}s"
-
-
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
@@ -48,6 +39,6 @@ def run(args: argparse.Namespace) -> int:
         extra = f"  [{r.how}]" if r.how != "minicpm-tui" else ""
         if r.note:
             extra += f"  ({r.note})"
-        age = _age(time.time() - r.started_at) if r.started_at else "-"
+        age = runner.age_text(time.time() - r.started_at) if r.started_at else "-"
         print(f"{r.status:<9} {exit_code:>4} {r.progress:<16} {age:>5}  {r.run_dir}{extra}")
     return 0

@@ -524,6 +524,16 @@ def watch_run(run_dir: str | os.PathLike[str]) -> Path:
     return register_run(run_dir, how="watched")
 
 
+def age_text(seconds: float | None) -> str:
+    """A short age for listings: 45s, 12m, 3h, 2d."""
+    if seconds is None:
+        return "-"
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.0f}{unit}"
+    return f"{seconds:.0f}s"
+
+
 def list_runs(include_missing: bool = False) -> list[RunInfo]:
     """Every registered run, newest first. Run directories that were deleted are skipped."""
     folder = _registry_dir()

@@ -11,17 +11,9 @@ from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Static
 
+from minicpm_tui.core.runner import age_text
 from minicpm_tui.tui import keys
 from minicpm_tui.tui.widgets.render import one_line
-
-
-def _age(seconds: float | None) -> str:
-    if seconds is None:
-        return "-"
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds >= size:
-            return f"{seconds / size:.0f}{unit}"
-    return f"{seconds:.0f}s"
 
 
 class RunsScreen(Screen):
@@ -64,7 +56,7 @@ class RunsScreen(Screen):
         table.clear()
         for run in message.runs:
             age = time.time() - run.started_at if run.started_at else None
-            table.add_row(run.status, run.progress, _age(age), "-" if run.exit_code is None else str(run.exit_code),
+            table.add_row(run.status, run.progress, age_text(age), "-" if run.exit_code is None else str(run.exit_code),
                           str(run.run_dir), key=str(run.run_dir))
         note = message.error or ("" if message.runs else "No runs yet: the wizard's last step launches one.")
         self.query_one("#runs-note", Static).update(note)
