@@ -8,6 +8,7 @@ import sys
 import time
 
 import pytest
+from _tui_util import settle
 
 from minicpm_tui.tui import keys
 from minicpm_tui.tui.app import STEPS, MiniCPMApp
@@ -24,13 +25,6 @@ def no_draft():
     clear_draft()
     yield
     clear_draft()
-
-
-async def settle(app, pilot, rounds: int = 3) -> None:
-    """Wait for the workers (validation, planning, rendering) and the messages they post."""
-    for _ in range(rounds):
-        await app.workers.wait_for_complete()
-        await pilot.pause()
 
 
 def screen_text(app) -> str:

@@ -4,6 +4,7 @@ no clock, no hostname. Update baselines with `pytest tests/test_tui_snapshots.py
 from __future__ import annotations
 
 import pytest
+from _tui_util import settle
 
 from minicpm_tui.tui.app import MiniCPMApp
 from minicpm_tui.tui.state import WizardState
@@ -17,9 +18,7 @@ def _isolated(monkeypatch):
 
 
 async def _settle(pilot) -> None:
-    for _ in range(3):
-        await pilot.app.workers.wait_for_complete()
-        await pilot.pause()
+    await settle(pilot.app, pilot)
 
 
 def _app(**state) -> MiniCPMApp:
