@@ -77,8 +77,10 @@ def webui_serving(timeout: float = 300.0) -> float | None:
            "GRADIO_SHARE": "0", "GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1",
            "DISABLE_VERSION_CHECK": "1", "BROWSER": "true", "PYTHONUNBUFFERED": "1"}
     start = time.perf_counter()
+    # The web UI writes llamaboard_cache/ into its working directory: keep that out of the checkout.
+    workdir = tempfile.mkdtemp(prefix="mt-bench-webui-")
     proc = subprocess.Popen([str(cli), "webui"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            env=env, start_new_session=True)
+                            env=env, start_new_session=True, cwd=workdir)
     try:
         assert proc.stdout is not None
         for line in proc.stdout:
@@ -96,6 +98,7 @@ def webui_serving(timeout: float = 300.0) -> float | None:
         except (ProcessLookupError, subprocess.TimeoutExpired):
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGKILL)
+        shutil.rmtree(workdir, ignore_errors=True)
 
 
 def main() -> int:
