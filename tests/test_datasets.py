@@ -357,3 +357,101 @@ def test_parallel_split_is_at_line_starts(tmp_path):
     assert ranges[0][0] == 0 and ranges[-1][1] == len(data) and len(ranges) == 7
     for (_, b), (c, _) in zip(ranges, ranges[1:], strict=False):
         assert b == c and data[b - 1:b] == b"\n"
+
+
+def _mixed_array(path: Path, n: int, *, mixed: bool = False, trap: bool = False, compact: bool = False,
+                 tail: bytes = b"]\n") -> None:
+    """A sharegpt DPO JSON array with every kind of record-level trouble, spread over the file.
+
+    ``trap``: record 1 holds a string full of '}, {' as long as the rest of the file, so a
+    candidate split lands inside it and the chunk before must refuse it. ``compact``: no
+    newlines between records (then the candidates are the first '}, {' found).
+    """
+    good = {"conversations": [{"from": "human", "value": "q: 1"}], "chosen": {"from": "gpt", "value": "a"},
+            "rejected": {"from": "gpt", "value": "b"}}
+    recs: list[bytes] = []
+    for i in range(n):
+        rec = json.loads(json.dumps(good))
+        rec["conversations"][0]["value"] = f"question {i}: " + "中文" * (i % 7) + ("" if compact else ' "},{" }, {')
+        r = i % 23
+        if r == 7:
+            item = b'{"chosen": 1, "chosen": {"from": "gpt", "value": "a"}, "conversations": [{"from": ' \
+                   b'"human", "value": "q"}], "rejected": {"from": "gpt", "value": "b"}}'  # a duplicated key
+        elif r == 11:
+            rec["conversations"].append({"from": "gpt", "value": "x"})  # even turn count
+            item = json.dumps(rec, ensure_ascii=False).encode()
+        elif r == 13:
+            rec["conversations"][0]["value"] = ""  # a warning only
+            item = json.dumps(rec).encode()
+        elif r == 15:
+            item = b'{"conversations": [{"from": "human", "value": "q"}], "chosen": {"from": "gpt", ' \
+                   b'"value": "a"}, "rejected": {"from": "gpt", "value": "b"}, "score": NaN}'
+        elif r == 17:
+            rec["conversations"][0]["value"] = 5  # wrong type (a top-level one would be mixed_types)
+            item = json.dumps(rec).encode()
+        elif r == 19:
+            rec["tag"] = 1 if mixed and i > n // 2 else "x"
+            item = json.dumps(rec).encode()
+        else:
+            item = json.dumps(rec, ensure_ascii=i % 2 == 0).encode()
+        recs.append(item)
+    if trap:
+        size = sum(len(x) for x in recs)
+        recs[1] = json.dumps({**good, "note": 'x\\"}, {\\"y },{' * (size // 14)}).encode()
+    seps = (b",", b", ") * 2 if compact else (b",", b", ", b",\n  ", b"\r\n,\t")
+    body = b"".join(x + seps[i % 4] for i, x in enumerate(recs[:-1])) + recs[-1]
+    path.write_bytes(b"\xef\xbb\xbf [\n" + body + b"\n" + tail)
+
+
+@pytest.mark.parametrize("case", ["plain", "compact", "mixed", "trap", "truncated", "trailing"])
+def test_parallel_array_matches_sequential(tmp_path, case):
+    from minicpm_tui.core.datasets.validate import _split_array, _validate_parallel
+
+    f = tmp_path / "big.json"
+    tail = {"truncated": b"", "trailing": b"] []"}.get(case, b"]\n")
+    _mixed_array(f, 3000, mixed=case == "mixed", trap=case == "trap", compact=case in ("compact", "trap"),
+                 tail=tail)
+    seq = validate_file(f, keep_indices=True, parallel_min_bytes=None)
+    calls = []
+    par = validate_file(f, keep_indices=True, parallel_min_bytes=1, workers=3,
+                        progress=lambda done, total: calls.append((done, total)))
+    a, b = seq.to_json(), par.to_json()
+    a.pop("seconds"), b.pop("seconds")
+    assert a == b
+    assert seq.lines() == par.lines() and seq.invalid_indices == par.invalid_indices
+    assert seq.layout == "array" and calls
+    if case in ("plain", "compact", "mixed", "trap"):
+        assert seq.total_errors > 100 and len(seq.warnings) == 50  # the caps were exercised
+        assert seq.warning_counts["duplicate_key"] > 100 and seq.warning_counts["nan"] == 1
+    else:
+        assert seq.file_error is not None
+    assert len(_split_array(f, f.stat().st_size, 3)) == 3
+    # The chunks really ran, except where the sequential path must decide.
+    assert (_validate_parallel(f, None, None, None, True, 3) is None) == (case not in ("plain", "compact"))
+
+
+def test_array_split_candidates_and_verification(tmp_path):
+    from minicpm_tui.core.datasets.reader import FileLevelError, RecordReader
+    from minicpm_tui.core.datasets.validate import _split_array
+
+    f = tmp_path / "x.json"
+    recs = [b'{"a": "%s"}' % (b"x" * (i % 50)) for i in range(500)]
+    recs[250] = b'{"a": "%s"}' % (b"}, {" * 2000)
+    f.write_bytes(b"[" + b",".join(recs) + b"]")  # compact: candidates are the first '},{' found
+    data = f.read_bytes()
+    ranges = _split_array(f, len(data), 7)
+    assert ranges[0][0] == 0 and ranges[-1][1] == len(data) and len(ranges) == 7
+    seen = []
+    for k, (start, stop) in enumerate(ranges):
+        if k:
+            assert data[start:start + 1] == b"{" and data[:start].rstrip(b" ").endswith(b"},")
+        last = k == len(ranges) - 1
+        reader = RecordReader(f, array_range=(start, stop, last))
+        try:
+            got = [rec for _, rec in reader]
+        except FileLevelError:  # a chunk that starts inside a string may not parse at all
+            got = []
+        seen.append(reader.split_ok)
+        if reader.split_ok and start == 0:
+            assert got == [json.loads(x) for x in recs[:len(got)]]
+    assert not all(seen)  # a split inside record 250's string was caught

@@ -163,13 +163,20 @@ class RecordReader:
     """Iterate ``(index, record_or_RecordParseError)``; ``notes`` collects per-record warnings."""
 
     def __init__(self, path: str | os.PathLike[str], progress: Progress | None = None,
-                 byte_range: tuple[int, int] | None = None):
+                 byte_range: tuple[int, int] | None = None,
+                 array_range: tuple[int, int, bool] | None = None):
         self.path = Path(path)
         self.progress = progress
         self.total = self.path.stat().st_size
         # JSON Lines only: read the lines in [start, stop) (both at line starts), numbering
         # records and lines from 0 and 1 within the range (parallel validation).
         self.byte_range = byte_range
+        # JSON arrays only: (start, stop, last). Parse the records from ``start`` (the '{' of a
+        # record, or 0) until the next one would start at/after ``stop``; unless ``last``, the
+        # record there must start exactly at ``stop`` or ``split_ok`` turns False (a candidate
+        # split inside a string: the caller then reads the file sequentially).
+        self.array_range = array_range
+        self.split_ok = True
         self.lines_read = 0
         self.layout = "?"  # "array" | "lines" | "csv" | "parquet"
         self.dup_key: str | None = None
@@ -216,7 +223,7 @@ class RecordReader:
         if not text:
             raise FileLevelError("the file is empty", "put one record per line (JSON Lines) or a JSON array of "
                                  "records in it", kind="empty")
-        if text[:1] == b"[" and self.byte_range is None:
+        if self.array_range is not None or (text[:1] == b"[" and self.byte_range is None):
             self.layout = "array"
             return self._json_array()
         self.layout = "lines"
@@ -302,21 +309,31 @@ class RecordReader:
         ws = _WS.match
         udec = codecs.getincrementaldecoder("utf-8")("strict")
         f = open(self.path, "rb")  # noqa: SIM115 - closed in the finally below; a generator spans the with
+        start, stop, last = self.array_range or (0, self.total, True)
+        f.seek(start)
+        stop_rel = stop - start
+        stop_char = -1  # the character index of byte ``stop`` (counting from ``start``), once read
+        trimmed = 0  # characters dropped from the front of buf
         read_bytes = 0
         eof = False
         buf = ""
 
         def more(n: int = CHUNK) -> bool:
-            nonlocal buf, eof, read_bytes
+            nonlocal buf, eof, read_bytes, stop_char
             if eof:
                 return False
             chunk = f.read(max(n, CHUNK))
+            before = read_bytes
             read_bytes += len(chunk)
             eof = not chunk
             try:
+                if not last and stop_char < 0 and before <= stop_rel < read_bytes:
+                    # byte ``stop`` is a '{' (ASCII): a character boundary, so this count is exact
+                    pending = udec.getstate()[0]
+                    stop_char = trimmed + len(buf) + len((pending + chunk[:stop_rel - before]).decode("utf-8"))
                 buf += udec.decode(chunk, final=eof)
             except UnicodeDecodeError as exc:
-                raise FileLevelError(f"not valid UTF-8 near byte {read_bytes - len(chunk) + exc.start:,}",
+                raise FileLevelError(f"not valid UTF-8 near byte {start + before + exc.start:,}",
                                      "re-save the file as UTF-8", record=idx, kind="encoding") from None
             self._report(read_bytes)
             return not eof or bool(chunk)
@@ -324,9 +341,13 @@ class RecordReader:
         idx = 0
         try:
             more()
-            if buf.startswith("\ufeff"):
-                buf = buf[1:]
-            pos = ws(buf, 0).end() + 1  # past "["
+            if start == 0:
+                if buf.startswith("\ufeff"):
+                    buf = buf[1:]
+                    trimmed = 1
+                pos = ws(buf, 0).end() + 1  # past "["
+            else:
+                pos = 0  # at the '{' of a record (a candidate: the chunk before verifies it)
             while True:
                 if buf[pos:pos + 1] in _WS_CHARS:  # the regex only where there is whitespace
                     pos = ws(buf, pos).end()
@@ -337,6 +358,9 @@ class RecordReader:
                                              record=idx, kind="truncated")
                     pos = ws(buf, pos).end()
                 ch = buf[pos]
+                if not last and ch == "]":
+                    self.split_ok = False  # the array ended before ``stop``: it was no record start
+                    break
                 if ch == "]":
                     pos = ws(buf, pos + 1).end()
                     while pos >= len(buf) and more():
@@ -352,6 +376,13 @@ class RecordReader:
                     pos += 1
                     if buf[pos:pos + 1] in _WS_CHARS:
                         pos = ws(buf, pos).end()
+                    if stop_char >= 0:
+                        while pos >= len(buf) and more():
+                            pos = ws(buf, pos).end()
+                        if trimmed + pos >= stop_char:
+                            # the next record starts at/after ``stop``: the next chunk's business
+                            self.split_ok = trimmed + pos == stop_char
+                            break
                 self.dup_key = None
                 # Fast path (see the module docstring); on any doubt the careful loop below
                 # re-reads the record with the hook, asks for more text or names the error.
@@ -385,6 +416,7 @@ class RecordReader:
                 pos = end
                 if pos > (1 << 20) and pos > len(buf) // 2:
                     buf = buf[pos:]
+                    trimmed += pos
                     pos = 0
         finally:
             f.close()

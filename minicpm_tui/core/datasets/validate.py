@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -476,7 +477,7 @@ def resolve_stage(shape: Shape, stage: str | None) -> tuple[str, Issue | None]:
     return stage, None
 
 
-# JSON Lines files at least this big are validated in parallel chunks (one per CPU).
+# JSON Lines files and JSON arrays at least this big are validated in parallel chunks (one per CPU).
 PARALLEL_MIN_BYTES = 64 << 20
 _PARSE_KINDS = ("json", "encoding", "duplicate_key")  # RecordParseError kinds; messages start "line N "
 
@@ -489,8 +490,8 @@ def validate_file(path: str | os.PathLike[str], stage: str | None = None, fmt: s
 
     ``progress(done_bytes, total_bytes)`` is called as the file is read. ``keep_indices`` keeps the
     index of every invalid record (tests and conversion); ``token_sample`` keeps up to that many
-    valid records, spread over the file, for token statistics. JSON Lines files of at least
-    ``parallel_min_bytes`` (None: never) are split at line starts and checked by ``workers``
+    valid records, spread over the file, for token statistics. JSON Lines files and JSON arrays of
+    at least ``parallel_min_bytes`` (None: never) are split at line (record) starts and checked by ``workers``
     processes (default: one per CPU); the merged report is the sequential one, field for field.
     """
     from minicpm_tui.core.datasets.formats import FORMATS
@@ -655,7 +656,7 @@ def _finish(report: ValidationReport, col: _Collector, layout: str, nan_seen: bo
     report.token_sample = scan.stats.sample
 
 
-# -- parallel JSON Lines ------------------------------------------------------------------------
+# -- parallel JSON Lines / arrays ------------------------------------------------------------------------
 _shared_done: Any = None  # per-worker bytes done (a shared array), set in each worker
 
 
@@ -664,9 +665,9 @@ def _init_worker(shared: Any) -> None:
     _shared_done = shared
 
 
-def _chunk_worker(task: tuple[str, int, int, int, Shape, str, bool]) -> tuple:
-    """Validate the lines in [start, stop) as if they were a file of their own."""
-    path, slot, start, stop, shape, stage, keep_indices = task
+def _chunk_worker(task: tuple[str, int, int, int, Shape, str, bool, str, bool]) -> tuple:
+    """Validate the lines (or array records) in [start, stop) as if they were a file of their own."""
+    path, slot, start, stop, shape, stage, keep_indices, layout, last = task
     done = _shared_done
 
     def progress(n: int, _total: int) -> None:
@@ -674,11 +675,16 @@ def _chunk_worker(task: tuple[str, int, int, int, Shape, str, bool]) -> tuple:
 
     report = ValidationReport(file=path, format=shape.name, stage=stage)
     col = _Collector(report, keep_indices)
-    reader = RecordReader(path, progress, byte_range=(start, stop))
+    if layout == "array":
+        reader = RecordReader(path, progress, array_range=(start, stop, last))
+    else:
+        reader = RecordReader(path, progress, byte_range=(start, stop))
     scan = _scan(report, col, reader, stage, None, keep_indices, 0, shape=shape)
+    # Any file-level error, or a split the chunk could not confirm, sends the file back to
+    # the sequential path (which names the error exactly as it always has).
     return (report.errors, report.error_counts, report.warnings, report.warning_counts, scan.records,
             scan.valid, scan.columns, scan.stats.chars, scan.stats.turns, report.invalid_indices,
-            reader.lines_read, report.file_error is not None)
+            reader.lines_read, report.file_error is not None or not reader.split_ok, reader.nan_seen)
 
 
 def _split_lines(path: Path, total: int, n: int) -> list[tuple[int, int]]:
@@ -696,9 +702,63 @@ def _split_lines(path: Path, total: int, n: int) -> list[tuple[int, int]]:
     return list(zip(bounds, bounds[1:], strict=False))
 
 
+# A candidate split between two array records: '}' ',' '{' with JSON whitespace around the comma.
+# It may lie inside a string; the chunk before it confirms it (RecordReader.split_ok).
+_ARRAY_SEP = re.compile(rb"\}[ \t\n\r]*,[ \t\n\r]*\{")
+_SPLIT_WINDOW = 1 << 20
+
+
+def _best_separator(window: bytes, at: int) -> int:
+    """The file offset of the likeliest record start in ``window`` (read at ``at``), or -1.
+
+    A raw newline never occurs inside a JSON string, so a separator holding one is outside
+    strings; among those the least indented '{' is the likeliest top-level record (nested lists
+    of objects are indented deeper). Without newlines (a compact array) the first match it is.
+    """
+    first = -1
+    best, best_indent = -1, 1 << 30
+    for m in _ARRAY_SEP.finditer(window):
+        if first < 0:
+            first = m.end() - 1
+        sep = m.group()
+        nl = sep.rfind(b"\n")
+        if nl >= 0 and len(sep) - 2 - nl < best_indent:
+            best, best_indent = m.end() - 1, len(sep) - 2 - nl
+            if best_indent == 0:
+                break
+    pick = best if best >= 0 else first
+    return -1 if pick < 0 else at + pick
+
+
+def _split_array(path: Path, total: int, n: int) -> list[tuple[int, int]]:
+    """Candidate chunk bounds for a JSON array: each the offset of a '{' after '},' (unverified)."""
+    bounds = [0]
+    with open(path, "rb") as f:
+        for k in range(1, n):
+            at = max(k * total // n, bounds[-1] + 1)
+            found = -1
+            for _ in range(16):  # a record over 16 MB long: no split here
+                if at >= total:
+                    break
+                f.seek(at)
+                window = f.read(_SPLIT_WINDOW + 64)  # overlap: a separator across two windows
+                found = _best_separator(window, at)
+                if found >= 0:
+                    break
+                at += _SPLIT_WINDOW
+            if bounds[-1] < found < total:
+                bounds.append(found)
+    bounds.append(total)
+    return list(zip(bounds, bounds[1:], strict=False))
+
+
 def _validate_parallel(p: Path, stage: str | None, fmt: str | None, progress: Progress | None,
                        keep_indices: bool, workers: int) -> ValidationReport | None:
-    """The report for a big JSON Lines file from parallel chunks, or None to go sequential.
+    """The report for a big JSON Lines file or JSON array from parallel chunks, or None to go sequential.
+
+    Array chunks start at candidate record starts (``_split_array``); each chunk but the last
+    confirms that a record starts exactly where the next chunk begins, else the file goes
+    sequential, so a candidate inside a string never reaches the report.
 
     Chunks know the shape (from record 0) but not each other, so the merge is exact only when
     nothing in one chunk depends on another: record/line numbers are offset, capped lists are
@@ -716,20 +776,22 @@ def _validate_parallel(p: Path, stage: str | None, fmt: str | None, progress: Pr
         first = next(iter(head), None)
     except FileLevelError:
         return None
-    if head.layout != "lines" or first is None or first[0] != 0 or type(first[1]) is not dict:
+    layout = head.layout
+    if layout not in ("lines", "array") or first is None or first[0] != 0 or type(first[1]) is not dict:
         return None
     shape = detect_format(first[1], fmt)
     if shape is None:
         return None
     stage, stage_problem = resolve_stage(shape, stage)
     total = head.total
-    ranges = _split_lines(p, total, workers)
+    ranges = (_split_lines if layout == "lines" else _split_array)(p, total, workers)
     if len(ranges) < 2:
         return None
     # fork is cheap, but only safe in a single-threaded process (the TUI validates from a thread).
     ctx = mp.get_context("fork" if threading.active_count() == 1 else "spawn")
     shared = ctx.Array("q", len(ranges), lock=False)
-    tasks = [(str(p), i, a, b, shape, stage, keep_indices) for i, (a, b) in enumerate(ranges)]
+    tasks = [(str(p), i, a, b, shape, stage, keep_indices, layout, i == len(ranges) - 1)
+             for i, (a, b) in enumerate(ranges)]
     with ctx.Pool(len(ranges), initializer=_init_worker, initargs=(shared,)) as pool:
         pending = pool.map_async(_chunk_worker, tasks, chunksize=1)
         while not pending.ready():
@@ -744,8 +806,10 @@ def _validate_parallel(p: Path, stage: str | None, fmt: str | None, progress: Pr
     stats = StatsCollector(0)
     columns: dict[str, tuple[str, int]] = {}
     base_rec = base_line = records = valid = 0
-    for errors, error_counts, warnings, warning_counts, n, ok, cols, chars, turns, bad, lines, failed \
+    nan_seen = False
+    for errors, error_counts, warnings, warning_counts, n, ok, cols, chars, turns, bad, lines, failed, nan \
             in results:
+        nan_seen = nan_seen or nan
         if failed or error_counts.get("mixed_types"):
             return None
         for k, (kind, i) in cols.items():
@@ -778,6 +842,6 @@ def _validate_parallel(p: Path, stage: str | None, fmt: str | None, progress: Pr
         base_line += lines
     if progress is not None:
         progress(total, total)
-    _finish(report, col, "lines", False, _ScanResult(records, valid, columns, stats, stage, stage_problem),
+    _finish(report, col, layout, nan_seen, _ScanResult(records, valid, columns, stats, stage, stage_problem),
             keep_indices)
     return report
