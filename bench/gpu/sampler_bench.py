@@ -19,19 +19,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
+from grid import tree_pids  # noqa: E402  (this folder: one process-tree helper for the kit)
+
 from minicpm_tui.core.nvml import Nvml  # noqa: E402
 from minicpm_tui.core.telemetry import GpuSampler  # noqa: E402
-
-
-def tree_pids(root: int) -> list[int]:
-    """Every live process under ``root`` (torchrun forks its workers after we start)."""
-    try:
-        import psutil
-
-        proc = psutil.Process(root)
-        return [root] + [p.pid for p in proc.children(recursive=True)]
-    except Exception:
-        return []
 
 
 def percentile(values: list[float], q: float) -> float:
