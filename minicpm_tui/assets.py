@@ -34,3 +34,15 @@ def asset_path(kind: str, *parts: str) -> Path:
     if kind not in _PACKAGES:
         raise ValueError(f"unknown asset kind {kind!r}; expected one of {sorted(_PACKAGES)}")
     return _root(kind).joinpath(*parts)
+
+
+def asset_files(kind: str, *parts: str, suffixes: tuple[str, ...] = (".yaml", ".yml", ".json")) -> dict[str, Path]:
+    """``{stem: path}`` of the shipped files in one asset folder, sorted by name.
+
+    Only a directory listing: the wizard's first screen lists the hardware presets with it before
+    anything imports a YAML parser.
+    """
+    folder = asset_path(kind, *parts)
+    if not folder.is_dir():
+        return {}
+    return {path.stem: path for path in sorted(folder.iterdir()) if path.suffix in suffixes}

@@ -42,15 +42,16 @@ class Pane:
         return subprocess.run([self.tmux, "capture-pane", "-p", "-t", self.name], check=True,
                               capture_output=True, text=True).stdout
 
-    def wait_for(self, text: str, timeout: float = 120.0) -> str:
+    def wait_for(self, *texts: str, timeout: float = 120.0) -> str:
+        """The screen once every one of ``texts`` is on it (a capture can land mid-frame)."""
         deadline = time.time() + timeout
         screen = ""
         while time.time() < deadline:
             screen = self.capture()
-            if text in screen:
+            if all(text in screen for text in texts):
                 return screen
             time.sleep(0.2)
-        raise AssertionError(f"{text!r} never appeared; the screen was:\n{screen}")
+        raise AssertionError(f"{texts!r} never all appeared; the screen was:\n{screen}")
 
 
 @pytest.fixture()
@@ -73,8 +74,7 @@ def pane(tmp_path):
 
 
 def test_walk_the_wizard_in_tmux_at_80x24(pane, tmp_path):
-    first = pane.wait_for("Plan for", timeout=30)
-    assert "1 Hardware" in first and "F1" in first.upper()
+    pane.wait_for("Plan for", "1 Hardware", "Next >", "f1 Help", timeout=30)
     # This machine has no GPU: the probe says so and the wizard carries on (CPU smoke run).
     screen = pane.wait_for("No NVIDIA GPU here", timeout=30)
     assert all(len(line) <= 80 for line in screen.splitlines())
@@ -94,8 +94,7 @@ def test_walk_the_wizard_in_tmux_at_80x24(pane, tmp_path):
     run_dirs = list((tmp_path / "runs").iterdir())
     assert len(run_dirs) == 1 and (run_dirs[0] / "single_node.sh").is_file()
     pane.keys("C-n")
-    screen = pane.wait_for("smoke run", timeout=30)
-    assert "Run directory" in screen and "launch" in screen
+    pane.wait_for("smoke run", "Run directory", "launch", timeout=30)
     pane.keys("C-q")
     # A worker still in a subprocess (the preflight) finishes before the process exits.
     pane.wait_for("EXITED-0", timeout=240)

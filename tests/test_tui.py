@@ -60,6 +60,16 @@ def test_tui_process_never_imports_the_training_stack():
     assert out.strip() == "[]"
 
 
+def test_first_screen_needs_no_yaml_parser():
+    # Startup: the first screen lists the hardware presets from the folder; YAML is read later,
+    # in the probe worker, after the first frame.
+    code = ("import sys; from minicpm_tui.tui.screens.hardware import HardwareScreen, hardware_presets\n"
+            "assert '1x-rtx4090' in hardware_presets()\n"
+            "print([m for m in ('yaml', 'minicpm_tui.core.probe', 'pynvml') if m in sys.modules])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
 async def test_next_is_hidden_until_the_step_is_ready(no_draft):
     app = MiniCPMApp(use_draft=False, state=WizardState(hardware="preset:1x-t4-16gb"))
     async with app.run_test(size=SIZE) as pilot:
@@ -68,6 +78,17 @@ async def test_next_is_hidden_until_the_step_is_ready(no_draft):
         assert app.screen.check_action("next", ()) is True
         assert app.screen.check_action("back", ()) is False  # first step: no Back in the footer
         assert "1x Tesla T4" in screen_text(app)
+
+
+async def test_a_key_pressed_at_once_is_not_undone_by_the_first_probe(no_draft):
+    # The probe starts after the first frame; a preset chosen before then must win.
+    app = MiniCPMApp(use_draft=False)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("down")
+        await settle(app, pilot)
+        assert app.state.hardware == "preset:1x-a10-24gb"
+        assert "1x NVIDIA A10" in screen_text(app) and "No NVIDIA GPU" not in screen_text(app)
+        assert app.screen.check_action("next", ()) is True
 
 
 async def test_draft_is_offered_again(no_draft):
@@ -80,6 +101,17 @@ async def test_draft_is_offered_again(no_draft):
         await settle(app, pilot)
         assert screen_name(app) == "ModelScreen"
         assert app.state.model == "MiniCPM-2B"
+        # Back to step 1, the app's first screen (kept under the others): it shows the draft's
+        # hardware, not what it probed before the draft was taken up.
+        await pilot.press("escape")
+        await settle(app, pilot)
+        assert screen_name(app) == "HardwareScreen" and len(app.screen_stack) == 1
+        assert app.state.hardware == "preset:1x-t4-16gb" and app.state.model == "MiniCPM-2B"
+        assert "1x Tesla T4" in screen_text(app)
+        assert app.screen.check_action("next", ()) is True
+        await pilot.press("ctrl+n")
+        await settle(app, pilot)
+        assert screen_name(app) == "ModelScreen" and len(app.screen_stack) == 2
 
 
 async def test_f1_help_lists_the_screen_keys(no_draft):

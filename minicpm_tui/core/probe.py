@@ -18,7 +18,7 @@ from typing import Any
 
 import yaml
 
-from minicpm_tui.assets import asset_path
+from minicpm_tui.assets import asset_files
 from minicpm_tui.core import nvml as nvml_mod
 from minicpm_tui.core.errors import UserError
 from minicpm_tui.core.nvml import NA, Nvml
@@ -560,13 +560,7 @@ def _expand_preset(data: dict[str, Any], where: str) -> HardwareProfile:
 
 
 def hardware_presets() -> dict[str, Path]:
-    folder = asset_path("presets", "hardware")
-    out: dict[str, Path] = {}
-    if folder.is_dir():
-        for path in sorted(folder.iterdir()):
-            if path.suffix in (".yaml", ".yml", ".json"):
-                out[path.stem] = path
-    return out
+    return asset_files("presets", "hardware")
 
 
 def _load_file(path: Path, where: str) -> HardwareProfile:

@@ -52,15 +52,22 @@ class MiniCPMApp(App[int]):
         self.exit_code = 0
 
     # -- start ---------------------------------------------------------------
-    def on_mount(self) -> None:
-        self.set_keymap(keys.user_keymap())
+    def get_default_screen(self) -> Screen:
+        # The first screen is the real one (step 1 or the monitor), not an empty screen that a
+        # pushed screen then covers: one compose and one layout before the first frame.
         if self.monitor_dir is not None:
             from minicpm_tui.tui.screens.monitor import MonitorScreen
 
-            self.push_screen(MonitorScreen(self.monitor_dir, standalone=True))
+            return MonitorScreen(self.monitor_dir, standalone=True)
+        self.state.step = 0
+        return screen_class(STEPS[0][2])()
+
+    def on_mount(self) -> None:
+        self.set_keymap(keys.user_keymap())
+        if self.monitor_dir is not None:
             return
         draft = load_draft() if self.use_draft else None
-        self.goto_step(0)
+        self.call_after_refresh(self.save_draft)
         if self.open_runs_at_start:
             self.open_runs()
             return
@@ -85,11 +92,17 @@ class MiniCPMApp(App[int]):
     def goto_step(self, index: int) -> None:
         index = max(0, min(index, len(STEPS) - 1))
         self.state.step = index
-        screen = screen_class(STEPS[index][2])()
-        if isinstance(self.screen, WizardStep):
-            self.switch_screen(screen)
+        first = self.screen_stack[0]
+        if index == 0 and isinstance(first, WizardStep) and first.STEP == 0:
+            # Step 1 is the app's first screen, which stays at the bottom of the stack (Textual
+            # cannot switch away the default screen): go back down to it.
+            while len(self.screen_stack) > 1 and isinstance(self.screen, WizardStep):
+                self.pop_screen()
+            first.sync_from_state()
+        elif isinstance(self.screen, WizardStep) and len(self.screen_stack) > 1:
+            self.switch_screen(screen_class(STEPS[index][2])())
         else:
-            self.push_screen(screen)
+            self.push_screen(screen_class(STEPS[index][2])())
         self.save_draft()
 
     def save_draft(self) -> None:

@@ -5,11 +5,13 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from textual.app import ComposeResult
+from textual.binding import Binding
 from textual.containers import Horizontal
 from textual.screen import Screen
-from textual.widgets import Button, Footer, Static
+from textual.widgets import Button, Static
 
 from minicpm_tui.tui import keys
+from minicpm_tui.tui.widgets.footer import KeysFooter
 from minicpm_tui.tui.widgets.stepbar import StepBar
 
 if TYPE_CHECKING:
@@ -25,6 +27,7 @@ class WizardStep(Screen):
     BINDINGS = keys.WIZARD
     # Shown beside the Next button when the step is not complete yet.
     blocked_reason = ""
+    _usable_keys: tuple[bool, ...] | None = None
 
     @property
     def wapp(self) -> MiniCPMApp:
@@ -43,7 +46,7 @@ class WizardStep(Screen):
             yield Button("< Back", id="nav-back", disabled=self.STEP == 0, compact=True)
             yield Static("", id="nav-why")
             yield Button("Next >", id="nav-next", variant="primary", compact=True)
-        yield Footer()
+        yield KeysFooter()
 
     def body(self) -> ComposeResult:  # pragma: no cover - overridden
         yield from ()
@@ -55,6 +58,10 @@ class WizardStep(Screen):
     def on_mount(self) -> None:
         self.update_nav()
 
+    def sync_from_state(self) -> None:
+        """Show the state again when the wizard comes back to this (kept) screen."""
+        self.update_nav()
+
     def update_nav(self) -> None:
         """Call after anything that changes ``ready()``: refreshes the button and the footer."""
         ok = self.ready()
@@ -63,7 +70,11 @@ class WizardStep(Screen):
             self.query_one("#nav-why", Static).update("" if ok else self.blocked_reason)
         except Exception:  # not composed yet
             pass
-        self.refresh_bindings()
+        # Each refresh rebuilds the footer: only when a key of this screen became usable or not.
+        usable = tuple(bool(self.check_action(b.action, ())) for b in self.BINDINGS if isinstance(b, Binding))
+        if usable != self._usable_keys:
+            self._usable_keys = usable
+            self.refresh_bindings()
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if action == "next":

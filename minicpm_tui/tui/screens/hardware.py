@@ -12,6 +12,7 @@ from textual.message import Message
 from textual.widgets import Input, Label, OptionList, Static
 from textual.widgets.option_list import Option
 
+from minicpm_tui.assets import asset_files
 from minicpm_tui.tui import keys
 from minicpm_tui.tui.screens.base import WizardStep
 from minicpm_tui.tui.widgets.pathinput import PathSuggester
@@ -21,9 +22,8 @@ PROBE = "probe"
 
 
 def hardware_presets() -> list[str]:
-    from minicpm_tui.core.probe import hardware_presets as presets
-
-    return list(presets())
+    # A directory listing, not core.probe: the first screen must not wait for a YAML parser.
+    return list(asset_files("presets", "hardware"))
 
 
 class HardwareScreen(WizardStep):
@@ -47,6 +47,8 @@ busy processes, P2P/NVLink topology, InfiniBand, host RAM). With no NVIDIA GPU h
     def __init__(self) -> None:
         super().__init__()
         self.profile: Any = None
+        self.loaded_source: str | None = None
+        self.loads_started = 0
         self.error: str | None = None
         self.busy = False
 
@@ -66,7 +68,15 @@ busy processes, P2P/NVLink topology, InfiniBand, host RAM). With no NVIDIA GPU h
 
     def on_mount(self) -> None:
         super().on_mount()
+        self.sync_from_state()
+
+    def sync_from_state(self) -> None:
         source = self.state.hardware or PROBE
+        first_load = self.loaded_source is None or source != self.loaded_source
+        if first_load:
+            # Loaded once below, after the first frame; not again by the highlight this causes.
+            self.state.hardware = source
+            self.busy = True
         source_list = self.query_one("#hw-source", OptionList)
         if source.startswith("preset:") or source == PROBE:
             try:
@@ -76,7 +86,11 @@ busy processes, P2P/NVLink topology, InfiniBand, host RAM). With no NVIDIA GPU h
         else:
             self.query_one("#hw-file", Input).value = source
         source_list.focus()
-        self.load(source)
+        if first_load:
+            # Probing (NVML, in a thread) starts once the first frame is on the terminal, unless
+            # a choice made by then (a key pressed at once) has started a load of its own.
+            self.call_after_refresh(self._load_unless_superseded, source, self.loads_started)
+        self.update_nav()
 
     # -- choosing ----------------------------------------------------------------
     @on(OptionList.OptionHighlighted, "#hw-source")
@@ -102,7 +116,12 @@ busy processes, P2P/NVLink topology, InfiniBand, host RAM). With no NVIDIA GPU h
     def action_reprobe(self) -> None:
         self.load(PROBE)
 
+    def _load_unless_superseded(self, source: str, loads_started: int) -> None:
+        if self.loads_started == loads_started:
+            self.load(source)
+
     def load(self, source: str) -> None:
+        self.loads_started += 1
         self.busy = True
         self.state.hardware = source
         self.query_one("#hw-details", Static).update(
@@ -127,6 +146,7 @@ busy processes, P2P/NVLink topology, InfiniBand, host RAM). With no NVIDIA GPU h
         if message.source != self.state.hardware:
             return  # a later choice superseded this one
         self.busy = False
+        self.loaded_source = message.source
         self.profile = message.profile
         self.error = message.error
         details = self.query_one("#hw-details", Static)

@@ -15,9 +15,10 @@ from textual.app import App, ComposeResult
 from textual.containers import Horizontal
 from textual.message import Message
 from textual.screen import Screen
-from textual.widgets import Footer, Label, Log, ProgressBar, Sparkline, Static
+from textual.widgets import Label, Log, ProgressBar, Sparkline, Static
 
 from minicpm_tui.tui import keys
+from minicpm_tui.tui.widgets.footer import KeysFooter
 from minicpm_tui.tui.widgets.render import one_line
 
 POLL_S = 1.0
@@ -87,7 +88,7 @@ Reattach any time with `minicpm-tui monitor RUN_DIR`, or from the runs list (pal
         yield Static("", id="mon-gpus")
         yield Static("", id="mon-diag", classes="-none")
         yield Log(id="mon-log", max_lines=400, auto_scroll=True)
-        yield Footer()
+        yield KeysFooter()
 
     def on_mount(self) -> None:
         self.query_one("#mon-log", Log).border_title = "log"

@@ -9,10 +9,11 @@ from textual import work
 from textual.app import ComposeResult
 from textual.message import Message
 from textual.screen import Screen
-from textual.widgets import DataTable, Footer, Static
+from textual.widgets import DataTable, Static
 
 from minicpm_tui.core.runner import age_text
 from minicpm_tui.tui import keys
+from minicpm_tui.tui.widgets.footer import KeysFooter
 from minicpm_tui.tui.widgets.render import one_line
 
 
@@ -31,7 +32,7 @@ class RunsScreen(Screen):
         yield Static(" runs on this machine", id="stepbar")
         yield DataTable(id="runs-table", cursor_type="row", zebra_stripes=True)
         yield Static("", id="runs-note", classes="hint")
-        yield Footer()
+        yield KeysFooter()
 
     def on_mount(self) -> None:
         table = self.query_one(DataTable)
