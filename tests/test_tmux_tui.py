@@ -4,6 +4,7 @@ directory; capture-pane checks each screen. tmux comes from Debian's packages (i
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -42,16 +43,19 @@ class Pane:
         return subprocess.run([self.tmux, "capture-pane", "-p", "-t", self.name], check=True,
                               capture_output=True, text=True).stdout
 
-    def wait_for(self, *texts: str, timeout: float = 120.0) -> str:
-        """The screen once every one of ``texts`` is on it (a capture can land mid-frame)."""
+    def wait_until(self, check, what: str, timeout: float = 120.0) -> str:
         deadline = time.time() + timeout
         screen = ""
         while time.time() < deadline:
             screen = self.capture()
-            if all(text in screen for text in texts):
+            if check(screen):
                 return screen
             time.sleep(0.2)
-        raise AssertionError(f"{texts!r} never all appeared; the screen was:\n{screen}")
+        raise AssertionError(f"{what} never appeared; the screen was:\n{screen}")
+
+    def wait_for(self, *texts: str, timeout: float = 120.0) -> str:
+        """The screen once every one of ``texts`` is on it (a capture can land mid-frame)."""
+        return self.wait_until(lambda screen: all(text in screen for text in texts), repr(texts), timeout)
 
 
 @pytest.fixture()
@@ -95,6 +99,14 @@ def test_walk_the_wizard_in_tmux_at_80x24(pane, tmp_path):
     assert len(run_dirs) == 1 and (run_dirs[0] / "single_node.sh").is_file()
     pane.keys("C-n")
     pane.wait_for("smoke run", "Run directory", "launch", timeout=30)
+    # The issue's "done when": s starts the CPU smoke run and the live monitor shows its loss.
+    pane.keys("s")
+    screen = pane.wait_for("monitor", "loss", timeout=120)
+    screen = pane.wait_until(lambda text: re.search(r"loss \d+\.\d{4}", text), "a loss value", timeout=300)
+    assert all(len(line) <= 80 for line in screen.splitlines())
+    pane.wait_for("finished", timeout=300)
+    pane.keys("d")  # detach: back on the run step, nothing left running
+    pane.wait_for("smoke run", "Run directory", timeout=30)
     pane.keys("C-q")
     # A worker still in a subprocess (the preflight) finishes before the process exits.
     pane.wait_for("EXITED-0", timeout=240)
