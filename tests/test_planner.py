@@ -165,3 +165,15 @@ def test_bad_input_is_one_line_exit_2(argv, needle, capsys):
 def test_plan_on_gpuless_machine_points_at_presets(capsys):
     assert main(["plan", "--model", "MiniCPM-2B"]) == 2
     assert "--hardware" in capsys.readouterr().err
+
+
+def test_qlora_8bit_never_gets_zero3():
+    # LLaMA-Factory loads a bitsandbytes base under ZeRO-3 only in 4 bits; 4-bit QLoRA may use it.
+    r = plan(PlanRequest(model="MiniCPM4-8B", method="qlora", quant_bits=8, hardware="2x-rtx3090", cutoff_len=2048))
+    assert all(c.zero_stage != 3 for c in [r.recommended, *r.alternatives])
+    with pytest.raises(UserError) as err:
+        plan(PlanRequest(model="MiniCPM4-8B", method="qlora", quant_bits=8, hardware="2x-rtx3090", zero_stage=3))
+    assert err.value.where == "--zero-stage" and "--quant-bits 4" in str(err.value)
+    four = plan(PlanRequest(model="MiniCPM4-8B", method="qlora", hardware="2x-rtx3090", cutoff_len=2048))
+    assert any(c.zero_stage == 3 for c in [four.recommended, *four.alternatives])
+

@@ -44,6 +44,12 @@ def matrix(tmp_path_factory, lf):
                 out = root / f"{model}-{stage}-{method}"
                 generate(recipe, out, info=lf, preflight=False)
                 dirs.append(out)
+    for zero in (3, "auto"):  # 4-bit QLoRA under ZeRO-3 (chosen by the planner on two 3090s)
+        recipe = demo_recipe("sft", "qlora", model="MiniCPM4-8B", zero_stage=zero, gpus=2, hardware="2x-rtx3090",
+                             micro_batch="auto", grad_accum="auto", precision="auto", cutoff_len=2048)
+        out = root / f"qlora-zero-{zero}"
+        generate(recipe, out, info=lf, preflight=False)
+        dirs.append(out)
     for hw in HARDWARE:
         recipe = demo_recipe("sft", "full", model="MiniCPM4-8B", zero_stage="auto", gpus="auto", nodes=2,
                              micro_batch="auto", grad_accum="auto", precision="auto", flash_attn="auto",

@@ -450,6 +450,13 @@ def _candidates(req: PlanRequest, n_total: int) -> list[tuple[int, str]]:
     base = CANDIDATES_SINGLE if n_total == 1 else CANDIDATES_MULTI
     if req.precision == "pure_bf16":
         base = [(0, "none")]
+    if req.method == "qlora" and req.quant_bits != 4:
+        # LLaMA-Factory 0.9 (model/model_utils/quantization.py) loads a bitsandbytes base under
+        # ZeRO-3 only in 4 bits ("Only 4-bit quantized model can use fsdp+qlora").
+        if req.zero_stage == 3:
+            raise UserError(f"LLaMA-Factory cannot load a {req.quant_bits}-bit QLoRA base under ZeRO-3",
+                            where="--zero-stage", fix="use --quant-bits 4 with ZeRO-3, or --zero-stage 2")
+        base = [(z, o) for z, o in base if z != 3]
     out = [(z, o) for z, o in base
            if (req.zero_stage is None or z == req.zero_stage) and (req.offload is None or o == req.offload)]
     if not out and req.zero_stage is not None:

@@ -340,9 +340,6 @@ class Recipe:
         if not self.datasets:
             raise UserError("no dataset chosen", where=f"{where}: datasets",
                             fix="name at least one dataset registered in dataset_dir/dataset_info.json")
-        if self.method == "qlora" and self.zero_stage == 3:
-            raise UserError("QLoRA does not work with ZeRO-3 here", where=f"{where}: zero_stage",
-                            fix="use zero_stage 2 (or 0) with qlora")
         if self.offload == "all" and self.zero_stage not in (3, AUTO):
             raise UserError("offloading parameters needs ZeRO-3", where=f"{where}: offload",
                             fix="set zero_stage: 3, or offload: optimizer")

@@ -366,7 +366,8 @@ def train_args(recipe: Recipe, res: Resolved) -> list[tuple[str, list[tuple[str,
                     "every linear layer; safe for MiniCPM3's latent attention (no q_proj/v_proj)"
                     if recipe.lora_target == "all" else "")]
     if recipe.method == "qlora":
-        method.append(("quantization_bit", 4, "QLoRA: the frozen base is stored in 4 bits"))
+        method.append(("quantization_bit", 4, "QLoRA: the frozen base is stored in 4 bits"
+                       + ("; under ZeRO-3 LLaMA-Factory needs bitsandbytes >= 0.43" if res.zero_stage == 3 else "")))
     if recipe.stage in ("dpo", "kto"):
         method += [("pref_beta", recipe.pref_beta, ""), ("pref_ftx", recipe.pref_ftx, "")]
     if recipe.stage == "dpo":
