@@ -3,6 +3,7 @@ directory; capture-pane checks each screen. tmux comes from Debian's packages (i
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -58,8 +59,9 @@ class Pane:
         return self.wait_until(lambda screen: all(text in screen for text in texts), repr(texts), timeout)
 
 
-@pytest.fixture()
-def pane(tmp_path):
+@contextlib.contextmanager
+def wizard_in_tmux(tmp_path: Path, env_prefix: str = ""):
+    """`minicpm-tui --fresh` in a new 80x24 tmux session; ``env_prefix`` goes before the command."""
     tmux = _ensure_tmux()
     name = f"minicpm-tui-test-{uuid.uuid4().hex[:8]}"
     env = {k: v for k, v in os.environ.items() if k not in ("TMUX", "NO_COLOR")}
@@ -67,7 +69,7 @@ def pane(tmp_path):
     env.pop("MINICPM_TUI_HOME", None)
     home = os.environ["MINICPM_TUI_HOME"]  # the session's (cached LLaMA-Factory facts), without a draft
     (Path(home) / "config" / "wizard-draft.json").unlink(missing_ok=True)
-    command = (f"cd {tmp_path} && MINICPM_TUI_HOME={home} {sys.executable} -m minicpm_tui --fresh; "
+    command = (f"cd {tmp_path} && {env_prefix} MINICPM_TUI_HOME={home} {sys.executable} -m minicpm_tui --fresh; "
                "echo EXITED-$?; sleep 300")
     subprocess.run([tmux, "-f", "/dev/null", "new-session", "-d", "-s", name, "-x", "80", "-y", "24", command],
                    check=True, env=env)
@@ -75,6 +77,29 @@ def pane(tmp_path):
         yield Pane(tmux, name)
     finally:
         subprocess.run([tmux, "kill-session", "-t", name], check=False, capture_output=True)
+
+
+@pytest.fixture()
+def pane(tmp_path):
+    with wizard_in_tmux(tmp_path) as opened:
+        yield opened
+
+
+def test_no_color_means_no_hue(tmp_path):
+    # Textual's answer to NO_COLOR is greyscale: every colour it sends is a shade of grey
+    # (xterm-256 232-255), none a hue; without NO_COLOR the theme's hues are there.
+    def colours(env_prefix: str) -> set[int]:
+        with wizard_in_tmux(tmp_path, env_prefix) as pane:
+            pane.wait_for("Plan for", "Next >", "f1 Help", timeout=30)
+            time.sleep(0.5)
+            styled = subprocess.run([pane.tmux, "capture-pane", "-e", "-p", "-t", pane.name], check=True,
+                                    capture_output=True, text=True).stdout
+        return {int(n) for n in re.findall(r"\x1b\[(?:[0-9;]*;)?[34]8;5;(\d+)", styled)}
+
+    grey = set(range(232, 256)) | {0, 7, 8, 15, 16, 231}
+    plain = colours("NO_COLOR=1")
+    assert plain and plain <= grey, f"hues under NO_COLOR: {sorted(plain - grey)}"
+    assert colours("") - grey, "the themed screen should have hues (else this test proves nothing)"
 
 
 def test_walk_the_wizard_in_tmux_at_80x24(pane, tmp_path):
