@@ -91,6 +91,25 @@ async def test_a_key_pressed_at_once_is_not_undone_by_the_first_probe(no_draft):
         assert app.screen.check_action("next", ()) is True
 
 
+async def test_hparams_show_the_focused_fields_whole_hint(no_draft):
+    from minicpm_tui.core.recipe import OPTIONS_BY_NAME
+
+    app = MiniCPMApp(use_draft=False, state=WizardState(hardware="preset:1x-t4-16gb", model="MiniCPM4-0.5B"))
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(app, pilot)
+        app.goto_step(4)
+        await settle(app, pilot)
+        assert screen_name(app) == "HparamsScreen"
+        app.screen.query_one("#hp-cutoff_len").focus()
+        await pilot.pause()
+        detail = str(app.screen.query_one("#hp-detail").render())
+        assert detail.replace("\n", " ").startswith("cutoff_len: " + OPTIONS_BY_NAME["cutoff_len"].help[:40])
+        await pilot.press("end", "x")  # a refused value: the reason replaces the hint
+        await pilot.pause()
+        assert "cutoff_len" in app.screen.problems
+        assert app.screen.problems["cutoff_len"] in str(app.screen.query_one("#hp-detail").render())
+
+
 async def test_draft_is_offered_again(no_draft):
     save_draft(WizardState(step=1, hardware="preset:1x-t4-16gb", model="MiniCPM-2B"))
     app = MiniCPMApp()
