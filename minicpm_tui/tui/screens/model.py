@@ -8,11 +8,12 @@ from textual import on, work
 from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.message import Message
-from textual.widgets import Input, Label, OptionList, RadioButton, RadioSet, Static
+from textual.widgets import Input, Label, OptionList, RadioSet, Static
 from textual.widgets.option_list import Option
 
 from minicpm_tui.tui.screens.base import WizardStep
 from minicpm_tui.tui.widgets.pathinput import PathSuggester
+from minicpm_tui.tui.widgets.radio import MarkedRadioButton
 from minicpm_tui.tui.widgets.render import one_line, option_choices, option_help, render_model
 
 
@@ -60,10 +61,10 @@ LLaMA-Factory will use and whether it ships remote code. Then the **method** (Lo
                 with Horizontal(id="model-choices"):
                     with RadioSet(id="method", compact=True):
                         for m in option_choices("method"):
-                            yield RadioButton(m, value=self.state.method == m, name=m)
+                            yield MarkedRadioButton(m, value=self.state.method == m, name=m)
                     with RadioSet(id="stage", compact=True):
                         for s in option_choices("stage"):
-                            yield RadioButton(s, value=self.state.stage == s, name=s)
+                            yield MarkedRadioButton(s, value=self.state.stage == s, name=s)
                 yield Static("", id="choice-help", classes="hint")
 
     def on_mount(self) -> None:
