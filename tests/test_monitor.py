@@ -151,10 +151,25 @@ def test_plain_monitor_of_a_failed_run_exits_with_its_code_and_diagnosis(replay_
 
 def test_monitor_of_a_run_never_started_and_a_missing_dir(tmp_path, state_home):
     (tmp_path / "idle").mkdir()
+    (tmp_path / "idle" / "train.yaml").write_text("output_dir: output\n")
     proc = _monitor(tmp_path / "idle", "--plain")
     assert proc.returncode == 2 and "has not been started" in proc.stderr and "Traceback" not in proc.stderr
     proc = _monitor(tmp_path / "missing", "--plain")
     assert proc.returncode == 2 and "no such run directory" in proc.stderr
+
+
+def test_monitor_refuses_a_folder_that_is_no_run_and_does_not_list_it(tmp_path, state_home):
+    (tmp_path / "photos").mkdir()
+    for args in (("--once",), ("--plain",), ("--once", "--json")):
+        proc = _monitor(tmp_path / "photos", *args)
+        assert proc.returncode == 2 and "Traceback" not in proc.stderr
+        assert proc.stderr.count("\n") == 1 and "not a run directory" in proc.stderr and "train.yaml" in proc.stderr
+    proc = subprocess.run([sys.executable, "-m", "minicpm_tui", "runs", "--watch", str(tmp_path / "photos")],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and "not a run directory" in proc.stderr
+    listed = subprocess.run([sys.executable, "-m", "minicpm_tui", "runs", "--json"], capture_output=True, text=True,
+                            timeout=60)
+    assert json.loads(listed.stdout) == []
 
 
 def test_follower_starts_over_on_a_new_attempt(replay_run):

@@ -519,8 +519,21 @@ def register_run(run_dir: str | os.PathLike[str], how: str = "launched") -> Path
     return entry
 
 
+# What makes a folder a run directory: ours (generate / launch) or a LLaMA-Factory config run by hand.
+RUN_DIR_MARKERS = ("run_manifest.json", "generated.json", "train.yaml")
+
+
+def is_run_dir(path: str | os.PathLike[str]) -> bool:
+    folder = Path(path)
+    return any((folder / name).is_file() for name in RUN_DIR_MARKERS)
+
+
 def watch_run(run_dir: str | os.PathLike[str]) -> Path:
     """Register a run directory someone launches by hand, so ``runs`` and ``monitor`` see it."""
+    if not is_run_dir(run_dir):
+        raise UserError(f"not a run directory (none of {', '.join(RUN_DIR_MARKERS)} in it)", where=str(run_dir),
+                        fix="pass the folder that `minicpm-tui generate` or the wizard wrote, or the one holding "
+                            "the train.yaml you launch by hand; `minicpm-tui runs` lists the known runs")
     return register_run(run_dir, how="watched")
 
 
