@@ -558,9 +558,10 @@ def list_runs(include_missing: bool = False) -> list[RunInfo]:
             run_dir = Path(json.loads(entry.read_text(encoding="utf-8"))["run_dir"])
         except (OSError, ValueError, KeyError, TypeError):
             continue
-        if not run_dir.is_dir():
+        if not run_dir.is_dir() or not is_run_dir(run_dir):
             if include_missing:
-                out.append(RunInfo(run_dir=run_dir, status="unknown", note="run directory is gone"))
+                note = "run directory is gone" if not run_dir.is_dir() else "no longer a run directory"
+                out.append(RunInfo(run_dir=run_dir, status="unknown", note=note))
             continue
         try:
             out.append(run_status(run_dir))
