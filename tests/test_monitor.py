@@ -9,41 +9,10 @@ import sys
 from pathlib import Path
 
 import pytest
-from _runner_util import kill_run, wait_status, write_script
+from _runner_util import FIXTURES, kill_run, make_replay_run, wait_status
 
 from minicpm_tui.core import runner
 from minicpm_tui.core.monitor import RunFollower, TextFollower, parse_hms, status_line
-
-FIXTURES = Path(__file__).parent / "fixtures" / "logs"
-
-# Replays tests/fixtures/logs/sft_lora.* (captured from a real LLaMA-Factory run) in stages, the way the
-# run wrote them: stderr (tqdm with \r), stdout, trainer_log.jsonl by a background thread (last line torn).
-REPLAY = r'''
-import sys, time, pathlib
-fx = pathlib.Path(sys.argv[1]); pause = float(sys.argv[2])
-err = (fx / "sft_lora.stderr.log").read_bytes()
-out = (fx / "sft_lora.stdout.log").read_bytes()
-log = (fx / "sft_lora.trainer_log.jsonl").read_bytes().splitlines(keepends=True)
-pathlib.Path("out").mkdir(exist_ok=True)
-tl = open("out/trainer_log.jsonl", "ab", buffering=0)
-cut1 = err.index(b"***** Running training *****")
-cut2 = err.index(b"Training completed")
-def w(stream, data):
-    stream.buffer.write(data); stream.flush()
-w(sys.stderr, err[:cut1]); time.sleep(pause)
-w(sys.stderr, err[cut1:cut1 + 200]); time.sleep(pause)
-for line in log[:3]:
-    tl.write(line)
-time.sleep(pause)
-w(sys.stderr, err[cut1 + 200:cut2]); w(sys.stdout, out)
-for line in log[3:-1]:
-    tl.write(line)
-tl.write(log[-1][:20]); time.sleep(pause)     # a half-written last line
-tl.write(log[-1][20:])
-w(sys.stderr, err[cut2:])
-time.sleep(pause)
-sys.exit(int(sys.argv[3]) if len(sys.argv) > 3 else 0)
-'''
 
 
 @pytest.fixture()
@@ -51,10 +20,7 @@ def replay_run(tmp_path, state_home):
     made: list[Path] = []
 
     def make(name: str = "replay", pause: float = 0.6, exit_code: int = 0, extra: str = "") -> Path:
-        run_dir = tmp_path / name
-        write_script(run_dir, f'{extra}"{sys.executable}" replay.py "{FIXTURES}" {pause} {exit_code}\n')
-        (run_dir / "replay.py").write_text(REPLAY)
-        (run_dir / "train.yaml").write_text("output_dir: out\noverwrite_output_dir: true\n")
+        run_dir = make_replay_run(tmp_path / name, pause, exit_code, extra)
         made.append(run_dir)
         return run_dir
 

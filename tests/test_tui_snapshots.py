@@ -46,3 +46,25 @@ def test_help_overlay(snap_compare):
         await pilot.pause()
 
     assert snap_compare(_app(hardware="preset:1x-t4-16gb"), terminal_size=SIZE, run_before=before)
+
+
+def test_monitor_of_a_finished_run(snap_compare, tmp_path, state_home, monkeypatch):
+    # A real detached run (runner.launch) replaying a captured LLaMA-Factory run's logs; the GPU line
+    # comes from NVML's "no library" answer, so the picture is the same on a GPU box and here.
+    from _runner_util import kill_run, make_replay_run, wait_status
+    from fake_nvml import FakePynvml
+
+    from minicpm_tui.core import runner, telemetry
+    from minicpm_tui.core.nvml import Nvml
+
+    run_dir = make_replay_run(tmp_path / "replay", pause=0.05)
+    try:
+        runner.launch(run_dir)
+        wait_status(run_dir, ("finished",))
+    finally:
+        kill_run(run_dir)
+    real_sampler = telemetry.GpuSampler
+    monkeypatch.setattr(telemetry, "GpuSampler",
+                        lambda **kw: real_sampler(Nvml(module=FakePynvml.no_library()), **kw))
+    app = MiniCPMApp(monitor_dir=run_dir, use_draft=False)
+    assert snap_compare(app, terminal_size=SIZE, run_before=_settle)

@@ -187,8 +187,14 @@ Reattach any time with `minicpm-tui monitor RUN_DIR`, or from the runs list (pal
     def show_gpus(self, sample: Any) -> None:
         target = self.query_one("#mon-gpus", Static)
         if sample is None or not sample.ok:
-            reason = (getattr(sample, "message", "") or "no GPU data").split(";")[0].split(" (")[0]
-            target.update(Text(f"GPUs: {reason[:70]}", style="dim"))
+            # "no GPU data (no_library: no NVIDIA driver library (...) here; on a GPU box ...)": the
+            # reason, in one line ("GPUs: no NVIDIA driver library (libnvidia-ml.so) here").
+            message = getattr(sample, "message", "") or "no GPU data"
+            reason = message.split(" (", 1)[1] if " (" in message else message
+            reason = reason.split("; ")[0].split(": ", 1)[-1]
+            if reason.count(")") > reason.count("("):
+                reason = reason[:-1]  # the closing parenthesis of "no GPU data (...)"
+            target.update(Text(f"GPUs: {reason}"[:78], style="dim"))
             return
         text = Text()
         for g in sample.gpus[:8]:
