@@ -68,6 +68,8 @@ def test_follower_sees_phases_metrics_and_end_incrementally(replay_run):
     assert snap.step == 6 and snap.total_steps == 6 and snap.percent == 100.0
     assert abs(snap.loss - 6.082198) < 1e-5 and abs(snap.eval_loss - 6.073257) < 1e-5
     assert [s for s, _ in snap.losses] == [1, 2, 3, 4, 5, 6] and [s for s, _ in snap.eval_losses] == [3, 6]
+    # The schedule's whole history, one point per step (the eval lines carry no lr).
+    assert [s for s, _ in snap.lrs] == [1, 2, 3, 4, 5, 6] and snap.lrs[-1][1] == snap.lr
     assert snap.last_checkpoint == "checkpoint-6" and snap.vram_allocated_gib == 0.0
     assert len(seen_steps) >= 2  # progress was seen along the way, not only at the end
     assert "finished" in status_line(snap) and "exit 0" in status_line(snap)

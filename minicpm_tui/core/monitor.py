@@ -112,6 +112,7 @@ class RunSnapshot:
     started_at: float | None = None
     losses: list[tuple[int, float]] = field(default_factory=list)
     eval_losses: list[tuple[int, float]] = field(default_factory=list)
+    lrs: list[tuple[int, float]] = field(default_factory=list)
     log_tail: list[str] = field(default_factory=list)
     diagnosis: Diagnosis | None = None
     note: str = ""
@@ -125,6 +126,7 @@ class RunSnapshot:
         data = {k: v for k, v in self.__dict__.items() if k != "diagnosis"}
         data["losses"] = [list(p) for p in self.losses]
         data["eval_losses"] = [list(p) for p in self.eval_losses]
+        data["lrs"] = [list(p) for p in self.lrs]
         data["diagnosis"] = self.diagnosis.to_dict() if self.diagnosis else None
         data["ended"] = self.ended
         return data
@@ -183,6 +185,7 @@ class RunFollower:
         self._tail: deque[str] = deque(maxlen=tail_lines)
         self._losses: deque[tuple[int, float]] = deque(maxlen=HISTORY)
         self._eval: deque[tuple[int, float]] = deque(maxlen=HISTORY)
+        self._lrs: deque[tuple[int, float]] = deque(maxlen=HISTORY)
         self._jsonl: TextFollower | None = None
         self._logs: list[TextFollower] = []
         self._attempt: int | None = None
@@ -249,6 +252,7 @@ class RunFollower:
             self._set_phase("stopped")
         snap.losses = list(self._losses)
         snap.eval_losses = list(self._eval)
+        snap.lrs = list(self._lrs)
         snap.log_tail = list(self._tail)
         snap.time = now
         return snap
@@ -346,6 +350,8 @@ class RunFollower:
                     self._set_phase("training")
             if isinstance(data.get("eval_loss"), (int, float)):
                 self._eval.append((step, float(data["eval_loss"])))
+            if isinstance(data.get("lr"), (int, float)) and (not self._lrs or self._lrs[-1][0] != step):
+                self._lrs.append((step, float(data["lr"])))
         for key, attr in (("elapsed_time", "elapsed_s"), ("remaining_time", "remaining_s")):
             seconds = parse_hms(data.get(key))
             if seconds is not None:

@@ -5,7 +5,6 @@ core.telemetry.GpuSampler, polled in a worker; this screen only formats snapshot
 from __future__ import annotations
 
 import threading
-from collections import deque
 from pathlib import Path
 from typing import Any
 
@@ -69,8 +68,6 @@ Reattach any time with `minicpm-tui monitor RUN_DIR`, or from the runs list (pal
         self.follower: Any = None
         self.sampler: Any = None
         self._lock = threading.Lock()
-        self.lrs: deque[float] = deque(maxlen=300)
-        self._lr_step: int | None = None
         self._log_seen: list[str] = []
 
     def compose(self) -> ComposeResult:
@@ -157,10 +154,7 @@ Reattach any time with `minicpm-tui monitor RUN_DIR`, or from the runs list (pal
         if snap.eval_loss is not None:
             label += f" ev {snap.eval_loss:.3f}"
         self.query_one("#mon-loss-label", Label).update(label)
-        if snap.lr is not None and snap.step != self._lr_step:
-            self._lr_step = snap.step
-            self.lrs.append(float(snap.lr))
-        self.query_one("#mon-lr", Sparkline).data = list(self.lrs)
+        self.query_one("#mon-lr", Sparkline).data = [v for _, v in snap.lrs][-200:]
         self.query_one("#mon-lr-label", Label).update(f"lr {snap.lr:.2e}" if snap.lr is not None else "lr -")
         diag = self.query_one("#mon-diag", Static)
         if snap.diagnosis is not None:
