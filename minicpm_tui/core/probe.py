@@ -16,8 +16,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from minicpm_tui.assets import asset_files
 from minicpm_tui.core import nvml as nvml_mod
 from minicpm_tui.core.errors import UserError
@@ -564,6 +562,8 @@ def hardware_presets() -> dict[str, Path]:
 
 
 def _load_file(path: Path, where: str) -> HardwareProfile:
+    import yaml  # here, not at the top: probing this machine (the wizard's first load) needs no YAML
+
     try:
         text = path.read_text(encoding="utf-8")
         data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
