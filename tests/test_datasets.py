@@ -455,3 +455,195 @@ def test_array_split_candidates_and_verification(tmp_path):
         if reader.split_ok and start == 0:
             assert got == [json.loads(x) for x in recs[:len(got)]]
     assert not all(seen)  # a split inside record 250's string was caught
+
+
+# -- folders (LLaMA-Factory reads a folder file_name as one dataset of all its entries) -----------------
+
+def _alpaca(n: int, start: int = 0, **extra) -> list[dict]:
+    return [{"instruction": f"q{start + i}", "input": "", "output": f"a{start + i}", **extra} for i in range(n)]
+
+
+def _jsonl(path: Path, records: list) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
+    return path
+
+
+def _shards(folder: Path, *sizes: int) -> Path:
+    start = 0
+    for k, n in enumerate(sizes, 1):
+        _jsonl(folder / f"shard-{k}.jsonl", _alpaca(n, start))
+        start += n
+    return folder
+
+
+def test_folder_of_two_shards_is_one_dataset(tmp_path, capsys):
+    folder = _shards(tmp_path / "shards", 2, 3)
+    rep = validate_file(folder)
+    assert rep.ok and (rep.records, rep.valid, rep.format, rep.stage) == (5, 5, "alpaca", "sft")
+    assert [(f["file"], f["records"], f["first_record"]) for f in rep.files] == \
+        [("shard-1.jsonl", 2, 0), ("shard-2.jsonl", 3, 2)]
+    assert rep.stats["records_measured"] == 5 and rep.stats["chars"]["max"] == 4
+    assert dataset_info_entry(rep)["file_name"] == str(folder)
+    assert dataset_info_entry(rep, "shards") == dict(dataset_info_entry(validate_file(folder / "shard-1.jsonl"),
+                                                                         "shards"))
+    assert main(["validate", str(folder)]) == 0
+    assert f"{folder} (2 files): alpaca, stage sft: 5 records, 5 usable, 0 not usable" in capsys.readouterr().out
+    assert main(["validate", str(folder), "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["records"] == 5 and data["ok"] and [f["file"] for f in data["files"]] == ["shard-1.jsonl",
+                                                                                          "shard-2.jsonl"]
+    assert "files" not in validate_file(folder / "shard-1.jsonl").to_json()  # a file's contract is unchanged
+
+
+def test_folder_problems_name_the_file_and_its_record(tmp_path, capsys):
+    folder = _shards(tmp_path / "shards", 2, 1)
+    _jsonl(folder / "shard-10.jsonl", [*_alpaca(1), {"instruction": "q"}])  # natural order: after shard-2
+    rep = validate_file(folder, keep_indices=True)
+    assert (rep.records, rep.valid, rep.invalid) == (5, 4, 1) and rep.invalid_indices == [4]
+    assert [f["file"] for f in rep.files] == ["shard-1.jsonl", "shard-2.jsonl", "shard-10.jsonl"]
+    err = rep.errors[0]
+    assert (err.file, err.record, err.field) == ("shard-10.jsonl", 1, "output")
+    assert rep.summary().startswith("1 of 5 records are not usable (first: shard-10.jsonl: record 1: output: ")
+    assert main(["validate", str(folder)]) == 1
+    out = capsys.readouterr().out
+    assert out.startswith(f"{folder / 'shard-10.jsonl'}:record 1: output: is missing")
+
+
+def _folder_error(capsys, folder: Path, name: str | None, kind: str) -> str:
+    """validate exits 1 with one line naming ``name`` (in the folder); returns that line."""
+    assert main(["validate", str(folder)]) == 1
+    out, err = capsys.readouterr()
+    assert "Traceback" not in out + err
+    line = out.splitlines()[0]
+    assert line.startswith(f"{folder / name if name else folder}: ")
+    assert main(["validate", str(folder), "--json"]) == 1
+    data = json.loads(capsys.readouterr().out)
+    assert not data["ok"] and data["errors_by_kind"].get(kind) and any(e["file"] == name for e in data["errors"]
+                                                                         if e["kind"] == kind)
+    return line
+
+
+def test_folder_with_a_hidden_file_is_refused(tmp_path, capsys):
+    folder = _shards(tmp_path / "shards", 2, 2)
+    (folder / ".DS_Store").write_bytes(b"\x00\x00\x00\x01Bud1")
+    line = _folder_error(capsys, folder, ".DS_Store", "hidden_file")
+    assert "hidden file" in line and "remove .DS_Store from the folder" in line
+    rep = validate_file(folder)
+    assert rep.records == 4 and rep.valid == 4 and not rep.ok  # the shards are still checked
+    assert rep.summary().startswith(".DS_Store: is a hidden file")  # what preflight shows
+
+
+def test_folder_with_mixed_file_types_is_refused(tmp_path, capsys):
+    folder = _shards(tmp_path / "mixed", 2, 1)
+    (folder / "extra.csv").write_text("instruction,output\nq,a\n", encoding="utf-8")
+    line = _folder_error(capsys, folder, "extra.csv", "mixed_file_types")
+    assert "File types should be identical" in line and "json" in line
+    (folder / "notes.md").write_text("# about", encoding="utf-8")
+    (folder / "SHARD-3.JSONL").write_text(json.dumps(_alpaca(1)[0]) + "\n", encoding="utf-8")
+    rep = validate_file(folder)
+    by_file = {e.file: e for e in rep.errors}
+    assert by_file["notes.md"].kind == "file_type" and "move notes.md out" in by_file["notes.md"].fix
+    assert by_file["SHARD-3.JSONL"].kind == "file_type" and "case-sensitive" in by_file["SHARD-3.JSONL"].fix
+
+
+def test_folder_mixing_json_and_jsonl_is_one_json_dataset(tmp_path):
+    # LLaMA-Factory maps both extensions to the json loader, which reads arrays and JSON Lines alike.
+    folder = _shards(tmp_path / "jj", 2)
+    (folder / "more.json").write_text(json.dumps(_alpaca(3, 2)), encoding="utf-8")
+    rep = validate_file(folder)
+    assert rep.ok and rep.records == 5 and rep.layout == "array+lines"
+
+
+def test_folder_with_a_sub_folder_is_refused(tmp_path, capsys):
+    folder = _shards(tmp_path / "shards", 2)
+    _shards(folder / "old", 1)
+    line = _folder_error(capsys, folder, "old", "subfolder")
+    assert "sub-folder" in line and "move old out of the folder" in line
+
+
+def test_empty_folder_is_refused(tmp_path, capsys):
+    folder = tmp_path / "empty"
+    folder.mkdir()
+    line = _folder_error(capsys, folder, None, "empty_folder")
+    assert "empty folder" in line
+
+
+def test_folder_empty_shards(tmp_path):
+    folder = _shards(tmp_path / "shards", 2)
+    (folder / "shard-2.jsonl").write_bytes(b"")  # the JSON loader reads nothing from it and carries on
+    rep = validate_file(folder)
+    assert rep.ok and rep.records == 2 and rep.warnings[0].file == "shard-2.jsonl"
+    (folder / "shard-2.jsonl").write_text("\n\n", encoding="utf-8")  # a table without columns: fails the cast
+    rep = validate_file(folder)
+    assert not rep.ok and (rep.file_error.file, rep.file_error.kind) == ("shard-2.jsonl", "empty")
+
+
+def test_folder_files_must_agree_on_format_columns_and_types(tmp_path):
+    conv = [{"from": "human", "value": "q"}, {"from": "gpt", "value": "a"}]
+    # formats
+    folder = _shards(tmp_path / "fmt", 2)
+    _jsonl(folder / "shard-2.jsonl", [{"conversations": conv}])
+    err = validate_file(folder).file_error
+    assert (err.kind, err.file) == ("folder_mismatch", "shard-2.jsonl")
+    assert "sharegpt" in err.message and "shard-1.jsonl is alpaca" in err.message
+    # the same format with other role tags needs other tags in the entry
+    folder = tmp_path / "roles"
+    _jsonl(folder / "a.jsonl", [{"conversations": conv}])
+    _jsonl(folder / "b.jsonl", [{"conversations": [{"from": "user", "value": "q"}, {"from": "assistant",
+                                                                                    "value": "a"}]}])
+    err = validate_file(folder).file_error
+    assert err.file == "b.jsonl" and "roles user/assistant" in err.message and "roles human/gpt" in err.message
+    # columns: a file with a key the others lack
+    folder = _shards(tmp_path / "cols", 2)
+    _jsonl(folder / "shard-2.jsonl", _alpaca(2, system="be brief"))
+    err = validate_file(folder).file_error
+    assert err.file == "shard-2.jsonl" and "has the column 'system' that shard-1.jsonl lacks" in err.message
+    # types: a column empty in every record of one file has no type there
+    folder = tmp_path / "types"
+    _jsonl(folder / "a.jsonl", _alpaca(2, history=[]))
+    _jsonl(folder / "b.jsonl", _alpaca(2, history=[["q0", "a0"]]))
+    rep = validate_file(folder)
+    err = rep.file_error
+    assert (err.file, err.field) == ("b.jsonl", "history")
+    assert "list<list<string>> here but list<null> in a.jsonl" in err.message and "a.jsonl" in err.fix
+    assert rep.valid == 4 and not rep.ok  # every record is fine; the files together are not
+    # structs: the same messages, keys in another order, agree
+    folder = tmp_path / "order"
+    _jsonl(folder / "a.jsonl", [{"conversations": conv}])
+    _jsonl(folder / "b.jsonl", [{"conversations": [{"value": m["value"], "from": m["from"]} for m in conv]}])
+    assert validate_file(folder).ok
+
+
+def test_folder_parallel_parts_match_sequential(tmp_path):
+    folder = tmp_path / "big"
+    _jsonl(folder / "a.jsonl", [{"conversations": [{"from": "human", "value": f"q{i}"},
+                                                   {"from": "gpt", "value": "a" * (i % 7)}]} for i in range(3000)])
+    _jsonl(folder / "b.jsonl", [{"conversations": [{"from": "human", "value": "q"}, {"from": "gpt", "value": "a"}],
+                                 "system": None if i % 2 else "s"} for i in range(10)])
+    seq = validate_file(folder, parallel_min_bytes=None).to_json()
+    par = validate_file(folder, parallel_min_bytes=1, workers=2).to_json()
+    seq.pop("seconds"), par.pop("seconds")
+    assert seq == par and not seq["ok"] and seq["errors"][0]["file"] == "b.jsonl"  # 'system' only in b
+
+
+def test_register_a_folder(tmp_path, capsys):
+    ddir = tmp_path / "data"
+    folder = _shards(ddir / "shards", 2, 3)
+    assert main(["register", str(folder), "--name", "sharded", "--dataset-dir", str(ddir)]) == 0
+    assert "5 records in 2 files" in capsys.readouterr().out
+    entry = json.loads((ddir / "dataset_info.json").read_text(encoding="utf-8"))["sharded"]
+    assert entry["file_name"] == "shards" and entry["formatting"] == "alpaca"  # relative inside the dir
+    res = register_dataset(folder, "abs", tmp_path / "elsewhere")
+    assert res.entry["file_name"] == str(folder.resolve())
+    # an invalid folder is refused like an invalid file: exit 1, one line naming the file
+    (folder / ".DS_Store").write_bytes(b"\x00")
+    with pytest.raises(UserError) as exc:
+        register_dataset(folder, "bad", ddir)
+    assert exc.value.exit_code == 1 and ".DS_Store: is a hidden file" in str(exc.value)
+    (folder / ".DS_Store").unlink()
+    _jsonl(folder / "shard-3.jsonl", [*_alpaca(1), {"instruction": "q", "input": "", "output": None}])
+    assert main(["register", str(folder), "--name", "bad", "--dataset-dir", str(ddir)]) == 1
+    err = capsys.readouterr().err
+    assert "first: shard-3.jsonl: record 1: output" in err and len(err.strip().splitlines()) == 1
+    assert "Traceback" not in err and "bad" not in json.loads((ddir / "dataset_info.json").read_text())

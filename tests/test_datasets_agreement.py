@@ -11,6 +11,7 @@ processor per record) over every (file, stage) pair. Agreement means:
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 from pathlib import Path
 
@@ -93,3 +94,95 @@ def test_agreement_with_llamafactory(tmp_path, tiny_model_cpm3):
     assert any(r["status"] == "ok" and all(k is True for k in r["kept"]) for r in results)
     assert any(r["status"] == "ok" and any(k is not True for k in r["kept"]) for r in results)
     assert any(r["status"] == "crash" for r in results)
+
+
+def _jsonl(path: Path, records: list) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
+
+
+def _alpaca(n: int, start: int = 0, **extra) -> list[dict]:
+    return [{"instruction": f"q{start + i}", "input": "", "output": f"a{start + i}", **extra} for i in range(n)]
+
+
+def _conv(**extra) -> list[dict]:
+    return [{"from": "human", "value": "q", **extra}, {"from": "gpt", "value": "a", **extra}]
+
+
+def folder_corpus(root: Path) -> dict[str, bool]:
+    """Dataset folders -> whether LLaMA-Factory loads them (in every os.listdir order)."""
+    cases = {}
+    good = root / "good"  # a record LLaMA-Factory drops in the middle shard: verdicts per record must match
+    _jsonl(good / "train-00001.jsonl", _alpaca(3))
+    _jsonl(good / "train-00002.jsonl", [*_alpaca(2, 3), {"instruction": "q", "input": "", "output": None}])
+    _jsonl(good / "train-00003.jsonl", _alpaca(4, 6))
+    cases["good"] = True
+    mix = root / "json_and_jsonl"  # one loader type (json) for both extensions
+    _jsonl(mix / "a.jsonl", _alpaca(2))
+    (mix / "b.json").write_text(json.dumps(_alpaca(3, 2)), encoding="utf-8")
+    cases["json_and_jsonl"] = True
+    hidden = root / "hidden"
+    _jsonl(hidden / "a.jsonl", _alpaca(2))
+    _jsonl(hidden / "b.jsonl", _alpaca(2, 2))
+    (hidden / ".DS_Store").write_bytes(b"\x00\x00\x00\x01Bud1")
+    cases["hidden"] = False
+    mixed = root / "mixed_types"
+    _jsonl(mixed / "a.jsonl", _alpaca(2))
+    (mixed / "b.csv").write_text("instruction,input,output\nq,,a\n", encoding="utf-8")
+    cases["mixed_types"] = False
+    sub = root / "sub_folder"
+    _jsonl(sub / "a.jsonl", _alpaca(2))
+    _jsonl(sub / "old" / "b.jsonl", _alpaca(2))
+    cases["sub_folder"] = False
+    (root / "empty").mkdir()
+    cases["empty"] = False
+    cols = root / "other_columns"  # each file has a column the other lacks: fails whichever comes first
+    _jsonl(cols / "a.jsonl", _alpaca(2, system="s"))
+    _jsonl(cols / "b.jsonl", _alpaca(2, history=[["q", "a"]]))
+    cases["other_columns"] = False
+    structs = root / "other_message_fields"  # the same, one level down (in the messages' structs)
+    _jsonl(structs / "a.jsonl", [{"conversations": _conv(name="x")}])
+    _jsonl(structs / "b.jsonl", [{"conversations": _conv(weight=1.0)}])
+    cases["other_message_fields"] = False
+    return cases
+
+
+@pytest.mark.integration
+def test_folder_agreement_with_llamafactory(tmp_path, tiny_model_cpm3):
+    """LLaMA-Factory's own loader over dataset folders (a file_name that is a folder) agrees with ours."""
+    root = tmp_path / "folders"
+    cases = folder_corpus(root)
+    jobs, reports = [], {}
+    for name in cases:
+        folder = root / name
+        rep = validate_file(folder, stage="sft", keep_indices=True)
+        ddir = tmp_path / f"d-{name}"
+        ddir.mkdir()
+        entry = dataset_info_entry(rep, file_name=str(folder)) if rep.shape else {"file_name": str(folder)}
+        (ddir / "dataset_info.json").write_text(json.dumps({"x": entry}), encoding="utf-8")
+        reports[name] = rep
+        jobs.append({"dir": str(ddir), "name": "x", "stage": "sft", "id": name})
+    results = {r["id"]: r for r in run_lf(jobs, tiny_model_cpm3, tmp_path)}
+    problems = []
+    for name, loads in cases.items():
+        ours, lf = reports[name], results[name]
+        if (lf["status"] == "ok") != loads:
+            problems.append(f"{name}: LF {'loads' if lf['status'] == 'ok' else 'fails: ' + lf.get('error', '')}, "
+                            f"expected {'a load' if loads else 'a failure'}")
+        if lf["status"] == "ok":
+            # LF numbers the records in os.listdir order; ours go file by file in name order.
+            counts = {f["file"]: f["records"] for f in ours.files}
+            per_file, pos = {}, 0
+            for entry in os.listdir(root / name):
+                per_file[entry] = lf["kept"][pos:pos + counts.get(entry, 0)]
+                pos += counts.get(entry, 0)
+            if pos != len(lf["kept"]):
+                problems.append(f"{name}: LF sees {len(lf['kept'])} records, we see {ours.records}")
+                continue
+            lf = dict(lf, kept=[k for f in ours.files for k in per_file[f["file"]]])
+        diff = compare(ours, lf)
+        if diff:
+            problems.append(f"{name}: {diff}")
+    assert not problems, "\n".join(problems)
+    assert reports["good"].ok is False and reports["good"].invalid_indices == [5]  # LF drops it too (above)
+    assert reports["json_and_jsonl"].ok and reports["json_and_jsonl"].records == 5

@@ -218,6 +218,40 @@ async def test_wizard_walk_to_a_written_run_directory(no_draft, tmp_path):
     assert saved.run_dir == str(out.absolute()) and saved.hparams["learning_rate"] == 2e-4
 
 
+async def test_dataset_step_validates_a_typed_folder(tmp_path):
+    """A folder typed in the dataset step is validated by the core as one dataset (LLaMA-Factory's rule)."""
+    rec = json.dumps({"instruction": "q", "input": "", "output": "a"}) + "\n"
+    mixed = tmp_path / "mixed"
+    mixed.mkdir()
+    (mixed / "a.jsonl").write_text(rec, encoding="utf-8")
+    (mixed / "b.csv").write_text("instruction,output\nq,a\n", encoding="utf-8")
+    shards = tmp_path / "shards"
+    shards.mkdir()
+    for k in (1, 2):
+        (shards / f"train-{k}.jsonl").write_text(rec * k, encoding="utf-8")
+    (shards / ".DS_Store").write_bytes(b"\x00")
+    # Neither folder is usable, so no preview (a tokenizer subprocess) starts.
+    state = WizardState(hardware="preset:1x-rtx4090", model="MiniCPM4-0.5B", dataset_file=str(mixed))
+    app = MiniCPMApp(use_draft=False, state=state)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(app, pilot)
+        app.goto_step(2)
+        await settle(app, pilot)
+        assert screen_name(app) == "DatasetScreen"
+        assert app.screen.report.file_error.file == "b.csv"
+        box = app.screen.query_one("#ds-file")
+        box.focus()
+        box.value = str(shards)
+        await pilot.press("enter")
+        await settle(app, pilot)
+        report = app.screen.report
+        assert report is not None and app.screen.error is None and report.file == str(shards)
+        assert (report.records, len(report.files)) == (3, 2) and report.file_error.file == ".DS_Store"
+        assert app.screen.query_one("#ds-name").value == "shards" and not app.state.dataset_ok
+        assert ".DS_Store" in screen_text(app) and not app.screen.ready()
+        assert "cannot load" in app.screen.blocked_reason
+
+
 async def test_quit_asks_while_a_run_is_live(no_draft, tmp_path):
     app = MiniCPMApp(use_draft=False, state=WizardState(hardware="preset:1x-t4-16gb"))
     async with app.run_test(size=SIZE) as pilot:

@@ -1,4 +1,6 @@
-"""`minicpm-tui register FILE --name NAME --dataset-dir DIR`: add a dataset to dataset_info.json.
+"""`minicpm-tui register FILE|FOLDER --name NAME --dataset-dir DIR`: add a dataset to dataset_info.json.
+
+A folder is registered as one dataset of all its files (its ``file_name`` is the folder), after validation.
 
 Exit codes: 0 registered (or already the same), 1 the data is not usable or the name is taken
 by a different entry (without --force), 2 usage error.
@@ -13,7 +15,7 @@ from minicpm_tui.core.datasets.formats import STAGES
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("file", help="dataset file to register")
+    parser.add_argument("file", help="dataset file to register, or a folder of data files (one dataset)")
     parser.add_argument("--name", required=True, help="the dataset name training configs will use")
     parser.add_argument("--dataset-dir", required=True, help="folder of (or for) the dataset_info.json")
     parser.add_argument("--stage", choices=STAGES, help="training stage (default: from the data's shape)")
@@ -30,8 +32,9 @@ def run(args: argparse.Namespace) -> int:
                           "backup": str(res.backup) if res.backup else None}, ensure_ascii=False, indent=2))
     elif res.changed:
         extra = f" (backup: {res.backup})" if res.backup else ""
+        files = f" in {len(res.report.files)} files" if res.report.files else ""
         print(f"registered {res.name!r} in {res.path}{extra}: {res.report.format}, "
-              f"{res.report.records:,} records, stage {res.report.stage}")
+              f"{res.report.records:,} records{files}, stage {res.report.stage}")
     else:
         print(f"{res.name!r} is already registered in {res.path} with the same entry; nothing changed")
     return 0

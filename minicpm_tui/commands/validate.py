@@ -1,4 +1,6 @@
-"""`minicpm-tui validate FILE`: check a dataset the way LLaMA-Factory will read it.
+"""`minicpm-tui validate FILE|FOLDER`: check a dataset the way LLaMA-Factory will read it.
+
+A folder is one dataset of all its files (sharded data), as LLaMA-Factory reads a folder ``file_name``.
 
 Exit codes: 0 every record is usable, 1 some record (or the file) is not, 2 usage error.
 """
@@ -14,7 +16,8 @@ from minicpm_tui.core.datasets.formats import FORMATS, STAGES
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("file", help="dataset file (.json, .jsonl, .csv, .parquet)")
+    parser.add_argument("file", help="dataset file (.json, .jsonl, .csv, .parquet), or a folder of such files "
+                        "read as one dataset (sharded data)")
     parser.add_argument("--stage", choices=STAGES, help="training stage (default: from the data's shape)")
     parser.add_argument("--format", dest="fmt", choices=FORMATS, help="force the format (default: detect)")
     parser.add_argument("--json", action="store_true", help="print the report as JSON (a stable contract)")
@@ -75,9 +78,10 @@ def run(args: argparse.Namespace) -> int:
                         fix="e.g. --preview 2 --tokenizer ./model --template cpm4")
     from pathlib import Path
 
-    if not Path(args.file).is_file():
-        raise UserError("no such file" if not Path(args.file).exists() else "is not a file", where=args.file,
-                        fix="check the path")
+    if not Path(args.file).exists():
+        raise UserError("no such file or folder", where=args.file, fix="check the path")
+    if not (Path(args.file).is_file() or Path(args.file).is_dir()):
+        raise UserError("is neither a file nor a folder", where=args.file, fix="check the path")
     bar = _Bar()
     try:
         report = validate_file(args.file, stage=args.stage, fmt=args.fmt, progress=bar,

@@ -56,18 +56,23 @@ def preview_records(report, tokenizer: str | Path, template: str, n: int = 3, cu
 
 
 def _first_valid(report, n: int, validate_file) -> list[Any]:
-    from minicpm_tui.core.datasets.reader import RecordParseError, RecordReader
+    """The first ``n`` usable records (over a folder's files in their order: indices count across them)."""
+    from minicpm_tui.core.datasets.reader import FileLevelError, RecordParseError, RecordReader
 
     bad = set(report.invalid_indices)
     if report.invalid and not bad:
         bad = set(validate_file(report.file, stage=report.stage, keep_indices=True).invalid_indices)
-    out = []
-    for idx, rec in RecordReader(report.file):
-        if idx in bad or isinstance(rec, RecordParseError):
-            continue
-        out.append(rec)
-        if len(out) >= n:
-            break
+    out: list[Any] = []
+    for path, first in report.data_files():
+        try:
+            for idx, rec in RecordReader(path):
+                if first + idx in bad or isinstance(rec, RecordParseError):
+                    continue
+                out.append(rec)
+                if len(out) >= n:
+                    return out
+        except FileLevelError:
+            continue  # the rest of this file is unreadable (the report says so); try the next one
     return out
 
 

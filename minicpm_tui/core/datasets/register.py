@@ -85,6 +85,9 @@ def register_dataset(file: str | os.PathLike[str], name: str, dataset_dir: str |
                      allow_invalid: bool = False) -> RegisterResult:
     """Validate ``file`` and add it as ``name`` to ``dataset_dir/dataset_info.json``.
 
+    ``file`` may be a folder: LLaMA-Factory reads all its files as one dataset, and the entry's
+    ``file_name`` is the folder (relative to ``dataset_dir`` when inside it, as for a file).
+
     Refuses (UserError, exit 1) when the file is not usable, or when ``name`` exists with a
     different entry and ``force`` is false. A changed file is backed up first and written atomically.
     """
@@ -97,15 +100,17 @@ def register_dataset(file: str | os.PathLike[str], name: str, dataset_dir: str |
     if ddir.exists() and not ddir.is_dir():
         raise UserError(f"{ddir} is not a folder", where="--dataset-dir", fix="pass the folder that holds (or "
                         "will hold) dataset_info.json")
-    report = report or validate_file(file, stage=stage)
+    report = report or validate_file(file, stage=stage)  # a folder: every file in it, as one dataset
     if report.file_error is not None or report.records == 0:
         err = report.file_error
-        raise UserError(f"cannot register it: {err.message if err else 'no records'}", where=str(file),
-                        fix=err.fix if err else "add records", exit_code=1)
+        what = (f"{err.file}: {err.message}" if err.file else err.message) if err else "no records"
+        raise UserError(f"cannot register it: {what}", where=str(file), fix=err.fix if err else "add records",
+                        exit_code=1)
     if report.invalid and not allow_invalid:
         first = report.errors[0]
+        in_file = f"{first.file}: " if first.file else ""
         raise UserError(f"cannot register it: {report.invalid:,} of {report.records:,} records are not usable, "
-                        f"first: record {first.record}: {first.field}: {first.message}", where=str(file),
+                        f"first: {in_file}record {first.record}: {first.field}: {first.message}", where=str(file),
                         fix="fix them (`minicpm-tui validate` lists them all)", exit_code=1)
     entry = dataset_info_entry(report, file_name=_file_name_for(file, ddir))
     path = ddir / INFO_NAME

@@ -28,6 +28,8 @@ from minicpm_tui.core.errors import UserError
 
 MAX_ERRORS_PER_KIND = 20
 MAX_WARNINGS = 50
+# Issues about a dataset folder's entries (folder.py): their line has no field part.
+FOLDER_KINDS = ("hidden_file", "subfolder", "file_type", "mixed_file_types", "empty_folder", "folder_mismatch")
 
 
 @dataclass
@@ -37,13 +39,18 @@ class Issue:
     message: str
     fix: str
     kind: str
+    file: str | None = None  # in a folder's report: the data file (its name in the folder); None otherwise
 
     def to_json(self) -> dict[str, Any]:
         return {"record": self.record, "field": self.field, "message": self.message, "fix": self.fix,
-                "kind": self.kind}
+                "kind": self.kind, "file": self.file}
 
     def line(self, file: str) -> str:
+        if self.file is not None:
+            file = os.path.join(file, self.file)
         where = f"{file}:record {self.record}" if self.record is not None else file
+        if not self.field and self.kind in FOLDER_KINDS:
+            return f"{where}: {self.message}; {self.fix}"
         fld = self.field or ("(file)" if self.record is None else "(record)")
         return f"{where}: {fld}: {self.message}; {self.fix}"
 
@@ -68,10 +75,38 @@ class ValidationReport:
     invalid_indices: list[int] = field(default_factory=list)  # kept only if asked (tests, conversion)
     seconds: float = 0.0
     token_sample: list[dict[str, Any]] = field(default_factory=list)
+    # A folder's report: one summary per data file, in the order their records are numbered
+    # ({"file" (name in the folder), "format", "layout", "records", "valid", "invalid", "first_record"});
+    # empty for a single file. ``record`` in issues is then the record's number within its file.
+    files: list[dict[str, Any]] = field(default_factory=list)
+    # The scan's raw lengths and column types, kept only when asked (``validate_file(schema=True)``),
+    # so a folder's report can merge its files' statistics and compare their columns.
+    raw: Any = field(default=None, repr=False, compare=False)
+
+    def data_files(self) -> list[tuple[Path, int]]:
+        """(path, number of its first record in this report) for each data file read (one for a file)."""
+        if not self.files:
+            return [(Path(self.file), 0)]
+        return [(Path(self.file) / f["file"], f["first_record"]) for f in self.files if f["records"]]
 
     @property
     def ok(self) -> bool:
         return self.file_error is None and self.invalid == 0 and self.records > 0
+
+    def summary(self) -> str:
+        """One line: why the data is not usable, or that it is (preflight shows it)."""
+        err = self.file_error
+        if err is not None:
+            return (f"{err.file}: " if err.file else "") + err.message
+        if not self.records:
+            return "holds no records"
+        if self.invalid and self.errors:
+            first = self.errors[0]
+            where = (f"{first.file}: " if first.file else "") + (f"record {first.record}: " if first.record
+                                                                  is not None else "")
+            return f"{self.invalid:,} of {self.records:,} records are not usable (first: {where}" \
+                   f"{first.field + ': ' if first.field else ''}{first.message})"
+        return f"{self.records:,} records, {self.valid:,} usable"
 
     @property
     def shown_errors(self) -> int:
@@ -95,7 +130,7 @@ class ValidationReport:
             "columns": list(self.columns),
             "layout": self.layout,
             "seconds": round(self.seconds, 3),
-        }
+        } | ({"files": [dict(f) for f in self.files]} if self.files else {})
 
     def lines(self) -> list[str]:
         """The human report: every kept error, a 'more like this' count per kind, a summary."""
@@ -111,8 +146,12 @@ class ValidationReport:
             out.append("warning: " + w.line(self.file))
         if sum(self.warning_counts.values()) > 10:
             out.append(f"  ... and {sum(self.warning_counts.values()) - 10:,} more warnings")
-        summary = f"{self.file}: {self.format or 'unknown format'}, stage {self.stage or '?'}: " \
+        where = f"{self.file} ({len(self.files)} file{'s' * (len(self.files) != 1)})" if self.files else self.file
+        summary = f"{where}: {self.format or 'unknown format'}, stage {self.stage or '?'}: " \
                   f"{self.records:,} records, {self.valid:,} usable, {self.invalid:,} not usable"
+        if self.file_error is not None:
+            # The records may all be fine, but LLaMA-Factory will not load the data as a whole.
+            summary += "; LLaMA-Factory would refuse it: " + self.summary()
         out.append(summary)
         if self.error_counts:
             out.append("errors by kind: " + ", ".join(f"{k} {n:,}" for k, n in self.error_counts.most_common()))
@@ -125,16 +164,16 @@ class _Collector:
         self.keep = keep_indices
         self.per_kind: Counter = Counter()
 
-    def error(self, idx: int | None, fld: str, message: str, fix: str, kind: str) -> None:
+    def error(self, idx: int | None, fld: str, message: str, fix: str, kind: str, file: str | None = None) -> None:
         self.r.error_counts[kind] += 1
         if self.per_kind[kind] < MAX_ERRORS_PER_KIND:
             self.per_kind[kind] += 1
-            self.r.errors.append(Issue(idx, fld, message, fix, kind))
+            self.r.errors.append(Issue(idx, fld, message, fix, kind, file))
 
-    def warn(self, idx: int | None, fld: str, message: str, fix: str, kind: str) -> None:
+    def warn(self, idx: int | None, fld: str, message: str, fix: str, kind: str, file: str | None = None) -> None:
         self.r.warning_counts[kind] += 1
         if len(self.r.warnings) < MAX_WARNINGS:
-            self.r.warnings.append(Issue(idx, fld, message, fix, kind))
+            self.r.warnings.append(Issue(idx, fld, message, fix, kind, file))
 
 
 # The checkers return None when the record is usable or (field, message, fix, kind) for the
@@ -485,14 +524,18 @@ _PARSE_KINDS = ("json", "encoding", "duplicate_key")  # RecordParseError kinds; 
 def validate_file(path: str | os.PathLike[str], stage: str | None = None, fmt: str | None = None,
                   progress: Progress | None = None, *, keep_indices: bool = False,
                   token_sample: int = 0, parallel_min_bytes: int | None = PARALLEL_MIN_BYTES,
-                  workers: int | None = None) -> ValidationReport:
-    """Validate one dataset file for one stage the way LLaMA-Factory will read it.
+                  workers: int | None = None, schema: bool = False) -> ValidationReport:
+    """Validate one dataset file (or a folder of them) for one stage the way LLaMA-Factory will read it.
+
+    A folder is what LLaMA-Factory makes of a ``file_name`` that is one: every entry is a data file
+    of one dataset (``folder.validate_folder``); the report is the folder's, issues name the file.
 
     ``progress(done_bytes, total_bytes)`` is called as the file is read. ``keep_indices`` keeps the
     index of every invalid record (tests and conversion); ``token_sample`` keeps up to that many
     valid records, spread over the file, for token statistics. JSON Lines files and JSON arrays of
     at least ``parallel_min_bytes`` (None: never) are split at line (record) starts and checked by ``workers``
     processes (default: one per CPU); the merged report is the sequential one, field for field.
+    ``schema`` keeps the raw lengths and Arrow-like column types in ``report.raw`` (folders use it).
     """
     from minicpm_tui.core.datasets.formats import FORMATS
 
@@ -502,6 +545,11 @@ def validate_file(path: str | os.PathLike[str], stage: str | None = None, fmt: s
         raise UserError(f"unknown format {fmt!r}", where="--format", fix=f"use one of {', '.join(FORMATS)}")
     if stage is not None and stage not in STAGES:
         raise UserError(f"unknown stage {stage!r}", where="--stage", fix=f"use one of {', '.join(STAGES)}")
+    if p.is_dir():
+        from minicpm_tui.core.datasets.folder import validate_folder
+
+        return validate_folder(p, stage=stage, fmt=fmt, progress=progress, keep_indices=keep_indices,
+                               token_sample=token_sample, parallel_min_bytes=parallel_min_bytes, workers=workers)
     report = ValidationReport(file=str(path), format=None, stage=stage)
     col = _Collector(report, keep_indices)
     if not p.is_file():
@@ -517,30 +565,39 @@ def validate_file(path: str | os.PathLike[str], stage: str | None = None, fmt: s
         return report
     if not token_sample and parallel_min_bytes is not None and reader.total >= parallel_min_bytes \
             and (workers or os.cpu_count() or 1) > 1:
-        merged = _validate_parallel(p, stage, fmt, progress, keep_indices, workers or os.cpu_count() or 1)
+        merged = _validate_parallel(p, stage, fmt, progress, keep_indices, workers or os.cpu_count() or 1, schema)
         if merged is not None:
             merged.seconds = time.perf_counter() - started
             return merged
-    scan = _scan(report, col, reader, stage, fmt, keep_indices, token_sample)
+    scan = _scan(report, col, reader, stage, fmt, keep_indices, token_sample, schema=schema)
     _finish(report, col, reader.layout, reader.nan_seen, scan, keep_indices)
     report.seconds = time.perf_counter() - started
     return report
 
 
 class _ScanResult:
-    __slots__ = ("records", "valid", "columns", "stats", "stage", "stage_problem")
+    __slots__ = ("records", "valid", "columns", "stats", "stage", "stage_problem", "schema")
 
     def __init__(self, records: int, valid: int, columns: dict[str, tuple[str, int]], stats: Any,
-                 stage: str | None, stage_problem: Issue | None):
+                 stage: str | None, stage_problem: Issue | None, schema: dict[str, Any] | None = None):
         self.records, self.valid, self.columns, self.stats = records, valid, columns, stats
         self.stage, self.stage_problem = stage, stage_problem
+        # column -> its Arrow-like type over every object record (``folder.value_type``), when asked
+        self.schema = schema
 
 
 def _scan(report: ValidationReport, col: _Collector, reader: RecordReader, stage: str | None,
           fmt: str | None, keep_indices: bool, token_sample: int,
-          shape: Shape | None = None) -> _ScanResult:
-    """The per-record loop. With ``shape`` given (a parallel chunk) the format is not detected."""
+          shape: Shape | None = None, schema: bool = False) -> _ScanResult:
+    """The per-record loop. With ``shape`` given (a parallel chunk) the format is not detected.
+
+    With ``schema`` it also infers each column's Arrow-like type, as the loader would over the file.
+    """
+    from minicpm_tui.core.datasets.folder import SCALAR_TYPES, unify_types, value_type
     from minicpm_tui.core.datasets.stats import StatsCollector
+
+    sigs: dict[str, Any] | None = {} if schema else None
+    scalar_type = SCALAR_TYPES.get
 
     keep_indices = col.keep
     stats = StatsCollector(token_sample)
@@ -610,6 +667,12 @@ def _scan(report: ValidationReport, col: _Collector, reader: RecordReader, stage
                                    "loader (Arrow) fails on a field with mixed types", f"make {k!r} a {seen[0]} in "
                                    "every record, or drop it", "mixed_types")
                         break
+                if sigs is not None:
+                    for k, v in rec.items():
+                        t = scalar_type(type(v)) or value_type(v)
+                        cur = sigs.get(k)
+                        if cur != t:
+                            sigs[k] = t if cur is None else unify_types(cur, t)
             if problem is None:
                 problem = check(rec, idx, warn, lens)
             if problem is None:
@@ -627,7 +690,7 @@ def _scan(report: ValidationReport, col: _Collector, reader: RecordReader, stage
               "not_object")
         if keep_indices:
             invalid_idx.append(pidx)
-    return _ScanResult(records, valid, columns, stats, stage, stage_problem)
+    return _ScanResult(records, valid, columns, stats, stage, stage_problem, sigs)
 
 
 def _finish(report: ValidationReport, col: _Collector, layout: str, nan_seen: bool, scan: _ScanResult,
@@ -654,6 +717,8 @@ def _finish(report: ValidationReport, col: _Collector, layout: str, nan_seen: bo
                  "write null (or a number) instead", "nan")
     report.stats = scan.stats.result()
     report.token_sample = scan.stats.sample
+    if scan.schema is not None:
+        report.raw = scan
 
 
 # -- parallel JSON Lines / arrays ------------------------------------------------------------------------
@@ -665,9 +730,9 @@ def _init_worker(shared: Any) -> None:
     _shared_done = shared
 
 
-def _chunk_worker(task: tuple[str, int, int, int, Shape, str, bool, str, bool]) -> tuple:
+def _chunk_worker(task: tuple[str, int, int, int, Shape, str, bool, str, bool, bool]) -> tuple:
     """Validate the lines (or array records) in [start, stop) as if they were a file of their own."""
-    path, slot, start, stop, shape, stage, keep_indices, layout, last = task
+    path, slot, start, stop, shape, stage, keep_indices, layout, last, schema = task
     done = _shared_done
 
     def progress(n: int, _total: int) -> None:
@@ -679,12 +744,12 @@ def _chunk_worker(task: tuple[str, int, int, int, Shape, str, bool, str, bool]) 
         reader = RecordReader(path, progress, array_range=(start, stop, last))
     else:
         reader = RecordReader(path, progress, byte_range=(start, stop))
-    scan = _scan(report, col, reader, stage, None, keep_indices, 0, shape=shape)
+    scan = _scan(report, col, reader, stage, None, keep_indices, 0, shape=shape, schema=schema)
     # Any file-level error, or a split the chunk could not confirm, sends the file back to
     # the sequential path (which names the error exactly as it always has).
     return (report.errors, report.error_counts, report.warnings, report.warning_counts, scan.records,
             scan.valid, scan.columns, scan.stats.chars, scan.stats.turns, report.invalid_indices,
-            reader.lines_read, report.file_error is not None or not reader.split_ok, reader.nan_seen)
+            reader.lines_read, report.file_error is not None or not reader.split_ok, reader.nan_seen, scan.schema)
 
 
 def _split_lines(path: Path, total: int, n: int) -> list[tuple[int, int]]:
@@ -753,7 +818,7 @@ def _split_array(path: Path, total: int, n: int) -> list[tuple[int, int]]:
 
 
 def _validate_parallel(p: Path, stage: str | None, fmt: str | None, progress: Progress | None,
-                       keep_indices: bool, workers: int) -> ValidationReport | None:
+                       keep_indices: bool, workers: int, schema: bool = False) -> ValidationReport | None:
     """The report for a big JSON Lines file or JSON array from parallel chunks, or None to go sequential.
 
     Array chunks start at candidate record starts (``_split_array``); each chunk but the last
@@ -790,7 +855,7 @@ def _validate_parallel(p: Path, stage: str | None, fmt: str | None, progress: Pr
     # fork is cheap, but only safe in a single-threaded process (the TUI validates from a thread).
     ctx = mp.get_context("fork" if threading.active_count() == 1 else "spawn")
     shared = ctx.Array("q", len(ranges), lock=False)
-    tasks = [(str(p), i, a, b, shape, stage, keep_indices, layout, i == len(ranges) - 1)
+    tasks = [(str(p), i, a, b, shape, stage, keep_indices, layout, i == len(ranges) - 1, schema)
              for i, (a, b) in enumerate(ranges)]
     with ctx.Pool(len(ranges), initializer=_init_worker, initargs=(shared,)) as pool:
         pending = pool.map_async(_chunk_worker, tasks, chunksize=1)
@@ -805,11 +870,17 @@ def _validate_parallel(p: Path, stage: str | None, fmt: str | None, progress: Pr
     col = _Collector(report, keep_indices)
     stats = StatsCollector(0)
     columns: dict[str, tuple[str, int]] = {}
+    sigs: dict[str, Any] | None = {} if schema else None
     base_rec = base_line = records = valid = 0
     nan_seen = False
-    for errors, error_counts, warnings, warning_counts, n, ok, cols, chars, turns, bad, lines, failed, nan \
-            in results:
+    for errors, error_counts, warnings, warning_counts, n, ok, cols, chars, turns, bad, lines, failed, nan, \
+            chunk_sigs in results:
         nan_seen = nan_seen or nan
+        if sigs is not None:
+            from minicpm_tui.core.datasets.folder import unify_types
+
+            for k, t in chunk_sigs.items():
+                sigs[k] = t if k not in sigs else unify_types(sigs[k], t)
         if failed or error_counts.get("mixed_types"):
             return None
         for k, (kind, i) in cols.items():
@@ -842,6 +913,6 @@ def _validate_parallel(p: Path, stage: str | None, fmt: str | None, progress: Pr
         base_line += lines
     if progress is not None:
         progress(total, total)
-    _finish(report, col, layout, nan_seen, _ScanResult(records, valid, columns, stats, stage, stage_problem),
+    _finish(report, col, layout, nan_seen, _ScanResult(records, valid, columns, stats, stage, stage_problem, sigs),
             keep_indices)
     return report

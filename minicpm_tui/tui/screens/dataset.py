@@ -1,4 +1,5 @@
-"""Step 3: the dataset: a bundled demo or a file, validated in the background, previewed, registered."""
+"""Step 3: the dataset: a bundled demo, a file or a folder of files, validated in the background, previewed,
+registered."""
 
 from __future__ import annotations
 
@@ -44,10 +45,11 @@ class DatasetScreen(WizardStep):
     HELP_TITLE = "3 Dataset"
     HELP = """
 Pick a bundled demo or type a data file's path (Right arrow accepts the completion; Ctrl+O opens a
-file tree). The file is validated in the background exactly the way LLaMA-Factory will read it for
-the chosen stage: errors name the record, the field and the fix. The preview renders a few records
-through the chat template; trained parts are marked, masked parts dimmed. A file of yours is
-registered in the `dataset_info.json` beside it (merged, backed up) under the name you give.
+file tree). A folder's path works too: LLaMA-Factory reads all its files (shards) as one dataset.
+The data is validated in the background exactly the way LLaMA-Factory will read it for the chosen
+stage: errors name the file, the record, the field and the fix. The preview renders a few records
+through the chat template; trained parts are marked, masked parts dimmed. A file (or folder) of yours
+is registered in the `dataset_info.json` beside it (merged, backed up) under the name you give.
 """
     BINDINGS = [*WizardStep.BINDINGS, *keys.DATASET]
 
@@ -91,7 +93,7 @@ registered in the `dataset_info.json` beside it (merged, backed up) under the na
                 side.border_title = "Dataset"
                 options = [Option(f"{name}  (demo)", id=f"demo:{name}") for name in self.demos]
                 yield OptionList(*options, id="ds-demos", compact=True)
-                yield Label("or a file (^o browse):", classes="hint")
+                yield Label("or a file or folder (^o browse):", classes="hint")
                 yield Input(placeholder="~/data/train.jsonl", id="ds-file", compact=True,
                             suggester=PathSuggester((".json", ".jsonl", ".csv", ".parquet")))
                 yield Label("register as:", classes="hint")
@@ -111,6 +113,7 @@ registered in the `dataset_info.json` beside it (merged, backed up) under the na
             self.query_one("#ds-file", Input).value = self.state.dataset_file
             self.query_one("#ds-name", Input).value = name
             self.start(self.state.dataset_file)
+            demos.highlighted = None  # no demo is the choice
         else:
             wanted = f"demo:{name}" if name in self.demos else self._default_demo()
             if wanted:
@@ -127,6 +130,10 @@ registered in the `dataset_info.json` beside it (merged, backed up) under the na
     # -- choosing -----------------------------------------------------------------
     @on(OptionList.OptionHighlighted, "#ds-demos")
     def highlighted(self, event: OptionList.OptionHighlighted) -> None:
+        # The list highlights its first option by itself when it is built; with a file (or folder) taken
+        # over from the state that highlight is cleared before its message arrives: ignore it.
+        if event.option_list.highlighted != event.option_index:
+            return
         if event.option.id and event.option.id != self.key:
             self.start(event.option.id)
 
@@ -225,7 +232,7 @@ registered in the `dataset_info.json` beside it (merged, backed up) under the na
             data = message.report.to_json()
             out.update(render_validation(data))
             self.state.suggested_cutoff = (data.get("stats") or {}).get("suggested_cutoff_len")
-            self.state.dataset_ok = bool(data.get("valid")) and not data.get("invalid")
+            self.state.dataset_ok = bool(data.get("ok"))  # also false when the data as a whole cannot load
             if data.get("valid"):
                 self.query_one("#ds-preview", Static).update("Rendering a preview through the template…")
                 self._preview(message.key, message.report)
@@ -298,6 +305,9 @@ registered in the `dataset_info.json` beside it (merged, backed up) under the na
             return False
         if not self.report.to_json().get("valid"):
             self.blocked_reason = "no usable record: fix the errors listed"
+            return False
+        if self.report.file_error is not None:  # e.g. a folder LLaMA-Factory refuses as a whole
+            self.blocked_reason = "LLaMA-Factory cannot load it: fix the first error listed"
             return False
         if not self.state.dataset_name:
             self.blocked_reason = "register it (^g) under a name"

@@ -126,7 +126,9 @@ def render_validation(data: dict[str, Any]) -> RenderableType:
     """A datasets ValidationReport's JSON (issue 4's contract) as a summary, stats and errors."""
     parts: list[RenderableType] = []
     valid, invalid, records = data.get("valid", 0), data.get("invalid", 0), data.get("records", 0)
-    head = Text(f"{Path(str(data.get('file', ''))).name}: {data.get('format') or '?'} for {data.get('stage') or '?'}, "
+    files = data.get("files") or []  # a folder: one dataset of all its files
+    name = Path(str(data.get("file", ""))).name + (f" ({len(files)} file{'s' * (len(files) != 1)})" if files else "")
+    head = Text(f"{name}: {data.get('format') or '?'} for {data.get('stage') or '?'}, "
                 f"{records:,} records, ", style="bold")
     head.append(f"{valid:,} usable", style="bold green" if valid else "bold red")
     if invalid:
@@ -141,6 +143,8 @@ def render_validation(data: dict[str, Any]) -> RenderableType:
         parts.append(Text("Problems:", style="bold"))
         for err in errors[:8]:
             where = "file" if err.get("record") is None else f"record {err['record']}"
+            if err.get("file"):  # in a folder: the data file it is about
+                where = err["file"] if err.get("record") is None else f"{err['file']} {where}"
             field = f" {err['field']}" if err.get("field") else ""
             line = Text(f"{where}{field}: ", style="bold")
             line.append(str(err.get("message", "")))
