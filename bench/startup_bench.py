@@ -55,9 +55,18 @@ def tui_first_paint(bare: bool = False, timeout: float = 20.0, answer_key: bool 
         return subprocess.run(["tmux", "capture-pane", "-p", "-t", session], capture_output=True,
                               text=True).stdout
 
-    start = time.perf_counter()
-    subprocess.run(["tmux", "-f", "/dev/null", "new-session", "-d", "-s", session, "-x", "80", "-y", "24", cmd],
-                   check=True, env={**os.environ, "TERM": "xterm-256color"})
+    for _ in range(3):
+        # Killing the last session ends the tmux server; a new session started while it exits can
+        # fail ("server exited unexpectedly"): try again rather than lose the run.
+        start = time.perf_counter()
+        started = subprocess.run(["tmux", "-f", "/dev/null", "new-session", "-d", "-s", session, "-x", "80", "-y",
+                                  "24", cmd], env={**os.environ, "TERM": "xterm-256color"}, capture_output=True)
+        if started.returncode == 0:
+            break
+        time.sleep(0.2)
+    else:
+        shutil.rmtree(home, ignore_errors=True)
+        return None
     try:
         painted = None
         while time.perf_counter() - start < timeout:
