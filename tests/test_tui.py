@@ -70,6 +70,24 @@ def test_first_screen_needs_no_yaml_parser():
     assert out.strip() == "[]"
 
 
+async def test_gc_is_back_on_after_the_first_frame(no_draft):
+    import gc
+
+    from minicpm_tui.tui import gc_paused_for_startup
+
+    assert gc.isenabled()
+    with gc_paused_for_startup():
+        assert not gc.isenabled()
+        app = MiniCPMApp(use_draft=False)
+        async with app.run_test(size=SIZE) as pilot:
+            await settle(app, pilot)
+            assert gc.isenabled()  # the app resumed it once its first frame was drawn
+    assert gc.isenabled()
+    with pytest.raises(RuntimeError), gc_paused_for_startup():
+        raise RuntimeError("a start that fails")
+    assert gc.isenabled()
+
+
 async def test_next_is_hidden_until_the_step_is_ready(no_draft):
     app = MiniCPMApp(use_draft=False, state=WizardState(hardware="preset:1x-t4-16gb"))
     async with app.run_test(size=SIZE) as pilot:

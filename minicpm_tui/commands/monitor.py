@@ -170,11 +170,14 @@ def run(args: argparse.Namespace) -> int:
             print("\n".join(_block(snap, sample)))
         return 0
     if not args.plain and sys.stdout.isatty():
-        try:
-            from minicpm_tui.tui.app import run_monitor
-        except ImportError as exc:
-            print(f"minicpm-tui: the TUI monitor is not available ({exc}); showing --plain",
-                  file=sys.stderr)
-        else:
-            return int(run_monitor(run_dir) or 0)
+        from minicpm_tui.tui import gc_paused_for_startup
+
+        with gc_paused_for_startup():
+            try:
+                from minicpm_tui.tui.app import run_monitor
+            except ImportError as exc:
+                print(f"minicpm-tui: the TUI monitor is not available ({exc}); showing --plain",
+                      file=sys.stderr)
+            else:
+                return int(run_monitor(run_dir) or 0)
     return plain_loop(run_dir, interval=args.interval, gpu=not args.no_gpu, wait=args.wait)

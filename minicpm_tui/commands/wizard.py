@@ -19,6 +19,9 @@ def run(args: argparse.Namespace) -> int:
         raise UserError("the wizard needs an interactive terminal",
                         fix="run it in a terminal, or use the subcommands (`minicpm-tui --help`), "
                         "e.g. `minicpm-tui monitor RUN_DIR --plain` over a pipe")
-    from minicpm_tui.tui.app import run_wizard
+    from minicpm_tui.tui import gc_paused_for_startup
 
-    return run_wizard(use_draft=not args.fresh, runs=args.runs)
+    with gc_paused_for_startup():
+        from minicpm_tui.tui.app import run_wizard
+
+        return run_wizard(use_draft=not args.fresh, runs=args.runs)

@@ -14,7 +14,7 @@ from pathlib import Path
 from textual.app import App, SystemCommand
 from textual.screen import Screen
 
-from minicpm_tui.tui import keys
+from minicpm_tui.tui import keys, resume_gc
 from minicpm_tui.tui.screens.base import WizardStep
 from minicpm_tui.tui.state import WizardState, clear_draft, load_draft, save_draft
 
@@ -63,6 +63,7 @@ class MiniCPMApp(App[int]):
         return screen_class(STEPS[0][2])()
 
     def on_mount(self) -> None:
+        self.call_after_refresh(resume_gc)  # paused for a faster start (tui.gc_paused_for_startup)
         self.set_keymap(keys.user_keymap())
         if self.monitor_dir is not None:
             return
