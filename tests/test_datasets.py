@@ -286,16 +286,37 @@ def test_duplicate_key_proof_is_sound():
     assert proven > 2000  # and it is useful: most duplicate-free texts are proven so
 
 
+_GOOD_DPO = {"conversations": [{"from": "human", "value": "q: 1"}], "chosen": {"from": "gpt", "value": "a"},
+             "rejected": {"from": "gpt", "value": "b"}}
+_NAN_DPO = b'{"conversations": [{"from": "human", "value": "q"}], "chosen": {"from": "gpt", ' \
+           b'"value": "a"}, "rejected": {"from": "gpt", "value": "b"}, "score": NaN}'
+
+
+def _dpo_trouble(i: int, rec: dict) -> bytes | None:
+    """The record-level troubles both generators below spread over their files (None: none here)."""
+    r = i % 23
+    if r == 11:
+        rec["conversations"].append({"from": "gpt", "value": "x"})  # even turn count
+        return json.dumps(rec, ensure_ascii=False).encode()
+    if r == 13:
+        rec["conversations"][0]["value"] = ""  # a warning only
+        return json.dumps(rec).encode()
+    if r == 15:
+        return _NAN_DPO
+    return None
+
+
 def _mixed_jsonl(path: Path, n: int, *, mixed: bool = False) -> None:
     """A sharegpt DPO JSON Lines file with every kind of trouble, spread over the file."""
-    good = {"conversations": [{"from": "human", "value": "q: 1"}], "chosen": {"from": "gpt", "value": "a"},
-            "rejected": {"from": "gpt", "value": "b"}}
     with open(path, "wb") as fh:
         for i in range(n):
-            rec = json.loads(json.dumps(good))
+            rec = json.loads(json.dumps(_GOOD_DPO))
             rec["conversations"][0]["value"] = f"question {i}: " + "中文" * (i % 7)
             r = i % 23
-            if r == 3:
+            shared = _dpo_trouble(i, rec)
+            if shared is not None:
+                line = shared
+            elif r == 3:
                 line = b'{"conversations": [1, 2'  # not JSON
             elif r == 5:
                 line = b'{"conversations": "\xff"}'  # not UTF-8
@@ -303,15 +324,6 @@ def _mixed_jsonl(path: Path, n: int, *, mixed: bool = False) -> None:
                 line = b'{"chosen": 1, "chosen": 2, "conversations": []}'  # a duplicated key
             elif r == 9:
                 line = b""  # blank lines are not records
-            elif r == 11:
-                rec["conversations"].append({"from": "gpt", "value": "x"})  # even turn count
-                line = json.dumps(rec, ensure_ascii=False).encode()
-            elif r == 13:
-                rec["conversations"][0]["value"] = ""  # a warning only
-                line = json.dumps(rec).encode()
-            elif r == 15:
-                line = b'{"conversations": [{"from": "human", "value": "q"}], "chosen": {"from": "gpt", ' \
-                       b'"value": "a"}, "rejected": {"from": "gpt", "value": "b"}, "score": NaN}'
             elif r == 17:
                 rec["n"] = 123456789012345678901234567890  # beyond 64 bits
                 line = json.dumps(rec).encode()
@@ -367,25 +379,18 @@ def _mixed_array(path: Path, n: int, *, mixed: bool = False, trap: bool = False,
     candidate split lands inside it and the chunk before must refuse it. ``compact``: no
     newlines between records (then the candidates are the first '}, {' found).
     """
-    good = {"conversations": [{"from": "human", "value": "q: 1"}], "chosen": {"from": "gpt", "value": "a"},
-            "rejected": {"from": "gpt", "value": "b"}}
+    good = _GOOD_DPO
     recs: list[bytes] = []
     for i in range(n):
         rec = json.loads(json.dumps(good))
         rec["conversations"][0]["value"] = f"question {i}: " + "中文" * (i % 7) + ("" if compact else ' "},{" }, {')
         r = i % 23
-        if r == 7:
+        shared = _dpo_trouble(i, rec)
+        if shared is not None:
+            item = shared
+        elif r == 7:
             item = b'{"chosen": 1, "chosen": {"from": "gpt", "value": "a"}, "conversations": [{"from": ' \
                    b'"human", "value": "q"}], "rejected": {"from": "gpt", "value": "b"}}'  # a duplicated key
-        elif r == 11:
-            rec["conversations"].append({"from": "gpt", "value": "x"})  # even turn count
-            item = json.dumps(rec, ensure_ascii=False).encode()
-        elif r == 13:
-            rec["conversations"][0]["value"] = ""  # a warning only
-            item = json.dumps(rec).encode()
-        elif r == 15:
-            item = b'{"conversations": [{"from": "human", "value": "q"}], "chosen": {"from": "gpt", ' \
-                   b'"value": "a"}, "rejected": {"from": "gpt", "value": "b"}, "score": NaN}'
         elif r == 17:
             rec["conversations"][0]["value"] = 5  # wrong type (a top-level one would be mixed_types)
             item = json.dumps(rec).encode()

@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from minicpm_tui.core.datasets.reader import Progress
+from minicpm_tui.core.datasets.reader import FILEEXT2TYPE, Progress
 from minicpm_tui.core.datasets.validate import (
     MAX_WARNINGS,
     PARALLEL_MIN_BYTES,
@@ -36,10 +36,6 @@ from minicpm_tui.core.datasets.validate import (
     ValidationReport,
     _Collector,
 )
-
-# llamafactory/extras/constants.py FILEEXT2TYPE (0.9.x): extension (case-sensitive, no dot) -> loader.
-FILEEXT2TYPE = {"arrow": "arrow", "csv": "csv", "json": "json", "jsonl": "json", "parquet": "parquet",
-                "txt": "text"}
 
 # -- Arrow-like column types ------------------------------------------------------------------------
 # What pyarrow infers for a JSON value, as a hashable: "null" | "bool" | "int" | "float" | "string" |

@@ -39,7 +39,11 @@ _WS = re.compile(r"[ \t\n\r]*")
 _JSON_WS = " \t\n\r"
 _WS_CHARS = frozenset(_JSON_WS)
 _EOL = ("\n", "\r\n")
-FILE_TYPES = {".json": "json", ".jsonl": "json", ".csv": "csv", ".parquet": "parquet"}
+# llamafactory/extras/constants.py FILEEXT2TYPE (0.9.x): extension (case-sensitive, no dot) -> loader.
+FILEEXT2TYPE = {"arrow": "arrow", "csv": "csv", "json": "json", "jsonl": "json", "parquet": "parquet",
+                "txt": "text"}
+# The ones a local SFT / DPO / KTO file can be, and that this reader streams.
+FILE_TYPES = {f".{ext}": kind for ext, kind in FILEEXT2TYPE.items() if kind in ("json", "csv", "parquet")}
 
 
 class _Doubt(Exception):

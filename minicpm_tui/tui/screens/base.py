@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from textual.app import ComposeResult
-from textual.binding import Binding
 from textual.containers import Horizontal
 from textual.screen import Screen
 from textual.widgets import Button, Static
@@ -27,7 +26,6 @@ class WizardStep(Screen):
     BINDINGS = keys.WIZARD
     # Shown beside the Next button when the step is not complete yet.
     blocked_reason = ""
-    _usable_keys: tuple[bool, ...] | None = None
 
     @property
     def wapp(self) -> MiniCPMApp:
@@ -70,11 +68,7 @@ class WizardStep(Screen):
             self.query_one("#nav-why", Static).update("" if ok else self.blocked_reason)
         except Exception:  # not composed yet
             pass
-        # Each refresh rebuilds the footer: only when a key of this screen became usable or not.
-        usable = tuple(bool(self.check_action(b.action, ())) for b in self.BINDINGS if isinstance(b, Binding))
-        if usable != self._usable_keys:
-            self._usable_keys = usable
-            self.refresh_bindings()
+        self.refresh_bindings()  # KeysFooter folds these and redraws only when its keys change
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if action == "next":

@@ -67,7 +67,6 @@ busy processes, P2P/NVLink topology, InfiniBand, host RAM). With no NVIDIA GPU h
                 yield Static("Probing this machine…", id="hw-details")
 
     def on_mount(self) -> None:
-        super().on_mount()
         self.sync_from_state()
 
     def sync_from_state(self) -> None:
