@@ -13,6 +13,7 @@ from minicpm_tui.assets import asset_path
 from minicpm_tui.core.lfinfo import training_python
 from minicpm_tui.core.recipe import Recipe
 from minicpm_tui.core.tinymodel import offline_env
+from minicpm_tui.core.writers import generate
 
 DEMO = {"sft": "demo_sft", "dpo": "demo_dpo", "kto": "demo_kto"}
 
@@ -31,6 +32,40 @@ def demo_recipe(stage: str = "sft", method: str = "lora", **values) -> Recipe:
             "grad_accum": 1, "hardware": "auto", "cutoff_len": 64, "max_steps": 2, "logging_steps": 1}
     base.update(values)
     return Recipe.from_dict(base)
+
+
+MODELS = ["MiniCPM-1B", "MiniCPM-2B", "MiniCPM3-4B", "MiniCPM4-0.5B", "MiniCPM4-8B", "MiniCPM4.1-8B"]
+HARDWARE = sorted(p.stem for p in asset_path("presets", "hardware").glob("*.yaml"))
+
+
+def write_matrix(root: Path, info) -> list[Path]:
+    """Run directories for every model x stage x method (planned for 8x A100), 4-bit QLoRA under ZeRO-3,
+    and MiniCPM4-8B full SFT on every hardware preset, generated against ``info``'s LLaMA-Factory."""
+    dirs = []
+    for model in MODELS:
+        for stage in ("sft", "dpo", "kto"):
+            for method in ("lora", "full"):
+                recipe = demo_recipe(stage, method, model=model, zero_stage="auto", gpus="auto",
+                                     micro_batch="auto", grad_accum="auto", precision="auto", flash_attn="auto",
+                                     gradient_checkpointing="auto", hardware="8x-a100-80gb-nvlink",
+                                     max_steps=0, cutoff_len=2048)
+                out = root / f"{model}-{stage}-{method}"
+                generate(recipe, out, info=info, preflight=False)
+                dirs.append(out)
+    for zero in (3, "auto"):  # 4-bit QLoRA under ZeRO-3 (chosen by the planner on two 3090s)
+        recipe = demo_recipe("sft", "qlora", model="MiniCPM4-8B", zero_stage=zero, gpus=2, hardware="2x-rtx3090",
+                             micro_batch="auto", grad_accum="auto", precision="auto", cutoff_len=2048)
+        out = root / f"qlora-zero-{zero}"
+        generate(recipe, out, info=info, preflight=False)
+        dirs.append(out)
+    for hw in HARDWARE:
+        recipe = demo_recipe("sft", "full", model="MiniCPM4-8B", zero_stage="auto", gpus="auto", nodes=2,
+                             micro_batch="auto", grad_accum="auto", precision="auto", flash_attn="auto",
+                             gradient_checkpointing="auto", offload="auto", hardware=hw)
+        out = root / f"hw-{hw}"
+        generate(recipe, out, info=info, preflight=False)
+        dirs.append(out)
+    return dirs
 
 
 class DsOpBuild:

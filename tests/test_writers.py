@@ -9,15 +9,11 @@ import subprocess
 
 import pytest
 import yaml
-from test_smoke_support import demo_recipe
+from test_smoke_support import demo_recipe, write_matrix
 
-from minicpm_tui.assets import asset_path
 from minicpm_tui.core.errors import UserError
 from minicpm_tui.core.preflight import preflight_many
 from minicpm_tui.core.writers import GENERATED_FILES, generate
-
-MODELS = ["MiniCPM-1B", "MiniCPM-2B", "MiniCPM3-4B", "MiniCPM4-0.5B", "MiniCPM4-8B", "MiniCPM4.1-8B"]
-HARDWARE = sorted(p.stem for p in asset_path("presets", "hardware").glob("*.yaml"))
 
 
 def _shellcheck() -> str:
@@ -32,32 +28,7 @@ def _shellcheck() -> str:
 
 @pytest.fixture(scope="module")
 def matrix(tmp_path_factory, lf):
-    root = tmp_path_factory.mktemp("matrix")
-    dirs = []
-    for model in MODELS:
-        for stage in ("sft", "dpo", "kto"):
-            for method in ("lora", "full"):
-                recipe = demo_recipe(stage, method, model=model, zero_stage="auto", gpus="auto",
-                                     micro_batch="auto", grad_accum="auto", precision="auto", flash_attn="auto",
-                                     gradient_checkpointing="auto", hardware="8x-a100-80gb-nvlink",
-                                     max_steps=0, cutoff_len=2048)
-                out = root / f"{model}-{stage}-{method}"
-                generate(recipe, out, info=lf, preflight=False)
-                dirs.append(out)
-    for zero in (3, "auto"):  # 4-bit QLoRA under ZeRO-3 (chosen by the planner on two 3090s)
-        recipe = demo_recipe("sft", "qlora", model="MiniCPM4-8B", zero_stage=zero, gpus=2, hardware="2x-rtx3090",
-                             micro_batch="auto", grad_accum="auto", precision="auto", cutoff_len=2048)
-        out = root / f"qlora-zero-{zero}"
-        generate(recipe, out, info=lf, preflight=False)
-        dirs.append(out)
-    for hw in HARDWARE:
-        recipe = demo_recipe("sft", "full", model="MiniCPM4-8B", zero_stage="auto", gpus="auto", nodes=2,
-                             micro_batch="auto", grad_accum="auto", precision="auto", flash_attn="auto",
-                             gradient_checkpointing="auto", offload="auto", hardware=hw)
-        out = root / f"hw-{hw}"
-        generate(recipe, out, info=lf, preflight=False)
-        dirs.append(out)
-    return dirs
+    return write_matrix(tmp_path_factory.mktemp("matrix"), lf)
 
 
 @pytest.mark.integration
@@ -161,3 +132,27 @@ def test_preflight_names_file_key_and_fix(tmp_path, lf):
     assert "train.yaml: kto_ftx" in text and "pref_ftx" in text
     assert "learning_rte" in text and "learning_rate" in text
     assert "ds_config.json" in text and "stage" in text
+
+
+@pytest.mark.integration
+def test_smoke_and_preflight_use_the_run_directorys_python(tmp_path, lf, monkeypatch):
+    """A run directory trains with the Python recorded when it was generated (single_node.sh's own order:
+    $TRAIN_PYTHON, else that one). The smoke run and the preflight follow the same order, so what they prove
+    is what the real run will use, whatever MINICPM_TUI_TRAIN_PYTHON says in today's shell."""
+    from minicpm_tui.core.preflight import preflight
+    from minicpm_tui.core.smoke import prepare_smoke
+
+    run = tmp_path / "run"
+    generate(demo_recipe(), run, info=lf, preflight=False)
+    recorded = json.loads((run / "generated.json").read_text())["resolved"]["training_python"]
+    assert recorded == lf.python
+    monkeypatch.setenv("MINICPM_TUI_TRAIN_PYTHON", str(tmp_path / "elsewhere" / "python"))
+    monkeypatch.delenv("TRAIN_PYTHON", raising=False)
+    assert prepare_smoke(run).env["TRAIN_PYTHON"] == recorded
+    assert preflight(run, datasets=False).ok
+    missing = tmp_path / "no-such-env" / "python"
+    monkeypatch.setenv("TRAIN_PYTHON", str(missing))
+    for check in (prepare_smoke, lambda run: preflight(run, datasets=False)):
+        with pytest.raises(UserError, match="no-such-env") as caught:
+            check(run)
+        assert "TRAIN_PYTHON" in caught.value.one_line()

@@ -30,6 +30,22 @@ def training_python() -> str:
     return os.environ.get(ENV_TRAIN_PYTHON) or sys.executable
 
 
+def run_dir_python(meta: dict[str, Any]) -> str:
+    """The Python a run directory trains with, in its scripts' own order: $TRAIN_PYTHON, else the one
+    recorded in generated.json when it was written (if it still exists), else ``training_python()``.
+
+    The smoke run and the preflight use it too, so they prove the environment the real run will use, not
+    whichever one this shell's MINICPM_TUI_TRAIN_PYTHON names today.
+    """
+    if os.environ.get("TRAIN_PYTHON"):
+        return os.environ["TRAIN_PYTHON"]
+    resolved = meta.get("resolved") if isinstance(meta, dict) else None
+    recorded = resolved.get("training_python") if isinstance(resolved, dict) else None
+    if isinstance(recorded, str) and recorded and os.access(recorded, os.X_OK):
+        return recorded
+    return training_python()
+
+
 def lf_source_env(source: str | os.PathLike[str] | None, base: dict[str, str] | None = None) -> dict[str, str]:
     """Environment that makes a LLaMA-Factory source checkout (``<src>/src/llamafactory``) importable."""
     env = dict(os.environ if base is None else base)

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from minicpm_tui.core.errors import UserError
+from minicpm_tui.core.lfinfo import run_dir_python
 from minicpm_tui.core.resources import resource_script
 
 MARK = "@@PREFLIGHT@@"
@@ -64,8 +65,9 @@ class PreflightReport:
                             fix=first.fix or "see `minicpm-tui run --check RUN_DIR`", exit_code=1)
 
 
-def _lf_check(jobs: list[dict[str, Any]], lf_source: str | None = None, timeout: float = 600) -> dict[str, Any]:
-    from minicpm_tui.core.lfinfo import lf_source_env, training_python
+def _lf_check(jobs: list[dict[str, Any]], python: str, lf_source: str | None = None, timeout: float = 600
+              ) -> dict[str, Any]:
+    from minicpm_tui.core.lfinfo import lf_source_env
     from minicpm_tui.core.tinymodel import offline_env
 
     with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False, encoding="utf-8") as handle:
@@ -74,8 +76,12 @@ def _lf_check(jobs: list[dict[str, Any]], lf_source: str | None = None, timeout:
     env = offline_env(lf_source_env(lf_source))
     env["CUDA_VISIBLE_DEVICES"] = env.get("CUDA_VISIBLE_DEVICES", "")
     try:
-        proc = subprocess.run([training_python(), str(resource_script("lf_preflight.py")), jobs_file],
+        proc = subprocess.run([python, str(resource_script("lf_preflight.py")), jobs_file],
                               capture_output=True, text=True, timeout=timeout, env=env)
+    except FileNotFoundError as exc:
+        raise UserError(f"training Python {python!r} not found", where="TRAIN_PYTHON",
+                        fix="set TRAIN_PYTHON (or MINICPM_TUI_TRAIN_PYTHON) to the python that has llamafactory, "
+                            "or regenerate the run directory") from exc
     except subprocess.TimeoutExpired as exc:
         raise UserError(f"LLaMA-Factory's argument check took over {timeout:.0f} s",
                         fix="run `minicpm-tui doctor`") from exc
@@ -151,24 +157,31 @@ def preflight_many(run_dirs: list[str | os.PathLike[str]], *, datasets: bool = T
         meta: dict[str, Any] = {}
         with contextlib.suppress(OSError, ValueError):
             meta = json.loads((run / "generated.json").read_text(encoding="utf-8"))
+        meta = meta if isinstance(meta, dict) else {}
         from_entry = ["cpm", "cpm3"] if (run / "train_entry.py").is_file() else []
-        jobs.append({"id": str(index), "cwd": str(run), "yaml": "train.yaml", "templates_from_entry": from_entry})
+        jobs.append({"id": str(index), "cwd": str(run), "yaml": "train.yaml", "templates_from_entry": from_entry,
+                     "python": run_dir_python(meta)})
         _bash_n(run, report)
         if datasets:
             stage = (meta.get("resolved") or {}).get("stage") or _stage_of(run)
             _check_datasets(run, stage, report)
-    if jobs:
-        answers = _lf_check(jobs, lf_source)
-        for job in jobs:
-            report = reports[int(job["id"])]
-            answer = answers.get(job["id"], {})
-            for item in answer.get("problems", []):
-                report.problems.append(Problem(item.get("file") or "train.yaml", item.get("message", ""),
-                                               key=item.get("key"), fix=item.get("fix") or ""))
-            report.notes.extend(answer.get("notes", []))
-            report.checked.append("train.yaml: LLaMA-Factory's argument parser")
-            if (report.run_dir / "ds_config.json").is_file():
-                report.checked.append("ds_config.json: DeepSpeed's config model")
+    # One LLaMA-Factory subprocess per training Python: each run is parsed by the release it trains with.
+    by_python: dict[str, list[dict[str, Any]]] = {}
+    for job in jobs:
+        by_python.setdefault(job.pop("python"), []).append(job)
+    answers: dict[str, Any] = {}
+    for python, group in by_python.items():
+        answers.update(_lf_check(group, python, lf_source))
+    for job in jobs:
+        report = reports[int(job["id"])]
+        answer = answers.get(job["id"], {})
+        for item in answer.get("problems", []):
+            report.problems.append(Problem(item.get("file") or "train.yaml", item.get("message", ""),
+                                           key=item.get("key"), fix=item.get("fix") or ""))
+        report.notes.extend(answer.get("notes", []))
+        report.checked.append("train.yaml: LLaMA-Factory's argument parser")
+        if (report.run_dir / "ds_config.json").is_file():
+            report.checked.append("ds_config.json: DeepSpeed's config model")
     elapsed = time.monotonic() - start
     for report in reports:
         report.duration_s = elapsed

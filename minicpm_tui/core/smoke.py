@@ -106,7 +106,7 @@ def prepare_smoke(run_dir: str | os.PathLike[str], *, steps: int = 3, nproc: int
                   cutoff_len: int = 64, master_port: int | None = None, nnodes: int = 1,
                   script: str = "single_node.sh") -> SmokeSpec:
     """Write RUN_DIR/smoke/train.yaml (and ds_config.json when needed); return how to launch it."""
-    from minicpm_tui.core.lfinfo import training_python
+    from minicpm_tui.core.lfinfo import run_dir_python
     from minicpm_tui.core.tinymodel import tiny_model_dir
 
     run = Path(run_dir).absolute()
@@ -116,7 +116,8 @@ def prepare_smoke(run_dir: str | os.PathLike[str], *, steps: int = 3, nproc: int
     resolved = meta.get("resolved", {})
     chat_format = resolved.get("chat_format", "cpm3")
     notes: list[str] = []
-    tiny = tiny_model_dir(chat_format)
+    python = run_dir_python(meta)
+    tiny = tiny_model_dir(chat_format, python=python)
     smoke_dir = run / SMOKE_DIR
     smoke_dir.mkdir(parents=True, exist_ok=True)
 
@@ -190,7 +191,7 @@ def prepare_smoke(run_dir: str | os.PathLike[str], *, steps: int = 3, nproc: int
         "MASTER_ADDR": "127.0.0.1",
         "MASTER_PORT": str(master_port or free_port()),
         "CUDA_VISIBLE_DEVICES": "",
-        "TRAIN_PYTHON": os.environ.get("TRAIN_PYTHON") or training_python(),
+        "TRAIN_PYTHON": python,  # what the real run will use, picked as single_node.sh picks it
         "OMP_NUM_THREADS": "1",
     }
     return SmokeSpec(run_dir=run, yaml_path=yaml_path, output_dir=run / SMOKE_OUTPUT, env=env, nproc=nproc,

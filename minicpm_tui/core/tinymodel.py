@@ -6,6 +6,7 @@ Used by the smoke run and by tests: real LLaMA-Factory training, no download.
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import json
 import os
 import subprocess
@@ -30,13 +31,21 @@ def offline_env(base: dict[str, str] | None = None) -> dict[str, str]:
 
 
 def tiny_model_dir(chat_format: str = "cpm3", *, root: Path | None = None, python: str | None = None) -> Path:
-    """Path of a ready tiny model for ``chat_format``; builds it on first use (about 5 s)."""
+    """Path of a ready tiny model for ``chat_format``, built by ``python`` (default: the training Python)
+    on first use (about 5 s).
+
+    One per training environment: what transformers 5 saves (its tokenizer class ``TokenizersBackend``)
+    does not load in transformers 4, which older LLaMA-Factory releases pin; so the environment that trains
+    on the model is the one that builds it.
+    """
     if chat_format not in CHAT_FORMATS:
         raise UserError(f"unknown chat format {chat_format!r}", fix=f"use one of {', '.join(CHAT_FORMATS)}")
     from minicpm_tui.core.lfinfo import training_python
 
+    python = python or training_python()
+    env_key = hashlib.sha256(os.path.realpath(python).encode()).hexdigest()[:10]
     base = (root or cache_dir() / "tiny-models")
-    target = base / f"{chat_format}-v{TINY_MODEL_VERSION}"
+    target = base / f"{chat_format}-v{TINY_MODEL_VERSION}-{env_key}"
     marker = target / "tiny_model.json"
     if marker.is_file():
         return target
@@ -46,11 +55,16 @@ def tiny_model_dir(chat_format: str = "cpm3", *, root: Path | None = None, pytho
         if marker.is_file():
             return target
         tmp = base / f".{target.name}.building-{os.getpid()}"
-        proc = subprocess.run(
-            [python or training_python(), str(resource_script("build_tiny_model.py")), str(tmp),
-             "--chat-format", chat_format],
-            capture_output=True, text=True, env=offline_env(), timeout=600,
-        )
+        try:
+            proc = subprocess.run(
+                [python, str(resource_script("build_tiny_model.py")), str(tmp),
+                 "--chat-format", chat_format],
+                capture_output=True, text=True, env=offline_env(), timeout=600,
+            )
+        except FileNotFoundError as exc:
+            raise UserError(f"training Python {python!r} not found", where="TRAIN_PYTHON",
+                            fix="set TRAIN_PYTHON (or MINICPM_TUI_TRAIN_PYTHON) to the python that has "
+                                "llamafactory") from exc
         if proc.returncode != 0 or not (tmp / "tiny_model.json").is_file():
             tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
             raise UserError("building the tiny smoke model failed: " + " | ".join(tail),
