@@ -16,6 +16,8 @@ if [ ! -x "$VENV/bin/python" ]; then
 fi
 "$VENV/bin/python" -m pip install --quiet --upgrade pip
 "$VENV/bin/python" -m pip install --quiet -e '.[test]'
+# The older LLaMA-Factory releases the version tests train with (tests/test_lf_versions.py).
+VENV="$VENV" bash scripts/lf_compat_envs.sh
 
 # tmux (real-terminal tests) and shellcheck (generated scripts) come from Debian's packages.
 missing=()

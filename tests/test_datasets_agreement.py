@@ -34,11 +34,12 @@ def corpus_files(tmp: Path) -> list[Path]:
     return files + write_generated(tmp / "generated")
 
 
-def run_lf(jobs: list[dict], tokenizer: Path, work: Path) -> list[dict]:
+def run_lf(jobs: list[dict], tokenizer: Path, work: Path, *, python: str | None = None,
+           template: str = "cpm4") -> list[dict]:
     job_file = work / "agree_job.json"
     job_file.write_text(json.dumps({"mode": "agree", "jobs": jobs, "tokenizer": str(tokenizer),
-                                    "template": "cpm4", "cutoff_len": 128}), encoding="utf-8")
-    proc = subprocess.run([training_python(), str(resource_script("lf_dataset_check.py")), str(job_file)],
+                                    "template": template, "cutoff_len": 128}), encoding="utf-8")
+    proc = subprocess.run([python or training_python(), str(resource_script("lf_dataset_check.py")), str(job_file)],
                           capture_output=True, text=True, env=offline_env(), timeout=900)
     for line in reversed(proc.stdout.splitlines()):
         if line.startswith(MARK):
@@ -69,8 +70,10 @@ def compare(ours, lf: dict) -> str | None:
     return "; ".join(diffs) or None
 
 
-@pytest.mark.integration
-def test_agreement_with_llamafactory(tmp_path, tiny_model_cpm3):
+def corpus_disagreements(tmp_path: Path, tokenizer: Path, *, python: str | None = None,
+                         template: str = "cpm4") -> tuple[list[str], list[dict]]:
+    """Every corpus file x stage through our validator and through LLaMA-Factory (``python``'s release):
+    (what differs, LLaMA-Factory's results)."""
     files = corpus_files(tmp_path)
     jobs, reports = [], {}
     for n, f in enumerate(files):
@@ -83,12 +86,18 @@ def test_agreement_with_llamafactory(tmp_path, tiny_model_cpm3):
             key = f"{f.name}:{stage}"
             reports[key] = rep
             jobs.append({"dir": str(ddir), "name": "x", "stage": stage, "id": key})
-    results = run_lf(jobs, tiny_model_cpm3, tmp_path)
+    results = run_lf(jobs, tokenizer, tmp_path, python=python, template=template)
     problems = []
     for res in results:
         diff = compare(reports[res["id"]], res)
         if diff:
             problems.append(f"{res['id']}: {diff}")
+    return problems, results
+
+
+@pytest.mark.integration
+def test_agreement_with_llamafactory(tmp_path, tiny_model_cpm3):
+    problems, results = corpus_disagreements(tmp_path, tiny_model_cpm3)
     assert not problems, "\n".join(problems)
     # The corpus must exercise both sides: files LF keeps whole and records it drops.
     assert any(r["status"] == "ok" and all(k is True for k in r["kept"]) for r in results)

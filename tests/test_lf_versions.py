@@ -1,0 +1,181 @@
+"""minicpm-tui against the LLaMA-Factory releases users still have (0.9.2, 0.9.3, 0.9.4), not only 0.9.5.
+
+Each release is a real environment of its own (scripts/lf_compat_envs.sh; scripts/test.sh builds them):
+that release and the transformers / peft / trl / datasets it pins, in a Python that does not have
+minicpm-tui. For each one:
+- what we read from it (templates, argument keys) is what it has;
+- the whole run-directory matrix, generated against it, passes its own argument parser;
+- our dataset verdicts agree record by record with its own loader;
+- real CPU training through generated run directories (SFT, DPO with its reference model, KTO, ZeRO-2);
+- the chat templates that train_entry.py registers on 0.9.5 (which removed `cpm` and `cpm3`) encode
+  exactly as the last release that shipped them did.
+What it does not cover: these environments share the test venv's torch and DeepSpeed, so a user's older
+torch is not exercised here.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from test_datasets_agreement import corpus_disagreements
+from test_smoke_support import SMOKE_TIMEOUT_S, TEST_TIMEOUT_S, demo_recipe, write_matrix
+
+from minicpm_tui.core.doctor import run_doctor
+from minicpm_tui.core.lfinfo import lf_info
+from minicpm_tui.core.preflight import preflight_many
+from minicpm_tui.core.resources import resource_script
+from minicpm_tui.core.smoke import read_losses, smoke
+from minicpm_tui.core.tinymodel import offline_env, tiny_model_dir
+from minicpm_tui.core.writers import generate
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(TEST_TIMEOUT_S)]
+
+PINS = Path(__file__).parent / "lf_versions"
+VERSIONS = sorted(p.stem for p in PINS.glob("*.txt"))
+COMPAT = Path(sys.prefix) / "lfcompat"
+PROBE = PINS / "template_probe.py"
+ENTRY = resource_script("train_entry.py")
+
+
+def _tuple(version: str) -> tuple[int, ...]:
+    return tuple(int(x) for x in version.split("."))
+
+
+def compat_python(version: str) -> str:
+    python = COMPAT / version / "bin" / "python"
+    if not python.exists():
+        if os.environ.get("CI"):  # CI runs scripts/test.sh, which builds them: missing there is a failure
+            pytest.fail(f"LLaMA-Factory {version} was not built at {python.parent.parent}")
+        pytest.skip(f"LLaMA-Factory {version} is not built here: run `bash scripts/lf_compat_envs.sh` "
+                    "(scripts/test.sh does)")
+    return str(python)
+
+
+@pytest.fixture(scope="module", params=VERSIONS)
+def release(request):
+    """(version, its training Python, what lf_info reads from it)."""
+    python = compat_python(request.param)
+    return request.param, python, lf_info(python=python)
+
+
+def test_versions_cover_every_supported_minor():
+    """The pins cover every release we support (pyproject: llamafactory>=0.9.2,<0.10) but the installed one."""
+    assert VERSIONS == ["0.9.2", "0.9.3", "0.9.4"]
+
+
+def test_introspection_reads_each_release(release):
+    version, python, info = release
+    assert info.installed and info.version == version, info.raw.get("llamafactory")
+    assert info.python == python
+    # cpm / cpm3 exist up to 0.9.4; cpm4 from 0.9.3 on (knowledge: minicpm-and-llamafactory.md)
+    assert info.has_template("cpm") and info.has_template("cpm3")
+    assert info.has_template("cpm4") == (_tuple(version) >= (0, 9, 3))
+    assert {"template", "deepspeed", "pref_beta", "cutoff_len", "trust_remote_code"} <= info.all_keys
+    # doctor in the same environment: ready, with the release's own MiniCPM templates named
+    report = run_doctor(python=python)
+    checks = {check.name: check for check in report.checks}
+    assert checks["llamafactory"].status == "ok", checks["llamafactory"]
+    expected = "cpm, cpm3, cpm4" if info.has_template("cpm4") else "cpm, cpm3"
+    assert checks["llamafactory"].detail.startswith(f"{version}; MiniCPM templates: {expected}"), checks
+    assert checks["transformers"].detail.startswith(info.package_version("transformers") or "?"), checks
+
+
+def test_matrix_passes_each_release_parser(tmp_path, release):
+    """Every model x stage x method, QLoRA + ZeRO-3 and every hardware preset, generated against the release
+    and checked by its own argument parser (through the run directory's recorded Python)."""
+    version, python, info = release
+    dirs = write_matrix(tmp_path, info)
+    for run in dirs:
+        meta = json.loads((run / "generated.json").read_text())
+        assert meta["resolved"]["training_python"] == python and meta["resolved"]["lf_version"] == version
+        cfg = yaml.safe_load((run / "train.yaml").read_text())
+        assert set(cfg) <= info.all_keys, (run.name, set(cfg) - info.all_keys)
+        if run.name.startswith(("MiniCPM-1B", "MiniCPM-2B")):
+            assert cfg["template"] == "cpm", run.name  # native up to 0.9.4: not our registration
+        elif run.name.startswith("MiniCPM"):
+            assert cfg["template"] == ("cpm4" if info.has_template("cpm4") else "cpm3"), run.name
+    reports = preflight_many(dirs)
+    bad = [f"{r.run_dir.name}: {p.one_line()}" for r in reports for p in r.problems]
+    assert not bad, "\n".join(bad)
+    assert all("train.yaml: LLaMA-Factory's argument parser" in r.checked for r in reports)
+
+
+def test_dataset_verdicts_agree_with_each_release(tmp_path, release):
+    version, python, info = release
+    tokenizer = tiny_model_dir("cpm3", python=python)
+    template = "cpm4" if info.has_template("cpm4") else "cpm3"
+    problems, results = corpus_disagreements(tmp_path, tokenizer, python=python, template=template)
+    assert not problems, f"LLaMA-Factory {version}:\n" + "\n".join(problems)
+    assert any(r["status"] == "crash" for r in results) and any(r["status"] == "ok" for r in results)
+
+
+# One real training per (release, case); together they cover SFT with `cpm`, DPO with its reference model,
+# KTO, and DeepSpeed ZeRO-2 with two processes on every release.
+CASES = {
+    "sft-lora-minicpm2b": dict(stage="sft", method="lora", model="MiniCPM-2B"),
+    "dpo-full": dict(stage="dpo", method="full"),
+    "kto-lora-zero2": dict(stage="kto", method="lora", zero_stage=2, gpus=2),
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_real_training_on_each_release(tmp_path, release, case):
+    """Generated against the release, smoked with no MINICPM_TUI_TRAIN_PYTHON set: the run directory's
+    recorded Python trains (the one its scripts use), with a tiny model that Python built."""
+    version, python, info = release
+    run = tmp_path / "run"
+    generate(demo_recipe(**CASES[case]), run, info=info, preflight=False)
+    result = smoke(run, steps=2, timeout=SMOKE_TIMEOUT_S)
+    assert result.passed, f"LLaMA-Factory {version}: {result.reason}\n{result.log_tail}"
+    assert result.spec is not None and result.spec.env["TRAIN_PYTHON"] == python
+    losses = read_losses(result.output_dir)
+    assert [s for s, _ in losses] == [1, 2] and all(math.isfinite(v) for _, v in losses), losses
+    log = result.log_path.read_text(errors="replace")
+    assert "registered chat template(s) missing" not in log  # these releases still ship cpm and cpm3
+    if "zero_stage" in CASES[case]:
+        shards = {p.name for p in result.output_dir.glob("checkpoint-2/global_step2/*")}
+        assert {f"zero_pp_rank_{r}_mp_rank_00_optim_states.pt" for r in (0, 1)} <= shards, shards
+
+
+def _encode(python: str, work: Path, items: list[tuple[str, str, bool]]) -> list[dict]:
+    """(chat format of the tiny tokenizer, template, registered by train_entry.py) -> one probe result each,
+    all from one process in ``python``."""
+    job = work / f"probe-{len(list(work.glob('probe-*')))}.json"
+    job.write_text(json.dumps({"entry": str(ENTRY), "items": [
+        {"tokenizer": str(tiny_model_dir(fmt, python=python)), "template": name, "registered": registered}
+        for fmt, name, registered in items]}), encoding="utf-8")
+    proc = subprocess.run([python, str(PROBE), str(job)], capture_output=True, text=True, env=offline_env(),
+                          timeout=300)
+    for line in proc.stdout.splitlines():
+        if line.startswith("@@TEMPLATE@@"):
+            return json.loads(line[len("@@TEMPLATE@@"):])
+    raise AssertionError(f"template probe failed ({python}): {proc.stderr[-2000:]}")
+
+
+def test_registered_templates_encode_as_the_last_release_that_shipped_them(tmp_path):
+    """0.9.5 removed `cpm` and `cpm3`; a run directory's train_entry.py registers them again. A MiniCPM-2B or
+    MiniCPM3 run on 0.9.5 must see exactly the token ids 0.9.4 produced (tool turns included), and
+    `cpm3` must equal `cpm4`, which MiniCPM3/4 get where it exists."""
+    last = compat_python("0.9.4")
+    native_cpm, native_cpm3, again_cpm, again_cpm3 = _encode(
+        last, tmp_path, [("cpm", "cpm", False), ("cpm3", "cpm3", False), ("cpm", "cpm", True),
+                         ("cpm3", "cpm3", True)])
+    ours_cpm, ours_cpm3, cpm4 = _encode(
+        sys.executable, tmp_path, [("cpm", "cpm", True), ("cpm3", "cpm3", True), ("cpm3", "cpm4", False)])
+    for native, ours, again in ((native_cpm, ours_cpm, again_cpm), (native_cpm3, ours_cpm3, again_cpm3)):
+        name = native["template"]
+        assert native["native"] and native["version"] == "0.9.4" and not native["registered"]
+        assert ours["registered"] and ours["version"] != "0.9.4"
+        assert all(isinstance(e, list) for e in native["encodings"]), native["encodings"]
+        assert ours["encodings"] == native["encodings"], f"{name}: {ours['version']} + train_entry.py differs"
+        assert (ours["eos_token"], ours["stop_words"]) == (native["eos_token"], native["stop_words"])
+        # on 0.9.4 itself, dropping its own definition for ours changes nothing either
+        assert again["registered"] and again["encodings"] == native["encodings"]
+    assert cpm4["native"] and cpm4["encodings"] == native_cpm3["encodings"]
