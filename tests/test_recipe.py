@@ -53,6 +53,11 @@ def test_roundtrip_through_recipe_yaml(tmp_path):
     ({"cuda_visible_devices": "0;rm -rf /"}, "comma-separated"),
     ({"max_steps": 0, "num_train_epochs": 0}, "nothing to train"),
     ({"micro_batch": 0}, "micro_batch must be >= 1"),
+    # An empty output_dir passed LLaMA-Factory's parser and the smoke run (which overrides it), then the
+    # real run died in the trainer's os.makedirs('').
+    ({"output_dir": ""}, "output_dir: is empty"),
+    ({"output_dir": None}, "output_dir: is empty"),
+    ({"output_dir": "  "}, "output_dir: is empty"),
 ])
 def test_bad_values_name_the_field(data, needle):
     with pytest.raises(UserError) as info:

@@ -156,6 +156,12 @@ def _no_control(value: Any) -> str | None:
     return None
 
 
+def _output_dir(value: str) -> str | None:
+    if not value.strip():
+        return "is empty, and LLaMA-Factory's trainer fails at start on an empty path; name a folder, e.g. output"
+    return _no_control(value)
+
+
 def _dataset_names(value: list[str]) -> str | None:
     for name in value:
         if _CONTROL.search(name):
@@ -297,7 +303,7 @@ class Recipe:
                            advanced=True)
     # output
     output_dir: str = opt("output", "Where checkpoints and logs go (relative to the run directory, or "
-                          "absolute).", "output", check=_no_control)
+                          "absolute).", "output", check=_output_dir)
     report_to: str = opt("none", "Experiment tracker.", "output", choices=("none", "tensorboard", "wandb"),
                          advanced=True)
     # how LLaMA-Factory is reached
