@@ -89,3 +89,18 @@ def test_os_error_without_a_path_is_still_an_internal_error(capsys, monkeypatch)
     monkeypatch.setattr(doctor, "run", boom)
     assert main(["doctor"]) == 70
     assert "internal error in `doctor`" in capsys.readouterr().err
+
+
+def test_save_recipe_never_overwrites_without_force_and_keeps_a_backup(tmp_path, capsys):
+    # `generate ... --save-recipe FILE` replaced an existing FILE silently.
+    mine = tmp_path / "mine.yaml"
+    mine.write_text("my notes, not a recipe\n")
+    argv = ["generate", "minicpm4-0.5b-sft-lora", "--hardware", "1x-rtx4090", "--dry-run", "--save-recipe", str(mine)]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert "--save-recipe" in err and "--force" in err and len(err.splitlines()) == 1
+    assert mine.read_text() == "my notes, not a recipe\n"
+    assert main([*argv, "--force"]) == 0
+    assert "stage: sft" in mine.read_text()
+    backups = list(tmp_path.glob("mine.yaml.bak-*"))
+    assert len(backups) == 1 and backups[0].read_text() == "my notes, not a recipe\n"
