@@ -145,6 +145,24 @@ def test_bad_lora_target_for_mla(tmp_path, lf):
                  preflight=False)
 
 
+def test_preflight_does_not_refuse_a_dataset_that_maps_its_own_columns(tmp_path):
+    # A hand-written entry `columns: {prompt: question, response: answer}` is how LLaMA-Factory reads
+    # data with other field names (and it trains on it); preflight validated the file by the standard
+    # names only and refused generate with "cannot tell the format".
+    from minicpm_tui.core.preflight import PreflightReport, _check_datasets
+
+    (tmp_path / "qa.json").write_text(json.dumps([{"question": "hi", "answer": "yo"}]))
+    (tmp_path / "bad.json").write_text(json.dumps([{"instruction": "hi", "output": 5}]))
+    (tmp_path / "dataset_info.json").write_text(json.dumps({
+        "qa": {"file_name": str(tmp_path / "qa.json"), "columns": {"prompt": "question", "response": "answer"}},
+        "bad": {"file_name": str(tmp_path / "bad.json"), "columns": {"prompt": "instruction", "response": "output"}},
+    }))
+    report = PreflightReport(run_dir=tmp_path)
+    _check_datasets(tmp_path, "sft", report)
+    assert [p.key for p in report.problems] == ["bad"]  # standard names: still validated
+    assert any("'qa'" in n and "prompt: question" in n and "not validated" in n for n in report.notes)
+
+
 @pytest.mark.integration
 def test_preflight_names_file_key_and_fix(tmp_path, lf):
     out = tmp_path / "run"
