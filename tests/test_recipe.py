@@ -104,3 +104,12 @@ def test_import_old_openbmb_yaml(tmp_path):
     assert report.recipe.pref_ftx == 0.1 and report.recipe.warmup_ratio == 0.1
     assert report.recipe.zero_stage == 3 and report.recipe.precision == "bf16"
     assert report.recipe.extra_args == {"max_grad_norm": 1.0}
+
+
+def test_import_of_a_binary_file_is_one_error_naming_it(tmp_path):
+    # `generate --from-yaml model.bin` was an internal error (UnicodeDecodeError).
+    old = tmp_path / "old.yaml"
+    old.write_bytes(b"\xff\xfe\x00binary\x00")
+    with pytest.raises(UserError) as info:
+        import_lf_yaml(old)
+    assert str(old) in str(info.value) and "UTF-8" in str(info.value)

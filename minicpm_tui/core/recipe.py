@@ -553,6 +553,9 @@ def import_lf_yaml(path: str | os.PathLike[str], known_keys: set[str] | None = N
         data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except FileNotFoundError as exc:
         raise UserError("YAML not found", where=str(path)) from exc
+    except UnicodeDecodeError as exc:
+        raise UserError(f"not UTF-8 text (byte {exc.start})", where=str(path),
+                        fix="give the LLaMA-Factory training YAML, saved as UTF-8") from exc
     except yaml.YAMLError as exc:
         raise UserError("not valid YAML", where=str(path)) from exc
     if not isinstance(data, dict):
