@@ -113,3 +113,16 @@ def test_import_of_a_binary_file_is_one_error_naming_it(tmp_path):
     with pytest.raises(UserError) as info:
         import_lf_yaml(old)
     assert str(old) in str(info.value) and "UTF-8" in str(info.value)
+
+
+def test_import_keeps_fp16_when_bf16_is_false_and_refuses_freeze(tmp_path):
+    # A V100 config says `bf16: false` and `fp16: true`: fp16 was dropped (the key bf16 was present) and
+    # the plan chose bf16. `finetuning_type: freeze` silently became lora.
+    old = tmp_path / "old.yaml"
+    old.write_text(yaml.safe_dump({"stage": "sft", "dataset": "demo_sft", "finetuning_type": "lora",
+                                   "bf16": False, "fp16": True}))
+    assert import_lf_yaml(old).recipe.precision == "fp16"
+    old.write_text(yaml.safe_dump({"stage": "sft", "dataset": "demo_sft", "finetuning_type": "freeze"}))
+    with pytest.raises(UserError) as info:
+        import_lf_yaml(old)
+    assert "finetuning_type" in str(info.value) and "freeze" in str(info.value) and str(old) in str(info.value)

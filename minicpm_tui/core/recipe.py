@@ -576,13 +576,13 @@ def import_lf_yaml(path: str | os.PathLike[str], known_keys: set[str] | None = N
         if key in _LF_TO_RECIPE:
             values[_LF_TO_RECIPE[key]] = value
         elif key == "finetuning_type":
-            if data.get("quantization_bit"):
-                values["method"] = "qlora"
-            elif value in ("lora", "full"):
-                values["method"] = value
+            if value not in ("lora", "full"):
+                raise UserError(f"finetuning_type {value!r} is not supported by minicpm-tui",
+                                where=f"{path}: finetuning_type", fix="use lora or full")
+            values["method"] = "qlora" if value == "lora" and data.get("quantization_bit") else value
         elif key == "bf16" and value:
             values["precision"] = "bf16"
-        elif key == "fp16" and value and "bf16" not in data:
+        elif key == "fp16" and value and not data.get("bf16"):
             values["precision"] = "fp16"
         elif key == "deepspeed" and isinstance(value, str):
             match = re.search(r"z([023])", Path(value).name)
