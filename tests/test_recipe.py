@@ -126,3 +126,12 @@ def test_import_keeps_fp16_when_bf16_is_false_and_refuses_freeze(tmp_path):
     with pytest.raises(UserError) as info:
         import_lf_yaml(old)
     assert "finetuning_type" in str(info.value) and "freeze" in str(info.value) and str(old) in str(info.value)
+
+
+def test_import_maps_warmup_steps_0_to_no_warmup(tmp_path):
+    # `warmup_steps: 0` (no warmup) stayed beside the recipe's default warmup_ratio 0.1, which won.
+    old = tmp_path / "old.yaml"
+    old.write_text(yaml.safe_dump({"stage": "sft", "dataset": "demo_sft", "warmup_steps": 0}))
+    report = import_lf_yaml(old)
+    assert report.recipe.warmup_ratio == 0.0 and "warmup_steps" not in report.recipe.extra_args
+    assert ("warmup_steps", "warmup_ratio") in report.mapped

@@ -117,6 +117,16 @@ def test_nccl_flags_only_when_asked_with_reason(tmp_path, lf):
     assert "NCCL_P2P_DISABLE" not in (tmp_path / "m" / "single_node.sh").read_text()
 
 
+def test_warmup_steps_in_extra_args_is_not_overridden_by_warmup_ratio(tmp_path, lf):
+    # transformers 5 replaces warmup_steps by warmup_ratio whenever warmup_ratio is set: train.yaml held
+    # both, so `extra_args: {warmup_steps: 100}` (an imported OpenBMB yaml) trained with 10% warmup.
+    generate(demo_recipe(extra_args={"warmup_steps": 100}), tmp_path / "w", info=lf, preflight=False)
+    cfg = yaml.safe_load((tmp_path / "w" / "train.yaml").read_text())
+    assert cfg["warmup_steps"] == 100 and "warmup_ratio" not in cfg
+    generate(demo_recipe(), tmp_path / "r", info=lf, preflight=False)
+    assert "warmup_steps" not in yaml.safe_load((tmp_path / "r" / "train.yaml").read_text())
+
+
 def test_never_overwrites_without_force(tmp_path, lf):
     out = tmp_path / "run"
     generate(demo_recipe(), out, info=lf, preflight=False)

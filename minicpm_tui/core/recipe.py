@@ -567,7 +567,8 @@ def import_lf_yaml(path: str | os.PathLike[str], known_keys: set[str] | None = N
     extra: dict[str, Any] = {}
     for key, value in data.items():
         key = str(key)
-        if key == "warmup_steps" and isinstance(value, float) and 0 < value < 1:
+        if key == "warmup_steps" and isinstance(value, (int, float)) and not isinstance(value, bool) \
+                and 0 <= value < 1:
             mapped.append(("warmup_steps", "warmup_ratio"))
             key = "warmup_ratio"
         elif key in STALE_KEYS:
