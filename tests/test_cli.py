@@ -104,3 +104,20 @@ def test_save_recipe_never_overwrites_without_force_and_keeps_a_backup(tmp_path,
     assert "stage: sft" in mine.read_text()
     backups = list(tmp_path.glob("mine.yaml.bak-*"))
     assert len(backups) == 1 and backups[0].read_text() == "my notes, not a recipe\n"
+
+
+@pytest.mark.parametrize(("argv", "flag"), [
+    # nan passed `<= 0` checks (and sleep(nan) / wait(timeout=nan) followed); 0 or negative process
+    # counts and timeouts started a smoke training that could only fail.
+    (["monitor", "{d}", "--plain", "--wait", "--interval", "nan"], "--interval"),
+    (["monitor", "{d}", "--plain", "--interval", "inf"], "--interval"),
+    (["stop", "{d}", "--grace", "nan"], "--grace"),
+    (["stop", "{d}", "--timeout", "nan"], "--timeout"),
+    (["smoke", "{d}", "--nproc", "0"], "--nproc"),
+    (["smoke", "{d}", "--timeout", "-1"], "--timeout"),
+    (["smoke", "{d}", "--timeout", "nan"], "--timeout"),
+])
+def test_nonsense_numbers_are_one_line_usage_errors(argv, flag, tmp_path, capsys):
+    assert main([a.format(d=tmp_path) for a in argv]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"minicpm-tui: error: {flag}: must be a finite number") and len(err.splitlines()) == 1
