@@ -82,18 +82,31 @@ def _dispatch(name: str, rest: list[str]) -> int:
     except UserError as exc:
         _error(exc.one_line())
         return exc.exit_code
+    except OSError as exc:
+        if exc.filename is None or isinstance(exc, BrokenPipeError) or os.environ.get("MINICPM_TUI_DEBUG"):
+            return _internal_error(name, exc)
+        # A path the person gave cannot be used (permission, a file where a folder should be, a full disk).
+        from minicpm_tui.core.errors import os_error
+
+        user = os_error(exc)
+        _error(user.one_line())
+        return user.exit_code
     except KeyboardInterrupt:
         return 130
-    except BrokenPipeError:
+    except Exception as exc:  # a bug of ours: still one line, with a way to see more
+        return _internal_error(name, exc)
+
+
+def _internal_error(name: str, exc: Exception) -> int:
+    if isinstance(exc, BrokenPipeError):
         # `minicpm-tui runs | head`: the reader left; that is not an error.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
-    except Exception as exc:  # a bug of ours: still one line, with a way to see more
-        if os.environ.get("MINICPM_TUI_DEBUG"):
-            raise
-        _error(f"internal error in `{name}`: {type(exc).__name__}: {exc} "
-               "(rerun with MINICPM_TUI_DEBUG=1 for the traceback, and please report it)")
-        return 70
+    if os.environ.get("MINICPM_TUI_DEBUG"):
+        raise exc
+    _error(f"internal error in `{name}`: {type(exc).__name__}: {exc} "
+           "(rerun with MINICPM_TUI_DEBUG=1 for the traceback, and please report it)")
+    return 70
 
 
 if __name__ == "__main__":

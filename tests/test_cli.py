@@ -56,3 +56,68 @@ def test_user_error_is_one_line(capsys, monkeypatch):
     assert main(["doctor"]) == 2
     err = capsys.readouterr().err.strip()
     assert err == "minicpm-tui: error: data/x.json: no such file; check the path"
+
+
+@pytest.mark.parametrize("argv", [
+    ["convert", "{d}/in.jsonl", "{d}/afile/out.jsonl", "--openai-to-sharegpt"],
+    ["convert", "{d}/in.jsonl", "{d}/adir.jsonl", "--openai-to-sharegpt", "--force"],
+    ["probe", "--save", "{d}/afile/box.json"],
+    ["generate", "minicpm4-0.5b-sft-lora", "--hardware", "1x-rtx4090", "--out", "{d}/afile/run", "--no-preflight"],
+    ["generate", "minicpm4-0.5b-sft-lora", "--hardware", "1x-rtx4090", "--dry-run", "--save-recipe", "{d}/adir.jsonl"],
+    ["register", "{d}/in.jsonl", "--name", "x", "--dataset-dir", "{d}/afile/sub"],
+])
+def test_unusable_output_path_is_one_line_naming_it(argv, tmp_path, capsys):
+    # A file where a folder is needed, or a folder where a file is: these were internal errors (exit 70)
+    # naming our temp file or nothing useful.
+    (tmp_path / "in.jsonl").write_text('{"messages": [{"role": "user", "content": "hi"}, '
+                                       '{"role": "assistant", "content": "yo"}]}\n')
+    (tmp_path / "afile").write_text("a file, not a folder\n")
+    (tmp_path / "adir.jsonl").mkdir()
+    assert main([a.format(d=tmp_path) for a in argv]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "internal error" not in err and ".tmp" not in err, err
+    assert str(tmp_path / "afile") in err or str(tmp_path / "adir.jsonl") in err, err
+    assert "where a folder is needed" in err or "where a file is needed" in err, err
+
+
+def test_os_error_without_a_path_is_still_an_internal_error(capsys, monkeypatch):
+    from minicpm_tui.commands import doctor
+
+    def boom(args):
+        raise OSError(12, "Cannot allocate memory")
+
+    monkeypatch.setattr(doctor, "run", boom)
+    assert main(["doctor"]) == 70
+    assert "internal error in `doctor`" in capsys.readouterr().err
+
+
+def test_save_recipe_never_overwrites_without_force_and_keeps_a_backup(tmp_path, capsys):
+    # `generate ... --save-recipe FILE` replaced an existing FILE silently.
+    mine = tmp_path / "mine.yaml"
+    mine.write_text("my notes, not a recipe\n")
+    argv = ["generate", "minicpm4-0.5b-sft-lora", "--hardware", "1x-rtx4090", "--dry-run", "--save-recipe", str(mine)]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert "--save-recipe" in err and "--force" in err and len(err.splitlines()) == 1
+    assert mine.read_text() == "my notes, not a recipe\n"
+    assert main([*argv, "--force"]) == 0
+    assert "stage: sft" in mine.read_text()
+    backups = list(tmp_path.glob("mine.yaml.bak-*"))
+    assert len(backups) == 1 and backups[0].read_text() == "my notes, not a recipe\n"
+
+
+@pytest.mark.parametrize(("argv", "flag"), [
+    # nan passed `<= 0` checks (and sleep(nan) / wait(timeout=nan) followed); 0 or negative process
+    # counts and timeouts started a smoke training that could only fail.
+    (["monitor", "{d}", "--plain", "--wait", "--interval", "nan"], "--interval"),
+    (["monitor", "{d}", "--plain", "--interval", "inf"], "--interval"),
+    (["stop", "{d}", "--grace", "nan"], "--grace"),
+    (["stop", "{d}", "--timeout", "nan"], "--timeout"),
+    (["smoke", "{d}", "--nproc", "0"], "--nproc"),
+    (["smoke", "{d}", "--timeout", "-1"], "--timeout"),
+    (["smoke", "{d}", "--timeout", "nan"], "--timeout"),
+])
+def test_nonsense_numbers_are_one_line_usage_errors(argv, flag, tmp_path, capsys):
+    assert main([a.format(d=tmp_path) for a in argv]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"minicpm-tui: error: {flag}: must be a finite number") and len(err.splitlines()) == 1

@@ -155,6 +155,9 @@ def test_plan_json_contract_matrix(hardware, capsys):
     (["--model", "MiniCPM-2B", "--hardware", "1x-t4-16gb", "--gpus", "4"], "--gpus"),
     (["--model", "MiniCPM-2B", "--hardware", "2x-rtx3090", "--zero-stage", "1", "--offload", "optimizer"],
      "--offload"),
+    # NaN passed `epochs <= 0` and inf too; both crashed the time estimate (an internal error, exit 70).
+    (["--model", "MiniCPM-2B", "--hardware", "1x-t4-16gb", "--num-samples", "1000", "--epochs", "nan"], "--epochs"),
+    (["--model", "MiniCPM-2B", "--hardware", "1x-t4-16gb", "--num-samples", "1000", "--epochs", "inf"], "--epochs"),
 ])
 def test_bad_input_is_one_line_exit_2(argv, needle, capsys):
     assert main(["plan", *argv]) == 2

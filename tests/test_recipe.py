@@ -53,6 +53,11 @@ def test_roundtrip_through_recipe_yaml(tmp_path):
     ({"cuda_visible_devices": "0;rm -rf /"}, "comma-separated"),
     ({"max_steps": 0, "num_train_epochs": 0}, "nothing to train"),
     ({"micro_batch": 0}, "micro_batch must be >= 1"),
+    # An empty output_dir passed LLaMA-Factory's parser and the smoke run (which overrides it), then the
+    # real run died in the trainer's os.makedirs('').
+    ({"output_dir": ""}, "output_dir: is empty"),
+    ({"output_dir": None}, "output_dir: is empty"),
+    ({"output_dir": "  "}, "output_dir: is empty"),
 ])
 def test_bad_values_name_the_field(data, needle):
     with pytest.raises(UserError) as info:
@@ -99,3 +104,34 @@ def test_import_old_openbmb_yaml(tmp_path):
     assert report.recipe.pref_ftx == 0.1 and report.recipe.warmup_ratio == 0.1
     assert report.recipe.zero_stage == 3 and report.recipe.precision == "bf16"
     assert report.recipe.extra_args == {"max_grad_norm": 1.0}
+
+
+def test_import_of_a_binary_file_is_one_error_naming_it(tmp_path):
+    # `generate --from-yaml model.bin` was an internal error (UnicodeDecodeError).
+    old = tmp_path / "old.yaml"
+    old.write_bytes(b"\xff\xfe\x00binary\x00")
+    with pytest.raises(UserError) as info:
+        import_lf_yaml(old)
+    assert str(old) in str(info.value) and "UTF-8" in str(info.value)
+
+
+def test_import_keeps_fp16_when_bf16_is_false_and_refuses_freeze(tmp_path):
+    # A V100 config says `bf16: false` and `fp16: true`: fp16 was dropped (the key bf16 was present) and
+    # the plan chose bf16. `finetuning_type: freeze` silently became lora.
+    old = tmp_path / "old.yaml"
+    old.write_text(yaml.safe_dump({"stage": "sft", "dataset": "demo_sft", "finetuning_type": "lora",
+                                   "bf16": False, "fp16": True}))
+    assert import_lf_yaml(old).recipe.precision == "fp16"
+    old.write_text(yaml.safe_dump({"stage": "sft", "dataset": "demo_sft", "finetuning_type": "freeze"}))
+    with pytest.raises(UserError) as info:
+        import_lf_yaml(old)
+    assert "finetuning_type" in str(info.value) and "freeze" in str(info.value) and str(old) in str(info.value)
+
+
+def test_import_maps_warmup_steps_0_to_no_warmup(tmp_path):
+    # `warmup_steps: 0` (no warmup) stayed beside the recipe's default warmup_ratio 0.1, which won.
+    old = tmp_path / "old.yaml"
+    old.write_text(yaml.safe_dump({"stage": "sft", "dataset": "demo_sft", "warmup_steps": 0}))
+    report = import_lf_yaml(old)
+    assert report.recipe.warmup_ratio == 0.0 and "warmup_steps" not in report.recipe.extra_args
+    assert ("warmup_steps", "warmup_ratio") in report.mapped

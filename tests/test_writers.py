@@ -88,6 +88,16 @@ def test_nccl_flags_only_when_asked_with_reason(tmp_path, lf):
     assert "NCCL_P2P_DISABLE" not in (tmp_path / "m" / "single_node.sh").read_text()
 
 
+def test_warmup_steps_in_extra_args_is_not_overridden_by_warmup_ratio(tmp_path, lf):
+    # transformers 5 replaces warmup_steps by warmup_ratio whenever warmup_ratio is set: train.yaml held
+    # both, so `extra_args: {warmup_steps: 100}` (an imported OpenBMB yaml) trained with 10% warmup.
+    generate(demo_recipe(extra_args={"warmup_steps": 100}), tmp_path / "w", info=lf, preflight=False)
+    cfg = yaml.safe_load((tmp_path / "w" / "train.yaml").read_text())
+    assert cfg["warmup_steps"] == 100 and "warmup_ratio" not in cfg
+    generate(demo_recipe(), tmp_path / "r", info=lf, preflight=False)
+    assert "warmup_steps" not in yaml.safe_load((tmp_path / "r" / "train.yaml").read_text())
+
+
 def test_never_overwrites_without_force(tmp_path, lf):
     out = tmp_path / "run"
     generate(demo_recipe(), out, info=lf, preflight=False)
@@ -114,6 +124,24 @@ def test_bad_lora_target_for_mla(tmp_path, lf):
     with pytest.raises(UserError, match="q_proj"):
         generate(demo_recipe(model="MiniCPM3-4B", lora_target="q_proj,v_proj"), tmp_path / "x", info=lf,
                  preflight=False)
+
+
+def test_preflight_does_not_refuse_a_dataset_that_maps_its_own_columns(tmp_path):
+    # A hand-written entry `columns: {prompt: question, response: answer}` is how LLaMA-Factory reads
+    # data with other field names (and it trains on it); preflight validated the file by the standard
+    # names only and refused generate with "cannot tell the format".
+    from minicpm_tui.core.preflight import PreflightReport, _check_datasets
+
+    (tmp_path / "qa.json").write_text(json.dumps([{"question": "hi", "answer": "yo"}]))
+    (tmp_path / "bad.json").write_text(json.dumps([{"instruction": "hi", "output": 5}]))
+    (tmp_path / "dataset_info.json").write_text(json.dumps({
+        "qa": {"file_name": str(tmp_path / "qa.json"), "columns": {"prompt": "question", "response": "answer"}},
+        "bad": {"file_name": str(tmp_path / "bad.json"), "columns": {"prompt": "instruction", "response": "output"}},
+    }))
+    report = PreflightReport(run_dir=tmp_path)
+    _check_datasets(tmp_path, "sft", report)
+    assert [p.key for p in report.problems] == ["bad"]  # standard names: still validated
+    assert any("'qa'" in n and "prompt: question" in n and "not validated" in n for n in report.notes)
 
 
 @pytest.mark.integration

@@ -10,8 +10,12 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from typing import TYPE_CHECKING
 
 from minicpm_tui.core.errors import UserError
+
+if TYPE_CHECKING:
+    from minicpm_tui.core.recipe import Recipe
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -19,7 +23,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
     parser.add_argument("recipe", nargs="?", help="recipe.yaml, or a preset name from --list")
     parser.add_argument("--out", "-o", help="run directory to create")
-    parser.add_argument("--force", action="store_true", help="rewrite the generated files of an existing run directory")
+    parser.add_argument("--force", action="store_true", help="rewrite the generated files of an existing run directory "
+                        "(and replace an existing --save-recipe file, keeping a backup)")
     parser.add_argument("--from-yaml", metavar="OLD.yaml", help="import an old LLaMA-Factory training YAML")
     parser.add_argument("--no-preflight", action="store_true", help="skip LLaMA-Factory's and DeepSpeed's checks")
     parser.add_argument("--save-recipe", metavar="PATH", help="also save the final recipe there (no run directory "
@@ -58,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
     if overrides:
         recipe = recipe_mod.apply_overrides(recipe, overrides)
     if args.save_recipe:
-        recipe.save(args.save_recipe)
+        _save_recipe(recipe, args.save_recipe, args.force)
     if args.dry_run:
         from minicpm_tui.core.writers import render
 
@@ -84,3 +89,18 @@ def run(args: argparse.Namespace) -> int:
         print(f"  preflight passed ({', '.join(reports[0].checked)})")
     print(f"next: minicpm-tui smoke {written[0].parent}   then   minicpm-tui run {written[0].parent}")
     return 0
+
+
+def _save_recipe(recipe: Recipe, raw: str, force: bool) -> None:
+    from pathlib import Path
+
+    from minicpm_tui.core.atomic import backup
+
+    target = Path(raw).expanduser()
+    if target.exists() and not target.is_dir():
+        if not force:
+            raise UserError("exists", where=f"--save-recipe {raw}",
+                            fix="pick another name, or pass --force to replace it (a backup is kept)")
+        copy = backup(target)
+        print(f"note: backed up {target} to {copy}", file=sys.stderr)
+    recipe.save(target)

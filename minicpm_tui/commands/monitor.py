@@ -155,8 +155,9 @@ def run(args: argparse.Namespace) -> int:
     from minicpm_tui.core.monitor import RunFollower
 
     run_dir = _check_dir(args.run_dir)
-    if args.interval <= 0:
-        raise UserError("--interval must be > 0", where="--interval")
+    from minicpm_tui.commands._numbers import check_number
+
+    check_number(args.interval, "--interval", above=True, example="2")
     runner.watch_run(run_dir)  # a run started by hand shows up in `runs` from now on
     if args.once or args.json:
         snap = RunFollower(run_dir).poll()

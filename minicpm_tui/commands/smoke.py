@@ -16,11 +16,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from minicpm_tui.commands._numbers import check_number
     from minicpm_tui.core.errors import UserError
     from minicpm_tui.core.smoke import smoke
 
     if args.steps < 1:
         raise UserError("--steps must be at least 1", where="--steps")
+    check_number(args.nproc, "--nproc", minimum=1, example="2")
+    check_number(args.timeout, "--timeout", above=True, example="900")
     result = smoke(args.run_dir, steps=args.steps, nproc=args.nproc, timeout=args.timeout)
     if args.json:
         print(json.dumps(result.to_json()))

@@ -24,8 +24,10 @@ def run(args: argparse.Namespace) -> int:
     run_dir = Path(args.run_dir).expanduser().resolve()
     if not run_dir.is_dir():
         raise UserError("no such run directory", where=str(args.run_dir))
-    if args.grace < 0 or args.timeout < 0:
-        raise UserError("times must be >= 0", where="--grace/--timeout")
+    from minicpm_tui.commands._numbers import check_number
+
+    check_number(args.grace, "--grace", example="60")
+    check_number(args.timeout, "--timeout", example="15")
     say = None if args.json else (lambda text: print(f"stop: {text}", flush=True))
     result = runner.stop(run_dir, grace=args.grace, term_timeout=args.timeout, say=say)
     if args.json:

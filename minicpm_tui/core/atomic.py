@@ -19,7 +19,7 @@ def write_atomic(path: str | os.PathLike[str], data: str | bytes, *, mode: int |
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     raw = data.encode("utf-8") if isinstance(data, str) else data
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    fd, tmp_name = temp_beside(target)
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(raw)
@@ -34,11 +34,21 @@ def write_atomic(path: str | os.PathLike[str], data: str | bytes, *, mode: int |
             os.umask(umask)
             os.chmod(tmp_name, 0o666 & ~umask)
         os.replace(tmp_name, target)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp_name)
+        if isinstance(exc, OSError):  # name the file asked for, not our temp file
+            raise OSError(exc.errno, exc.strerror, str(target)) from exc
         raise
     return target
+
+
+def temp_beside(target: Path) -> tuple[int, str]:
+    """A new temp file in ``target``'s folder (for a rename onto it); an OSError names ``target``."""
+    try:
+        return tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    except OSError as exc:  # name the file asked for, not our temp file
+        raise OSError(exc.errno, exc.strerror, str(target)) from exc
 
 
 def backup(path: str | os.PathLike[str]) -> Path | None:

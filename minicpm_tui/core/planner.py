@@ -420,8 +420,8 @@ def _validate(req: PlanRequest) -> None:
             raise UserError(f"{value!r} must be a whole number >= 1", where=f"--{name.replace('_', '-')}")
     if req.cutoff_len > 1_048_576:
         raise UserError(f"{req.cutoff_len} tokens is not a plausible cutoff", where="--cutoff-len")
-    if req.epochs <= 0:
-        raise UserError("must be > 0", where="--epochs")
+    if not (isinstance(req.epochs, (int, float)) and math.isfinite(req.epochs) and req.epochs > 0):
+        raise UserError(f"{req.epochs!r} must be a finite number > 0", where="--epochs", fix="e.g. --epochs 3")
     if req.zero_stage is not None and req.zero_stage not in (0, 1, 2, 3):
         raise UserError(f"{req.zero_stage} is not a ZeRO stage", where="--zero-stage", fix="use 0, 1, 2 or 3")
     if req.offload is not None and req.offload not in ("none", "optimizer", "optimizer+param"):

@@ -111,6 +111,7 @@ def _bash_n(run_dir: Path, report: PreflightReport) -> None:
 def _check_datasets(run_dir: Path, stage: str | None, report: PreflightReport) -> None:
     try:
         from minicpm_tui.core.datasets import validate_file  # type: ignore[attr-defined]
+        from minicpm_tui.core.datasets.formats import custom_mapping
     except ImportError:
         report.notes.append("datasets core not available: data files not validated")
         return
@@ -125,6 +126,11 @@ def _check_datasets(run_dir: Path, stage: str | None, report: PreflightReport) -
         if not file_name:
             continue
         path = Path(file_name)
+        mapped = custom_mapping(entry)
+        if mapped:
+            report.notes.append(f"dataset {name!r} maps its own fields ({', '.join(mapped)}): not validated here "
+                                "(minicpm-tui checks the standard field names); LLaMA-Factory reads it at start")
+            continue
         try:
             result = validate_file(path, stage=stage)
         except UserError as exc:

@@ -156,6 +156,12 @@ def _no_control(value: Any) -> str | None:
     return None
 
 
+def _output_dir(value: str) -> str | None:
+    if not value.strip():
+        return "is empty, and LLaMA-Factory's trainer fails at start on an empty path; name a folder, e.g. output"
+    return _no_control(value)
+
+
 def _dataset_names(value: list[str]) -> str | None:
     for name in value:
         if _CONTROL.search(name):
@@ -297,7 +303,7 @@ class Recipe:
                            advanced=True)
     # output
     output_dir: str = opt("output", "Where checkpoints and logs go (relative to the run directory, or "
-                          "absolute).", "output", check=_no_control)
+                          "absolute).", "output", check=_output_dir)
     report_to: str = opt("none", "Experiment tracker.", "output", choices=("none", "tensorboard", "wandb"),
                          advanced=True)
     # how LLaMA-Factory is reached
@@ -547,6 +553,9 @@ def import_lf_yaml(path: str | os.PathLike[str], known_keys: set[str] | None = N
         data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except FileNotFoundError as exc:
         raise UserError("YAML not found", where=str(path)) from exc
+    except UnicodeDecodeError as exc:
+        raise UserError(f"not UTF-8 text (byte {exc.start})", where=str(path),
+                        fix="give the LLaMA-Factory training YAML, saved as UTF-8") from exc
     except yaml.YAMLError as exc:
         raise UserError("not valid YAML", where=str(path)) from exc
     if not isinstance(data, dict):
@@ -558,7 +567,8 @@ def import_lf_yaml(path: str | os.PathLike[str], known_keys: set[str] | None = N
     extra: dict[str, Any] = {}
     for key, value in data.items():
         key = str(key)
-        if key == "warmup_steps" and isinstance(value, float) and 0 < value < 1:
+        if key == "warmup_steps" and isinstance(value, (int, float)) and not isinstance(value, bool) \
+                and 0 <= value < 1:
             mapped.append(("warmup_steps", "warmup_ratio"))
             key = "warmup_ratio"
         elif key in STALE_KEYS:
@@ -567,13 +577,13 @@ def import_lf_yaml(path: str | os.PathLike[str], known_keys: set[str] | None = N
         if key in _LF_TO_RECIPE:
             values[_LF_TO_RECIPE[key]] = value
         elif key == "finetuning_type":
-            if data.get("quantization_bit"):
-                values["method"] = "qlora"
-            elif value in ("lora", "full"):
-                values["method"] = value
+            if value not in ("lora", "full"):
+                raise UserError(f"finetuning_type {value!r} is not supported by minicpm-tui",
+                                where=f"{path}: finetuning_type", fix="use lora or full")
+            values["method"] = "qlora" if value == "lora" and data.get("quantization_bit") else value
         elif key == "bf16" and value:
             values["precision"] = "bf16"
-        elif key == "fp16" and value and "bf16" not in data:
+        elif key == "fp16" and value and not data.get("bf16"):
             values["precision"] = "fp16"
         elif key == "deepspeed" and isinstance(value, str):
             match = re.search(r"z([023])", Path(value).name)

@@ -399,8 +399,10 @@ def train_args(recipe: Recipe, res: Resolved) -> list[tuple[str, list[tuple[str,
         train.append(("max_steps", recipe.max_steps, "overrides num_train_epochs"))
     else:
         train.append(("num_train_epochs", recipe.num_train_epochs, ""))
-    train += [("lr_scheduler_type", recipe.lr_scheduler_type, ""), ("warmup_ratio", recipe.warmup_ratio, ""),
-              ("seed", recipe.seed, "")]
+    train.append(("lr_scheduler_type", recipe.lr_scheduler_type, ""))
+    if "warmup_steps" not in recipe.extra_args:  # transformers 5 lets warmup_ratio override warmup_steps
+        train.append(("warmup_ratio", recipe.warmup_ratio, ""))
+    train.append(("seed", recipe.seed, ""))
     if res.precision == "bf16":
         train.append(("bf16", True, r.get("precision", "")))
     elif res.precision == "fp16":
@@ -413,7 +415,8 @@ def train_args(recipe: Recipe, res: Resolved) -> list[tuple[str, list[tuple[str,
               ("train", train), ("eval", evals)]
     if recipe.extra_args:
         groups.append(("extra (from the recipe's extra_args)",
-                       [(str(k), v, "") for k, v in recipe.extra_args.items()]))
+                       [(str(k), v, "replaces warmup_ratio" if k == "warmup_steps" else "")
+                        for k, v in recipe.extra_args.items()]))
     return groups
 
 

@@ -9,12 +9,12 @@ import contextlib
 import csv
 import json
 import os
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from minicpm_tui.core.atomic import temp_beside
 from minicpm_tui.core.datasets.reader import FileLevelError, RecordParseError, RecordReader
 from minicpm_tui.core.errors import UserError
 
@@ -99,7 +99,7 @@ def convert_file(src: str | os.PathLike[str], dst: str | os.PathLike[str], *, op
     changed = {"openai_to_sharegpt": 0, "kto_labels": 0, "csv_rows": 0}
     as_array = dst.suffix.lower() == ".json"
     dst.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dst.name}.", suffix=".tmp", dir=dst.parent)
+    fd, tmp = temp_beside(dst)
     n = 0
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as out:
