@@ -121,3 +121,15 @@ def test_nonsense_numbers_are_one_line_usage_errors(argv, flag, tmp_path, capsys
     assert main([a.format(d=tmp_path) for a in argv]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith(f"minicpm-tui: error: {flag}: must be a finite number") and len(err.splitlines()) == 1
+
+
+@pytest.mark.parametrize("command", ["smoke", "run", "stop", "monitor", "runs --watch"])
+def test_run_dir_that_is_missing_or_a_file_says_so(command, tmp_path, capsys, monkeypatch):
+    # `smoke nosuch` said "single_node.sh is missing"; `run FILE` said "no such run directory".
+    monkeypatch.setenv("MINICPM_TUI_HOME", str(tmp_path / "home"))
+    (tmp_path / "afile").write_text("x\n")
+    for name, expected in (("nosuch", "nosuch: no such run directory;"),
+                           ("afile", "afile: is a file, not a run directory;")):
+        assert main([*command.split(), str(tmp_path / name)]) == 2
+        err = capsys.readouterr().err.strip()
+        assert expected in err and "single_node.sh" not in err and len(err.splitlines()) == 1

@@ -33,10 +33,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _check_dir(raw: str) -> Path:
-    path = Path(raw).expanduser().resolve()
-    if not path.is_dir():
-        raise UserError("no such run directory", where=raw, fix="see `minicpm-tui runs` for the runs on this machine")
-    return path
+    from minicpm_tui.core.runner import require_run_dir
+
+    return require_run_dir(raw, fix="see `minicpm-tui runs` for the runs on this machine")
 
 
 def _gpu_sampler(run_dir: Path, enabled: bool) -> Any:

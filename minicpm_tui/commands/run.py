@@ -56,10 +56,7 @@ def _preflight(run_dir: Path) -> int:
 def run(args: argparse.Namespace) -> int:
     from minicpm_tui.core import runner
 
-    run_dir = Path(args.run_dir).expanduser().resolve()
-    if not run_dir.is_dir():
-        raise UserError("no such run directory", where=str(args.run_dir),
-                        fix="create one with `minicpm-tui generate RECIPE --out RUN_DIR`")
+    run_dir = runner.require_run_dir(args.run_dir)
     if args.check:
         return _preflight(run_dir)
     manifest = runner.launch(run_dir, resume=args.resume, env=_env(args.env))

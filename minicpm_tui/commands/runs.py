@@ -15,16 +15,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pathlib import Path
 
     from minicpm_tui.core import runner
-    from minicpm_tui.core.errors import UserError
 
     if args.watch:
-        path = Path(args.watch).expanduser().resolve()
-        if not path.is_dir():
-            raise UserError("no such run directory", where=args.watch)
-        runner.watch_run(path)
+        runner.watch_run(runner.require_run_dir(args.watch))
     runs = runner.list_runs(include_missing=args.all)
     if args.json:
         print(json.dumps([r.to_dict() for r in runs], indent=2))

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -19,11 +18,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from minicpm_tui.core import runner
-    from minicpm_tui.core.errors import UserError
 
-    run_dir = Path(args.run_dir).expanduser().resolve()
-    if not run_dir.is_dir():
-        raise UserError("no such run directory", where=str(args.run_dir))
+    run_dir = runner.require_run_dir(args.run_dir, fix="see `minicpm-tui runs` for the runs on this machine")
     from minicpm_tui.commands._numbers import check_number
 
     check_number(args.grace, "--grace", example="60")

@@ -523,6 +523,20 @@ def register_run(run_dir: str | os.PathLike[str], how: str = "launched") -> Path
 RUN_DIR_MARKERS = ("run_manifest.json", "generated.json", "train.yaml")
 
 
+NEW_RUN_FIX = "create one with `minicpm-tui generate RECIPE --out RUN_DIR`"
+
+
+def require_run_dir(raw: str | os.PathLike[str], fix: str = NEW_RUN_FIX) -> Path:
+    """``raw`` resolved, or a UserError naming it: no such run directory, or a file where one is needed."""
+    run_dir = Path(raw).expanduser().resolve()
+    if run_dir.is_dir():
+        return run_dir
+    if run_dir.exists():
+        raise UserError("is a file, not a run directory", where=str(raw),
+                        fix="pass the folder that `minicpm-tui generate` wrote (it holds train.yaml)")
+    raise UserError("no such run directory", where=str(raw), fix=fix)
+
+
 def is_run_dir(path: str | os.PathLike[str]) -> bool:
     folder = Path(path)
     return any((folder / name).is_file() for name in RUN_DIR_MARKERS)
@@ -620,10 +634,7 @@ def launch(run_dir: str | os.PathLike[str], resume: bool = False, *, env: dict[s
     Raises UserError when the run is already live, when there is nothing to resume, or when resuming
     would silently start over.
     """
-    run_dir = Path(run_dir).expanduser().resolve()
-    if not run_dir.is_dir():
-        raise UserError("no such run directory", where=str(run_dir),
-                        fix="create one with `minicpm-tui generate RECIPE --out RUN_DIR`")
+    run_dir = require_run_dir(run_dir)
     if command is None:
         if not (run_dir / LAUNCH_SCRIPT).is_file():
             raise UserError(f"{LAUNCH_SCRIPT} is missing", where=str(run_dir),

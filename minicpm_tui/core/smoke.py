@@ -107,8 +107,10 @@ def prepare_smoke(run_dir: str | os.PathLike[str], *, steps: int = 3, nproc: int
                   script: str = "single_node.sh") -> SmokeSpec:
     """Write RUN_DIR/smoke/train.yaml (and ds_config.json when needed); return how to launch it."""
     from minicpm_tui.core.lfinfo import run_dir_python
+    from minicpm_tui.core.runner import require_run_dir
     from minicpm_tui.core.tinymodel import tiny_model_dir
 
+    require_run_dir(run_dir)
     run = Path(run_dir).absolute()
     if not (run / script).is_file():
         raise UserError(f"{script} is missing", where=str(run), fix="regenerate the run directory")
