@@ -204,3 +204,14 @@ def test_cli_probe_without_gpu_is_clean(capsys, tmp_path):
     assert data["gpus"] == [] and data["format"] == "minicpm-tui-hardware/1"
     assert main(["probe", "--save", str(save)]) == 2  # never overwrite without --force
     assert "--force" in capsys.readouterr().err
+
+
+def test_hardware_that_is_a_folder_says_so(tmp_path, monkeypatch):
+    # `--hardware DIR` said "unknown hardware preset 'DIR'"; a folder named like a preset still gets the preset.
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "boxes").mkdir()
+    with pytest.raises(UserError, match="'boxes' is a folder, not a hardware preset or a saved probe") as err:
+        load_hardware("boxes")
+    assert "probe --save" in err.value.one_line()
+    (tmp_path / "1x-rtx4090").mkdir()
+    assert load_hardware("1x-rtx4090").gpus

@@ -590,6 +590,9 @@ def load_hardware(preset_or_path: str | os.PathLike[str]) -> HardwareProfile:
     key = text.lower().replace("_", "-")
     if key in presets:
         return _load_file(presets[key], f"preset:{key}")
+    if path.is_dir():
+        raise UserError(f"{text!r} is a folder, not a hardware preset or a saved probe", where="--hardware",
+                        fix="give the .json file that `minicpm-tui probe --save FILE` wrote, or a preset name")
     if path.suffix in (".json", ".yaml", ".yml") or os.sep in text:
         raise UserError(f"no such file {text!r}", where="--hardware",
                         fix="give a saved probe (`minicpm-tui probe --save FILE`) or a preset name")
