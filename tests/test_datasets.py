@@ -186,6 +186,16 @@ def test_register_refuses_invalid_data_and_bad_info(tmp_path):
         register_dataset(CORPUS / "good_alpaca.json", "x", tmp_path)
 
 
+def test_register_of_a_binary_file_has_no_empty_field_in_its_message(tmp_path, capsys):
+    # A record error without a field printed "record 0: : line 1 ..." (an empty field, a doubled colon).
+    binary = tmp_path / "bin.json"
+    binary.write_bytes(b"\x7fELF\x02\x01\x01\x00\xff\xfe\x00\x00garbage\n")
+    assert main(["register", str(binary), "--name", "x", "--dataset-dir", str(tmp_path / "d")]) == 1
+    err = capsys.readouterr().err.strip()
+    assert "first: record 0: line 1 is not valid UTF-8" in err and ": :" not in err and len(err.splitlines()) == 1
+    assert "first: record 0: line 1" in validate_file(binary).summary()
+
+
 def test_entry_names_only_present_columns():
     rep = validate_file(CORPUS / "good_alpaca.csv")
     assert dataset_info_entry(rep, "f.csv")["columns"] == {"prompt": "instruction", "query": "input",

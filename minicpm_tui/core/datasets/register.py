@@ -107,10 +107,8 @@ def register_dataset(file: str | os.PathLike[str], name: str, dataset_dir: str |
         raise UserError(f"cannot register it: {what}", where=str(file), fix=err.fix if err else "add records",
                         exit_code=1)
     if report.invalid and not allow_invalid:
-        first = report.errors[0]
-        in_file = f"{first.file}: " if first.file else ""
         raise UserError(f"cannot register it: {report.invalid:,} of {report.records:,} records are not usable, "
-                        f"first: {in_file}record {first.record}: {first.field}: {first.message}", where=str(file),
+                        f"first: {report.errors[0].brief()}", where=str(file),
                         fix="fix them (`minicpm-tui validate` lists them all)", exit_code=1)
     entry = dataset_info_entry(report, file_name=_file_name_for(file, ddir))
     path = ddir / INFO_NAME

@@ -45,6 +45,11 @@ class Issue:
         return {"record": self.record, "field": self.field, "message": self.message, "fix": self.fix,
                 "kind": self.kind, "file": self.file}
 
+    def brief(self) -> str:
+        """``[file: ][record N: ][field: ]message``: the parts that are known, no empty ones."""
+        parts = [self.file, None if self.record is None else f"record {self.record}", self.field or None]
+        return "".join(f"{p}: " for p in parts if p) + self.message
+
     def line(self, file: str) -> str:
         if self.file is not None:
             file = os.path.join(file, self.file)
@@ -101,11 +106,7 @@ class ValidationReport:
         if not self.records:
             return "holds no records"
         if self.invalid and self.errors:
-            first = self.errors[0]
-            where = (f"{first.file}: " if first.file else "") + (f"record {first.record}: " if first.record
-                                                                  is not None else "")
-            return f"{self.invalid:,} of {self.records:,} records are not usable (first: {where}" \
-                   f"{first.field + ': ' if first.field else ''}{first.message})"
+            return f"{self.invalid:,} of {self.records:,} records are not usable (first: {self.errors[0].brief()})"
         return f"{self.records:,} records, {self.valid:,} usable"
 
     @property
