@@ -133,3 +133,11 @@ def test_run_dir_that_is_missing_or_a_file_says_so(command, tmp_path, capsys, mo
         assert main([*command.split(), str(tmp_path / name)]) == 2
         err = capsys.readouterr().err.strip()
         assert expected in err and "single_node.sh" not in err and len(err.splitlines()) == 1
+
+
+def test_smoke_refuses_more_processes_than_a_cpu_smoke_run_needs(tmp_path, capsys):
+    # `smoke --nproc 10000` started 10000 CPU trainings; the bound is checked before the run directory is read.
+    assert main(["smoke", str(tmp_path), "--nproc", "10000"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("minicpm-tui: error: --nproc: the smoke run takes 1 to 8 processes, not 10000")
+    assert len(err.splitlines()) == 1

@@ -33,6 +33,9 @@ SMOKE_DIR = "smoke"
 SMOKE_YAML = "smoke/train.yaml"  # relative to the run directory (the scripts cd into it)
 SMOKE_OUTPUT = "smoke/output"
 SMOKE_LOG = "smoke/smoke.log"
+# Each smoke process is a whole CPU training (torch, the tiny model, a gloo rank); 2 already proves the
+# distributed wiring, and more only compete for the cores and RAM.
+MAX_SMOKE_NPROC = 8
 
 
 @dataclass
@@ -110,6 +113,10 @@ def prepare_smoke(run_dir: str | os.PathLike[str], *, steps: int = 3, nproc: int
     from minicpm_tui.core.runner import require_run_dir
     from minicpm_tui.core.tinymodel import tiny_model_dir
 
+    if nproc is not None and not 1 <= nproc <= MAX_SMOKE_NPROC:
+        raise UserError(f"the smoke run takes 1 to {MAX_SMOKE_NPROC} processes, not {nproc}: each one is a whole "
+                        "CPU training of the tiny model", where="--nproc",
+                        fix="2 proves the distributed set-up (the default when the plan uses DeepSpeed)")
     require_run_dir(run_dir)
     run = Path(run_dir).absolute()
     if not (run / script).is_file():
