@@ -75,6 +75,33 @@ def test_second_live_launch_is_refused(runs):
     runner.stop(run_dir, grace=0, term_timeout=5)
 
 
+def test_two_launches_at_once_start_one_training(runs):
+    # Both passed the "already running" check; the second attempt, refused by the supervisor's run lock,
+    # became the current one: the run showed "failed" (and `stop` had "nothing to stop") while it trained.
+    import threading
+
+    run_dir = runs("twice", "sleep 60\n")
+    barrier, outcomes = threading.Barrier(2), []
+
+    def go() -> None:
+        barrier.wait()
+        try:
+            outcomes.append(runner.launch(run_dir).status)
+        except UserError as exc:
+            outcomes.append(str(exc))
+
+    threads = [threading.Thread(target=go) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert sorted(outcomes, key=len)[0] == "running" and "already starting" in sorted(outcomes, key=len)[1]
+    manifest = json.loads((run_dir / "run_manifest.json").read_text())
+    assert len(manifest["attempts"]) == 1
+    assert runner.run_status(run_dir).status == "running"
+    assert runner.stop(run_dir, grace=0, term_timeout=5).status == "stopped"
+
+
 def test_missing_script_and_dir_are_user_errors(tmp_path, state_home):
     with pytest.raises(UserError, match="no such run directory"):
         runner.launch(tmp_path / "nope")

@@ -624,6 +624,15 @@ def _visible_devices(env: dict[str, str]) -> list[int] | None:
     return out
 
 
+def _refuse_if_live(run_dir: Path) -> None:
+    current = run_status(run_dir)
+    if current.status in LIVE:
+        pid = current.pid or "not yet known"
+        raise UserError(f"this run is already {current.status} (pid {pid}, {current.how})",
+                        where=str(run_dir), fix=f"watch it with `minicpm-tui monitor {run_dir}` or stop it "
+                        f"with `minicpm-tui stop {run_dir}`", exit_code=1)
+
+
 def launch(run_dir: str | os.PathLike[str], resume: bool = False, *, env: dict[str, str] | None = None,
            command: list[str] | None = None, output_dir: str | os.PathLike[str] | None = None,
            wait_started: float = 15.0, nvml: Any = None) -> RunManifest:
@@ -640,11 +649,7 @@ def launch(run_dir: str | os.PathLike[str], resume: bool = False, *, env: dict[s
             raise UserError(f"{LAUNCH_SCRIPT} is missing", where=str(run_dir),
                             fix="regenerate the run directory with `minicpm-tui generate`")
         command = ["bash", LAUNCH_SCRIPT]
-    current = run_status(run_dir)
-    if current.status in LIVE:
-        raise UserError(f"this run is already {current.status} (pid {current.pid}, {current.how})",
-                        where=str(run_dir), fix=f"watch it with `minicpm-tui monitor {run_dir}` or stop it "
-                        f"with `minicpm-tui stop {run_dir}`", exit_code=1)
+    _refuse_if_live(run_dir)
     # single_node.sh reads TRAIN_YAML (the smoke run points it at smoke/train.yaml).
     yaml_rel = (env or {}).get("TRAIN_YAML") or "train.yaml"
     cfg = _train_yaml(run_dir, yaml_rel)
@@ -693,6 +698,9 @@ def launch(run_dir: str | os.PathLike[str], resume: bool = False, *, env: dict[s
     warnings = busy_gpus(visible, nvml=nvml)
 
     with _ManifestLock(run_dir):
+        # Again under the lock: two launches at once both passed the check above, and the second attempt
+        # (refused by the supervisor's run lock) then hid the first, which kept training as "failed".
+        _refuse_if_live(run_dir)
         manifest = RunManifest.load(run_dir) or RunManifest(run_dir=run_dir)
         manifest.output_dir = out_dir
         number = len(manifest.attempts) + 1
