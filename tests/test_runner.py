@@ -102,6 +102,28 @@ def test_two_launches_at_once_start_one_training(runs):
     assert runner.stop(run_dir, grace=0, term_timeout=5).status == "stopped"
 
 
+def test_a_copy_of_a_live_run_is_not_that_run(runs, tmp_path):
+    # A run directory copied while it ran showed "running" with the original's pid, and `stop COPY`
+    # stopped the original's training.
+    import shutil
+
+    run_dir = runs("orig", "sleep 60\n")
+    runner.launch(run_dir)
+    wait_status(run_dir, ("running",), 30)
+    copy = tmp_path / "copy"
+    shutil.copytree(run_dir, copy)
+    info = runner.run_status(copy)
+    assert info.status == "unknown" and f"copied from {run_dir}" in info.note
+    assert runner.stop(copy, grace=0, term_timeout=5).actions == ["not running (unknown); nothing to stop"]
+    assert runner.run_pids(copy) == []
+    assert runner.run_status(run_dir).status == "running"
+    moved = tmp_path / "moved"
+    run_dir.rename(moved)  # a moved run directory is still that run
+    assert runner.run_status(moved).status == "running"
+    assert runner.stop(moved, grace=0, term_timeout=5).status == "stopped"
+    moved.rename(run_dir)  # for the fixture's clean-up
+
+
 def test_missing_script_and_dir_are_user_errors(tmp_path, state_home):
     with pytest.raises(UserError, match="no such run directory"):
         runner.launch(tmp_path / "nope")

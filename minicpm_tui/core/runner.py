@@ -482,6 +482,20 @@ def _start_time(start_ticks: int) -> float | None:
     return time.time() - uptime + start_ticks / _CLK_TCK
 
 
+def _works_elsewhere(procs: list[ProcInfo], run_dir: Path) -> str | None:
+    """The folder a run's processes work in when none of them works in ``run_dir`` (else None)."""
+    other = None
+    for p in procs:
+        try:
+            cwd = os.readlink(f"/proc/{p.pid}/cwd")
+        except OSError:
+            return None  # cannot tell: take them as this run's
+        if cwd == str(run_dir) or cwd.startswith(str(run_dir) + os.sep):
+            return None
+        other = other or cwd
+    return other
+
+
 def _live_status(run_dir: Path, cur: dict[str, Any]) -> tuple[str, str]:
     """A manifest says starting/running: check that it really is."""
     host = cur.get("host")
@@ -493,7 +507,13 @@ def _live_status(run_dir: Path, cur: dict[str, Any]) -> tuple[str, str]:
                                             or time.time() - (cur.get("started_at") or 0) < 10):
         return "starting", ""  # the launcher has not recorded its supervisor yet
     # The supervisor is gone without recording an end. Is the training itself still there?
-    if cur.get("pgid") and _attempt_procs(cur):
+    procs = _attempt_procs(cur) if cur.get("pgid") else []
+    if procs:
+        elsewhere = _works_elsewhere(procs, run_dir)
+        if elsewhere:
+            # A copy of a run directory made while it ran: the processes are the original's (`stop` here
+            # would stop that run). A moved run directory takes its processes' working directory along.
+            return "unknown", f"copied from {elsewhere} while it ran; its processes work there, not here"
         return "running", "its supervisor is gone; the exit code will not be recorded"
     return "died", "process vanished with no exit code recorded (host reboot, OOM killer, kill -9?)"
 
