@@ -124,6 +124,24 @@ def test_a_copy_of_a_live_run_is_not_that_run(runs, tmp_path):
     moved.rename(run_dir)  # for the fixture's clean-up
 
 
+def test_a_run_directory_moved_while_it_runs_records_its_end_and_keeps_its_logs(runs, tmp_path):
+    # The supervisor wrote the manifest at the old path: after `mv`, a run that ended with exit 0 showed
+    # "died" (no exit code recorded), and monitor read its logs and output_dir at the old place.
+    run_dir = runs("before", "echo hello; sleep 2\n")
+    runner.launch(run_dir)
+    wait_status(run_dir, ("running",), 30)
+    moved = tmp_path / "after"
+    run_dir.rename(moved)
+    try:
+        info = wait_status(moved, ("finished", "failed", "died"), 30)
+        assert (info.status, info.exit_code) == ("finished", 0)
+        manifest = runner.RunManifest.load(moved)
+        assert manifest.stdout_log == moved / "logs" / "attempt-1.stdout.log"
+        assert manifest.stdout_log.read_text() == "hello\n"
+    finally:
+        moved.rename(run_dir)
+
+
 def test_missing_script_and_dir_are_user_errors(tmp_path, state_home):
     with pytest.raises(UserError, match="no such run directory"):
         runner.launch(tmp_path / "nope")

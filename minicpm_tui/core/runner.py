@@ -105,8 +105,20 @@ class RunManifest:
         except (OSError, ValueError) as exc:
             raise UserError(f"cannot read the run manifest: {exc}", where=str(path),
                             fix="restore it from a backup or delete it (the run's history is lost)") from exc
+        attempts = list(data.get("attempts", []))
         out = data.get("output_dir")
-        return cls(run_dir=run_dir, output_dir=Path(out) if out else None, attempts=list(data.get("attempts", [])))
+        recorded = data.get("run_dir")
+        if isinstance(recorded, str) and recorded != str(run_dir):
+            # The run directory was moved or copied: paths recorded inside it now live here.
+            def here(value: Any) -> Any:
+                if isinstance(value, str) and (value == recorded or value.startswith(recorded + os.sep)):
+                    return str(run_dir) + value[len(recorded):]
+                return value
+
+            out = here(out)
+            attempts = [{**a, "stdout": here(a.get("stdout")), "stderr": here(a.get("stderr"))}
+                        if isinstance(a, dict) else a for a in attempts]
+        return cls(run_dir=run_dir, output_dir=Path(out) if out else None, attempts=attempts)
 
     def save(self) -> None:
         write_atomic(self.run_dir / MANIFEST, json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n")

@@ -103,7 +103,11 @@ def _log(run_dir: str, text: str) -> None:
 
 
 def main() -> int:
-    run_dir, attempt_no = os.path.abspath(sys.argv[1]), int(sys.argv[2])
+    attempt_no = int(sys.argv[2])
+    # Every path from here on is relative to our working directory, which follows the run directory if it
+    # is moved (renamed) while the attempt runs: the end is then still recorded in its manifest.
+    os.chdir(sys.argv[1])
+    run_dir = os.curdir
     # No terminal can reach us (new session), but be explicit: a hang-up is not a reason to stop.
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
     with open(os.path.join(run_dir, MANIFEST), encoding="utf-8") as handle:
