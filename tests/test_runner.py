@@ -317,3 +317,20 @@ def test_launch_warns_when_its_gpus_are_busy(runs):
     other = runs("freegpu", "true\n")
     assert runner.launch(other, env={"CUDA_VISIBLE_DEVICES": "0"}, nvml=Nvml(module=FakePynvml(rec))).warnings == []
     wait_status(other, ("finished",), 30)
+
+
+def test_runs_survives_garbage_lines_in_trainer_log(tmp_path, state_home, capsys):
+    # A parseable line with string steps (a hand-edited or corrupted log) made `runs` an internal error
+    # (TypeError in the progress column); torn and garbage lines are skipped like the monitor does.
+    from minicpm_tui.cli import main
+
+    run_dir = tmp_path / "garbled"
+    (run_dir / "out").mkdir(parents=True)
+    (run_dir / "train.yaml").write_text("output_dir: out\n")
+    (run_dir / "out" / "trainer_log.jsonl").write_text(
+        '{"current_steps": 1, "total_steps": 10, "loss": 2.0}\n{"current_steps": "3", "total_steps": "10"}\n'
+        'garbage\n[1, 2]\n{"current_steps": true, "total_steps": 10}\n{"current_steps": 4, "tot')
+    assert main(["runs", "--watch", str(run_dir)]) == 0
+    out = capsys.readouterr().out
+    assert "1/10 (10%)" in out and "internal error" not in out
+    assert runner.run_status(run_dir).step == 1

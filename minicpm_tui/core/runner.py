@@ -367,7 +367,8 @@ def checkpoints(output_dir: Path | None) -> list[Path]:
 
 
 def last_trainer_log(output_dir: Path | None) -> dict[str, Any] | None:
-    """The last complete line of trainer_log.jsonl, read from the file's tail only."""
+    """The last complete progress line of trainer_log.jsonl (integer current_steps and total_steps), read
+    from the file's tail only; garbage and torn lines are skipped."""
     if output_dir is None:
         return None
     path = output_dir / TRAINER_LOG
@@ -384,7 +385,7 @@ def last_trainer_log(output_dir: Path | None) -> dict[str, Any] | None:
             data = json.loads(line)
         except ValueError:
             continue
-        if isinstance(data, dict):
+        if isinstance(data, dict) and all(type(data.get(key)) is int for key in ("current_steps", "total_steps")):
             return data
     return None
 
