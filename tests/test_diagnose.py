@@ -40,6 +40,19 @@ def test_fixture_maps_to_its_fix(name, kind, words):
     assert diag.evidence  # the line that gave it away
 
 
+def test_bf16_without_any_gpu_is_not_blamed_on_the_gpu():
+    # A run on a box where torch sees no CUDA GPU was diagnosed "this GPU cannot do bf16: regenerate with
+    # --precision fp16", which fails the same way; transformers names Ampere only when it sees CUDA.
+    diag = diagnose(_fixture("bf16_no_gpu.stderr.log"), 1)
+    assert diag.kind == "no_gpu" and "no CUDA GPU" in diag.summary and "fp16" not in diag.fix
+    assert "CUDA_VISIBLE_DEVICES" in diag.fix and "bf16/gpu" in diag.evidence
+    for line in ("ValueError: Your setup doesn't support bf16/gpu. You need Ampere+ GPU with cuda>=11.0",
+                 "ValueError: Your setup doesn't support bf16/gpu. You need to assign use_cpu if you want to train "
+                 "the model on CPU. You need Ampere+ GPU with cuda>=11.0."):
+        diag = diagnose(line + "\n", 1)
+        assert diag.kind == "bf16_unsupported" and "--precision fp16" in diag.fix
+
+
 def test_oom_outranks_the_torchrun_summary_and_exit_137_without_text():
     kinds = [d.kind for d in diagnose_all(_fixture("cuda_oom.stderr.log"), 1)]
     assert kinds[0] == "cuda_oom"

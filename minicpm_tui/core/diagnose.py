@@ -194,6 +194,18 @@ def _refine_oom(match: re.Match[str], text: str, run_dir: Path | None) -> Diagno
     return Diagnosis("cuda_oom", summary, oom_suggestion(run_dir), line.strip()[:300])
 
 
+def _refine_bf16(match: re.Match[str], text: str, run_dir: Path | None) -> Diagnosis | None:
+    line = _line_of(text, match.start())
+    if "doesn't support bf16/gpu" in line and "Ampere" not in line:
+        # transformers adds "You need Ampere+ GPU" only when torch sees CUDA: here it saw no GPU at all,
+        # and fp16 would fail the same way.
+        return Diagnosis("no_gpu", "the training found no CUDA GPU (bf16 needs one)",
+                         "check `nvidia-smi`, CUDA_VISIBLE_DEVICES (empty hides every GPU) and that torch is a "
+                         "CUDA build (`minicpm-tui doctor`); on a machine without a GPU, `minicpm-tui smoke "
+                         "RUN_DIR` trains a tiny model on the CPU", line.strip()[:300])
+    return None  # the rule's own diagnosis: a GPU without bf16
+
+
 # --------------------------------------------------------------------------------------------------
 # Rules
 # --------------------------------------------------------------------------------------------------
@@ -237,7 +249,7 @@ RULES: list[_Rule] = [
           "larger disk, then `minicpm-tui run --resume`"),
     _Rule("bf16_unsupported", _rx(r"Your setup doesn't support bf16|bf16.*requires.*Ampere|"
                                   r"--bf16.*only supported on"),
-          "this GPU cannot do bf16", "regenerate with --precision fp16 (pre-Ampere GPUs)"),
+          "this GPU cannot do bf16", "regenerate with --precision fp16 (pre-Ampere GPUs)", _refine_bf16),
     _Rule("host_oom_killer", _rx(r"Signal 9 \(SIGKILL\) received by PID|exitcode\s*:\s*-9|Killed\s*$"),
           "a training process was killed with SIGKILL (the host's OOM killer, most likely)",
           "the machine ran out of CPU RAM: check `dmesg | grep -i oom`, lower preprocessing_num_workers, "
@@ -270,11 +282,11 @@ def diagnose_all(log_text: str, exit_code: int | None = None, *,
         match = rule.pattern.search(log_text)
         if match is None:
             continue
-        if rule.refine is not None:
+        if rule.refine is not None:  # a more precise diagnosis, or None for the rule's own
             diag = rule.refine(match, log_text, rd)
             if diag is not None:
                 found.append(diag)
-            continue
+                continue
         evidence = _line_of(log_text, match.start()).strip()[:300]
         summary = rule.summary
         if rule.kind == "missing_template" and match.groups():
