@@ -122,6 +122,8 @@ def test_a_copy_of_a_live_run_is_not_that_run(runs, tmp_path):
     assert runner.run_status(moved).status == "running"
     assert runner.stop(moved, grace=0, term_timeout=5).status == "stopped"
     moved.rename(run_dir)  # for the fixture's clean-up
+    info = runner.run_status(copy)  # the original ended: the copy did not die, it never ran
+    assert info.status == "unknown" and f"copied from {run_dir}" in info.note
 
 
 def test_a_run_directory_moved_while_it_runs_records_its_end_and_keeps_its_logs(runs, tmp_path):

@@ -528,6 +528,9 @@ def _live_status(run_dir: Path, cur: dict[str, Any]) -> tuple[str, str]:
             # would stop that run). A moved run directory takes its processes' working directory along.
             return "unknown", f"copied from {elsewhere} while it ran; its processes work there, not here"
         return "running", "its supervisor is gone; the exit code will not be recorded"
+    ran_in = cur.get("cwd")
+    if ran_in and ran_in != str(run_dir) and os.path.isdir(ran_in) and not os.path.samefile(ran_in, run_dir):
+        return "unknown", f"copied from {ran_in} while it ran there; that run directory has its outcome"
     return "died", "process vanished with no exit code recorded (host reboot, OOM killer, kill -9?)"
 
 
