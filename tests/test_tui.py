@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 from _tui_util import settle
@@ -326,3 +327,66 @@ def test_wizard_refuses_without_a_terminal():
 def test_steps_are_seven():
     assert [s for s, _, _ in STEPS] == ["hardware", "model", "dataset", "plan", "hparams", "review", "run"]
     json.dumps(WizardState().to_dict())
+
+
+def _fake_generate(monkeypatch):
+    """writers.generate without its preflight: a run directory with one file, at once."""
+    from minicpm_tui.core import preflight, writers
+
+    def generate(recipe, out_dir, force=False, **_):
+        out = Path(out_dir).expanduser().absolute()
+        if out.is_dir() and any(out.iterdir()) and not force:
+            raise AssertionError("the wizard rewrote a run directory without asking")
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "train.yaml").write_text(f"stage: {recipe.stage}\nlearning_rate: {recipe.learning_rate}\n")
+        return [out / "train.yaml"]
+
+    monkeypatch.setattr(writers, "generate", generate)
+    monkeypatch.setattr(preflight, "preflight", lambda run_dir, **_: preflight.PreflightReport(Path(run_dir)))
+
+
+async def test_a_choice_changed_after_writing_asks_for_a_rewrite(no_draft, tmp_path, monkeypatch):
+    """Next from Review (to the Run step, which runs the directory) only while it holds the choices shown."""
+    _fake_generate(monkeypatch)
+    state = WizardState(hardware="preset:1x-rtx4090", model="MiniCPM4-0.5B", dataset_name="demo_sft",
+                        dataset_file="demo:demo_sft", out_dir=str(tmp_path / "run"))
+    app = MiniCPMApp(use_draft=False, state=state)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(app, pilot)
+        app.goto_step(5)
+        await settle(app, pilot)
+        await pilot.press("ctrl+w")
+        await settle(app, pilot)
+        assert app.state.run_dir == str(tmp_path / "run") and app.screen.check_action("next", ()) is True
+        await pilot.press("escape")  # 5 Hyper-parameters: a new learning rate
+        await settle(app, pilot)
+        app.screen.set_value("hp-learning_rate", "3e-5")
+        await pilot.press("ctrl+n")
+        await settle(app, pilot)
+        assert screen_name(app) == "ReviewScreen"
+        assert app.screen.check_action("next", ()) is False  # the directory holds the old rate
+        assert "changed since written" in screen_text(app)
+        await pilot.press("ctrl+w")  # asks before rewriting; the safe answer has the focus
+        await pilot.pause()
+        assert screen_name(app) == "ConfirmScreen"
+        await pilot.click("#yes")
+        await settle(app, pilot)
+        assert "learning_rate: 3e-05" in (tmp_path / "run" / "train.yaml").read_text()
+        assert app.screen.check_action("next", ()) is True
+
+
+async def test_the_default_run_directory_follows_the_run_name(no_draft):
+    state = WizardState(hardware="preset:1x-rtx4090", model="MiniCPM4-0.5B", dataset_name="demo_sft",
+                        dataset_file="demo:demo_sft")
+    app = MiniCPMApp(use_draft=False, state=state)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(app, pilot)
+        app.goto_step(5)
+        await settle(app, pilot)
+        assert app.screen.out_dir().endswith("minicpm4-0.5b-sft-lora")
+        app.goto_step(1)
+        await settle(app, pilot)
+        app.state.method = "full"
+        app.goto_step(5)
+        await settle(app, pilot)
+        assert app.screen.out_dir().endswith("minicpm4-0.5b-sft-full")

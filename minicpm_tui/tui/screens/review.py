@@ -13,7 +13,7 @@ from textual.message import Message
 from textual.widgets import Input, Label, Static, Tree
 
 from minicpm_tui.tui import keys
-from minicpm_tui.tui.build import build_recipe, default_out_dir
+from minicpm_tui.tui.build import build_recipe, default_out_dir, recipe_digest
 from minicpm_tui.tui.screens.base import WizardStep
 from minicpm_tui.tui.widgets.render import one_line, render_preflight
 
@@ -49,9 +49,10 @@ shown too.
             self.error = error
 
     class Written(Message):
-        def __init__(self, run_dir: str, error: str | None) -> None:
+        def __init__(self, run_dir: str, digest: str, error: str | None) -> None:
             super().__init__()
             self.run_dir = run_dir
+            self.digest = digest
             self.error = error
 
     class Preflighted(Message):
@@ -66,7 +67,7 @@ shown too.
         self.files: dict[str, str] = {}
         self.error: str | None = None
         self.busy = True
-        self.written = bool(self.state.run_dir)
+        self.written = self.stale = False  # check_written() on mount, once the run directory's field exists
 
     def body(self) -> ComposeResult:
         with Vertical(classes="body"):
@@ -83,6 +84,9 @@ shown too.
                     yield Static("", id="file-text")
 
     def on_mount(self) -> None:
+        self.check_written()
+        if self.stale:
+            self.query_one("#write-hint", Static).update("changed since written")
         super().on_mount()
         self.query_one("#file-tree", Tree).focus()
         self._render_files()
@@ -137,11 +141,19 @@ shown too.
     def out_dir(self) -> str:
         return self.query_one("#out-dir", Input).value.strip() or default_out_dir(self.state)
 
+    def check_written(self) -> None:
+        """Is the run directory named here written, from the choices as they are now (else stale)?"""
+        state = self.state
+        here = bool(state.run_dir) and Path(state.run_dir) == Path(self.out_dir()).expanduser().absolute()
+        same = here and state.run_digest == recipe_digest(state)
+        self.written, self.stale = same, here and not same
+
     @on(Input.Changed, "#out-dir")
     def out_changed(self, event: Input.Changed) -> None:
-        self.state.out_dir = event.value.strip()
-        if self.state.run_dir and Path(self.state.run_dir) != Path(self.out_dir()).expanduser().absolute():
-            self.written = False
+        # The default is not kept: it follows the run name when the model, method or stage change.
+        value = event.value.strip()
+        self.state.out_dir = "" if value == default_out_dir(self.state) else value
+        self.check_written()
         self.changed()
 
     # -- write ------------------------------------------------------------------
@@ -171,18 +183,18 @@ shown too.
         self.busy = True
         self.query_one("#write-hint", Static).update("writing…")
         self.update_nav()
-        self._write(target, force)
+        self._write(target, force, recipe_digest(self.state))
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="write")
-    def _write(self, target: Path, force: bool) -> None:
+    def _write(self, target: Path, force: bool, digest: str) -> None:
         try:
             from minicpm_tui.core.writers import generate
 
             generate(build_recipe(self.state), target, force=force)
         except Exception as exc:
-            self.post_message(self.Written(str(target), one_line(exc)))
+            self.post_message(self.Written(str(target), digest, one_line(exc)))
             return
-        self.post_message(self.Written(str(target), None))
+        self.post_message(self.Written(str(target), digest, None))
         self._preflight(target)
 
     def on_review_screen_written(self, message: Written) -> None:
@@ -192,8 +204,9 @@ shown too.
             hint.update("not written")
             self.notify(message.error, severity="error", timeout=10)
         else:
-            self.written = True
+            self.written, self.stale = True, False
             self.state.run_dir = message.run_dir
+            self.state.run_digest = message.digest
             hint.update("written; preflight running…")
             self.notify(f"wrote {message.run_dir}")
         self.changed()
@@ -222,7 +235,8 @@ shown too.
             self.blocked_reason = "working…"
             return False
         if not self.written:
-            self.blocked_reason = "^w writes the run directory"
+            self.blocked_reason = ("changed since written: ^w rewrites it" if self.stale
+                                   else "^w writes the run directory")
             return False
         return True
 
