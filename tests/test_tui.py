@@ -127,6 +127,9 @@ async def test_hparams_show_the_focused_fields_whole_hint(no_draft):
         await pilot.pause()
         assert "cutoff_len" in app.screen.problems
         assert app.screen.problems["cutoff_len"] in str(app.screen.query_one("#hp-detail").render())
+        # Focused and refused, the value stays readable in its one row (no box drawn over it).
+        row = next(line for line in screen_text(app).splitlines() if "cutoff_len " in line)
+        assert "x" in row[:34] and "▔" not in row, row
 
 
 async def test_draft_is_offered_again(no_draft):
