@@ -419,3 +419,30 @@ async def test_a_refused_plan_override_holds_next_without_a_toast_per_key(no_dra
         await pilot.press("backspace", "backspace")  # cleared: back to the planner's choice
         await settle(app, pilot)
         assert "micro_batch" not in app.state.plan_overrides and app.screen.check_action("next", ()) is True
+
+
+async def test_cutoff_len_set_in_the_plan_or_the_hyper_parameters_is_the_one_shown(no_draft):
+    from minicpm_tui.tui.build import recipe_values
+
+    app = MiniCPMApp(use_draft=False, state=WizardState(hardware="preset:1x-rtx4090", model="MiniCPM4-0.5B",
+                                                        dataset_name="demo_sft", dataset_file="demo:demo_sft"))
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(app, pilot)
+        app.goto_step(3)
+        await settle(app, pilot)
+        app.screen.query_one("#ov-cutoff_len").focus()
+        await pilot.press("ctrl+u", *"4096")
+        await settle(app, pilot)
+        await pilot.press("ctrl+n")
+        await settle(app, pilot)
+        assert screen_name(app) == "HparamsScreen"
+        field = app.screen.query_one("#hp-cutoff_len")
+        assert field.value == "4096"  # what the plan step set, not the default
+        field.focus()
+        await pilot.press("ctrl+u", *"2048")
+        await pilot.pause()
+        assert recipe_values(app.state)["cutoff_len"] == 2048  # the value typed last wins
+        await pilot.press("escape")
+        await settle(app, pilot)
+        assert app.screen.query_one("#ov-cutoff_len").value == "2048"
+        assert recipe_values(app.state)["cutoff_len"] == 2048

@@ -63,7 +63,8 @@ beside Next, and Next waits until it is fixed (or cleared back to "auto").
             with VerticalScroll(classes="pane side", id="plan-form") as form:
                 form.border_title = "Override"
                 for name in OVERRIDES:
-                    value = self.state.plan_overrides.get(name, AUTO)
+                    # cutoff_len is a hyper-parameter too: shown as set in either step.
+                    value = self.state.plan_overrides.get(name, self.state.hparams.get(name, AUTO))
                     with Horizontal(classes="field"):
                         yield Label(name.replace("_", " "))
                         choices = option_choices(name)
@@ -111,6 +112,7 @@ beside Next, and Next waits until it is fixed (or cleared back to "auto").
                 self.update_nav()
                 return
             self.state.plan_overrides[name] = value
+        self.state.hparams.pop(name, None)  # the latest value typed wins, in either step
         self.problems.pop(name, None)
         widget.remove_class("-invalid")
         self.replan()
