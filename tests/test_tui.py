@@ -37,6 +37,19 @@ def screen_name(app) -> str:
     return type(app.screen).__name__
 
 
+def demo_state(**fields) -> WizardState:
+    """A wizard that has chosen a preset, the smallest model and the SFT demo."""
+    return WizardState(hardware="preset:1x-rtx4090", model="MiniCPM4-0.5B", dataset_name="demo_sft",
+                       dataset_file="demo:demo_sft", **fields)
+
+
+async def at_step(app, pilot, step: int) -> None:
+    """Go to a step (0-based) and wait for its workers."""
+    await settle(app, pilot)
+    app.goto_step(step)
+    await settle(app, pilot)
+
+
 def test_every_binding_has_an_id_and_description():
     ids = [b.id for group in keys.ALL.values() for b in group]
     assert all(ids) and all(b.description and b.tooltip for g in keys.ALL.values() for b in g)
@@ -354,13 +367,10 @@ def _fake_generate(monkeypatch):
 async def test_a_choice_changed_after_writing_asks_for_a_rewrite(no_draft, tmp_path, monkeypatch):
     """Next from Review (to the Run step, which runs the directory) only while it holds the choices shown."""
     _fake_generate(monkeypatch)
-    state = WizardState(hardware="preset:1x-rtx4090", model="MiniCPM4-0.5B", dataset_name="demo_sft",
-                        dataset_file="demo:demo_sft", out_dir=str(tmp_path / "run"))
+    state = demo_state(out_dir=str(tmp_path / "run"))
     app = MiniCPMApp(use_draft=False, state=state)
     async with app.run_test(size=SIZE) as pilot:
-        await settle(app, pilot)
-        app.goto_step(5)
-        await settle(app, pilot)
+        await at_step(app, pilot, 5)
         await pilot.press("ctrl+w")
         await settle(app, pilot)
         assert app.state.run_dir == str(tmp_path / "run") and app.screen.check_action("next", ()) is True
@@ -382,29 +392,20 @@ async def test_a_choice_changed_after_writing_asks_for_a_rewrite(no_draft, tmp_p
 
 
 async def test_the_default_run_directory_follows_the_run_name(no_draft):
-    state = WizardState(hardware="preset:1x-rtx4090", model="MiniCPM4-0.5B", dataset_name="demo_sft",
-                        dataset_file="demo:demo_sft")
-    app = MiniCPMApp(use_draft=False, state=state)
+    app = MiniCPMApp(use_draft=False, state=demo_state())
     async with app.run_test(size=SIZE) as pilot:
-        await settle(app, pilot)
-        app.goto_step(5)
-        await settle(app, pilot)
+        await at_step(app, pilot, 5)
         assert app.screen.out_dir().endswith("minicpm4-0.5b-sft-lora")
-        app.goto_step(1)
-        await settle(app, pilot)
+        await at_step(app, pilot, 1)
         app.state.method = "full"
-        app.goto_step(5)
-        await settle(app, pilot)
+        await at_step(app, pilot, 5)
         assert app.screen.out_dir().endswith("minicpm4-0.5b-sft-full")
 
 
 async def test_a_refused_plan_override_holds_next_without_a_toast_per_key(no_draft):
-    app = MiniCPMApp(use_draft=False, state=WizardState(hardware="preset:1x-rtx4090", model="MiniCPM4-0.5B",
-                                                        dataset_name="demo_sft", dataset_file="demo:demo_sft"))
+    app = MiniCPMApp(use_draft=False, state=demo_state())
     async with app.run_test(size=SIZE) as pilot:
-        await settle(app, pilot)
-        app.goto_step(3)
-        await settle(app, pilot)
+        await at_step(app, pilot, 3)
         app.screen.query_one("#ov-micro_batch").focus()
         await pilot.press("ctrl+u", "4")
         await settle(app, pilot)
@@ -424,12 +425,9 @@ async def test_a_refused_plan_override_holds_next_without_a_toast_per_key(no_dra
 async def test_cutoff_len_set_in_the_plan_or_the_hyper_parameters_is_the_one_shown(no_draft):
     from minicpm_tui.tui.build import recipe_values
 
-    app = MiniCPMApp(use_draft=False, state=WizardState(hardware="preset:1x-rtx4090", model="MiniCPM4-0.5B",
-                                                        dataset_name="demo_sft", dataset_file="demo:demo_sft"))
+    app = MiniCPMApp(use_draft=False, state=demo_state())
     async with app.run_test(size=SIZE) as pilot:
-        await settle(app, pilot)
-        app.goto_step(3)
-        await settle(app, pilot)
+        await at_step(app, pilot, 3)
         app.screen.query_one("#ov-cutoff_len").focus()
         await pilot.press("ctrl+u", *"4096")
         await settle(app, pilot)
