@@ -444,3 +444,16 @@ async def test_cutoff_len_set_in_the_plan_or_the_hyper_parameters_is_the_one_sho
         await settle(app, pilot)
         assert app.screen.query_one("#ov-cutoff_len").value == "2048"
         assert recipe_values(app.state)["cutoff_len"] == 2048
+
+
+async def test_hyper_parameters_start_from_the_method_and_stage(no_draft):
+    """Full fine-tuning starts at the full-SFT presets' learning rate, not LoRA's ten times higher one."""
+    app = MiniCPMApp(use_draft=False, state=demo_state(method="full"))
+    async with app.run_test(size=SIZE) as pilot:
+        await at_step(app, pilot, 4)
+        assert app.screen.query_one("#hp-learning_rate").value == "1e-05"
+        await at_step(app, pilot, 1)
+        app.state.method, app.state.stage = "lora", "dpo"
+        await at_step(app, pilot, 4)
+        assert app.screen.query_one("#hp-learning_rate").value == "5e-05"
+        assert app.screen.query_one("#hp-num_train_epochs").value == "2.0"
