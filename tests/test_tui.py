@@ -348,20 +348,28 @@ def test_steps_are_seven():
     json.dumps(WizardState().to_dict())
 
 
-def _fake_generate(monkeypatch):
-    """writers.generate without its preflight: a run directory with one file, at once."""
+def _fake_generate(monkeypatch, problems=()):
+    """writers.generate with a made-up preflight report (passed, or with these problems): at once."""
     from minicpm_tui.core import preflight, writers
 
-    def generate(recipe, out_dir, force=False, **_):
+    def generate(recipe, out_dir, force=False, reports=None, **_):
         out = Path(out_dir).expanduser().absolute()
         if out.is_dir() and any(out.iterdir()) and not force:
             raise AssertionError("the wizard rewrote a run directory without asking")
+        report = preflight.PreflightReport(out, problems=list(problems), checked=["scripts: bash -n"],
+                                           notes=["bf16 is checked on the GPU at launch"])
+        if reports is not None:
+            reports.append(report)
+        report.raise_for_problems()
         out.mkdir(parents=True, exist_ok=True)
         (out / "train.yaml").write_text(f"stage: {recipe.stage}\nlearning_rate: {recipe.learning_rate}\n")
         return [out / "train.yaml"]
 
+    def no_second_preflight(*_, **__):
+        raise AssertionError("generate() ran the preflight already")
+
     monkeypatch.setattr(writers, "generate", generate)
-    monkeypatch.setattr(preflight, "preflight", lambda run_dir, **_: preflight.PreflightReport(Path(run_dir)))
+    monkeypatch.setattr(preflight, "preflight", no_second_preflight)
 
 
 async def test_a_choice_changed_after_writing_asks_for_a_rewrite(no_draft, tmp_path, monkeypatch):
@@ -457,3 +465,24 @@ async def test_hyper_parameters_start_from_the_method_and_stage(no_draft):
         await at_step(app, pilot, 4)
         assert app.screen.query_one("#hp-learning_rate").value == "5e-05"
         assert app.screen.query_one("#hp-num_train_epochs").value == "2.0"
+
+
+async def test_review_shows_the_preflight_of_the_write(no_draft, tmp_path, monkeypatch):
+    """The report of generate()'s own preflight, problems and all; the preflight is not run twice."""
+    from minicpm_tui.core.preflight import Problem
+
+    _fake_generate(monkeypatch, [Problem("train.yaml", "unknown key", key="lora_rnk", fix="remove it")])
+    app = MiniCPMApp(use_draft=False, state=demo_state(out_dir=str(tmp_path / "run")))
+    async with app.run_test(size=(120, 40)) as pilot:
+        await at_step(app, pilot, 5)
+        await pilot.press("ctrl+w")
+        await settle(app, pilot)
+        text = screen_text(app)
+        assert "train.yaml: lora_rnk: unknown key; remove it" in text and "not written" in text
+        assert not (tmp_path / "run").exists() and app.screen.check_action("next", ()) is False
+        _fake_generate(monkeypatch)
+        await pilot.press("ctrl+w")
+        await settle(app, pilot)
+        text = screen_text(app)
+        assert "Preflight passed" in text and "ok scripts: bash -n" in text and "note: bf16" in text
+        assert "preflight passed" in text and app.screen.check_action("next", ()) is True

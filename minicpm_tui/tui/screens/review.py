@@ -49,17 +49,11 @@ shown too.
             self.error = error
 
     class Written(Message):
-        def __init__(self, run_dir: str, digest: str, error: str | None) -> None:
+        def __init__(self, run_dir: str, digest: str, report: Any, error: str | None) -> None:
             super().__init__()
             self.run_dir = run_dir
             self.digest = digest
-            self.error = error
-
-    class Preflighted(Message):
-        def __init__(self, run_dir: str, report: Any, error: str | None) -> None:
-            super().__init__()
-            self.run_dir = run_dir
-            self.report = report
+            self.report = report  # core.preflight's, when generate() got that far
             self.error = error
 
     def __init__(self) -> None:
@@ -181,54 +175,42 @@ shown too.
 
     def write(self, target: Path, force: bool) -> None:
         self.busy = True
-        self.query_one("#write-hint", Static).update("writing…")
+        self.query_one("#write-hint", Static).update("writing; preflight running…")
         self.update_nav()
         self._write(target, force, recipe_digest(self.state))
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="write")
     def _write(self, target: Path, force: bool, digest: str) -> None:
+        # generate() runs the preflight itself, on the files before they are moved into place: its
+        # report is the one shown (a second preflight would double the ~20 s this takes).
+        reports: list[Any] = []
         try:
             from minicpm_tui.core.writers import generate
 
-            generate(build_recipe(self.state), target, force=force)
+            generate(build_recipe(self.state), target, force=force, reports=reports)
         except Exception as exc:
-            self.post_message(self.Written(str(target), digest, one_line(exc)))
+            self.post_message(self.Written(str(target), digest, reports[0] if reports else None, one_line(exc)))
             return
-        self.post_message(self.Written(str(target), digest, None))
-        self._preflight(target)
+        self.post_message(self.Written(str(target), digest, reports[0] if reports else None, None))
 
     def on_review_screen_written(self, message: Written) -> None:
         self.busy = False
         hint = self.query_one("#write-hint", Static)
+        report = message.report
+        if report is not None:
+            self.query_one("#file-view").border_title = "Preflight"
+            self.query_one("#file-text", Static).update(render_preflight(report, by_hand_commands(message.run_dir)))
         if message.error:
-            hint.update("not written")
+            hint.update("not written: preflight found problems" if report is not None and not report.ok
+                        else "not written")
             self.notify(message.error, severity="error", timeout=10)
         else:
             self.written, self.stale = True, False
             self.state.run_dir = message.run_dir
             self.state.run_digest = message.digest
-            hint.update("written; preflight running…")
+            hint.update("written; preflight passed")
             self.notify(f"wrote {message.run_dir}")
         self.changed()
-
-    def _preflight(self, target: Path) -> None:
-        try:
-            from minicpm_tui.core.preflight import preflight
-
-            report = preflight(target)
-        except Exception as exc:
-            self.post_message(self.Preflighted(str(target), None, one_line(exc)))
-            return
-        self.post_message(self.Preflighted(str(target), report, None))
-
-    def on_review_screen_preflighted(self, message: Preflighted) -> None:
-        view = self.query_one("#file-view")
-        view.border_title = "Preflight"
-        self.query_one("#file-text", Static).update(render_preflight(message.report, message.error,
-                                                                     by_hand_commands(message.run_dir)))
-        ok = message.error is None and bool(getattr(message.report, "ok", True))
-        self.query_one("#write-hint", Static).update("written; preflight passed" if ok else
-                                                     "written; preflight found problems")
 
     def ready(self) -> bool:
         if self.busy:

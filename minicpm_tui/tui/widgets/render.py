@@ -186,20 +186,19 @@ def render_preview(items: Any) -> RenderableType:
     return Group(*parts)
 
 
-def render_preflight(report: Any, error: str | None, commands: str) -> RenderableType:
-    """core.preflight's report: each check with its verdict, then how to run it by hand."""
+def render_preflight(report: Any, commands: str) -> RenderableType:
+    """core.preflight's PreflightReport: the verdict, what was checked, each problem with its fix, the notes;
+    then how to run it by hand."""
     parts: list[RenderableType] = []
-    if error:
-        parts.append(Text(f"Preflight could not run: {error}", style="bold"))
+    problems = list(report.problems or [])
+    if problems:
+        parts.append(Text(f"Preflight found {len(problems)} problem{'s' * (len(problems) != 1)}; "
+                          "nothing was written", style="bold"))
+        parts += [Text(f"! {problem.one_line()}") for problem in problems]
     else:
-        ok = bool(getattr(report, "ok", True))
-        parts.append(Text("Preflight passed" if ok else "Preflight found problems", style="bold"))
-        lines = report.lines() if callable(getattr(report, "lines", None)) else None
-        if lines is None:
-            checks = getattr(report, "checks", None) or []
-            lines = [f"{'ok ' if getattr(c, 'ok', False) else 'FAIL'} {getattr(c, 'name', c)}: "
-                     f"{getattr(c, 'message', '') or getattr(c, 'detail', '')}" for c in checks]
-        parts.append(Text("\n".join(str(x) for x in lines)))
+        parts.append(Text("Preflight passed", style="bold"))
+    parts += [Text(f"ok {checked}", style="dim") for checked in report.checked or []]
+    parts += [Text(f"note: {note}", style="italic") for note in report.notes or []]
     parts.append(Text(""))
     parts.append(Text(commands))
     return Group(*parts)
