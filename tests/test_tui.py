@@ -363,7 +363,8 @@ def _fake_generate(monkeypatch, problems=()):
         report.raise_for_problems()
         out.mkdir(parents=True, exist_ok=True)
         (out / "train.yaml").write_text(f"stage: {recipe.stage}\nlearning_rate: {recipe.learning_rate}\n")
-        return [out / "train.yaml"]
+        (out / "generated.json").write_text("{}\n")
+        return [out / "train.yaml", out / "generated.json"]
 
     def no_second_preflight(*_, **__):
         raise AssertionError("generate() ran the preflight already")
@@ -486,3 +487,22 @@ async def test_review_shows_the_preflight_of_the_write(no_draft, tmp_path, monke
         text = screen_text(app)
         assert "Preflight passed" in text and "ok scripts: bash -n" in text and "note: bf16" in text
         assert "preflight passed" in text and app.screen.check_action("next", ()) is True
+
+
+async def test_writing_into_a_folder_that_is_not_a_run_directory_names_what_it_replaces(no_draft, tmp_path,
+                                                                                     monkeypatch):
+    _fake_generate(monkeypatch)
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "README.md").write_text("my project\n")
+    app = MiniCPMApp(use_draft=False, state=demo_state(out_dir=str(project)))
+    async with app.run_test(size=SIZE) as pilot:
+        await at_step(app, pilot, 5)
+        await pilot.press("ctrl+w")
+        await pilot.pause()
+        assert screen_name(app) == "ConfirmScreen"
+        assert "not a minicpm-tui run directory" in app.screen.question and "README.md" in app.screen.question
+        assert app.screen.query_one("#yes").label.plain == "Write there"
+        await pilot.press("enter")  # the focused answer is Cancel
+        await settle(app, pilot)
+        assert screen_name(app) == "ReviewScreen" and (project / "README.md").read_text() == "my project\n"

@@ -29,6 +29,19 @@ def by_hand_commands(run_dir: str) -> str:
             f"minicpm-tui smoke {d}\nminicpm-tui run {d}\nminicpm-tui monitor {d}\nbash {d}/single_node.sh\n")
 
 
+def overwrite_question(target: Path, names: list[str]) -> tuple[str, str]:
+    """What to ask before writing into a folder that is not empty, and the answer that writes."""
+    if (target / "generated.json").is_file():
+        return (f"{target} already exists. Rewrite its generated files? (output/ and logs are kept)",
+                "Rewrite")
+    # Not a run directory: a project folder, say; its README.md would be replaced without a copy.
+    replaced = sorted(name for name in names if (target / name).exists())
+    shown = ", ".join(replaced[:4]) + (f" and {len(replaced) - 4} more" if len(replaced) > 4 else "")
+    what = f"replaces your {shown}" if replaced else "puts its files among yours"
+    return (f"{target} is not a minicpm-tui run directory (no generated.json). Writing the run there {what}. "
+            "Write there anyway?", "Write there")
+
+
 class ReviewScreen(WizardStep):
     STEP = 5
     HELP_TITLE = "6 Review and write"
@@ -167,9 +180,8 @@ shown too.
                 if yes:
                     self.write(target, force=True)
 
-            self.app.push_screen(ConfirmScreen(f"{target} already exists. Rewrite its generated files? "
-                                               "(output/ and logs are kept)", yes="Rewrite", no="Cancel",
-                                               danger=True), answer)
+            question, yes = overwrite_question(target, list(self.files))
+            self.app.push_screen(ConfirmScreen(question, yes=yes, no="Cancel", danger=True), answer)
             return
         self.write(target, force=False)
 
