@@ -39,8 +39,9 @@ def screen_name(app) -> str:
 
 def demo_state(**fields) -> WizardState:
     """A wizard that has chosen a preset, the smallest model and the SFT demo."""
-    return WizardState(hardware="preset:1x-rtx4090", model="MiniCPM4-0.5B", dataset_name="demo_sft",
-                       dataset_file="demo:demo_sft", **fields)
+    chosen = {"hardware": "preset:1x-rtx4090", "model": "MiniCPM4-0.5B", "dataset_name": "demo_sft",
+              "dataset_file": "demo:demo_sft"}
+    return WizardState(**{**chosen, **fields})
 
 
 async def at_step(app, pilot, step: int) -> None:
@@ -506,3 +507,14 @@ async def test_writing_into_a_folder_that_is_not_a_run_directory_names_what_it_r
         await pilot.press("enter")  # the focused answer is Cancel
         await settle(app, pilot)
         assert screen_name(app) == "ReviewScreen" and (project / "README.md").read_text() == "my project\n"
+
+
+async def test_dataset_step_at_80x24_with_an_empty_folder(no_draft, tmp_path):
+    (tmp_path / "empty").mkdir()
+    app = MiniCPMApp(use_draft=False, state=demo_state(dataset_file=str(tmp_path / "empty"),
+                                                        dataset_name=""))
+    async with app.run_test(size=SIZE) as pilot:
+        await at_step(app, pilot, 2)
+        text = screen_text(app)
+        assert "is an empty folder" in text
+        assert "(^o browse):" in text  # the side pane's labels are not cut

@@ -93,7 +93,7 @@ is registered in the `dataset_info.json` beside it (merged, backed up) under the
                 side.border_title = "Dataset"
                 options = [Option(f"{name}  (demo)", id=f"demo:{name}") for name in self.demos]
                 yield OptionList(*options, id="ds-demos", compact=True)
-                yield Label("or a file or folder (^o browse):", classes="hint")
+                yield Label("file or folder (^o browse):", classes="hint")  # 28 columns at most
                 yield Input(placeholder="~/data/train.jsonl", id="ds-file", compact=True,
                             suggester=PathSuggester((".json", ".jsonl", ".csv", ".parquet")))
                 yield Label("register as:", classes="hint")
