@@ -518,3 +518,4 @@ async def test_dataset_step_at_80x24_with_an_empty_folder(no_draft, tmp_path):
         text = screen_text(app)
         assert "is an empty folder" in text
         assert "(^o browse):" in text  # the side pane's labels are not cut
+        assert not [line for line in text.splitlines() if line.rstrip(" │").endswith(("turns:", "chars:"))]

@@ -160,7 +160,7 @@ def render_validation(data: dict[str, Any]) -> RenderableType:
 def _stats_lines(stats: dict[str, Any]) -> list[str]:
     lines = []
     for key, value in stats.items():
-        if isinstance(value, dict):
+        if isinstance(value, dict) and value:  # an empty one (nothing measured) says nothing
             inner = ", ".join(f"{k} {v:,.0f}" if isinstance(v, int | float) else f"{k} {v}"
                               for k, v in list(value.items())[:6])
             lines.append(f"{key.replace('_', ' ')}: {inner}")
