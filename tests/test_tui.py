@@ -519,3 +519,12 @@ async def test_dataset_step_at_80x24_with_an_empty_folder(no_draft, tmp_path):
         assert "is an empty folder" in text
         assert "(^o browse):" in text  # the side pane's labels are not cut
         assert not [line for line in text.splitlines() if line.rstrip(" │").endswith(("turns:", "chars:"))]
+
+
+async def test_the_gpu_table_fits_the_hardware_pane_at_80x24(no_draft):
+    app = MiniCPMApp(use_draft=False, state=WizardState(hardware="preset:8x-a100-80gb-nvlink"))
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(app, pilot)
+        text = screen_text(app)
+        assert "0 A100-SXM4-80GB 80.0G 79.6G 8.0" in text and "7 A100-SXM4-80GB" in text
+        assert "G0 X    NV12 NV12 NV12 NV12 NV12 NV12 NV12" in text and "…" not in text  # nor the link matrix
