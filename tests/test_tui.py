@@ -528,3 +528,27 @@ async def test_the_gpu_table_fits_the_hardware_pane_at_80x24(no_draft):
         text = screen_text(app)
         assert "0 A100-SXM4-80GB 80.0G 79.6G 8.0" in text and "7 A100-SXM4-80GB" in text
         assert "G0 X    NV12 NV12 NV12 NV12 NV12 NV12 NV12" in text and "…" not in text  # nor the link matrix
+
+
+def _one_run(monkeypatch, run_dir: Path) -> None:
+    """The runs registry as holding one finished run."""
+    from types import SimpleNamespace
+
+    from minicpm_tui.core import runner
+
+    run = SimpleNamespace(status="finished", progress="3/3 (100%)", started_at=time.time() - 60, exit_code=0,
+                          run_dir=run_dir)
+    monkeypatch.setattr(runner, "list_runs", lambda *a, **k: [run])
+
+
+async def test_the_runs_list_shows_its_enter_key(no_draft, tmp_path, monkeypatch):
+    _one_run(monkeypatch, tmp_path / "run")
+    app = MiniCPMApp(use_draft=False, open_runs=True)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(app, pilot)
+        assert screen_name(app) == "RunsScreen"
+        footer = screen_text(app).splitlines()[-1]
+        assert "Monitor" in footer, footer  # not hidden behind the table's own Enter
+        await pilot.press("enter")
+        await settle(app, pilot)
+        assert screen_name(app) == "MonitorScreen" and app.screen.run_dir == (tmp_path / "run").absolute()

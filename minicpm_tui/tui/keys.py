@@ -64,7 +64,8 @@ MONITOR = [
 ]
 
 RUNS = [
-    _b("enter", "open", "Monitor", "runs.open", "Open the selected run in the monitor"),
+    # priority: else the table's own Enter (select cell) hides this one from the footer and F1 help.
+    _b("enter", "open", "Monitor", "runs.open", "Open the selected run in the monitor", priority=True),
     _b("r", "refresh", "Refresh", "runs.refresh", "Read the runs list again"),
     _b("escape", "close", "Close", "runs.close", "Back to where you were"),
 ]
