@@ -552,3 +552,6 @@ async def test_the_runs_list_shows_its_enter_key(no_draft, tmp_path, monkeypatch
         await pilot.press("enter")
         await settle(app, pilot)
         assert screen_name(app) == "MonitorScreen" and app.screen.run_dir == (tmp_path / "run").absolute()
+        await pilot.press("escape")  # as everywhere else: back (the run keeps running)
+        await pilot.pause()
+        assert screen_name(app) == "RunsScreen"

@@ -59,6 +59,8 @@ RUN = [
 
 MONITOR = [
     _b("d", "detach", "Detach", "monitor.detach", "Leave the monitor; training keeps running"),
+    _b("escape", "back", "Back", "monitor.back", "Back to the screen you opened the monitor from (as d); "
+       "training keeps running", show=False),
     _b("x", "stop", "Stop run", "monitor.stop", "Stop the run (asks first)"),
     _b("r", "refresh", "Refresh", "monitor.refresh", "Read the run's logs now"),
 ]
