@@ -555,3 +555,33 @@ async def test_the_runs_list_shows_its_enter_key(no_draft, tmp_path, monkeypatch
         await pilot.press("escape")  # as everywhere else: back (the run keeps running)
         await pilot.pause()
         assert screen_name(app) == "RunsScreen"
+
+
+async def test_the_model_step_does_not_wait_for_the_template_lookup(no_draft, monkeypatch):
+    """The first lookup of LLaMA-Factory's templates takes seconds (a subprocess); Next needs only the model."""
+    import threading
+
+    from minicpm_tui.core import lfinfo
+
+    release = threading.Event()
+    real = lfinfo.lf_info
+
+    def slow_lf_info(*args, **kwargs):
+        release.wait(30)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(lfinfo, "lf_info", slow_lf_info)
+    app = MiniCPMApp(use_draft=False, state=WizardState(hardware="preset:1x-t4-16gb", model="MiniCPM4-0.5B"))
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(app, pilot)
+        app.goto_step(1)
+        for _ in range(100):
+            await pilot.pause(0.05)
+            if app.screen.arch is not None:
+                break
+        try:
+            assert app.screen.arch is not None and app.screen.check_action("next", ()) is True
+        finally:
+            release.set()
+        await settle(app, pilot)
+        assert "template" in screen_text(app) and app.screen.check_action("next", ()) is True
