@@ -585,3 +585,25 @@ async def test_the_model_step_does_not_wait_for_the_template_lookup(no_draft, mo
             release.set()
         await settle(app, pilot)
         assert "template" in screen_text(app) and app.screen.check_action("next", ()) is True
+
+
+async def test_the_register_name_follows_the_file_until_one_is_typed(no_draft, tmp_path):
+    # Files that do not exist: validated at once, and no preview (a tokenizer subprocess) starts.
+    app = MiniCPMApp(use_draft=False, state=demo_state(dataset_file=str(tmp_path / "none.json"), dataset_name=""))
+    async with app.run_test(size=SIZE) as pilot:
+        await at_step(app, pilot, 2)
+        box, name = app.screen.query_one("#ds-file"), app.screen.query_one("#ds-name")
+
+        async def give(path) -> None:
+            box.focus()
+            box.value = str(path)
+            await pilot.press("enter")
+            await settle(app, pilot)
+
+        await give(tmp_path / "first-try.jsonl")
+        assert name.value == "first_try"
+        await give(tmp_path / "train.jsonl")  # the wrong file was typed first: its name goes with it
+        assert name.value == "train"
+        name.value = "my_set"
+        await give(tmp_path / "other.jsonl")
+        assert name.value == "my_set"
