@@ -607,3 +607,21 @@ async def test_the_register_name_follows_the_file_until_one_is_typed(no_draft, t
         name.value = "my_set"
         await give(tmp_path / "other.jsonl")
         assert name.value == "my_set"
+
+
+async def test_a_draft_that_cannot_be_saved_is_said_once(no_draft, monkeypatch):
+    from minicpm_tui.tui import app as app_module
+
+    def cannot(state):
+        raise NotADirectoryError(20, "Not a directory", "home/config")
+
+    monkeypatch.setattr(app_module, "save_draft", cannot)
+    app = MiniCPMApp(state=WizardState(hardware="preset:1x-t4-16gb"))
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(app, pilot)
+        for _ in range(4):  # each choice saves the draft
+            await pilot.press("down")
+            await settle(app, pilot)
+        assert [n.message for n in app._notifications if "draft" in n.message] == \
+            ["could not save the draft: [Errno 20] Not a directory: 'home/config' "
+             "(tried again at each change; said once)"]

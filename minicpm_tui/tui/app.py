@@ -50,6 +50,7 @@ class MiniCPMApp(App[int]):
         self.use_draft = use_draft
         self.state = state or WizardState()
         self.exit_code = 0
+        self.draft_warned = False
 
     # -- start ---------------------------------------------------------------
     def get_default_screen(self) -> Screen:
@@ -111,7 +112,11 @@ class MiniCPMApp(App[int]):
             try:
                 save_draft(self.state)
             except OSError as exc:  # a read-only home must not break the wizard
-                self.notify(f"could not save the draft: {exc}", severity="warning")
+                # Said once: the draft is saved on every change, and a toast per key would bury the screen.
+                if not self.draft_warned:
+                    self.draft_warned = True
+                    self.notify(f"could not save the draft: {exc} (tried again at each change; said once)",
+                                severity="warning", timeout=8)
 
     # -- app-wide actions ------------------------------------------------------
     def action_help(self) -> None:
