@@ -625,3 +625,17 @@ async def test_a_draft_that_cannot_be_saved_is_said_once(no_draft, monkeypatch):
         assert [n.message for n in app._notifications if "draft" in n.message] == \
             ["could not save the draft: [Errno 20] Not a directory: 'home/config' "
              "(tried again at each change; said once)"]
+
+
+async def test_tab_then_enter_on_the_method_keeps_the_choice(no_draft):
+    app = MiniCPMApp(use_draft=False, state=WizardState(hardware="preset:1x-t4-16gb", model="MiniCPM4-0.5B",
+                                                        method="full", stage="dpo"))
+    async with app.run_test(size=SIZE) as pilot:
+        await at_step(app, pilot, 1)
+        app.screen.query_one("#method").focus()
+        await pilot.press("enter")
+        assert (app.state.method, app.state.stage) == ("full", "dpo")
+        await pilot.press("up", "enter")  # the one above the choice
+        assert app.state.method == "lora"
+        await pilot.press("tab", "down", "enter")  # stage: the one below dpo
+        assert app.state.stage == "kto"

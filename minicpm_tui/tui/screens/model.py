@@ -13,7 +13,7 @@ from textual.widgets.option_list import Option
 
 from minicpm_tui.tui.screens.base import WizardStep
 from minicpm_tui.tui.widgets.pathinput import PathSuggester
-from minicpm_tui.tui.widgets.radio import MarkedRadioButton
+from minicpm_tui.tui.widgets.radio import ChoiceSet, MarkedRadioButton
 from minicpm_tui.tui.widgets.render import one_line, option_choices, option_help, render_model
 
 
@@ -59,10 +59,10 @@ LLaMA-Factory will use and whether it ships remote code. Then the **method** (Lo
                 main.border_title = "Details"
                 yield Static("", id="model-details")
                 with Horizontal(id="model-choices"):
-                    with RadioSet(id="method", compact=True):
+                    with ChoiceSet(id="method", compact=True):
                         for m in option_choices("method"):
                             yield MarkedRadioButton(m, value=self.state.method == m, name=m)
-                    with RadioSet(id="stage", compact=True):
+                    with ChoiceSet(id="stage", compact=True):
                         for s in option_choices("stage"):
                             yield MarkedRadioButton(s, value=self.state.stage == s, name=s)
                 yield Static("", id="choice-help", classes="hint")
