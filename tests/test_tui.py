@@ -639,3 +639,16 @@ async def test_tab_then_enter_on_the_method_keeps_the_choice(no_draft):
         assert app.state.method == "lora"
         await pilot.press("tab", "down", "enter")  # stage: the one below dpo
         assert app.state.stage == "kto"
+
+
+async def test_the_draft_offered_is_kept_until_it_is_answered(no_draft):
+    """Quitting (or losing the SSH session) with the offer open keeps the draft for the next start."""
+    save_draft(WizardState(step=5, hardware="preset:1x-t4-16gb", model="MiniCPM-2B"))
+    app = MiniCPMApp()
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(app, pilot)  # the first probe has loaded behind the question
+        assert screen_name(app) == "ConfirmScreen"
+        assert load_draft()[0].step == 5
+        await pilot.press("ctrl+q")
+    saved, _ = load_draft()
+    assert (saved.step, saved.model) == (5, "MiniCPM-2B")
