@@ -146,13 +146,14 @@ async def test_hparams_show_the_focused_fields_whole_hint(no_draft):
         assert "x" in row[:34] and "▔" not in row, row
 
 
-async def test_draft_is_offered_again(no_draft):
+@pytest.mark.parametrize("answer", ["continue", "escape"])  # Esc, closing the question, must not delete it
+async def test_draft_is_offered_again(no_draft, answer):
     save_draft(WizardState(step=1, hardware="preset:1x-t4-16gb", model="MiniCPM-2B"))
     app = MiniCPMApp()
     async with app.run_test(size=SIZE) as pilot:
         await settle(app, pilot)
         assert screen_name(app) == "ConfirmScreen"
-        await pilot.click("#yes")
+        await (pilot.click("#yes") if answer == "continue" else pilot.press("escape"))
         await settle(app, pilot)
         assert screen_name(app) == "ModelScreen"
         assert app.state.model == "MiniCPM-2B"

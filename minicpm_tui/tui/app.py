@@ -96,7 +96,8 @@ class MiniCPMApp(App[int]):
                     clear_draft()
                     self.save_draft()
 
-            self.push_screen(ConfirmScreen(question, yes="Continue draft", no="Start fresh"), resume)
+            # Esc (closing the question) must not delete the draft: it continues it.
+            self.push_screen(ConfirmScreen(question, yes="Continue draft", no="Start fresh", escape=True), resume)
 
     # -- wizard navigation ------------------------------------------------------
     def goto_step(self, index: int) -> None:
