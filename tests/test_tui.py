@@ -431,6 +431,10 @@ async def test_a_refused_plan_override_holds_next_without_a_toast_per_key(no_dra
         await pilot.press("backspace", "backspace")  # cleared: back to the planner's choice
         await settle(app, pilot)
         assert "micro_batch" not in app.state.plan_overrides and app.screen.check_action("next", ()) is True
+        # A plan that cannot be written shows no memory bars (the last good plan's would mislead).
+        app.screen.query_one("#ov-gpus").value = "8"  # the preset has one GPU
+        await settle(app, pilot)
+        assert "Cannot plan this" in screen_text(app) and "peak " not in screen_text(app)
 
 
 async def test_cutoff_len_set_in_the_plan_or_the_hyper_parameters_is_the_one_shown(no_draft):

@@ -160,6 +160,9 @@ beside Next, and Next waits until it is fixed (or cleared back to "auto").
         summary = self.query_one("#plan-summary", Static)
         if message.error:
             summary.update(Text(f"Cannot plan this: {message.error}", style="bold"))
+            # The bars and alternatives of the last plan that worked would read as this one's.
+            self.query_one("#plan-bars", MemoryBar).update("")
+            self.query_one("#plan-alts", Static).update("")
             self.changed()
             return
         res = self.resolved = message.resolved
