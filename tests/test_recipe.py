@@ -13,6 +13,7 @@ from minicpm_tui.core.recipe import (
     Recipe,
     add_recipe_arguments,
     apply_overrides,
+    defaults_for,
     import_lf_yaml,
     list_presets,
     load_recipe,
@@ -87,6 +88,16 @@ def test_presets_cover_each_model_and_kind():
     recipe = load_recipe("minicpm3-4b-dpo-lora")
     assert recipe.stage == "dpo" and recipe.datasets == ["demo_dpo"]
 
+
+def test_new_recipe_defaults_follow_the_nearest_preset():
+    """What the wizard starts a method and stage from: not one learning rate for every kind of run."""
+    assert defaults_for("lora", "sft", "MiniCPM4-8B")["learning_rate"] == 1e-4
+    assert defaults_for("full", "sft", "MiniCPM4-8B")["learning_rate"] == 1e-5
+    assert defaults_for("lora", "dpo", "MiniCPM4-8B")["num_train_epochs"] == 2.0
+    assert defaults_for("qlora", "kto", "MiniCPM-1B")["learning_rate"] == 5e-5  # as LoRA KTO
+    assert defaults_for("full", "dpo", "MiniCPM4-8B")["learning_rate"] == 1e-5  # no preset: as full SFT
+    assert defaults_for("full", "sft", "/ckpt/mine")["cutoff_len"] in (1024, 2048)  # another model's preset
+    assert not {"name", "model", "stage", "method", "datasets"} & set(defaults_for("lora", "sft"))
 
 def test_import_old_openbmb_yaml(tmp_path):
     old = tmp_path / "old.yaml"

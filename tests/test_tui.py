@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 from _tui_util import settle
@@ -34,6 +35,20 @@ def screen_text(app) -> str:
 
 def screen_name(app) -> str:
     return type(app.screen).__name__
+
+
+def demo_state(**fields) -> WizardState:
+    """A wizard that has chosen a preset, the smallest model and the SFT demo."""
+    chosen = {"hardware": "preset:1x-rtx4090", "model": "MiniCPM4-0.5B", "dataset_name": "demo_sft",
+              "dataset_file": "demo:demo_sft"}
+    return WizardState(**{**chosen, **fields})
+
+
+async def at_step(app, pilot, step: int) -> None:
+    """Go to a step (0-based) and wait for its workers."""
+    await settle(app, pilot)
+    app.goto_step(step)
+    await settle(app, pilot)
 
 
 def test_every_binding_has_an_id_and_description():
@@ -126,15 +141,19 @@ async def test_hparams_show_the_focused_fields_whole_hint(no_draft):
         await pilot.pause()
         assert "cutoff_len" in app.screen.problems
         assert app.screen.problems["cutoff_len"] in str(app.screen.query_one("#hp-detail").render())
+        # Focused and refused, the value stays readable in its one row (no box drawn over it).
+        row = next(line for line in screen_text(app).splitlines() if "cutoff_len " in line)
+        assert "x" in row[:34] and "▔" not in row, row
 
 
-async def test_draft_is_offered_again(no_draft):
+@pytest.mark.parametrize("answer", ["continue", "escape"])  # Esc, closing the question, must not delete it
+async def test_draft_is_offered_again(no_draft, answer):
     save_draft(WizardState(step=1, hardware="preset:1x-t4-16gb", model="MiniCPM-2B"))
     app = MiniCPMApp()
     async with app.run_test(size=SIZE) as pilot:
         await settle(app, pilot)
         assert screen_name(app) == "ConfirmScreen"
-        await pilot.click("#yes")
+        await (pilot.click("#yes") if answer == "continue" else pilot.press("escape"))
         await settle(app, pilot)
         assert screen_name(app) == "ModelScreen"
         assert app.state.model == "MiniCPM-2B"
@@ -205,6 +224,9 @@ async def test_wizard_walk_to_a_written_run_directory(no_draft, tmp_path):
         # An override that cannot be coerced never reaches the recipe.
         app.screen.override("ov-micro_batch", "zero")
         assert "micro_batch" not in app.state.plan_overrides
+        assert app.screen.check_action("next", ()) is False  # until it is fixed
+        app.screen.override("ov-micro_batch", "auto")
+        await settle(app, pilot)
         await pilot.press("ctrl+n")
         await settle(app, pilot)
         # 5 Hyper-parameters: a bad value blocks Next with the registry's reason.
@@ -326,3 +348,312 @@ def test_wizard_refuses_without_a_terminal():
 def test_steps_are_seven():
     assert [s for s, _, _ in STEPS] == ["hardware", "model", "dataset", "plan", "hparams", "review", "run"]
     json.dumps(WizardState().to_dict())
+
+
+def _fake_generate(monkeypatch, problems=()):
+    """writers.generate with a made-up preflight report (passed, or with these problems): at once."""
+    from minicpm_tui.core import preflight, writers
+
+    def generate(recipe, out_dir, force=False, reports=None, **_):
+        out = Path(out_dir).expanduser().absolute()
+        if out.is_dir() and any(out.iterdir()) and not force:
+            raise AssertionError("the wizard rewrote a run directory without asking")
+        report = preflight.PreflightReport(out, problems=list(problems), checked=["scripts: bash -n"],
+                                           notes=["bf16 is checked on the GPU at launch"])
+        if reports is not None:
+            reports.append(report)
+        report.raise_for_problems()
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "train.yaml").write_text(f"stage: {recipe.stage}\nlearning_rate: {recipe.learning_rate}\n")
+        (out / "generated.json").write_text("{}\n")
+        return [out / "train.yaml", out / "generated.json"]
+
+    def no_second_preflight(*_, **__):
+        raise AssertionError("generate() ran the preflight already")
+
+    monkeypatch.setattr(writers, "generate", generate)
+    monkeypatch.setattr(preflight, "preflight", no_second_preflight)
+
+
+async def test_a_choice_changed_after_writing_asks_for_a_rewrite(no_draft, tmp_path, monkeypatch):
+    """Next from Review (to the Run step, which runs the directory) only while it holds the choices shown."""
+    _fake_generate(monkeypatch)
+    state = demo_state(out_dir=str(tmp_path / "run"))
+    app = MiniCPMApp(use_draft=False, state=state)
+    async with app.run_test(size=SIZE) as pilot:
+        await at_step(app, pilot, 5)
+        await pilot.press("ctrl+w")
+        await settle(app, pilot)
+        assert app.state.run_dir == str(tmp_path / "run") and app.screen.check_action("next", ()) is True
+        await pilot.press("escape")  # 5 Hyper-parameters: a new learning rate
+        await settle(app, pilot)
+        app.screen.set_value("hp-learning_rate", "3e-5")
+        await pilot.press("ctrl+n")
+        await settle(app, pilot)
+        assert screen_name(app) == "ReviewScreen"
+        assert app.screen.check_action("next", ()) is False  # the directory holds the old rate
+        assert "changed since written" in screen_text(app)
+        await pilot.press("ctrl+w")  # asks before rewriting; the safe answer has the focus
+        await pilot.pause()
+        assert screen_name(app) == "ConfirmScreen"
+        await pilot.click("#yes")
+        await settle(app, pilot)
+        assert "learning_rate: 3e-05" in (tmp_path / "run" / "train.yaml").read_text()
+        assert app.screen.check_action("next", ()) is True
+
+
+async def test_the_default_run_directory_follows_the_run_name(no_draft):
+    app = MiniCPMApp(use_draft=False, state=demo_state())
+    async with app.run_test(size=SIZE) as pilot:
+        await at_step(app, pilot, 5)
+        assert app.screen.out_dir().endswith("minicpm4-0.5b-sft-lora")
+        await at_step(app, pilot, 1)
+        app.state.method = "full"
+        await at_step(app, pilot, 5)
+        assert app.screen.out_dir().endswith("minicpm4-0.5b-sft-full")
+
+
+async def test_a_refused_plan_override_holds_next_without_a_toast_per_key(no_draft):
+    app = MiniCPMApp(use_draft=False, state=demo_state())
+    async with app.run_test(size=SIZE) as pilot:
+        await at_step(app, pilot, 3)
+        app.screen.query_one("#ov-micro_batch").focus()
+        await pilot.press("ctrl+u", "4")
+        await settle(app, pilot)
+        assert app.state.plan_overrides["micro_batch"] == 4 and app.state.plan["micro_batch"] == 4
+        await pilot.press("x")  # "4x": refused; the plan must not go on with the 4 typed before
+        await settle(app, pilot)
+        assert app.screen.check_action("next", ()) is False
+        assert "micro_batch must be" in screen_text(app) and not list(app._notifications)
+        await pilot.press("ctrl+n")
+        await settle(app, pilot)
+        assert screen_name(app) == "PlanScreen"
+        await pilot.press("backspace", "backspace")  # cleared: back to the planner's choice
+        await settle(app, pilot)
+        assert "micro_batch" not in app.state.plan_overrides and app.screen.check_action("next", ()) is True
+        # A plan that cannot be written shows no memory bars (the last good plan's would mislead).
+        app.screen.query_one("#ov-gpus").value = "8"  # the preset has one GPU
+        await settle(app, pilot)
+        assert "Cannot plan this" in screen_text(app) and "peak " not in screen_text(app)
+
+
+async def test_cutoff_len_set_in_the_plan_or_the_hyper_parameters_is_the_one_shown(no_draft):
+    from minicpm_tui.tui.build import recipe_values
+
+    app = MiniCPMApp(use_draft=False, state=demo_state())
+    async with app.run_test(size=SIZE) as pilot:
+        await at_step(app, pilot, 3)
+        app.screen.query_one("#ov-cutoff_len").focus()
+        await pilot.press("ctrl+u", *"4096")
+        await settle(app, pilot)
+        await pilot.press("ctrl+n")
+        await settle(app, pilot)
+        assert screen_name(app) == "HparamsScreen"
+        field = app.screen.query_one("#hp-cutoff_len")
+        assert field.value == "4096"  # what the plan step set, not the default
+        field.focus()
+        await pilot.press("ctrl+u", *"2048")
+        await pilot.pause()
+        assert recipe_values(app.state)["cutoff_len"] == 2048  # the value typed last wins
+        await pilot.press("escape")
+        await settle(app, pilot)
+        assert app.screen.query_one("#ov-cutoff_len").value == "2048"
+        assert recipe_values(app.state)["cutoff_len"] == 2048
+
+
+async def test_hyper_parameters_start_from_the_method_and_stage(no_draft):
+    """Full fine-tuning starts at the full-SFT presets' learning rate, not LoRA's ten times higher one."""
+    app = MiniCPMApp(use_draft=False, state=demo_state(method="full"))
+    async with app.run_test(size=SIZE) as pilot:
+        await at_step(app, pilot, 4)
+        assert app.screen.query_one("#hp-learning_rate").value == "1e-05"
+        await at_step(app, pilot, 1)
+        app.state.method, app.state.stage = "lora", "dpo"
+        await at_step(app, pilot, 4)
+        assert app.screen.query_one("#hp-learning_rate").value == "5e-05"
+        assert app.screen.query_one("#hp-num_train_epochs").value == "2.0"
+
+
+async def test_review_shows_the_preflight_of_the_write(no_draft, tmp_path, monkeypatch):
+    """The report of generate()'s own preflight, problems and all; the preflight is not run twice."""
+    from minicpm_tui.core.preflight import Problem
+
+    _fake_generate(monkeypatch, [Problem("train.yaml", "unknown key", key="lora_rnk", fix="remove it")])
+    app = MiniCPMApp(use_draft=False, state=demo_state(out_dir=str(tmp_path / "run")))
+    async with app.run_test(size=(120, 40)) as pilot:
+        await at_step(app, pilot, 5)
+        await pilot.press("ctrl+w")
+        await settle(app, pilot)
+        text = screen_text(app)
+        assert "train.yaml: lora_rnk: unknown key; remove it" in text and "not written" in text
+        assert not (tmp_path / "run").exists() and app.screen.check_action("next", ()) is False
+        _fake_generate(monkeypatch)
+        await pilot.press("ctrl+w")
+        await settle(app, pilot)
+        text = screen_text(app)
+        assert "Preflight passed" in text and "ok scripts: bash -n" in text and "note: bf16" in text
+        assert "preflight passed" in text and app.screen.check_action("next", ()) is True
+
+
+async def test_writing_into_a_folder_that_is_not_a_run_directory_names_what_it_replaces(no_draft, tmp_path,
+                                                                                     monkeypatch):
+    _fake_generate(monkeypatch)
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "README.md").write_text("my project\n")
+    app = MiniCPMApp(use_draft=False, state=demo_state(out_dir=str(project)))
+    async with app.run_test(size=SIZE) as pilot:
+        await at_step(app, pilot, 5)
+        await pilot.press("ctrl+w")
+        await pilot.pause()
+        assert screen_name(app) == "ConfirmScreen"
+        assert "not a minicpm-tui run directory" in app.screen.question and "README.md" in app.screen.question
+        assert app.screen.query_one("#yes").label.plain == "Write there"
+        await pilot.press("enter")  # the focused answer is Cancel
+        await settle(app, pilot)
+        assert screen_name(app) == "ReviewScreen" and (project / "README.md").read_text() == "my project\n"
+
+
+async def test_dataset_step_at_80x24_with_an_empty_folder(no_draft, tmp_path):
+    (tmp_path / "empty").mkdir()
+    app = MiniCPMApp(use_draft=False, state=demo_state(dataset_file=str(tmp_path / "empty"),
+                                                        dataset_name=""))
+    async with app.run_test(size=SIZE) as pilot:
+        await at_step(app, pilot, 2)
+        text = screen_text(app)
+        assert "is an empty folder" in text
+        assert "(^o browse):" in text  # the side pane's labels are not cut
+        assert not [line for line in text.splitlines() if line.rstrip(" │").endswith(("turns:", "chars:"))]
+
+
+async def test_the_gpu_table_fits_the_hardware_pane_at_80x24(no_draft):
+    app = MiniCPMApp(use_draft=False, state=WizardState(hardware="preset:8x-a100-80gb-nvlink"))
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(app, pilot)
+        text = screen_text(app)
+        assert "0 A100-SXM4-80GB 80.0G 79.6G 8.0" in text and "7 A100-SXM4-80GB" in text
+        assert "G0 X    NV12 NV12 NV12 NV12 NV12 NV12 NV12" in text and "…" not in text  # nor the link matrix
+
+
+def _one_run(monkeypatch, run_dir: Path) -> None:
+    """The runs registry as holding one finished run."""
+    from types import SimpleNamespace
+
+    from minicpm_tui.core import runner
+
+    run = SimpleNamespace(status="finished", progress="3/3 (100%)", started_at=time.time() - 60, exit_code=0,
+                          run_dir=run_dir)
+    monkeypatch.setattr(runner, "list_runs", lambda *a, **k: [run])
+
+
+async def test_the_runs_list_shows_its_enter_key(no_draft, tmp_path, monkeypatch):
+    _one_run(monkeypatch, tmp_path / "run")
+    app = MiniCPMApp(use_draft=False, open_runs=True)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(app, pilot)
+        assert screen_name(app) == "RunsScreen"
+        footer = screen_text(app).splitlines()[-1]
+        assert "Monitor" in footer, footer  # not hidden behind the table's own Enter
+        await pilot.press("enter")
+        await settle(app, pilot)
+        assert screen_name(app) == "MonitorScreen" and app.screen.run_dir == (tmp_path / "run").absolute()
+        await pilot.press("escape")  # as everywhere else: back (the run keeps running)
+        await pilot.pause()
+        assert screen_name(app) == "RunsScreen"
+
+
+async def test_the_model_step_does_not_wait_for_the_template_lookup(no_draft, monkeypatch):
+    """The first lookup of LLaMA-Factory's templates takes seconds (a subprocess); Next needs only the model."""
+    import threading
+
+    from minicpm_tui.core import lfinfo
+
+    release = threading.Event()
+    real = lfinfo.lf_info
+
+    def slow_lf_info(*args, **kwargs):
+        release.wait(30)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(lfinfo, "lf_info", slow_lf_info)
+    app = MiniCPMApp(use_draft=False, state=WizardState(hardware="preset:1x-t4-16gb", model="MiniCPM4-0.5B"))
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(app, pilot)
+        app.goto_step(1)
+        for _ in range(100):
+            await pilot.pause(0.05)
+            if app.screen.arch is not None:
+                break
+        try:
+            assert app.screen.arch is not None and app.screen.check_action("next", ()) is True
+        finally:
+            release.set()
+        await settle(app, pilot)
+        assert "template" in screen_text(app) and app.screen.check_action("next", ()) is True
+
+
+async def test_the_register_name_follows_the_file_until_one_is_typed(no_draft, tmp_path):
+    # Files that do not exist: validated at once, and no preview (a tokenizer subprocess) starts.
+    app = MiniCPMApp(use_draft=False, state=demo_state(dataset_file=str(tmp_path / "none.json"), dataset_name=""))
+    async with app.run_test(size=SIZE) as pilot:
+        await at_step(app, pilot, 2)
+        box, name = app.screen.query_one("#ds-file"), app.screen.query_one("#ds-name")
+
+        async def give(path) -> None:
+            box.focus()
+            box.value = str(path)
+            await pilot.press("enter")
+            await settle(app, pilot)
+
+        await give(tmp_path / "first-try.jsonl")
+        assert name.value == "first_try"
+        await give(tmp_path / "train.jsonl")  # the wrong file was typed first: its name goes with it
+        assert name.value == "train"
+        name.value = "my_set"
+        await give(tmp_path / "other.jsonl")
+        assert name.value == "my_set"
+
+
+async def test_a_draft_that_cannot_be_saved_is_said_once(no_draft, monkeypatch):
+    from minicpm_tui.tui import app as app_module
+
+    def cannot(state):
+        raise NotADirectoryError(20, "Not a directory", "home/config")
+
+    monkeypatch.setattr(app_module, "save_draft", cannot)
+    app = MiniCPMApp(state=WizardState(hardware="preset:1x-t4-16gb"))
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(app, pilot)
+        for _ in range(4):  # each choice saves the draft
+            await pilot.press("down")
+            await settle(app, pilot)
+        assert [n.message for n in app._notifications if "draft" in n.message] == \
+            ["could not save the draft: [Errno 20] Not a directory: 'home/config' "
+             "(tried again at each change; said once)"]
+
+
+async def test_tab_then_enter_on_the_method_keeps_the_choice(no_draft):
+    app = MiniCPMApp(use_draft=False, state=WizardState(hardware="preset:1x-t4-16gb", model="MiniCPM4-0.5B",
+                                                        method="full", stage="dpo"))
+    async with app.run_test(size=SIZE) as pilot:
+        await at_step(app, pilot, 1)
+        app.screen.query_one("#method").focus()
+        await pilot.press("enter")
+        assert (app.state.method, app.state.stage) == ("full", "dpo")
+        await pilot.press("up", "enter")  # the one above the choice
+        assert app.state.method == "lora"
+        await pilot.press("tab", "down", "enter")  # stage: the one below dpo
+        assert app.state.stage == "kto"
+
+
+async def test_the_draft_offered_is_kept_until_it_is_answered(no_draft):
+    """Quitting (or losing the SSH session) with the offer open keeps the draft for the next start."""
+    save_draft(WizardState(step=5, hardware="preset:1x-t4-16gb", model="MiniCPM-2B"))
+    app = MiniCPMApp()
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(app, pilot)  # the first probe has loaded behind the question
+        assert screen_name(app) == "ConfirmScreen"
+        assert load_draft()[0].step == 5
+        await pilot.press("ctrl+q")
+    saved, _ = load_draft()
+    assert (saved.step, saved.model) == (5, "MiniCPM-2B")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import math
 import os
 import re
@@ -511,6 +512,34 @@ def load_recipe(name_or_path: str | os.PathLike[str]) -> Recipe:
                     fix=f"did you mean preset {close!r}?" if close else
                     f"presets: {', '.join(list_presets()) or 'none shipped'}")
 
+
+# Fields a preset names for its own run; a new recipe gets them from the person's choices.
+_PRESET_OWN = ("name", "model", "stage", "method", "datasets", "dataset_dir", "hardware")
+
+
+def defaults_for(method: str, stage: str, model: str = "") -> dict[str, Any]:
+    """Starting values for a new recipe of this method and stage (learning rate, epochs, cutoff...):
+    the nearest shipped preset (this model's, else another model's for the same stage and method;
+    QLoRA as LoRA; full DPO/KTO, which ship no preset, as full SFT), else the registry's defaults.
+    The preset's own name, model, stage, method, datasets and hardware are left out."""
+    return dict(_defaults_for(method, stage, str(model).lower()))
+
+
+@functools.lru_cache(maxsize=32)
+def _defaults_for(method: str, stage: str, model: str) -> tuple[tuple[str, Any], ...]:
+    values = {o.name: o.default for o in options() if o.name not in _PRESET_OWN}
+    shipped = list_presets()
+    tries = [(stage, method)] + ([(stage, "lora")] if method == "qlora" else []) + \
+        ([("sft", "full")] if method == "full" and stage != "sft" else [])
+    for want_stage, want_method in tries:
+        suffix = f"-{want_stage}-{want_method}"
+        found = [name for name in shipped if name.endswith(suffix)]
+        if found:
+            best = f"{model}{suffix}" if f"{model}{suffix}" in found else found[0]
+            preset = Recipe.load(preset_dir() / f"{best}.yaml").to_dict()
+            values.update({k: v for k, v in preset.items() if k in values})
+            break
+    return tuple(values.items())
 
 # -- import of an old LLaMA-Factory YAML -------------------------------------------------------
 STALE_KEYS = {"evaluation_strategy": "eval_strategy", "kto_ftx": "pref_ftx", "dpo_beta": "pref_beta",

@@ -50,6 +50,8 @@ class MiniCPMApp(App[int]):
         self.use_draft = use_draft
         self.state = state or WizardState()
         self.exit_code = 0
+        self.draft_warned = False
+        self.draft_offered = False  # while the saved draft is offered, it is not overwritten
 
     # -- start ---------------------------------------------------------------
     def get_default_screen(self) -> Screen:
@@ -68,26 +70,34 @@ class MiniCPMApp(App[int]):
         if self.monitor_dir is not None:
             return
         draft = load_draft() if self.use_draft else None
-        self.call_after_refresh(self.save_draft)
         if self.open_runs_at_start:
+            self.call_after_refresh(self.save_draft)
             self.open_runs()
             return
-        if draft is not None and draft[0].step > 0:
+        if draft is None or draft[0].step == 0:
+            self.call_after_refresh(self.save_draft)
+        else:
             from minicpm_tui.tui.screens.confirm import ConfirmScreen
 
+            # Until it is answered, the draft on disk stays as it is: quitting (or a dropped SSH session)
+            # with the question open, or the first probe finishing, must not replace it with step 1.
+            self.draft_offered = True
             saved, when = draft
             title = next((t for i, (_, t, _) in enumerate(STEPS) if i == saved.step), "?")
             question = (f"Continue the draft you left at step {saved.step + 1} ({title}), "
                         f"model {saved.model or '-'}, dataset {saved.dataset_name or saved.dataset_file or '-'}?")
 
             def resume(yes: bool | None) -> None:
+                self.draft_offered = False
                 if yes:
                     self.state = saved
                     self.goto_step(saved.step)
                 else:
                     clear_draft()
+                    self.save_draft()
 
-            self.push_screen(ConfirmScreen(question, yes="Continue draft", no="Start fresh"), resume)
+            # Esc (closing the question) must not delete the draft: it continues it.
+            self.push_screen(ConfirmScreen(question, yes="Continue draft", no="Start fresh", escape=True), resume)
 
     # -- wizard navigation ------------------------------------------------------
     def goto_step(self, index: int) -> None:
@@ -107,11 +117,15 @@ class MiniCPMApp(App[int]):
         self.save_draft()
 
     def save_draft(self) -> None:
-        if self.monitor_dir is None and self.use_draft:
+        if self.monitor_dir is None and self.use_draft and not self.draft_offered:
             try:
                 save_draft(self.state)
             except OSError as exc:  # a read-only home must not break the wizard
-                self.notify(f"could not save the draft: {exc}", severity="warning")
+                # Said once: the draft is saved on every change, and a toast per key would bury the screen.
+                if not self.draft_warned:
+                    self.draft_warned = True
+                    self.notify(f"could not save the draft: {exc} (tried again at each change; said once)",
+                                severity="warning", timeout=8)
 
     # -- app-wide actions ------------------------------------------------------
     def action_help(self) -> None:

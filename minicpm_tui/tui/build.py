@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 from pathlib import Path
 from typing import Any
@@ -39,6 +41,12 @@ def build_recipe(state: WizardState) -> Any:
     from minicpm_tui.core.recipe import Recipe
 
     return Recipe.from_dict(recipe_values(state), where="wizard")
+
+
+def recipe_digest(state: WizardState) -> str:
+    """A fingerprint of everything the run directory is written from (run directory aside)."""
+    text = json.dumps(recipe_values(state), sort_keys=True, default=str)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
 
 
 def run_name(state: WizardState) -> str:

@@ -59,12 +59,15 @@ RUN = [
 
 MONITOR = [
     _b("d", "detach", "Detach", "monitor.detach", "Leave the monitor; training keeps running"),
+    _b("escape", "back", "Back", "monitor.back", "Back to the screen you opened the monitor from (as d); "
+       "training keeps running", show=False),
     _b("x", "stop", "Stop run", "monitor.stop", "Stop the run (asks first)"),
     _b("r", "refresh", "Refresh", "monitor.refresh", "Read the run's logs now"),
 ]
 
 RUNS = [
-    _b("enter", "open", "Monitor", "runs.open", "Open the selected run in the monitor"),
+    # priority: else the table's own Enter (select cell) hides this one from the footer and F1 help.
+    _b("enter", "open", "Monitor", "runs.open", "Open the selected run in the monitor", priority=True),
     _b("r", "refresh", "Refresh", "runs.refresh", "Read the runs list again"),
     _b("escape", "close", "Close", "runs.close", "Back to where you were"),
 ]

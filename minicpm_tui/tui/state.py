@@ -41,8 +41,10 @@ class WizardState:
     plan: dict[str, Any] = field(default_factory=dict)
     # Hyper-parameters the person changed (recipe field -> value).
     hparams: dict[str, Any] = field(default_factory=dict)
-    out_dir: str = ""
+    out_dir: str = ""  # empty: the default, which follows the run name
     run_dir: str = ""  # set once written
+    # The recipe that was written there (build.recipe_digest): a choice changed since means rewrite first.
+    run_digest: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -15,12 +15,14 @@ from minicpm_tui.tui import keys
 class ConfirmScreen(ModalScreen[bool]):
     BINDINGS = keys.MODAL
 
-    def __init__(self, question: str, *, yes: str = "Yes", no: str = "No", danger: bool = False) -> None:
+    def __init__(self, question: str, *, yes: str = "Yes", no: str = "No", danger: bool = False,
+                 escape: bool = False) -> None:
         super().__init__()
         self.question = question
         self.yes = yes
         self.no = no
         self.danger = danger
+        self.escape = escape  # the answer Esc gives: the one that loses nothing
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog"):
@@ -38,7 +40,7 @@ class ConfirmScreen(ModalScreen[bool]):
         self.dismiss(event.button.id == "yes")
 
     def action_dismiss_modal(self) -> None:
-        self.dismiss(False)
+        self.dismiss(self.escape)
 
 
 class QuitScreen(ModalScreen[str]):

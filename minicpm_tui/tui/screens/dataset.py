@@ -40,6 +40,13 @@ def demo_dir() -> Path:
     return asset_path("data")
 
 
+def suggested_name(path: str) -> str:
+    """The name a data file (or folder) is offered to be registered under; none for a demo."""
+    if not path or path.startswith("demo:"):
+        return ""
+    return Path(path).stem.replace("-", "_").replace(" ", "_")
+
+
 class DatasetScreen(WizardStep):
     STEP = 2
     HELP_TITLE = "3 Dataset"
@@ -93,7 +100,7 @@ is registered in the `dataset_info.json` beside it (merged, backed up) under the
                 side.border_title = "Dataset"
                 options = [Option(f"{name}  (demo)", id=f"demo:{name}") for name in self.demos]
                 yield OptionList(*options, id="ds-demos", compact=True)
-                yield Label("or a file or folder (^o browse):", classes="hint")
+                yield Label("file or folder (^o browse):", classes="hint")  # 28 columns at most
                 yield Input(placeholder="~/data/train.jsonl", id="ds-file", compact=True,
                             suggester=PathSuggester((".json", ".jsonl", ".csv", ".parquet")))
                 yield Label("register as:", classes="hint")
@@ -146,9 +153,10 @@ is registered in the `dataset_info.json` beside it (merged, backed up) under the
     def file_given(self, event: Input.Submitted) -> None:
         path = event.value.strip()
         if path:
+            # A name we filled in for the previous file follows the new one; a name typed is kept.
             name_input = self.query_one("#ds-name", Input)
-            if not name_input.value:
-                name_input.value = Path(path).stem.replace("-", "_").replace(" ", "_")
+            if name_input.value in ("", suggested_name(self.key)):
+                name_input.value = suggested_name(path)
             self.start(str(Path(path).expanduser()))
 
     @on(Input.Submitted, "#ds-name")
@@ -161,7 +169,7 @@ is registered in the `dataset_info.json` beside it (merged, backed up) under the
         def picked(path: Path | None) -> None:
             if path is not None:
                 self.query_one("#ds-file", Input).value = str(path)
-                self.query_one("#ds-name", Input).value = path.stem.replace("-", "_").replace(" ", "_")
+                self.query_one("#ds-name", Input).value = suggested_name(str(path))
                 self.start(str(path))
 
         self.app.push_screen(FilePickerScreen(Path(self.state.dataset_file or ".").expanduser()), picked)

@@ -68,7 +68,9 @@ that the recipe would refuse turns red with the reason, and Next waits until it 
         self.problems: dict[str, str] = {}
 
     def value_of(self, name: str) -> Any:
-        return self.state.hparams.get(name, self.defaults.get(name))
+        # cutoff_len can also be set at the plan step: the value shown is the one the files get.
+        state = self.state
+        return state.plan_overrides.get(name, state.hparams.get(name, self.defaults.get(name)))
 
     def body(self) -> ComposeResult:
         with VerticalScroll(classes="body pane", id="hp-form") as form:
@@ -135,6 +137,7 @@ that the recipe would refuse turns red with the reason, and Next waits until it 
             hint.update(option.help)
             hint.remove_class("bad")
             widget.remove_class("-invalid")
+            self.state.plan_overrides.pop(name, None)  # the latest value typed wins, in either step
             if value == self.defaults.get(name):
                 self.state.hparams.pop(name, None)
             else:

@@ -13,7 +13,7 @@ from textual.widgets.option_list import Option
 
 from minicpm_tui.tui.screens.base import WizardStep
 from minicpm_tui.tui.widgets.pathinput import PathSuggester
-from minicpm_tui.tui.widgets.radio import MarkedRadioButton
+from minicpm_tui.tui.widgets.radio import ChoiceSet, MarkedRadioButton
 from minicpm_tui.tui.widgets.render import one_line, option_choices, option_help, render_model
 
 
@@ -59,10 +59,10 @@ LLaMA-Factory will use and whether it ships remote code. Then the **method** (Lo
                 main.border_title = "Details"
                 yield Static("", id="model-details")
                 with Horizontal(id="model-choices"):
-                    with RadioSet(id="method", compact=True):
+                    with ChoiceSet(id="method", compact=True):
                         for m in option_choices("method"):
                             yield MarkedRadioButton(m, value=self.state.method == m, name=m)
-                    with RadioSet(id="stage", compact=True):
+                    with ChoiceSet(id="stage", compact=True):
                         for s in option_choices("stage"):
                             yield MarkedRadioButton(s, value=self.state.stage == s, name=s)
                 yield Static("", id="choice-help", classes="hint")
@@ -110,6 +110,7 @@ LLaMA-Factory will use and whether it ships remote code. Then the **method** (Lo
     def load(self, name: str) -> None:
         self.state.model = name
         self.arch = None
+        self.error = None
         self.query_one("#model-details", Static).update(f"Reading {name}…")
         self.update_nav()
         self._load(name)
@@ -123,6 +124,9 @@ LLaMA-Factory will use and whether it ships remote code. Then the **method** (Lo
         except Exception as exc:
             self.post_message(self.Loaded(name, None, one_line(exc), None))
             return
+        # The model is known: Next need not wait for the template, whose first lookup asks the installed
+        # LLaMA-Factory in a subprocess (lf_info: seconds, once; cached after).
+        self.post_message(self.Loaded(name, arch, None, None))
         try:  # the template the installed LLaMA-Factory will use: the writers' own choice
             from minicpm_tui.core import writers
             from minicpm_tui.core.lfinfo import lf_info
@@ -147,6 +151,8 @@ LLaMA-Factory will use and whether it ships remote code. Then the **method** (Lo
 
     def ready(self) -> bool:
         if self.arch is None:
-            self.blocked_reason = self.error and "that model does not load" or "pick a model"
+            reading = self.state.model and not self.error
+            self.blocked_reason = ("reading the model…" if reading else
+                                   self.error and "that model does not load" or "pick a model")
             return False
         return True

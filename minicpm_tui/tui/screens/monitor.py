@@ -220,6 +220,8 @@ Reattach any time with `minicpm-tui monitor RUN_DIR`, or from the runs list (pal
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if action == "stop":
             return self.live()
+        if action == "back":
+            return not self.standalone  # `minicpm-tui monitor DIR`: Esc does not quit, d does
         return True
 
     def action_refresh(self) -> None:
@@ -229,6 +231,10 @@ Reattach any time with `minicpm-tui monitor RUN_DIR`, or from the runs list (pal
         if self.standalone:
             self.app.exit(0)
         else:
+            self.app.pop_screen()
+
+    def action_back(self) -> None:
+        if not self.standalone:
             self.app.pop_screen()
 
     def action_stop(self) -> None:

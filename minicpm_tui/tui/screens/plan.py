@@ -35,7 +35,8 @@ The planner's recommendation for this model, method, stage and hardware: ZeRO st
 precision, attention kernel, NCCL flags, micro-batch and accumulation, with the reason. The bars
 break the per-GPU peak into its terms against the GPU's memory; below are the alternatives it
 rejected. Change any value on the left ("auto" = planner's choice): the estimate updates as you
-type and turns red when it will not fit.
+type and turns red when it will not fit. A value it cannot take is marked, its reason shown
+beside Next, and Next waits until it is fixed (or cleared back to "auto").
 """
 
     class Planned(Message):
@@ -53,6 +54,7 @@ type and turns red when it will not fit.
         self.resolved: Any = None
         self.error: str | None = None
         self.fits: bool | None = None
+        self.problems: dict[str, str] = {}  # field -> why the typed value is refused
 
     def body(self) -> ComposeResult:
         from minicpm_tui.core.recipe import AUTO
@@ -61,7 +63,8 @@ type and turns red when it will not fit.
             with VerticalScroll(classes="pane side", id="plan-form") as form:
                 form.border_title = "Override"
                 for name in OVERRIDES:
-                    value = self.state.plan_overrides.get(name, AUTO)
+                    # cutoff_len is a hyper-parameter too: shown as set in either step.
+                    value = self.state.plan_overrides.get(name, self.state.hparams.get(name, AUTO))
                     with Horizontal(classes="field"):
                         yield Label(name.replace("_", " "))
                         choices = option_choices(name)
@@ -99,16 +102,19 @@ type and turns red when it will not fit.
         widget = self.query_one(f"#{widget_id}")
         if raw in ("", AUTO):
             self.state.plan_overrides.pop(name, None)
-            widget.remove_class("-invalid")
         else:
             try:
                 value = option.coerce(raw, "plan")
             except Exception as exc:
+                # Shown beside Next, which waits; no toast per keystroke while a value is being typed.
+                self.problems[name] = one_line(exc).removeprefix("plan: ").split("; ")[0]
                 widget.add_class("-invalid")
-                self.notify(one_line(exc).removeprefix("plan: "), severity="warning", timeout=4)
+                self.update_nav()
                 return
-            widget.remove_class("-invalid")
             self.state.plan_overrides[name] = value
+        self.state.hparams.pop(name, None)  # the latest value typed wins, in either step
+        self.problems.pop(name, None)
+        widget.remove_class("-invalid")
         self.replan()
 
     def replan(self) -> None:
@@ -154,6 +160,9 @@ type and turns red when it will not fit.
         summary = self.query_one("#plan-summary", Static)
         if message.error:
             summary.update(Text(f"Cannot plan this: {message.error}", style="bold"))
+            # The bars and alternatives of the last plan that worked would read as this one's.
+            self.query_one("#plan-bars", MemoryBar).update("")
+            self.query_one("#plan-alts", Static).update("")
             self.changed()
             return
         res = self.resolved = message.resolved
@@ -177,6 +186,9 @@ type and turns red when it will not fit.
         self.changed()
 
     def ready(self) -> bool:
+        if self.problems:
+            self.blocked_reason = next(iter(self.problems.values()))
+            return False
         if self.error:
             self.blocked_reason = "this plan cannot be written"
             return False

@@ -13,7 +13,7 @@ from textual.message import Message
 from textual.widgets import Input, Label, Static, Tree
 
 from minicpm_tui.tui import keys
-from minicpm_tui.tui.build import build_recipe, default_out_dir
+from minicpm_tui.tui.build import build_recipe, default_out_dir, recipe_digest
 from minicpm_tui.tui.screens.base import WizardStep
 from minicpm_tui.tui.widgets.render import one_line, render_preflight
 
@@ -27,6 +27,19 @@ def by_hand_commands(run_dir: str) -> str:
     return ("# later, by hand: a CPU proof (~1 min), a detached launch,\n"
             "# reattaching the monitor, and the same without minicpm-tui\n"
             f"minicpm-tui smoke {d}\nminicpm-tui run {d}\nminicpm-tui monitor {d}\nbash {d}/single_node.sh\n")
+
+
+def overwrite_question(target: Path, names: list[str]) -> tuple[str, str]:
+    """What to ask before writing into a folder that is not empty, and the answer that writes."""
+    if (target / "generated.json").is_file():
+        return (f"{target} already exists. Rewrite its generated files? (output/ and logs are kept)",
+                "Rewrite")
+    # Not a run directory: a project folder, say; its README.md would be replaced without a copy.
+    replaced = sorted(name for name in names if (target / name).exists())
+    shown = ", ".join(replaced[:4]) + (f" and {len(replaced) - 4} more" if len(replaced) > 4 else "")
+    what = f"replaces your {shown}" if replaced else "puts its files among yours"
+    return (f"{target} is not a minicpm-tui run directory (no generated.json). Writing the run there {what}. "
+            "Write there anyway?", "Write there")
 
 
 class ReviewScreen(WizardStep):
@@ -49,16 +62,11 @@ shown too.
             self.error = error
 
     class Written(Message):
-        def __init__(self, run_dir: str, error: str | None) -> None:
+        def __init__(self, run_dir: str, digest: str, report: Any, error: str | None) -> None:
             super().__init__()
             self.run_dir = run_dir
-            self.error = error
-
-    class Preflighted(Message):
-        def __init__(self, run_dir: str, report: Any, error: str | None) -> None:
-            super().__init__()
-            self.run_dir = run_dir
-            self.report = report
+            self.digest = digest
+            self.report = report  # core.preflight's, when generate() got that far
             self.error = error
 
     def __init__(self) -> None:
@@ -66,7 +74,7 @@ shown too.
         self.files: dict[str, str] = {}
         self.error: str | None = None
         self.busy = True
-        self.written = bool(self.state.run_dir)
+        self.written = self.stale = False  # check_written() on mount, once the run directory's field exists
 
     def body(self) -> ComposeResult:
         with Vertical(classes="body"):
@@ -83,6 +91,9 @@ shown too.
                     yield Static("", id="file-text")
 
     def on_mount(self) -> None:
+        self.check_written()
+        if self.stale:
+            self.query_one("#write-hint", Static).update("changed since written")
         super().on_mount()
         self.query_one("#file-tree", Tree).focus()
         self._render_files()
@@ -137,11 +148,19 @@ shown too.
     def out_dir(self) -> str:
         return self.query_one("#out-dir", Input).value.strip() or default_out_dir(self.state)
 
+    def check_written(self) -> None:
+        """Is the run directory named here written, from the choices as they are now (else stale)?"""
+        state = self.state
+        here = bool(state.run_dir) and Path(state.run_dir) == Path(self.out_dir()).expanduser().absolute()
+        same = here and state.run_digest == recipe_digest(state)
+        self.written, self.stale = same, here and not same
+
     @on(Input.Changed, "#out-dir")
     def out_changed(self, event: Input.Changed) -> None:
-        self.state.out_dir = event.value.strip()
-        if self.state.run_dir and Path(self.state.run_dir) != Path(self.out_dir()).expanduser().absolute():
-            self.written = False
+        # The default is not kept: it follows the run name when the model, method or stage change.
+        value = event.value.strip()
+        self.state.out_dir = "" if value == default_out_dir(self.state) else value
+        self.check_written()
         self.changed()
 
     # -- write ------------------------------------------------------------------
@@ -161,68 +180,57 @@ shown too.
                 if yes:
                     self.write(target, force=True)
 
-            self.app.push_screen(ConfirmScreen(f"{target} already exists. Rewrite its generated files? "
-                                               "(output/ and logs are kept)", yes="Rewrite", no="Cancel",
-                                               danger=True), answer)
+            question, yes = overwrite_question(target, list(self.files))
+            self.app.push_screen(ConfirmScreen(question, yes=yes, no="Cancel", danger=True), answer)
             return
         self.write(target, force=False)
 
     def write(self, target: Path, force: bool) -> None:
         self.busy = True
-        self.query_one("#write-hint", Static).update("writing…")
+        self.query_one("#write-hint", Static).update("writing; preflight running…")
         self.update_nav()
-        self._write(target, force)
+        self._write(target, force, recipe_digest(self.state))
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="write")
-    def _write(self, target: Path, force: bool) -> None:
+    def _write(self, target: Path, force: bool, digest: str) -> None:
+        # generate() runs the preflight itself, on the files before they are moved into place: its
+        # report is the one shown (a second preflight would double the ~20 s this takes).
+        reports: list[Any] = []
         try:
             from minicpm_tui.core.writers import generate
 
-            generate(build_recipe(self.state), target, force=force)
+            generate(build_recipe(self.state), target, force=force, reports=reports)
         except Exception as exc:
-            self.post_message(self.Written(str(target), one_line(exc)))
+            self.post_message(self.Written(str(target), digest, reports[0] if reports else None, one_line(exc)))
             return
-        self.post_message(self.Written(str(target), None))
-        self._preflight(target)
+        self.post_message(self.Written(str(target), digest, reports[0] if reports else None, None))
 
     def on_review_screen_written(self, message: Written) -> None:
         self.busy = False
         hint = self.query_one("#write-hint", Static)
+        report = message.report
+        if report is not None:
+            self.query_one("#file-view").border_title = "Preflight"
+            self.query_one("#file-text", Static).update(render_preflight(report, by_hand_commands(message.run_dir)))
         if message.error:
-            hint.update("not written")
+            hint.update("not written: preflight found problems" if report is not None and not report.ok
+                        else "not written")
             self.notify(message.error, severity="error", timeout=10)
         else:
-            self.written = True
+            self.written, self.stale = True, False
             self.state.run_dir = message.run_dir
-            hint.update("written; preflight running…")
+            self.state.run_digest = message.digest
+            hint.update("written; preflight passed")
             self.notify(f"wrote {message.run_dir}")
         self.changed()
-
-    def _preflight(self, target: Path) -> None:
-        try:
-            from minicpm_tui.core.preflight import preflight
-
-            report = preflight(target)
-        except Exception as exc:
-            self.post_message(self.Preflighted(str(target), None, one_line(exc)))
-            return
-        self.post_message(self.Preflighted(str(target), report, None))
-
-    def on_review_screen_preflighted(self, message: Preflighted) -> None:
-        view = self.query_one("#file-view")
-        view.border_title = "Preflight"
-        self.query_one("#file-text", Static).update(render_preflight(message.report, message.error,
-                                                                     by_hand_commands(message.run_dir)))
-        ok = message.error is None and bool(getattr(message.report, "ok", True))
-        self.query_one("#write-hint", Static).update("written; preflight passed" if ok else
-                                                     "written; preflight found problems")
 
     def ready(self) -> bool:
         if self.busy:
             self.blocked_reason = "working…"
             return False
         if not self.written:
-            self.blocked_reason = "^w writes the run directory"
+            self.blocked_reason = ("changed since written: ^w rewrites it" if self.stale
+                                   else "^w writes the run directory")
             return False
         return True
 

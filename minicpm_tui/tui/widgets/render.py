@@ -54,14 +54,17 @@ def render_hardware(profile: Any) -> RenderableType:
         parts.append(Text(head, style="bold"))
         if profile.status != "ok" and profile.hint:
             parts.append(Text(profile.hint, style="italic"))
-        table = Table(box=None, pad_edge=False, show_edge=False, header_style="bold")
-        for col in ("#", "name", "mem", "free", "cc", "util", "busy"):
+        # One space between columns and short names: the table fits the 44 columns the pane has at 80x24
+        # (with Rich's default padding every cell was cut: "80.…", "8…", no index).
+        table = Table(box=None, pad_edge=False, show_edge=False, header_style="bold", padding=(0, 1, 0, 0))
+        for col in ("#", "name", "mem", "free", "cc", "util"):
             table.add_column(col, no_wrap=True)
+        table.add_column("busy", overflow="ellipsis")  # the one that gives way
         for g in gpus:
             cc = ".".join(str(x) for x in g.compute_capability) if g.compute_capability else "?"
             util = "?" if g.utilization_pct is None else f"{g.utilization_pct}%"
             busy = ", ".join(f"{p.get('name') or p.get('pid')}" for p in g.processes)[:14] or "-"
-            table.add_row(str(g.index), (g.name or "?").removeprefix("NVIDIA ")[:20], gib(g.memory_total_mib),
+            table.add_row(str(g.index), short_gpu_name(g.name)[:14], gib(g.memory_total_mib),
                           gib(g.memory_free_mib), cc, util, busy)
         parts.append(table)
         if len(gpus) > 1 and profile.links:
@@ -88,11 +91,17 @@ def render_hardware(profile: Any) -> RenderableType:
     return Group(*parts)
 
 
+def short_gpu_name(name: str | None) -> str:
+    """"NVIDIA GeForce RTX 4090" -> "RTX 4090" (the summary line above the table has the full name)."""
+    return (name or "?").removeprefix("NVIDIA ").removeprefix("GeForce ")
+
+
 def _link_matrix(profile: Any) -> RenderableType:
     """nvidia-smi topo -m style: NV# for NVLink, else the PCIe path; '*' marks P2P not working."""
     gpus = [g.index for g in profile.gpus][:8]
-    table = Table(box=None, pad_edge=False, show_edge=False, header_style="bold", title_justify="left")
-    table.add_column("P2P", no_wrap=True)
+    table = Table(box=None, pad_edge=False, show_edge=False, header_style="bold", title_justify="left",
+                  padding=(0, 1, 0, 0))
+    table.add_column("", no_wrap=True)  # "G0".."G7" under an empty corner: 8 GPUs fit 42 columns
     for b in gpus:
         table.add_column(f"G{b}", no_wrap=True)
     for a in gpus:
@@ -160,7 +169,7 @@ def render_validation(data: dict[str, Any]) -> RenderableType:
 def _stats_lines(stats: dict[str, Any]) -> list[str]:
     lines = []
     for key, value in stats.items():
-        if isinstance(value, dict):
+        if isinstance(value, dict) and value:  # an empty one (nothing measured) says nothing
             inner = ", ".join(f"{k} {v:,.0f}" if isinstance(v, int | float) else f"{k} {v}"
                               for k, v in list(value.items())[:6])
             lines.append(f"{key.replace('_', ' ')}: {inner}")
@@ -186,20 +195,19 @@ def render_preview(items: Any) -> RenderableType:
     return Group(*parts)
 
 
-def render_preflight(report: Any, error: str | None, commands: str) -> RenderableType:
-    """core.preflight's report: each check with its verdict, then how to run it by hand."""
+def render_preflight(report: Any, commands: str) -> RenderableType:
+    """core.preflight's PreflightReport: the verdict, what was checked, each problem with its fix, the notes;
+    then how to run it by hand."""
     parts: list[RenderableType] = []
-    if error:
-        parts.append(Text(f"Preflight could not run: {error}", style="bold"))
+    problems = list(report.problems or [])
+    if problems:
+        parts.append(Text(f"Preflight found {len(problems)} problem{'s' * (len(problems) != 1)}; "
+                          "nothing was written", style="bold"))
+        parts += [Text(f"! {problem.one_line()}") for problem in problems]
     else:
-        ok = bool(getattr(report, "ok", True))
-        parts.append(Text("Preflight passed" if ok else "Preflight found problems", style="bold"))
-        lines = report.lines() if callable(getattr(report, "lines", None)) else None
-        if lines is None:
-            checks = getattr(report, "checks", None) or []
-            lines = [f"{'ok ' if getattr(c, 'ok', False) else 'FAIL'} {getattr(c, 'name', c)}: "
-                     f"{getattr(c, 'message', '') or getattr(c, 'detail', '')}" for c in checks]
-        parts.append(Text("\n".join(str(x) for x in lines)))
+        parts.append(Text("Preflight passed", style="bold"))
+    parts += [Text(f"ok {checked}", style="dim") for checked in report.checked or []]
+    parts += [Text(f"note: {note}", style="italic") for note in report.notes or []]
     parts.append(Text(""))
     parts.append(Text(commands))
     return Group(*parts)
