@@ -6,7 +6,9 @@ minicpm-tui. For each one:
 - what we read from it (templates, argument keys) is what it has;
 - the whole run-directory matrix, generated against it, passes its own argument parser;
 - our dataset verdicts agree record by record with its own loader;
-- real CPU training through generated run directories (SFT, DPO with its reference model, KTO, ZeRO-2);
+- real CPU training through generated run directories (SFT, DPO with its reference model, KTO, ZeRO-2
+  with the DeepSpeed each release allows);
+- the preflight applies each release's own launch-time dependency check;
 - the chat templates that train_entry.py registers on 0.9.5 (which removed `cpm` and `cpm3`) encode
   exactly as the last release that shipped them did.
 What it does not cover: these environments share the test venv's torch and DeepSpeed, so a user's older
@@ -29,7 +31,7 @@ from test_smoke_support import SMOKE_TIMEOUT_S, TEST_TIMEOUT_S, demo_recipe, wri
 
 from minicpm_tui.core.doctor import run_doctor
 from minicpm_tui.core.lfinfo import lf_info
-from minicpm_tui.core.preflight import preflight_many
+from minicpm_tui.core.preflight import preflight, preflight_many
 from minicpm_tui.core.resources import resource_script
 from minicpm_tui.core.smoke import read_losses, smoke
 from minicpm_tui.core.tinymodel import offline_env, tiny_model_dir
@@ -126,10 +128,12 @@ CASES = {
 
 
 @pytest.mark.parametrize("case", list(CASES))
-def test_real_training_on_each_release(tmp_path, release, case):
+def test_real_training_on_each_release(tmp_path, release, case, test_home, monkeypatch):
     """Generated against the release, smoked with no MINICPM_TUI_TRAIN_PYTHON set: the run directory's
     recorded Python trains (the one its scripts use), with a tiny model that Python built."""
     version, python, info = release
+    # DeepSpeed JIT-builds its CPU comm op per DeepSpeed version: one cache each, so none rebuilds another's
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(test_home / f"torch_extensions-lf{version}"))
     run = tmp_path / "run"
     generate(demo_recipe(**CASES[case]), run, info=info, preflight=False)
     result = smoke(run, steps=2, timeout=SMOKE_TIMEOUT_S)
@@ -142,6 +146,27 @@ def test_real_training_on_each_release(tmp_path, release, case):
     if "zero_stage" in CASES[case]:
         shards = {p.name for p in result.output_dir.glob("checkpoint-2/global_step2/*")}
         assert {f"zero_pp_rank_{r}_mp_rank_00_optim_states.pt" for r in (0, 1)} <= shards, shards
+
+
+def test_preflight_applies_the_releases_own_dependency_check(tmp_path, monkeypatch):
+    """LLaMA-Factory checks at launch the packages a config needs; 0.9.4 wants DeepSpeed <= 0.16.9 unless
+    DISABLE_VERSION_CHECK=1 (its 0.9.4 environment here keeps the test venv's newer DeepSpeed, as one where
+    minicpm-tui was installed beside it would). The preflight says so before the launch does."""
+    python = compat_python("0.9.4")
+    info = lf_info(python=python)
+    run = tmp_path / "run"
+    generate(demo_recipe("sft", "lora", zero_stage=2, gpus=2), run, info=info, preflight=False)
+    ds = info.package_version("deepspeed") or ""
+    assert _tuple(ds.split("+")[0]) > (0, 16, 9), f"this check needs a DeepSpeed newer than 0.16.9, found {ds}"
+    monkeypatch.delenv("DISABLE_VERSION_CHECK", raising=False)
+    report = preflight(run, datasets=False)
+    problems = [p for p in report.problems if p.key == "deepspeed"]
+    assert problems, [p.one_line() for p in report.problems]
+    line = problems[0].one_line()
+    assert line.startswith("train.yaml: deepspeed: LLaMA-Factory would refuse to start: ") and "0.16.9" in line
+    assert "DISABLE_VERSION_CHECK=1" in line
+    monkeypatch.setenv("DISABLE_VERSION_CHECK", "1")  # what its message offers: then it starts
+    assert preflight(run, datasets=False).ok
 
 
 def _encode(python: str, work: Path, items: list[tuple[str, str, bool]]) -> list[dict]:

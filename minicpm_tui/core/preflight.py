@@ -75,6 +75,8 @@ def _lf_check(jobs: list[dict[str, Any]], python: str, lf_source: str | None = N
         jobs_file = handle.name
     env = offline_env(lf_source_env(lf_source))
     env["CUDA_VISIBLE_DEVICES"] = env.get("CUDA_VISIBLE_DEVICES", "")
+    # offline_env switches LLaMA-Factory's version checks off; its launch-time check is judged as launched
+    env["MINICPM_TUI_LAUNCH_DISABLE_VERSION_CHECK"] = os.environ.get("DISABLE_VERSION_CHECK", "")
     try:
         proc = subprocess.run([python, str(resource_script("lf_preflight.py")), jobs_file],
                               capture_output=True, text=True, timeout=timeout, env=env)

@@ -94,6 +94,7 @@ def check_one(job, train_cls, parser_cls, cuda):
     finally:
         os.chdir(old)
     training_args = next((p for p in parsed if hasattr(p, "deepspeed")), None)
+    check_dependencies(parsed, training_args, yaml_name, add)
     if args.get("deepspeed"):
         ds_file = str(args["deepspeed"])
         check_deepspeed(os.path.join(cwd, ds_file), ds_file, training_args, add)
@@ -111,6 +112,41 @@ def check_one(job, train_cls, parser_cls, cuda):
             if registry and name not in registry:
                 add(yaml_name, "dataset", f"dataset {name!r} is not in dataset_info.json", "register it")
     return {"problems": problems, "notes": notes}
+
+
+def check_dependencies(parsed, training_args, label, add):
+    """LLaMA-Factory's own check of the packages a config needs (DeepSpeed's version, matplotlib for
+    plot_loss, ...), which it runs at launch: 0.9.3 refuses DeepSpeed > 0.16.9 outright, 0.9.4 unless
+    DISABLE_VERSION_CHECK=1. It is judged with DISABLE_VERSION_CHECK as the launch will have it
+    (MINICPM_TUI_LAUNCH_DISABLE_VERSION_CHECK: this process sets its own to import quietly)."""
+    from llamafactory.hparams import parser as lf_parser
+
+    check = getattr(lf_parser, "_check_extra_dependencies", None)
+    model_args = next((p for p in parsed if hasattr(p, "model_name_or_path")), None)
+    finetuning_args = next((p for p in parsed if hasattr(p, "finetuning_type")), None)
+    if check is None or model_args is None or finetuning_args is None:
+        return
+    launch = os.environ.get("MINICPM_TUI_LAUNCH_DISABLE_VERSION_CHECK")
+    saved = os.environ.get("DISABLE_VERSION_CHECK")
+    if launch is not None:
+        if launch:
+            os.environ["DISABLE_VERSION_CHECK"] = launch
+        else:
+            os.environ.pop("DISABLE_VERSION_CHECK", None)
+    try:
+        check(model_args, finetuning_args, training_args)
+    except BaseException as exc:
+        message = _first_line(exc)
+        key = "deepspeed" if "deepspeed" in message.lower() else None
+        fix = "install what it names in the training environment"
+        if "DISABLE_VERSION_CHECK" in str(exc):
+            fix += " (or export DISABLE_VERSION_CHECK=1 before launching, at your own risk)"
+        add(label, key, f"LLaMA-Factory would refuse to start: {message}", fix)
+    finally:
+        if saved is None:
+            os.environ.pop("DISABLE_VERSION_CHECK", None)
+        else:
+            os.environ["DISABLE_VERSION_CHECK"] = saved
 
 
 def check_deepspeed(path, label, training_args, add):

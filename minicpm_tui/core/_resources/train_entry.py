@@ -54,11 +54,13 @@ def drop_empty_param_groups_before_the_scheduler() -> None:
     """Under DeepSpeed, drop the optimizer's empty parameter groups before the LR scheduler is built.
 
     transformers' Trainer puts the parameters it does not decay in a group of their own, which is empty
-    under LoRA (every adapter weight decays). DeepSpeed (0.19 here) drops empty groups when it wraps the
-    optimizer; transformers 4.x (what LLaMA-Factory 0.9.2-0.9.4 pin) builds the scheduler before that, so
-    the scheduler keeps one learning rate per group it saw, and torch (2.14 here) zips them strictly:
-    "zip() argument 2 is longer than argument 1" at the first step (seen with LoRA + ZeRO-2 on all three
-    releases; tests/test_lf_versions.py). Dropping the empty group first is what DeepSpeed does anyway.
+    under LoRA (every adapter weight decays). DeepSpeed drops empty groups when it wraps the optimizer
+    (0.16 and 0.19 both do); transformers 4.x (what LLaMA-Factory 0.9.2-0.9.4 pin) builds the scheduler
+    before that, so the scheduler keeps one learning rate per group it saw, and torch >= 2.10 zips them
+    strictly: "zip() argument 2 is longer than argument 1" at the first step (public reports: LLaMA-Factory
+    issue 10144, ms-swift issue 8299; transformers 5 builds the scheduler later). Seen here with LoRA +
+    ZeRO-2 on 0.9.2-0.9.4 (tests/test_lf_versions.py). Dropping the empty group first is what DeepSpeed
+    does anyway.
     """
     from transformers import Trainer
 
