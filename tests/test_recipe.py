@@ -59,6 +59,10 @@ def test_roundtrip_through_recipe_yaml(tmp_path):
     ({"output_dir": ""}, "output_dir: is empty"),
     ({"output_dir": None}, "output_dir: is empty"),
     ({"output_dir": "  "}, "output_dir: is empty"),
+    # a learning rate of 0 (or one that underflows to 0) passed ">= 0" and trained nothing
+    ({"learning_rate": 0}, "learning_rate: must be above 0"),
+    ({"learning_rate": "1e-999"}, "learning_rate: must be above 0"),
+    ({"num_train_epochs": 1e308}, "num_train_epochs must be <= 10000"),
 ])
 def test_bad_values_name_the_field(data, needle):
     with pytest.raises(UserError) as info:

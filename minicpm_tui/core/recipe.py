@@ -203,6 +203,11 @@ def _lora_target(value: str) -> str | None:
     return None
 
 
+def _above_zero(value: Any) -> str | None:
+    # 0 (or an underflow such as 1e-999) passes ">= 0" but trains nothing: every step leaves the weights as they are
+    return None if value > 0 else f"must be above 0, got {value} (at 0 no step changes the weights)"
+
+
 def opt(default: Any, help: str, group: str, kind: str | None = None, **kw: Any) -> Any:
     """Declare a recipe field (the one place its name, type, default, choices and help live)."""
     if kind is None:
@@ -257,9 +262,9 @@ class Recipe:
                           "eval", minimum=0.0)
     # train
     learning_rate: float = opt(1.0e-4, "Peak learning rate (LoRA ~1e-4, full ~1e-5, DPO ~5e-6).", "train",
-                               minimum=0.0, maximum=1.0)
+                               minimum=0.0, maximum=1.0, check=_above_zero)
     num_train_epochs: float = opt(3.0, "Epochs over the data (ignored when max_steps > 0).", "train",
-                                  minimum=0.0)
+                                  minimum=0.0, maximum=10_000.0)
     max_steps: int = opt(0, "Stop after this many optimizer steps (0 = use num_train_epochs).", "train",
                          minimum=0)
     micro_batch: int = opt(AUTO, "Examples per GPU per forward pass; 'auto' from the planner.", "train",
