@@ -184,3 +184,23 @@ def test_smoke_and_preflight_use_the_run_directorys_python(tmp_path, lf, monkeyp
         with pytest.raises(UserError, match="no-such-env") as caught:
             check(run)
         assert "TRAIN_PYTHON" in caught.value.one_line()
+
+
+def test_each_training_environment_gets_its_own_tiny_model(tmp_path):
+    """Every venv's bin/python links to one base interpreter; their tiny models must still differ (what
+    transformers 5 saves does not load in transformers 4), and one venv keeps one."""
+    import os
+    import sys
+
+    from minicpm_tui.core.tinymodel import tiny_model_path
+
+    pythons = []
+    for name in ("env-a", "env-b"):
+        (tmp_path / name / "bin").mkdir(parents=True)
+        os.symlink(sys.executable, tmp_path / name / "bin" / "python")
+        pythons.append(str(tmp_path / name / "bin" / "python"))
+    assert os.path.realpath(pythons[0]) == os.path.realpath(pythons[1])
+    a, b = (tiny_model_path("cpm3", python, root=tmp_path) for python in pythons)
+    assert a != b and a.parent == b.parent == tmp_path
+    assert tiny_model_path("cpm3", pythons[0], root=tmp_path) == a
+    assert tiny_model_path("cpm", pythons[0], root=tmp_path) != a

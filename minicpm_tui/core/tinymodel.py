@@ -30,6 +30,13 @@ def offline_env(base: dict[str, str] | None = None) -> dict[str, str]:
     return env
 
 
+def tiny_model_path(chat_format: str, python: str, *, root: Path | None = None) -> Path:
+    """Where ``python``'s tiny model for ``chat_format`` lives (built or not)."""
+    # Not realpath: every venv's bin/python is a link to the same base interpreter.
+    env_key = hashlib.sha256(os.path.abspath(python).encode()).hexdigest()[:10]
+    return (root or cache_dir() / "tiny-models") / f"{chat_format}-v{TINY_MODEL_VERSION}-{env_key}"
+
+
 def tiny_model_dir(chat_format: str = "cpm3", *, root: Path | None = None, python: str | None = None) -> Path:
     """Path of a ready tiny model for ``chat_format``, built by ``python`` (default: the training Python)
     on first use (about 5 s).
@@ -43,9 +50,8 @@ def tiny_model_dir(chat_format: str = "cpm3", *, root: Path | None = None, pytho
     from minicpm_tui.core.lfinfo import training_python
 
     python = python or training_python()
-    env_key = hashlib.sha256(os.path.realpath(python).encode()).hexdigest()[:10]
-    base = (root or cache_dir() / "tiny-models")
-    target = base / f"{chat_format}-v{TINY_MODEL_VERSION}-{env_key}"
+    target = tiny_model_path(chat_format, python, root=root)
+    base = target.parent
     marker = target / "tiny_model.json"
     if marker.is_file():
         return target
