@@ -60,15 +60,20 @@ def drop_empty_param_groups_before_the_scheduler() -> None:
     strictly: "zip() argument 2 is longer than argument 1" at the first step (public reports: LLaMA-Factory
     issue 10144, ms-swift issue 8299; transformers 5 builds the scheduler later). Seen here with LoRA +
     ZeRO-2 on 0.9.2-0.9.4 (tests/test_lf_versions.py). Dropping the empty group first is what DeepSpeed
-    does anyway.
+    does anyway. Only there: transformers 5 builds the scheduler over DeepSpeed's own optimizer, whose
+    groups (ZeRO-3's sub-groups) must not be touched, and only on a plain torch optimizer.
     """
+    import transformers
     from transformers import Trainer
 
+    if int(transformers.__version__.split(".")[0]) >= 5:
+        return
     original = Trainer.create_scheduler
 
     def create_scheduler(self, num_training_steps, optimizer=None):
         target = optimizer if optimizer is not None else self.optimizer
-        if getattr(self, "is_deepspeed_enabled", False) and target is not None:
+        plain = target is not None and type(target).__module__.startswith("torch.optim")
+        if getattr(self, "is_deepspeed_enabled", False) and plain:
             target.param_groups[:] = [group for group in target.param_groups if group["params"]]
         return original(self, num_training_steps, optimizer)
 
