@@ -140,8 +140,45 @@ def test_a_run_directory_moved_while_it_runs_records_its_end_and_keeps_its_logs(
         manifest = runner.RunManifest.load(moved)
         assert manifest.stdout_log == moved / "logs" / "attempt-1.stdout.log"
         assert manifest.stdout_log.read_text() == "hello\n"
+        # Nobody listed the runs while it ran: the supervisor moved its registry entry along at the end.
+        wait_for(lambda: [d["run_dir"] for d in _registered()] == [str(moved)], 10, "registry entry moved")
+        assert [(r.run_dir, r.status, r.exit_code) for r in runner.list_runs()] == [(moved, "finished", 0)]
     finally:
         moved.rename(run_dir)
+
+
+def _registered() -> list[dict]:
+    return sorted((json.loads(p.read_text()) for p in (runner.state_dir() / "runs").glob("*.json")),
+                  key=lambda d: d["run_dir"])
+
+
+def test_runs_finds_a_run_directory_moved_while_it_runs(runs, tmp_path):
+    # After `mv`, the run dropped out of `runs` (its registry entry named the old path) until the user
+    # ran `runs --watch NEW_PATH`. Its processes' working directory moved along: that finds it.
+    run_dir = runs("first", "sleep 60\n")
+    runner.launch(run_dir)
+    wait_status(run_dir, ("running",), 30)
+    entry = runner.state_dir() / "runs" / f"{runner._registry_key(run_dir.resolve())}.json"
+    tag = json.loads(entry.read_text())["run_tag"]
+    assert tag == runner.RunManifest.load(run_dir).current["run_tag"]
+    # An entry written before run tags were recorded is found by its key.
+    entry.write_text(json.dumps({k: v for k, v in json.loads(entry.read_text()).items() if k != "run_tag"}))
+    second, third = tmp_path / "second", tmp_path / "nested" / "third"
+    third.parent.mkdir()
+    run_dir.rename(second)
+    try:
+        listed = runner.list_runs()
+        assert [(r.run_dir, r.status) for r in listed] == [(second, "running")]
+        assert [(d["run_dir"], d["moved_from"]) for d in _registered()] == [(str(second), str(run_dir))]
+        second.rename(third)  # moved again: found through the run tag
+        assert [(r.run_dir, r.status) for r in runner.list_runs()] == [(third, "running")]
+        assert [d["run_dir"] for d in _registered()] == [str(third)]
+        # The same run registered at its new path too is listed once.
+        runner.watch_run(third)
+        assert [r.run_dir for r in runner.list_runs()] == [third]
+        assert runner.stop(third, grace=0, term_timeout=5).status == "stopped"
+    finally:
+        (third if third.exists() else second).rename(run_dir)
 
 
 def test_missing_script_and_dir_are_user_errors(tmp_path, state_home):

@@ -11,7 +11,9 @@ reach it, and it starts ``single_node.sh`` in its own process group with stdout/
 signal, which it honours when LLAMABOARD_ENABLED is set, as ``launch`` does), then escalates to
 SIGTERM and SIGKILL on the whole process group so that no orphan worker keeps a GPU.
 
-The registry of runs is one small JSON file per run directory under ``paths.state_dir()/runs``.
+The registry of runs is one small JSON file per run directory under ``paths.state_dir()/runs``. A run
+directory moved while it runs is found again through its processes (their working directory moves
+along) and re-registered; the supervisor moves the entry along too when the attempt ends.
 """
 
 from __future__ import annotations
@@ -225,19 +227,9 @@ def processes_of(pgid: int | None, tag: str | None = None, *, exclude: Iterable[
     roots = {p.pid for p in procs if pgid and p.pgid == pgid}
     members = _descendants(procs, roots)
     if tag:
-        needle = f"{RUN_TAG_ENV}={tag}".encode()
-        me = os.getuid()
         for p in procs:
-            if p.pid in members or p.pid in skip:
-                continue
-            try:
-                if os.stat(f"/proc/{p.pid}").st_uid != me:
-                    continue
-                with open(f"/proc/{p.pid}/environ", "rb") as handle:
-                    if needle in handle.read().split(b"\0"):
-                        members.add(p.pid)
-            except OSError:
-                continue
+            if p.pid not in members and p.pid not in skip and _run_tag_of(p.pid) == tag:
+                members.add(p.pid)
         members = _descendants(procs, members)
     return [p for p in procs if p.pid in members and p.pid not in skip]
 
@@ -285,12 +277,27 @@ _LAUNCHER_MARKERS = ("torchrun", "torch.distributed.run", "torch.distributed.lau
                      "bin/deepspeed")
 
 
-def _environ_has(pid: int, key: bytes) -> bool:
+def _environ_value(pid: int, key: str) -> str | None:
+    """``key``'s value in a process's environment; None when it is not set or cannot be read."""
+    prefix = key.encode() + b"="
     try:
         with open(f"/proc/{pid}/environ", "rb") as handle:
-            return any(item.startswith(key + b"=") for item in handle.read().split(b"\0"))
+            for item in handle.read().split(b"\0"):
+                if item.startswith(prefix):
+                    return item[len(prefix):].decode("utf-8", "replace")
     except OSError:
-        return False
+        pass
+    return None
+
+
+def _run_tag_of(pid: int) -> str | None:
+    """The run tag of one of this user's processes (None for others' and untagged ones)."""
+    try:
+        if os.stat(f"/proc/{pid}").st_uid != os.getuid():
+            return None
+    except OSError:
+        return None
+    return _environ_value(pid, RUN_TAG_ENV)
 
 
 def graceful_targets(procs: list[ProcInfo]) -> list[int]:
@@ -321,7 +328,7 @@ def graceful_targets(procs: list[ProcInfo]) -> list[int]:
 
     candidates = {p.pid for p in procs if is_python(p) and not is_launcher(p)}
     roots = [pid for pid in candidates if by_pid[pid].ppid not in candidates]
-    return sorted(pid for pid in roots if _environ_has(pid, b"LLAMABOARD_ENABLED"))
+    return sorted(pid for pid in roots if _environ_value(pid, "LLAMABOARD_ENABLED") is not None)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -545,14 +552,85 @@ def _registry_key(run_dir: Path) -> str:
     return hashlib.sha256(str(run_dir).encode("utf-8")).hexdigest()[:16]
 
 
-def register_run(run_dir: str | os.PathLike[str], how: str = "launched") -> Path:
-    """Remember a run directory on this machine (``runs`` lists it). Idempotent."""
+def _registry_entry(run_dir: Path) -> Path:
+    return _registry_dir() / f"{_registry_key(run_dir)}.json"
+
+
+def _read_entry(entry: Path) -> dict[str, Any] | None:
+    """A registry entry (None when it cannot be read or is not one)."""
+    try:
+        data = json.loads(entry.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) and isinstance(data.get("run_dir"), str) else None
+
+
+def register_run(run_dir: str | os.PathLike[str], how: str = "launched", run_tag: str | None = None) -> Path:
+    """Remember a run directory on this machine (``runs`` lists it). Idempotent.
+
+    ``run_tag`` is the latest attempt's: with it ``runs`` finds the run again when its folder is moved
+    while it runs (its processes carry the tag, and a rename takes their working directory along).
+    """
     run_dir = Path(run_dir).expanduser().resolve()
-    entry = _registry_dir() / f"{_registry_key(run_dir)}.json"
-    if entry.is_file():
+    entry = _registry_entry(run_dir)
+    data = _read_entry(entry)
+    if data is not None and (run_tag is None or data.get("run_tag") == run_tag):
         return entry
-    write_atomic(entry, json.dumps({"run_dir": str(run_dir), "registered_at": time.time(), "how": how}) + "\n")
+    data = {"registered_at": time.time(), "how": how, **(data or {}), "run_dir": str(run_dir)}
+    if run_tag:
+        data["run_tag"] = run_tag
+    write_atomic(entry, json.dumps(data) + "\n")
     return entry
+
+
+def _tagged_processes() -> dict[str, list[int]]:
+    """This user's processes of launched attempts, by run tag."""
+    out: dict[str, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            tag = _run_tag_of(int(entry))
+            if tag:
+                out.setdefault(tag, []).append(int(entry))
+    return out
+
+
+def _has_attempt(run_dir: Path, tag: str) -> bool:
+    try:
+        manifest = RunManifest.load(run_dir)
+    except UserError:
+        return False
+    return manifest is not None and any(isinstance(a, dict) and a.get("run_tag") == tag for a in manifest.attempts)
+
+
+def _moved_to(data: dict[str, Any], key: str, tagged: dict[str, list[int]]) -> tuple[Path, str] | None:
+    """Where a registered run directory that left its path lives now (and its attempt's run tag), if a
+    process of that attempt is still alive: ``mv`` takes the processes' working directory along (the supervisor's is the run
+    directory itself), and the manifest there must hold that attempt (so a copy is never taken for it)."""
+    tag = data.get("run_tag")
+    # Entries written before run tags were recorded: every tag starts with the key of the launch's path.
+    tags = [tag] if isinstance(tag, str) and tag in tagged else [t for t in tagged if t.startswith(key + "-")]
+    for tag in tags:
+        for pid in tagged[tag]:
+            try:
+                cwd = Path(os.readlink(f"/proc/{pid}/cwd"))
+            except OSError:
+                continue
+            for folder in (cwd, *cwd.parents):
+                if is_run_dir(folder) and _has_attempt(folder, tag):
+                    return folder, tag
+    return None
+
+
+def _follow_move(entry: Path, data: dict[str, Any], new: Path, tag: str) -> Path:
+    """Register a moved run directory at its new path and forget the old one. When the registry cannot
+    be written, the run is still listed at its new path this time."""
+    with contextlib.suppress(OSError):
+        target = _registry_entry(new)
+        if target != entry:
+            moved = {**data, "run_dir": str(new), "run_tag": tag, "moved_from": data["run_dir"]}
+            write_atomic(target, json.dumps(moved) + "\n")
+            entry.unlink()
+    return new
 
 
 # What makes a folder a run directory: ours (generate / launch) or a LLaMA-Factory config run by hand.
@@ -598,16 +676,27 @@ def age_text(seconds: float | None) -> str:
 
 
 def list_runs(include_missing: bool = False) -> list[RunInfo]:
-    """Every registered run, newest first. Run directories that were deleted are skipped."""
+    """Every registered run, newest first. Run directories that were deleted are skipped; one that was
+    moved while it runs is found at its new path (and registered there)."""
     folder = _registry_dir()
     out: list[RunInfo] = []
     if not folder.is_dir():
         return out
-    for entry in folder.glob("*.json"):
-        try:
-            run_dir = Path(json.loads(entry.read_text(encoding="utf-8"))["run_dir"])
-        except (OSError, ValueError, KeyError, TypeError):
+    seen: set[Path] = set()
+    tagged: dict[str, list[int]] | None = None  # scanned once, when a run directory has left its path
+    for entry in sorted(folder.glob("*.json")):
+        data = _read_entry(entry)
+        if data is None:
             continue
+        run_dir = Path(data["run_dir"])
+        if not is_run_dir(run_dir):
+            tagged = _tagged_processes() if tagged is None else tagged
+            moved = _moved_to(data, entry.stem, tagged)
+            if moved is not None:
+                run_dir = _follow_move(entry, data, *moved)
+        if run_dir in seen:  # found again at a path registered too (`runs --watch NEW_PATH`)
+            continue
+        seen.add(run_dir)
         if not run_dir.is_dir() or not is_run_dir(run_dir):
             if include_missing:
                 note = "run directory is gone" if not run_dir.is_dir() else "no longer a run directory"
@@ -755,12 +844,12 @@ def launch(run_dir: str | os.PathLike[str], resume: bool = False, *, env: dict[s
         manifest.save()
     with open(logs / "supervisor.out", "ab") as sup_out:
         proc = subprocess.Popen([sys.executable, str(resource_script("run_supervisor.py")), str(run_dir),
-                                 str(number)], cwd=run_dir, env=full_env, stdin=subprocess.DEVNULL,
+                                 str(number), str(_registry_dir())], cwd=run_dir, env=full_env, stdin=subprocess.DEVNULL,
                                 stdout=sup_out, stderr=sup_out, start_new_session=True, close_fds=True)
     # Reap it if this process lives longer than the run (the TUI), so it does not linger as a zombie.
     threading.Thread(target=proc.wait, name="supervisor-reaper", daemon=True).start()
     _update_current(run_dir, {"supervisor_pid": proc.pid})
-    register_run(run_dir)
+    register_run(run_dir, run_tag=tag)
     deadline = time.time() + wait_started
     while time.time() < deadline:
         manifest = RunManifest.load(run_dir)
