@@ -373,3 +373,46 @@ def test_runs_survives_garbage_lines_in_trainer_log(tmp_path, state_home, capsys
     out = capsys.readouterr().out
     assert "1/10 (10%)" in out and "internal error" not in out
     assert runner.run_status(run_dir).step == 1
+
+
+def test_age_is_never_negative_after_a_wall_clock_step(runs, capsys):
+    # A start recorded while the wall clock ran ahead (then stepped back, e.g. by NTP) showed as "-3599s".
+    import time
+
+    from minicpm_tui.cli import main
+
+    assert (runner.age_text(-5), runner.age_text(0), runner.age_text(None)) == ("?", "0s", "-")
+    now = time.time()
+    ahead = runner.RunInfo(run_dir=Path("x"), status="finished", started_at=now + 3600)
+    assert (ahead.age_s, ahead.age) == (None, "?")
+    assert runner.RunInfo(run_dir=Path("x"), status="finished", started_at=now + 10).age == "0s"  # small skew
+    assert runner.RunInfo(run_dir=Path("x"), status="never").age == "-"
+    # The boot clock, when the start was recorded in this boot, is immune to the step.
+    booted = runner.RunInfo(run_dir=Path("x"), status="finished", started_at=now + 3600,
+                            started_boottime=runner.boottime() - 120, boot_id=runner.boot_id())
+    assert 119 < booted.age_s < 130 and booted.age == "2m"
+    booted.boot_id = "another-boot"
+    assert booted.age == "?"
+
+    run_dir = runs("clock", "sleep 60\n")
+    runner.launch(run_dir)
+    wait_status(run_dir, ("running",), 30)
+    path = run_dir / runner.MANIFEST
+    data = json.loads(path.read_text())
+    assert data["attempts"][0]["boot_id"] == runner.boot_id() and data["attempts"][0]["started_boottime"] > 0
+    data["attempts"][0]["started_at"] = now + 3600
+    path.write_text(json.dumps(data))
+    info = runner.run_status(run_dir)
+    assert info.status == "running" and 0 <= info.age_s < 60
+    assert main(["runs"]) == 0
+    assert "running" in capsys.readouterr().out.splitlines()[1].split()[0]
+    for key in ("started_boottime", "boot_id"):  # a manifest from before they were recorded
+        del data["attempts"][0][key]
+    path.write_text(json.dumps(data))
+    assert main(["runs", "--json"]) == 0
+    listed = json.loads(capsys.readouterr().out)[0]
+    assert (listed["age_s"], listed["age"], listed["status"]) == (None, "?", "running")
+    assert main(["runs"]) == 0
+    row = capsys.readouterr().out.splitlines()[1].split()
+    assert row[:4] == ["running", "-", "-", "?"]
+    runner.stop(run_dir, grace=0, term_timeout=5)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -34,6 +33,5 @@ def run(args: argparse.Namespace) -> int:
         extra = f"  [{r.how}]" if r.how != "minicpm-tui" else ""
         if r.note:
             extra += f"  ({r.note})"
-        age = runner.age_text(time.time() - r.started_at) if r.started_at else "-"
-        print(f"{r.status:<9} {exit_code:>4} {r.progress:<16} {age:>5}  {r.run_dir}{extra}")
+        print(f"{r.status:<9} {exit_code:>4} {r.progress:<16} {r.age:>5}  {r.run_dir}{extra}")
     return 0

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import hashlib
 import json
 import os
@@ -46,6 +47,9 @@ TRAINER_LOG = "trainer_log.jsonl"
 LIVE = ("starting", "running")
 STATUSES = ("starting", "running", "finished", "failed", "stopped", "died", "unknown", "never")
 _CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+# A recorded start this far in the future still reads "0s" (another host's clock, a small step); further
+# ahead, the wall clock has stepped back and the age is not known from it.
+CLOCK_SLACK_S = 60.0
 
 
 # --------------------------------------------------------------------------------------------------
@@ -418,6 +422,10 @@ class RunInfo:
     total_steps: int | None = None
     how: str = "minicpm-tui"  # or "by hand" (bash single_node.sh seen in the process table)
     note: str = ""
+    # The start on the boot clock (seconds since boot, suspend included) of boot ``boot_id``: an age
+    # from it is immune to wall-clock steps.
+    started_boottime: float | None = None
+    boot_id: str | None = None
 
     @property
     def progress(self) -> str:
@@ -427,7 +435,16 @@ class RunInfo:
 
     @property
     def age_s(self) -> float | None:
-        return time.time() - self.started_at if self.started_at else None
+        """Seconds since the start, never negative; None when not started or not known."""
+        return age_since(self.started_at, self.started_boottime, self.boot_id)
+
+    @property
+    def age(self) -> str:
+        """The age for listings: "-" before any start, "?" when the clocks cannot tell."""
+        if not self.started_at and self.started_boottime is None:
+            return "-"
+        age = self.age_s
+        return "?" if age is None else age_text(age)
 
     def to_dict(self) -> dict[str, Any]:
         return {"run_dir": str(self.run_dir), "status": self.status, "exit_code": self.exit_code,
@@ -435,6 +452,7 @@ class RunInfo:
                 "started_at": self.started_at, "ended_at": self.ended_at,
                 "output_dir": str(self.output_dir) if self.output_dir else None, "step": self.step,
                 "total_steps": self.total_steps, "progress": self.progress, "age_s": self.age_s,
+                "age": self.age,
                 "how": self.how, "note": self.note}
 
 
@@ -472,7 +490,8 @@ def run_status(run_dir: str | os.PathLike[str]) -> RunInfo:
         cur = manifest.current
         info.attempt = int(cur.get("attempt", len(manifest.attempts)))
         info.exit_code, info.pid, info.pgid = cur.get("exit_code"), cur.get("pid"), cur.get("pgid")
-        info.host, info.started_at, info.ended_at = cur.get("host"), cur.get("started_at"), cur.get("ended_at")
+        info.host, info.started_at, info.ended_at = cur.get("host"), _number(cur, "started_at"), _number(cur, "ended_at")
+        info.started_boottime, info.boot_id = _number(cur, "started_boottime"), _text(cur, "boot_id")
         info.status = cur.get("status") or "unknown"
         if info.status in LIVE:
             info.status, info.note = _live_status(run_dir, cur)
@@ -484,6 +503,7 @@ def run_status(run_dir: str | os.PathLike[str]) -> RunInfo:
         info.status, info.how = "running", "by hand"
         info.pid, info.pgid, info.host = leader.pid, leader.pgid, socket.gethostname()
         info.started_at = _start_time(leader.start_ticks)
+        info.started_boottime, info.boot_id = leader.start_ticks / _CLK_TCK, boot_id()
         return info
     if out_dir is not None and (out_dir / "all_results.json").is_file():
         info.status, info.how = "finished", "by hand"
@@ -491,6 +511,52 @@ def run_status(run_dir: str | os.PathLike[str]) -> RunInfo:
         info.status, info.how = "died", "by hand"
         info.note = "trainer_log.jsonl stops before the last step and no process is left"
     return info
+
+
+def _number(data: dict[str, Any], key: str) -> float | None:
+    """A number from a manifest, None for anything else (a hand-edited or damaged value)."""
+    value = data.get(key)
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def _text(data: dict[str, Any], key: str) -> str | None:
+    value = data.get(key)
+    return value if isinstance(value, str) and value else None
+
+
+def age_since(started_at: float | None, started_boottime: float | None = None,
+              boot: str | None = None) -> float | None:
+    """Seconds since a start, never negative; None when there is none or the clocks cannot tell.
+
+    The boot clock first (immune to wall-clock steps) when the start was recorded in this boot; else
+    the wall clock, where a start up to CLOCK_SLACK_S in the future reads 0 and one further ahead (the
+    clock stepped back) is not known.
+    """
+    now_boot = boottime()
+    if started_boottime is not None and now_boot is not None and boot and boot == boot_id():
+        return max(0.0, now_boot - started_boottime)
+    if not started_at:
+        return None
+    age = time.time() - started_at
+    return None if age < -CLOCK_SLACK_S else max(0.0, age)
+
+
+def boottime() -> float | None:
+    """Seconds since this machine booted, suspend included (the clock /proc/PID/stat's start times use)."""
+    try:
+        return time.clock_gettime(time.CLOCK_BOOTTIME)
+    except (AttributeError, OSError):
+        return None
+
+
+@functools.lru_cache(maxsize=1)
+def boot_id() -> str | None:
+    """This boot's id: a boot-clock time recorded in another boot (or on another host) means nothing here."""
+    try:
+        with open("/proc/sys/kernel/random/boot_id", encoding="utf-8") as handle:
+            return handle.read().strip() or None
+    except OSError:
+        return None
 
 
 def _start_time(start_ticks: int) -> float | None:
@@ -523,8 +589,8 @@ def _live_status(run_dir: Path, cur: dict[str, Any]) -> tuple[str, str]:
         return cur.get("status", "running"), f"recorded on host {host}; cannot check from here"
     if _lock_held(run_dir):
         return cur.get("status", "running"), ""
-    if cur.get("status") == "starting" and (_alive(cur.get("supervisor_pid"))
-                                            or time.time() - (cur.get("started_at") or 0) < 10):
+    age = age_since(_number(cur, "started_at"), _number(cur, "started_boottime"), _text(cur, "boot_id"))
+    if cur.get("status") == "starting" and (_alive(cur.get("supervisor_pid")) or (age is not None and age < 10)):
         return "starting", ""  # the launcher has not recorded its supervisor yet
     # The supervisor is gone without recording an end. Is the training itself still there?
     procs = _attempt_procs(cur) if cur.get("pgid") else []
@@ -666,9 +732,12 @@ def watch_run(run_dir: str | os.PathLike[str]) -> Path:
 
 
 def age_text(seconds: float | None) -> str:
-    """A short age for listings: 45s, 12m, 3h, 2d."""
+    """A short age for listings: 45s, 12m, 3h, 2d; "?" for a negative one (a start in the future: the wall
+    clock stepped back), never a negative age."""
     if seconds is None:
         return "-"
+    if seconds < 0:
+        return "?"
     for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
         if seconds >= size:
             return f"{seconds / size:.0f}{unit}"
@@ -834,6 +903,7 @@ def launch(run_dir: str | os.PathLike[str], resume: bool = False, *, env: dict[s
         attempt = {
             "attempt": number, "status": "starting", "resume": resume, "command": command,
             "cwd": str(run_dir), "train_yaml": yaml_rel, "run_tag": tag, "host": socket.gethostname(), "user": _user(), "started_at": time.time(),
+            "started_boottime": boottime(), "boot_id": boot_id(),
             "stdout": str(logs / f"attempt-{number}.stdout.log"),
             "stderr": str(logs / f"attempt-{number}.stderr.log"),
             # Names only: values may hold secrets (HF_TOKEN) and never go into a file.
