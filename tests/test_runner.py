@@ -416,3 +416,58 @@ def test_age_is_never_negative_after_a_wall_clock_step(runs, capsys):
     row = capsys.readouterr().out.splitlines()[1].split()
     assert row[:4] == ["running", "-", "-", "?"]
     runner.stop(run_dir, grace=0, term_timeout=5)
+
+
+@pytest.mark.parametrize("content, named", [
+    ("[]", "[] is not a JSON object"),
+    ('{"attempts": "x"}', "attempts: the run manifest is damaged: 'x' is not a list"),
+    ('{"attempts": [7]}', "attempts[0]: the run manifest is damaged: 7 is not an object"),
+    ('{"attempts": [{"attempt": 1, "status": "running", "pgid": "x"}]}', "attempts[0].pgid"),
+    ('{"attempts": [{"attempt": "one", "status": "finished"}]}', "attempts[0].attempt"),
+    ('{"attempts": [{"attempt": 1, "status": "finished", "started_at": "yesterday"}]}', "attempts[0].started_at"),
+    ('{"output_dir": 5, "attempts": []}', "output_dir: the run manifest is damaged: 5 is not a path"),
+    ("", "cannot read the run manifest"),
+])
+def test_a_damaged_manifest_is_one_line_and_runs_lists_the_others(content, named, tmp_path, state_home, capsys):
+    # Valid JSON of the wrong shape (a hand edit, another tool's file) was an internal error in `runs`, which
+    # then listed no run at all, and in `stop`, `monitor` and `run`.
+    from minicpm_tui.cli import main
+
+    good = tmp_path / "good"
+    write_script(good, "true\n")
+    (good / "train.yaml").write_text("output_dir: out\n")
+    bad = tmp_path / "bad"
+    write_script(bad, "true\n")
+    (bad / runner.MANIFEST).write_text(content)
+    runner.watch_run(good)
+    runner.watch_run(bad)
+    assert main(["runs"]) == 0
+    out = capsys.readouterr().out
+    assert f"never        - -                    -  {good}" in out
+    assert f"unknown      - -                    -  {bad}  ({bad / runner.MANIFEST}" in out and named in out
+    assert "restore it from a backup or delete it" in out
+    for argv in (["stop", str(bad)], ["monitor", str(bad), "--once", "--no-gpu"], ["run", str(bad)]):
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and "internal error" not in err and named in err, err
+    assert not (bad / "logs" / "supervisor.out").exists()  # nothing was launched
+
+
+def test_a_damaged_generated_json_is_one_line(tmp_path, state_home, capsys, monkeypatch):
+    from minicpm_tui.cli import main
+    from minicpm_tui.core.preflight import preflight
+
+    run_dir = tmp_path / "run"
+    write_script(run_dir, "true\n")
+    (run_dir / "train.yaml").write_text("stage: sft\noutput_dir: out\n")
+    for content, named in (("[1, 2]", "a JSON list, not an object"), ('{"resolved": [1]}', "`resolved` is not")):
+        (run_dir / "generated.json").write_text(content)
+        assert main(["smoke", str(run_dir)]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith(f"minicpm-tui: error: {run_dir / 'generated.json'}") and named in err, err
+        assert "regenerate" in err and len(err.splitlines()) == 1
+        # The preflight reads it leniently (it has train.yaml): it gets as far as the training Python.
+        monkeypatch.setenv("TRAIN_PYTHON", str(tmp_path / "no-env" / "python"))
+        with pytest.raises(UserError, match="no-env"):
+            preflight(run_dir)
+        monkeypatch.delenv("TRAIN_PYTHON")

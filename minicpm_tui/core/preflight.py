@@ -168,7 +168,8 @@ def preflight_many(run_dirs: list[str | os.PathLike[str]], *, datasets: bool = T
                      "python": run_dir_python(meta)})
         _bash_n(run, report)
         if datasets:
-            stage = (meta.get("resolved") or {}).get("stage") or _stage_of(run)
+            resolved = meta.get("resolved")
+            stage = (resolved.get("stage") if isinstance(resolved, dict) else None) or _stage_of(run)
             _check_datasets(run, stage, report)
     # One LLaMA-Factory subprocess per training Python: each run is parsed by the release it trains with.
     by_python: dict[str, list[dict[str, Any]]] = {}

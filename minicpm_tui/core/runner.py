@@ -109,9 +109,9 @@ class RunManifest:
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, ValueError) as exc:
-            raise UserError(f"cannot read the run manifest: {exc}", where=str(path),
-                            fix="restore it from a backup or delete it (the run's history is lost)") from exc
-        attempts = list(data.get("attempts", []))
+            raise UserError(f"cannot read the run manifest: {exc}", where=str(path), fix=_MANIFEST_FIX) from exc
+        _check_manifest(data, path)
+        attempts = list(data.get("attempts") or [])
         out = data.get("output_dir")
         recorded = data.get("run_dir")
         if isinstance(recorded, str) and recorded != str(run_dir):
@@ -122,12 +122,49 @@ class RunManifest:
                 return value
 
             out = here(out)
-            attempts = [{**a, "stdout": here(a.get("stdout")), "stderr": here(a.get("stderr"))}
-                        if isinstance(a, dict) else a for a in attempts]
+            attempts = [{**a, "stdout": here(a.get("stdout")), "stderr": here(a.get("stderr"))} for a in attempts]
         return cls(run_dir=run_dir, output_dir=Path(out) if out else None, attempts=attempts)
 
     def save(self) -> None:
         write_atomic(self.run_dir / MANIFEST, json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n")
+
+
+_MANIFEST_FIX = "restore it from a backup or delete it (the run's history is lost)"
+# The types each attempt's fields must have (None is always allowed): everything else trusts them.
+_ATTEMPT_TYPES: dict[str, tuple[type, ...]] = {
+    **dict.fromkeys(("attempt", "pid", "pgid", "supervisor_pid", "exit_code", "pid_start_ticks"), (int,)),
+    **dict.fromkeys(("started_at", "ended_at", "started_boottime", "stop_requested_at"), (int, float)),
+    **dict.fromkeys(("status", "host", "cwd", "run_tag", "stdout", "stderr", "train_yaml", "boot_id", "user",
+                     "error"), (str,)),
+    **dict.fromkeys(("command", "env_keys", "warnings"), (list,)),
+}
+
+
+_KIND_NAMES = {(int,): "an integer", (int, float): "a number", (str,): "a string", (list,): "a list"}
+
+
+def _check_manifest(data: Any, path: Path) -> None:
+    """A UserError naming the first damaged part of a parsed manifest (hand-edited, or another tool's file)."""
+    def damaged(where: str, value: Any, kind: str) -> UserError:
+        shown = repr(value) if len(repr(value)) <= 60 else repr(value)[:57] + "..."
+        return UserError(f"the run manifest is damaged: {shown} is not {kind}",
+                         where=f"{path}: {where}" if where else str(path), fix=_MANIFEST_FIX)
+
+    if not isinstance(data, dict):
+        raise damaged("", data, "a JSON object")
+    for key in ("run_dir", "output_dir"):
+        if data.get(key) is not None and not isinstance(data[key], str):
+            raise damaged(key, data[key], "a path")
+    attempts = data.get("attempts")
+    if attempts is not None and not isinstance(attempts, list):
+        raise damaged("attempts", attempts, "a list")
+    for index, attempt in enumerate(attempts or []):
+        if not isinstance(attempt, dict):
+            raise damaged(f"attempts[{index}]", attempt, "an object")
+        for key, types in _ATTEMPT_TYPES.items():
+            value = attempt.get(key)
+            if value is not None and (not isinstance(value, types) or isinstance(value, bool)):
+                raise damaged(f"attempts[{index}].{key}", value, _KIND_NAMES[types])
 
 
 class _ManifestLock:
