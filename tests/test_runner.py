@@ -471,3 +471,65 @@ def test_a_damaged_generated_json_is_one_line(tmp_path, state_home, capsys, monk
         with pytest.raises(UserError, match="no-env"):
             preflight(run_dir)
         monkeypatch.delenv("TRAIN_PYTHON")
+
+
+def test_an_unwritable_runs_registry_does_not_fail_a_started_run(runs, tmp_path, monkeypatch, capsys):
+    # The run was launched, then `run` failed (exit 2) on registering it: a running training reported as an
+    # error. It is a warning now; `runs --watch`, whose whole job is registering, is a one-line error.
+    from minicpm_tui.cli import main
+
+    home = tmp_path / "blocked"
+    home.mkdir()
+    (home / "state").write_text("a file where the state folder should be\n")
+    monkeypatch.setenv("MINICPM_TUI_HOME", str(home))
+    run_dir = runs("unregistered", "true\n")
+    assert main(["run", str(run_dir)]) == 0
+    captured = capsys.readouterr()
+    assert f"started {run_dir}" in captured.out
+    warning = captured.err.strip()
+    assert warning.startswith("minicpm-tui: warning: `minicpm-tui runs` will not list this run: ")
+    assert f"{home / 'state' / 'runs'}: cannot write the runs registry" in warning and "XDG_STATE_HOME" in warning
+    assert wait_status(run_dir, ("finished", "failed"), 30).status == "finished"
+    assert main(["runs", "--watch", str(run_dir)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "cannot write the runs registry" in err
+
+
+def test_the_registry_location_ignores_a_relative_xdg_state_home(tmp_path, monkeypatch):
+    # XDG_STATE_HOME=relative named another registry from every working directory: `runs` after `cd`
+    # said "no runs yet". The XDG spec says to ignore a relative value.
+    from minicpm_tui.core import paths
+
+    monkeypatch.delenv("MINICPM_TUI_HOME")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("XDG_STATE_HOME", "relative/state")
+    assert paths.state_dir() == tmp_path / "home" / ".local" / "state" / "minicpm-tui"
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "xdg"))
+    assert paths.state_dir() == tmp_path / "xdg" / "minicpm-tui"
+    monkeypatch.delenv("XDG_STATE_HOME")
+    assert paths.state_dir() == tmp_path / "home" / ".local" / "state" / "minicpm-tui"
+
+    def no_home() -> Path:
+        raise RuntimeError("Could not determine home directory.")
+
+    monkeypatch.setattr(Path, "home", staticmethod(no_home))
+    with pytest.raises(UserError) as caught:
+        paths.state_dir()
+    assert caught.value.where == "XDG_STATE_HOME" and "MINICPM_TUI_HOME" in caught.value.fix
+
+
+def test_runs_says_when_every_registered_run_directory_is_gone(tmp_path, state_home, capsys):
+    import shutil
+
+    from minicpm_tui.cli import main
+
+    run_dir = tmp_path / "vanishing"
+    run_dir.mkdir()
+    (run_dir / "train.yaml").write_text("output_dir: out\n")
+    runner.watch_run(run_dir)
+    shutil.rmtree(run_dir)
+    assert main(["runs"]) == 0
+    assert capsys.readouterr().out.strip() == ("no runs to show: 1 registered run directory is gone "
+                                               "(`minicpm-tui runs --all` lists them)")
+    assert main(["runs", "--all"]) == 0
+    assert "(run directory is gone)" in capsys.readouterr().out

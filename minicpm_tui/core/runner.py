@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from minicpm_tui.core.atomic import write_atomic
-from minicpm_tui.core.errors import UserError
+from minicpm_tui.core.errors import UserError, os_error
 from minicpm_tui.core.paths import state_dir
 from minicpm_tui.core.resources import resource_script
 
@@ -459,6 +459,7 @@ class RunInfo:
     total_steps: int | None = None
     how: str = "minicpm-tui"  # or "by hand" (bash single_node.sh seen in the process table)
     note: str = ""
+    gone: bool = False  # registered, but the run directory is no longer there (listed with include_missing)
     # The start on the boot clock (seconds since boot, suspend included) of boot ``boot_id``: an age
     # from it is immune to wall-clock steps.
     started_boottime: float | None = None
@@ -490,7 +491,7 @@ class RunInfo:
                 "output_dir": str(self.output_dir) if self.output_dir else None, "step": self.step,
                 "total_steps": self.total_steps, "progress": self.progress, "age_s": self.age_s,
                 "age": self.age,
-                "how": self.how, "note": self.note}
+                "how": self.how, "note": self.note, "gone": self.gone}
 
 
 def _hand_processes(run_dir: Path) -> list[ProcInfo]:
@@ -682,7 +683,13 @@ def register_run(run_dir: str | os.PathLike[str], how: str = "launched", run_tag
     data = {"registered_at": time.time(), "how": how, **(data or {}), "run_dir": str(run_dir)}
     if run_tag:
         data["run_tag"] = run_tag
-    write_atomic(entry, json.dumps(data) + "\n")
+    try:
+        write_atomic(entry, json.dumps(data) + "\n")
+    except OSError as exc:
+        reason = os_error(exc)
+        raise UserError(f"cannot write the runs registry: {reason.message}", where=reason.where,
+                        fix="make it writable, or point XDG_STATE_HOME (MINICPM_TUI_HOME overrides it) at a folder "
+                            "you may write to") from exc
     return entry
 
 
@@ -806,7 +813,7 @@ def list_runs(include_missing: bool = False) -> list[RunInfo]:
         if not run_dir.is_dir() or not is_run_dir(run_dir):
             if include_missing:
                 note = "run directory is gone" if not run_dir.is_dir() else "no longer a run directory"
-                out.append(RunInfo(run_dir=run_dir, status="unknown", note=note))
+                out.append(RunInfo(run_dir=run_dir, status="unknown", note=note, gone=True))
             continue
         try:
             out.append(run_status(run_dir))
@@ -956,7 +963,10 @@ def launch(run_dir: str | os.PathLike[str], resume: bool = False, *, env: dict[s
     # Reap it if this process lives longer than the run (the TUI), so it does not linger as a zombie.
     threading.Thread(target=proc.wait, name="supervisor-reaper", daemon=True).start()
     _update_current(run_dir, {"supervisor_pid": proc.pid})
-    register_run(run_dir, run_tag=tag)
+    try:
+        register_run(run_dir, run_tag=tag)
+    except UserError as exc:  # the run is started: say so, do not fail
+        warnings.append(f"`minicpm-tui runs` will not list this run: {exc.one_line()}")
     deadline = time.time() + wait_started
     while time.time() < deadline:
         manifest = RunManifest.load(run_dir)
