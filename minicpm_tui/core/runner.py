@@ -490,8 +490,7 @@ class RunInfo:
                 "started_at": self.started_at, "ended_at": self.ended_at,
                 "output_dir": str(self.output_dir) if self.output_dir else None, "step": self.step,
                 "total_steps": self.total_steps, "progress": self.progress, "age_s": self.age_s,
-                "age": self.age,
-                "how": self.how, "note": self.note, "gone": self.gone}
+                "age": self.age, "how": self.how, "note": self.note, "gone": self.gone}
 
 
 def _hand_processes(run_dir: Path) -> list[ProcInfo]:
@@ -528,8 +527,8 @@ def run_status(run_dir: str | os.PathLike[str]) -> RunInfo:
         cur = manifest.current
         info.attempt = int(cur.get("attempt", len(manifest.attempts)))
         info.exit_code, info.pid, info.pgid = cur.get("exit_code"), cur.get("pid"), cur.get("pgid")
-        info.host, info.started_at, info.ended_at = cur.get("host"), _number(cur, "started_at"), _number(cur, "ended_at")
-        info.started_boottime, info.boot_id = _number(cur, "started_boottime"), _text(cur, "boot_id")
+        info.host, info.started_at, info.ended_at = cur.get("host"), cur.get("started_at"), cur.get("ended_at")
+        info.started_boottime, info.boot_id = cur.get("started_boottime"), cur.get("boot_id")
         info.status = cur.get("status") or "unknown"
         if info.status in LIVE:
             info.status, info.note = _live_status(run_dir, cur)
@@ -549,17 +548,6 @@ def run_status(run_dir: str | os.PathLike[str]) -> RunInfo:
         info.status, info.how = "died", "by hand"
         info.note = "trainer_log.jsonl stops before the last step and no process is left"
     return info
-
-
-def _number(data: dict[str, Any], key: str) -> float | None:
-    """A number from a manifest, None for anything else (a hand-edited or damaged value)."""
-    value = data.get(key)
-    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
-
-
-def _text(data: dict[str, Any], key: str) -> str | None:
-    value = data.get(key)
-    return value if isinstance(value, str) and value else None
 
 
 def age_since(started_at: float | None, started_boottime: float | None = None,
@@ -627,7 +615,7 @@ def _live_status(run_dir: Path, cur: dict[str, Any]) -> tuple[str, str]:
         return cur.get("status", "running"), f"recorded on host {host}; cannot check from here"
     if _lock_held(run_dir):
         return cur.get("status", "running"), ""
-    age = age_since(_number(cur, "started_at"), _number(cur, "started_boottime"), _text(cur, "boot_id"))
+    age = age_since(cur.get("started_at"), cur.get("started_boottime"), cur.get("boot_id"))
     if cur.get("status") == "starting" and (_alive(cur.get("supervisor_pid")) or (age is not None and age < 10)):
         return "starting", ""  # the launcher has not recorded its supervisor yet
     # The supervisor is gone without recording an end. Is the training itself still there?
@@ -709,13 +697,14 @@ def _has_attempt(run_dir: Path, tag: str) -> bool:
         manifest = RunManifest.load(run_dir)
     except UserError:
         return False
-    return manifest is not None and any(isinstance(a, dict) and a.get("run_tag") == tag for a in manifest.attempts)
+    return manifest is not None and any(a.get("run_tag") == tag for a in manifest.attempts)
 
 
 def _moved_to(data: dict[str, Any], key: str, tagged: dict[str, list[int]]) -> tuple[Path, str] | None:
     """Where a registered run directory that left its path lives now (and its attempt's run tag), if a
-    process of that attempt is still alive: ``mv`` takes the processes' working directory along (the supervisor's is the run
-    directory itself), and the manifest there must hold that attempt (so a copy is never taken for it)."""
+    process of that attempt is still alive: ``mv`` takes the processes' working directory along (the
+    supervisor's is the run directory itself), and the manifest there must hold that attempt (so a copy
+    is never taken for it)."""
     tag = data.get("run_tag")
     # Entries written before run tags were recorded: every tag starts with the key of the launch's path.
     tags = [tag] if isinstance(tag, str) and tag in tagged else [t for t in tagged if t.startswith(key + "-")]
