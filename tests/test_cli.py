@@ -141,3 +141,17 @@ def test_smoke_refuses_more_processes_than_a_cpu_smoke_run_needs(tmp_path, capsy
     err = capsys.readouterr().err.strip()
     assert err.startswith("minicpm-tui: error: --nproc: the smoke run takes 1 to 8 processes, not 10000")
     assert len(err.splitlines()) == 1
+
+
+def test_generate_notes_a_learning_rate_far_above_the_usual_one(capsys):
+    """`generate PRESET --stage/--method` keeps the preset's learning rate: full SFT's 1e-5 for a full DPO is
+    said, with the flag that changes it."""
+    hw = ["--hardware", "8x-a100-80gb-nvlink", "--dry-run"]
+    assert main(["generate", "minicpm4-8b-sft-full", "--stage", "dpo", "--datasets", "demo_dpo", *hw]) == 0
+    out = capsys.readouterr()
+    assert "learning_rate: 1.0e-05" in out.out  # the person's recipe is not changed behind their back
+    assert out.err.strip() == ("minicpm-tui: note: learning_rate 1e-05 is 20x the usual 5e-07 for full dpo; "
+                               "if that is not meant, pass --learning-rate 5e-07")
+    assert main(["generate", "minicpm4-8b-sft-full", "--stage", "dpo", "--datasets", "demo_dpo",
+                 "--learning-rate", "5e-7", *hw]) == 0
+    assert capsys.readouterr().err == ""

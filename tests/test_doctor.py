@@ -51,3 +51,66 @@ def test_doctor_on_a_python_without_llamafactory(tmp_path):
     assert {"torch", "llamafactory", "deepspeed", "transformers"} <= set(missing)
     assert "pip install" in missing["llamafactory"].fix
     assert training_python() == sys.executable
+
+
+def _unusable_pythons(tmp_path):
+    """(name, path, words of the reason) for training Pythons that cannot be run."""
+    folder = tmp_path / "a-folder"
+    folder.mkdir()
+    plain = tmp_path / "not-executable"
+    plain.write_text("#!/bin/sh\nexit 0\n")
+    no_program = tmp_path / "no-program"
+    no_program.write_bytes(b"\x00\x01 not a program\n")
+    no_program.chmod(0o755)
+    return [("missing", str(tmp_path / "no-such-env" / "python"), "not found"),
+            ("folder", str(folder), "is a folder"),
+            ("not executable", str(plain), "is not executable"),
+            ("not a program", str(no_program), "cannot be started"),
+            ("bare name", "no-such-python-anywhere", "not found on PATH")]
+
+
+def test_an_unusable_training_python_is_one_error_everywhere(tmp_path, monkeypatch):
+    # The introspection, the preflight and the tiny-model build each wrote their own "not found" (different
+    # `where` and fix), and a folder or a non-executable file was a PermissionError traceback.
+    from minicpm_tui.core.errors import UserError
+    from minicpm_tui.core.lfinfo import run_introspection
+    from minicpm_tui.core.preflight import _lf_check
+    from minicpm_tui.core.tinymodel import tiny_model_dir
+
+    monkeypatch.delenv("TRAIN_PYTHON", raising=False)
+    monkeypatch.delenv("MINICPM_TUI_TRAIN_PYTHON", raising=False)
+    sites = {"introspection": lambda py: run_introspection(py, timeout=30),
+             "preflight": lambda py: _lf_check([], py, timeout=30),
+             "tiny model": lambda py: tiny_model_dir("cpm3", root=tmp_path / "models", python=py)}
+    for name, python, reason in _unusable_pythons(tmp_path):
+        lines = set()
+        for site, call in sites.items():
+            with pytest.raises(UserError) as caught:
+                call(python)
+            lines.add(caught.value.one_line())
+            assert caught.value.where is None, (name, site)
+        assert len(lines) == 1, (name, lines)
+        line = lines.pop()
+        assert f"training Python {python!r} {reason}" in line and "MINICPM_TUI_TRAIN_PYTHON" in line, line
+    # The variable that chose it is named.
+    missing = str(tmp_path / "gone" / "python")
+    monkeypatch.setenv("TRAIN_PYTHON", missing)
+    for call in sites.values():
+        with pytest.raises(UserError) as caught:
+            call(missing)
+        assert caught.value.where == "TRAIN_PYTHON"
+    monkeypatch.delenv("TRAIN_PYTHON")
+    monkeypatch.setenv("MINICPM_TUI_TRAIN_PYTHON", missing)
+    with pytest.raises(UserError) as caught:
+        run_introspection()
+    assert caught.value.where == "MINICPM_TUI_TRAIN_PYTHON"
+
+
+def test_a_recorded_training_python_that_became_a_folder_is_not_used(tmp_path, monkeypatch):
+    import sys
+
+    from minicpm_tui.core.lfinfo import run_dir_python
+
+    monkeypatch.delenv("TRAIN_PYTHON", raising=False)
+    monkeypatch.delenv("MINICPM_TUI_TRAIN_PYTHON", raising=False)
+    assert run_dir_python({"resolved": {"training_python": str(tmp_path)}}) == sys.executable

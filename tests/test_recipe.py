@@ -99,9 +99,42 @@ def test_new_recipe_defaults_follow_the_nearest_preset():
     assert defaults_for("full", "sft", "MiniCPM4-8B")["learning_rate"] == 1e-5
     assert defaults_for("lora", "dpo", "MiniCPM4-8B")["num_train_epochs"] == 2.0
     assert defaults_for("qlora", "kto", "MiniCPM-1B")["learning_rate"] == 5e-5  # as LoRA KTO
-    assert defaults_for("full", "dpo", "MiniCPM4-8B")["learning_rate"] == 1e-5  # no preset: as full SFT
     assert defaults_for("full", "sft", "/ckpt/mine")["cutoff_len"] in (1024, 2048)  # another model's preset
     assert not {"name", "model", "stage", "method", "datasets"} & set(defaults_for("lora", "sft"))
+
+def test_full_preference_tuning_defaults_to_a_preference_learning_rate():
+    """Full DPO/KTO ship no preset and took full SFT's 1e-5: far too high when every weight moves against a
+    frozen reference. They take 5e-7 (Zephyr's full DPO, KTO's paper) and full SFT's other values."""
+    from types import SimpleNamespace
+
+    from minicpm_tui.core.recipe import FULL_PREFERENCE_LR
+    from minicpm_tui.tui.screens.hparams import defaults
+
+    assert FULL_PREFERENCE_LR == 5e-7
+    for model in ("MiniCPM4-8B", "MiniCPM-1B", "/ckpt/mine"):
+        sft = defaults_for("full", "sft", model)
+        for stage in ("dpo", "kto"):
+            found = defaults_for("full", stage, model)
+            assert found["learning_rate"] == 5e-7, (model, stage)
+            assert {k: v for k, v in found.items() if k != "learning_rate"} == \
+                {k: v for k, v in sft.items() if k != "learning_rate"}
+        assert sft["learning_rate"] == 1e-5
+    assert defaults_for("lora", "dpo", "MiniCPM4-8B")["learning_rate"] == 5e-5  # LoRA keeps its preset's
+    # The wizard's hyper-parameter step starts from it.
+    state = SimpleNamespace(method="full", stage="kto", model="MiniCPM4-8B", suggested_cutoff=None)
+    assert defaults(state)["learning_rate"] == 5e-7
+    assert "full DPO/KTO ~5e-7" in {o.name: o for o in options()}["learning_rate"].help
+
+
+def test_a_learning_rate_far_above_the_usual_one_is_noted():
+    from minicpm_tui.core.recipe import apply_overrides, learning_rate_note, load_recipe
+
+    assert all(learning_rate_note(load_recipe(name)) is None for name in list_presets())
+    switched = apply_overrides(load_recipe("minicpm4-8b-dpo-lora"), {"method": "full"})
+    assert learning_rate_note(switched) == ("learning_rate 5e-05 is 100x the usual 5e-07 for full dpo; "
+                                            "if that is not meant, pass --learning-rate 5e-07")
+    assert learning_rate_note(apply_overrides(switched, {"learning_rate": "1e-6"})) is None
+
 
 def test_import_old_openbmb_yaml(tmp_path):
     old = tmp_path / "old.yaml"

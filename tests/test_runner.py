@@ -140,8 +140,45 @@ def test_a_run_directory_moved_while_it_runs_records_its_end_and_keeps_its_logs(
         manifest = runner.RunManifest.load(moved)
         assert manifest.stdout_log == moved / "logs" / "attempt-1.stdout.log"
         assert manifest.stdout_log.read_text() == "hello\n"
+        # Nobody listed the runs while it ran: the supervisor moved its registry entry along at the end.
+        wait_for(lambda: [d["run_dir"] for d in _registered()] == [str(moved)], 10, "registry entry moved")
+        assert [(r.run_dir, r.status, r.exit_code) for r in runner.list_runs()] == [(moved, "finished", 0)]
     finally:
         moved.rename(run_dir)
+
+
+def _registered() -> list[dict]:
+    return sorted((json.loads(p.read_text()) for p in (runner.state_dir() / "runs").glob("*.json")),
+                  key=lambda d: d["run_dir"])
+
+
+def test_runs_finds_a_run_directory_moved_while_it_runs(runs, tmp_path):
+    # After `mv`, the run dropped out of `runs` (its registry entry named the old path) until the user
+    # ran `runs --watch NEW_PATH`. Its processes' working directory moved along: that finds it.
+    run_dir = runs("first", "sleep 60\n")
+    runner.launch(run_dir)
+    wait_status(run_dir, ("running",), 30)
+    entry = runner.state_dir() / "runs" / f"{runner._registry_key(run_dir.resolve())}.json"
+    tag = json.loads(entry.read_text())["run_tag"]
+    assert tag == runner.RunManifest.load(run_dir).current["run_tag"]
+    # An entry written before run tags were recorded is found by its key.
+    entry.write_text(json.dumps({k: v for k, v in json.loads(entry.read_text()).items() if k != "run_tag"}))
+    second, third = tmp_path / "second", tmp_path / "nested" / "third"
+    third.parent.mkdir()
+    run_dir.rename(second)
+    try:
+        listed = runner.list_runs()
+        assert [(r.run_dir, r.status) for r in listed] == [(second, "running")]
+        assert [(d["run_dir"], d["moved_from"]) for d in _registered()] == [(str(second), str(run_dir))]
+        second.rename(third)  # moved again: found through the run tag
+        assert [(r.run_dir, r.status) for r in runner.list_runs()] == [(third, "running")]
+        assert [d["run_dir"] for d in _registered()] == [str(third)]
+        # The same run registered at its new path too is listed once.
+        runner.watch_run(third)
+        assert [r.run_dir for r in runner.list_runs()] == [third]
+        assert runner.stop(third, grace=0, term_timeout=5).status == "stopped"
+    finally:
+        (third if third.exists() else second).rename(run_dir)
 
 
 def test_missing_script_and_dir_are_user_errors(tmp_path, state_home):
@@ -336,3 +373,163 @@ def test_runs_survives_garbage_lines_in_trainer_log(tmp_path, state_home, capsys
     out = capsys.readouterr().out
     assert "1/10 (10%)" in out and "internal error" not in out
     assert runner.run_status(run_dir).step == 1
+
+
+def test_age_is_never_negative_after_a_wall_clock_step(runs, capsys):
+    # A start recorded while the wall clock ran ahead (then stepped back, e.g. by NTP) showed as "-3599s".
+    import time
+
+    from minicpm_tui.cli import main
+
+    assert (runner.age_text(-5), runner.age_text(0), runner.age_text(None)) == ("?", "0s", "-")
+    now = time.time()
+    ahead = runner.RunInfo(run_dir=Path("x"), status="finished", started_at=now + 3600)
+    assert (ahead.age_s, ahead.age) == (None, "?")
+    assert runner.RunInfo(run_dir=Path("x"), status="finished", started_at=now + 10).age == "0s"  # small skew
+    assert runner.RunInfo(run_dir=Path("x"), status="never").age == "-"
+    # The boot clock, when the start was recorded in this boot, is immune to the step.
+    booted = runner.RunInfo(run_dir=Path("x"), status="finished", started_at=now + 3600,
+                            started_boottime=runner.boottime() - 120, boot_id=runner.boot_id())
+    assert 119 < booted.age_s < 130 and booted.age == "2m"
+    booted.boot_id = "another-boot"
+    assert booted.age == "?"
+
+    run_dir = runs("clock", "sleep 60\n")
+    runner.launch(run_dir)
+    wait_status(run_dir, ("running",), 30)
+    path = run_dir / runner.MANIFEST
+    data = json.loads(path.read_text())
+    assert data["attempts"][0]["boot_id"] == runner.boot_id() and data["attempts"][0]["started_boottime"] > 0
+    data["attempts"][0]["started_at"] = now + 3600
+    path.write_text(json.dumps(data))
+    info = runner.run_status(run_dir)
+    assert info.status == "running" and 0 <= info.age_s < 60
+    assert main(["runs"]) == 0
+    assert "running" in capsys.readouterr().out.splitlines()[1].split()[0]
+    for key in ("started_boottime", "boot_id"):  # a manifest from before they were recorded
+        del data["attempts"][0][key]
+    path.write_text(json.dumps(data))
+    assert main(["runs", "--json"]) == 0
+    listed = json.loads(capsys.readouterr().out)[0]
+    assert (listed["age_s"], listed["age"], listed["status"]) == (None, "?", "running")
+    assert main(["runs"]) == 0
+    row = capsys.readouterr().out.splitlines()[1].split()
+    assert row[:4] == ["running", "-", "-", "?"]
+    runner.stop(run_dir, grace=0, term_timeout=5)
+
+
+@pytest.mark.parametrize("content, named", [
+    ("[]", "[] is not a JSON object"),
+    ('{"attempts": "x"}', "attempts: the run manifest is damaged: 'x' is not a list"),
+    ('{"attempts": [7]}', "attempts[0]: the run manifest is damaged: 7 is not an object"),
+    ('{"attempts": [{"attempt": 1, "status": "running", "pgid": "x"}]}', "attempts[0].pgid"),
+    ('{"attempts": [{"attempt": "one", "status": "finished"}]}', "attempts[0].attempt"),
+    ('{"attempts": [{"attempt": 1, "status": "finished", "started_at": "yesterday"}]}', "attempts[0].started_at"),
+    ('{"output_dir": 5, "attempts": []}', "output_dir: the run manifest is damaged: 5 is not a path"),
+    ("", "cannot read the run manifest"),
+])
+def test_a_damaged_manifest_is_one_line_and_runs_lists_the_others(content, named, tmp_path, state_home, capsys):
+    # Valid JSON of the wrong shape (a hand edit, another tool's file) was an internal error in `runs`, which
+    # then listed no run at all, and in `stop`, `monitor` and `run`.
+    from minicpm_tui.cli import main
+
+    good = tmp_path / "good"
+    write_script(good, "true\n")
+    (good / "train.yaml").write_text("output_dir: out\n")
+    bad = tmp_path / "bad"
+    write_script(bad, "true\n")
+    (bad / runner.MANIFEST).write_text(content)
+    runner.watch_run(good)
+    runner.watch_run(bad)
+    assert main(["runs"]) == 0
+    out = capsys.readouterr().out
+    assert f"never        - -                    -  {good}" in out
+    assert f"unknown      - -                    -  {bad}  ({bad / runner.MANIFEST}" in out and named in out
+    assert "restore it from a backup or delete it" in out
+    for argv in (["stop", str(bad)], ["monitor", str(bad), "--once", "--no-gpu"], ["run", str(bad)]):
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and "internal error" not in err and named in err, err
+    assert not (bad / "logs" / "supervisor.out").exists()  # nothing was launched
+
+
+def test_a_damaged_generated_json_is_one_line(tmp_path, state_home, capsys, monkeypatch):
+    from minicpm_tui.cli import main
+    from minicpm_tui.core.preflight import preflight
+
+    run_dir = tmp_path / "run"
+    write_script(run_dir, "true\n")
+    (run_dir / "train.yaml").write_text("stage: sft\noutput_dir: out\n")
+    for content, named in (("[1, 2]", "a JSON list, not an object"), ('{"resolved": [1]}', "`resolved` is not")):
+        (run_dir / "generated.json").write_text(content)
+        assert main(["smoke", str(run_dir)]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith(f"minicpm-tui: error: {run_dir / 'generated.json'}") and named in err, err
+        assert "regenerate" in err and len(err.splitlines()) == 1
+        # The preflight reads it leniently (it has train.yaml): it gets as far as the training Python.
+        monkeypatch.setenv("TRAIN_PYTHON", str(tmp_path / "no-env" / "python"))
+        with pytest.raises(UserError, match="no-env"):
+            preflight(run_dir)
+        monkeypatch.delenv("TRAIN_PYTHON")
+
+
+def test_an_unwritable_runs_registry_does_not_fail_a_started_run(runs, tmp_path, monkeypatch, capsys):
+    # The run was launched, then `run` failed (exit 2) on registering it: a running training reported as an
+    # error. It is a warning now; `runs --watch`, whose whole job is registering, is a one-line error.
+    from minicpm_tui.cli import main
+
+    home = tmp_path / "blocked"
+    home.mkdir()
+    (home / "state").write_text("a file where the state folder should be\n")
+    monkeypatch.setenv("MINICPM_TUI_HOME", str(home))
+    run_dir = runs("unregistered", "true\n")
+    assert main(["run", str(run_dir)]) == 0
+    captured = capsys.readouterr()
+    assert f"started {run_dir}" in captured.out
+    warning = captured.err.strip()
+    assert warning.startswith("minicpm-tui: warning: `minicpm-tui runs` will not list this run: ")
+    assert f"{home / 'state' / 'runs'}: cannot write the runs registry" in warning and "XDG_STATE_HOME" in warning
+    assert wait_status(run_dir, ("finished", "failed"), 30).status == "finished"
+    assert main(["runs", "--watch", str(run_dir)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "cannot write the runs registry" in err
+
+
+def test_the_registry_location_ignores_a_relative_xdg_state_home(tmp_path, monkeypatch):
+    # XDG_STATE_HOME=relative named another registry from every working directory: `runs` after `cd`
+    # said "no runs yet". The XDG spec says to ignore a relative value.
+    from minicpm_tui.core import paths
+
+    monkeypatch.delenv("MINICPM_TUI_HOME")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("XDG_STATE_HOME", "relative/state")
+    assert paths.state_dir() == tmp_path / "home" / ".local" / "state" / "minicpm-tui"
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "xdg"))
+    assert paths.state_dir() == tmp_path / "xdg" / "minicpm-tui"
+    monkeypatch.delenv("XDG_STATE_HOME")
+    assert paths.state_dir() == tmp_path / "home" / ".local" / "state" / "minicpm-tui"
+
+    def no_home() -> Path:
+        raise RuntimeError("Could not determine home directory.")
+
+    monkeypatch.setattr(Path, "home", staticmethod(no_home))
+    with pytest.raises(UserError) as caught:
+        paths.state_dir()
+    assert caught.value.where == "XDG_STATE_HOME" and "MINICPM_TUI_HOME" in caught.value.fix
+
+
+def test_runs_says_when_every_registered_run_directory_is_gone(tmp_path, state_home, capsys):
+    import shutil
+
+    from minicpm_tui.cli import main
+
+    run_dir = tmp_path / "vanishing"
+    run_dir.mkdir()
+    (run_dir / "train.yaml").write_text("output_dir: out\n")
+    runner.watch_run(run_dir)
+    shutil.rmtree(run_dir)
+    assert main(["runs"]) == 0
+    assert capsys.readouterr().out.strip() == ("no runs to show: 1 registered run directory is gone "
+                                               "(`minicpm-tui runs --all` lists them)")
+    assert main(["runs", "--all"]) == 0
+    assert "(run directory is gone)" in capsys.readouterr().out

@@ -472,6 +472,10 @@ async def test_hyper_parameters_start_from_the_method_and_stage(no_draft):
         await at_step(app, pilot, 4)
         assert app.screen.query_one("#hp-learning_rate").value == "5e-05"
         assert app.screen.query_one("#hp-num_train_epochs").value == "2.0"
+        await at_step(app, pilot, 1)
+        app.state.method = "full"  # full DPO: no preset; a preference learning rate, not full SFT's
+        await at_step(app, pilot, 4)
+        assert app.screen.query_one("#hp-learning_rate").value == "5e-07"
 
 
 async def test_review_shows_the_preflight_of_the_write(no_draft, tmp_path, monkeypatch):

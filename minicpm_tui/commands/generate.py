@@ -62,9 +62,14 @@ def run(args: argparse.Namespace) -> int:
     overrides = recipe_mod.recipe_overrides(args)
     if overrides:
         recipe = recipe_mod.apply_overrides(recipe, overrides)
+    lr_note = recipe_mod.learning_rate_note(recipe)
+    if lr_note:
+        notes.append(lr_note)
     if args.save_recipe:
         _save_recipe(recipe, args.save_recipe, args.force)
     if args.dry_run:
+        if lr_note:
+            print(f"minicpm-tui: note: {lr_note}", file=sys.stderr)
         from minicpm_tui.core.writers import render
 
         files, _ = render(recipe)

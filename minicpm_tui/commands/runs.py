@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -20,9 +19,14 @@ def run(args: argparse.Namespace) -> int:
 
     if args.watch:
         runner.watch_run(runner.require_run_dir(args.watch))
-    runs = runner.list_runs(include_missing=args.all)
+    known = runner.list_runs(include_missing=True)
+    runs = known if args.all else [r for r in known if not r.gone]
     if args.json:
         print(json.dumps([r.to_dict() for r in runs], indent=2))
+        return 0
+    if not runs and known:
+        print(f"no runs to show: {len(known)} registered run director{'y is' if len(known) == 1 else 'ies are'} "
+              "gone (`minicpm-tui runs --all` lists them)")
         return 0
     if not runs:
         print("no runs yet: start one with `minicpm-tui run RUN_DIR` (or `minicpm-tui runs --watch RUN_DIR` for a "
@@ -34,6 +38,5 @@ def run(args: argparse.Namespace) -> int:
         extra = f"  [{r.how}]" if r.how != "minicpm-tui" else ""
         if r.note:
             extra += f"  ({r.note})"
-        age = runner.age_text(time.time() - r.started_at) if r.started_at else "-"
-        print(f"{r.status:<9} {exit_code:>4} {r.progress:<16} {age:>5}  {r.run_dir}{extra}")
+        print(f"{r.status:<9} {exit_code:>4} {r.progress:<16} {r.age:>5}  {r.run_dir}{extra}")
     return 0

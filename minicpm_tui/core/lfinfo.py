@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 from dataclasses import dataclass, field
@@ -41,9 +42,47 @@ def run_dir_python(meta: dict[str, Any]) -> str:
         return os.environ["TRAIN_PYTHON"]
     resolved = meta.get("resolved") if isinstance(meta, dict) else None
     recorded = resolved.get("training_python") if isinstance(resolved, dict) else None
-    if isinstance(recorded, str) and recorded and os.access(recorded, os.X_OK):
+    if isinstance(recorded, str) and os.path.isfile(recorded) and os.access(recorded, os.X_OK):
         return recorded
     return training_python()
+
+
+TRAIN_PYTHON_FIX = (f"point TRAIN_PYTHON (one run directory) or {ENV_TRAIN_PYTHON} at the python of the "
+                    "environment that has llamafactory; `minicpm-tui doctor --python PATH` checks one")
+
+
+def training_python_error(python: str, reason: str = "not found") -> UserError:
+    """The one error for a training Python that cannot be run, wherever it is run from.
+
+    ``where`` names the variable that chose it (TRAIN_PYTHON, else MINICPM_TUI_TRAIN_PYTHON) when one did.
+    """
+    where = next((var for var in ("TRAIN_PYTHON", ENV_TRAIN_PYTHON) if os.environ.get(var) == python), None)
+    return UserError(f"training Python {python!r} {reason}", where=where, fix=TRAIN_PYTHON_FIX)
+
+
+def check_training_python(python: str) -> str:
+    """``python`` if it names a program that can be run (a path, or a bare name found on PATH), else the
+    UserError of ``training_python_error``: missing, a folder, or not executable."""
+    path = python if os.sep in python else shutil.which(python)
+    if path is None:
+        raise training_python_error(python, "not found on PATH")
+    if not os.path.exists(path):
+        raise training_python_error(python, "not found")
+    if os.path.isdir(path):
+        raise training_python_error(python, "is a folder, not a python executable")
+    if not os.access(path, os.X_OK):
+        raise training_python_error(python, "is not executable")
+    return python
+
+
+def run_training_python(python: str, args: list[str], **kwargs: Any) -> subprocess.CompletedProcess[str]:
+    """``subprocess.run([python, *args], **kwargs)`` with a python that cannot start as a UserError.
+    Timeouts are left to the caller, who knows what was being waited for."""
+    check_training_python(python)
+    try:
+        return subprocess.run([python, *args], **kwargs)
+    except OSError as exc:  # e.g. ENOEXEC: an executable file that is no program
+        raise training_python_error(python, f"cannot be started ({exc.strerror or exc})") from exc
 
 
 def lf_source_env(source: str | os.PathLike[str] | None, base: dict[str, str] | None = None) -> dict[str, str]:
@@ -133,11 +172,8 @@ def run_introspection(python: str | None = None, source: str | None = None, *, f
                       timeout: float = 300) -> dict[str, Any]:
     python = python or training_python()
     try:
-        proc = subprocess.run([python, str(resource_script("lf_introspect.py"))] + (["--full"] if full else []),
-                              capture_output=True, text=True, timeout=timeout, env=lf_source_env(source))
-    except FileNotFoundError as exc:
-        raise UserError(f"training Python {python!r} not found", where=ENV_TRAIN_PYTHON,
-                        fix="point it at the python of the environment that has llamafactory") from exc
+        proc = run_training_python(python, [str(resource_script("lf_introspect.py"))] + (["--full"] if full else []),
+                                   capture_output=True, text=True, timeout=timeout, env=lf_source_env(source))
     except subprocess.TimeoutExpired as exc:
         raise UserError(f"inspecting LLaMA-Factory took over {timeout:.0f} s",
                         fix="check the training environment with `minicpm-tui doctor`") from exc

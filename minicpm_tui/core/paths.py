@@ -1,6 +1,7 @@
 """XDG locations for config, state (the runs registry) and cache (tiny smoke models, LF introspection).
 
-MINICPM_TUI_HOME overrides all three (tests point it at a temporary folder).
+MINICPM_TUI_HOME overrides all three (tests point it at a temporary folder). As the XDG spec asks, a
+relative XDG_*_HOME is ignored: it would name another folder from every working directory.
 """
 
 from __future__ import annotations
@@ -8,12 +9,20 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from minicpm_tui.core.errors import UserError
+
 
 def _xdg(var: str, default: str, leaf: str) -> Path:
     override = os.environ.get("MINICPM_TUI_HOME")
     if override:
-        return Path(override) / leaf
-    base = os.environ.get(var) or str(Path.home() / default)
+        return Path(override).expanduser() / leaf
+    base = os.environ.get(var, "")
+    if not os.path.isabs(base):
+        try:
+            base = str(Path.home() / default)
+        except (RuntimeError, KeyError) as exc:  # no HOME and no passwd entry (some containers)
+            raise UserError("cannot tell where minicpm-tui keeps its files: no home directory", where=var,
+                            fix=f"set HOME, or {var} (MINICPM_TUI_HOME overrides all of them)") from exc
     return Path(base) / "minicpm-tui"
 
 

@@ -67,9 +67,10 @@ class PreflightReport:
 
 def _lf_check(jobs: list[dict[str, Any]], python: str, lf_source: str | None = None, timeout: float = 600
               ) -> dict[str, Any]:
-    from minicpm_tui.core.lfinfo import lf_source_env
+    from minicpm_tui.core.lfinfo import check_training_python, lf_source_env, run_training_python
     from minicpm_tui.core.tinymodel import offline_env
 
+    check_training_python(python)
     with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False, encoding="utf-8") as handle:
         json.dump(jobs, handle)
         jobs_file = handle.name
@@ -78,12 +79,8 @@ def _lf_check(jobs: list[dict[str, Any]], python: str, lf_source: str | None = N
     # offline_env switches LLaMA-Factory's version checks off; its launch-time check is judged as launched
     env["MINICPM_TUI_LAUNCH_DISABLE_VERSION_CHECK"] = os.environ.get("DISABLE_VERSION_CHECK", "")
     try:
-        proc = subprocess.run([python, str(resource_script("lf_preflight.py")), jobs_file],
-                              capture_output=True, text=True, timeout=timeout, env=env)
-    except FileNotFoundError as exc:
-        raise UserError(f"training Python {python!r} not found", where="TRAIN_PYTHON",
-                        fix="set TRAIN_PYTHON (or MINICPM_TUI_TRAIN_PYTHON) to the python that has llamafactory, "
-                            "or regenerate the run directory") from exc
+        proc = run_training_python(python, [str(resource_script("lf_preflight.py")), jobs_file],
+                                   capture_output=True, text=True, timeout=timeout, env=env)
     except subprocess.TimeoutExpired as exc:
         raise UserError(f"LLaMA-Factory's argument check took over {timeout:.0f} s",
                         fix="run `minicpm-tui doctor`") from exc
@@ -171,7 +168,8 @@ def preflight_many(run_dirs: list[str | os.PathLike[str]], *, datasets: bool = T
                      "python": run_dir_python(meta)})
         _bash_n(run, report)
         if datasets:
-            stage = (meta.get("resolved") or {}).get("stage") or _stage_of(run)
+            resolved = meta.get("resolved")
+            stage = (resolved.get("stage") if isinstance(resolved, dict) else None) or _stage_of(run)
             _check_datasets(run, stage, report)
     # One LLaMA-Factory subprocess per training Python: each run is parsed by the release it trains with.
     by_python: dict[str, list[dict[str, Any]]] = {}

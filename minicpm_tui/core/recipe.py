@@ -261,7 +261,8 @@ class Recipe:
     val_size: float = opt(0.0, "Fraction (or count if >= 1) of the data held out for evaluation; 0 = none.",
                           "eval", minimum=0.0)
     # train
-    learning_rate: float = opt(1.0e-4, "Peak learning rate (LoRA ~1e-4, full ~1e-5, DPO ~5e-6).", "train",
+    learning_rate: float = opt(1.0e-4, "Peak learning rate (LoRA ~1e-4, LoRA DPO/KTO ~5e-5, full SFT ~1e-5, full DPO/KTO ~5e-7).",
+                               "train",
                                minimum=0.0, maximum=1.0, check=_above_zero)
     num_train_epochs: float = opt(3.0, "Epochs over the data (ignored when max_steps > 0).", "train",
                                   minimum=0.0, maximum=10_000.0)
@@ -522,12 +523,32 @@ def load_recipe(name_or_path: str | os.PathLike[str]) -> Recipe:
 _PRESET_OWN = ("name", "model", "stage", "method", "datasets", "dataset_dir", "hardware")
 
 
+# Full-parameter preference tuning moves every weight against a frozen reference: 5e-7 is the common
+# learning rate for full DPO (Zephyr: Tunstall et al. 2023, "Zephyr: Direct Distillation of LM Alignment")
+# and full KTO (Ethayarajh et al. 2024, "KTO: Model Alignment as Prospect Theoretic Optimization"), where
+# full SFT's 1e-5 would be 20 times too high.
+FULL_PREFERENCE_LR = 5.0e-7
+
+
 def defaults_for(method: str, stage: str, model: str = "") -> dict[str, Any]:
     """Starting values for a new recipe of this method and stage (learning rate, epochs, cutoff...):
     the nearest shipped preset (this model's, else another model's for the same stage and method;
-    QLoRA as LoRA; full DPO/KTO, which ship no preset, as full SFT), else the registry's defaults.
+    QLoRA as LoRA; full DPO/KTO, which ship no preset, as full SFT but with FULL_PREFERENCE_LR, 5e-7),
+    else the registry's defaults.
     The preset's own name, model, stage, method, datasets and hardware are left out."""
     return dict(_defaults_for(method, stage, str(model).lower()))
+
+
+def learning_rate_note(recipe: Recipe) -> str | None:
+    """A note when the recipe's learning rate is ten times (or more) the usual one for its method and stage,
+    e.g. a full SFT preset switched to DPO with --stage, which keeps its own 1e-5."""
+    usual = defaults_for(recipe.method, recipe.stage, str(recipe.model))["learning_rate"]
+    lr = recipe.learning_rate
+    if not isinstance(lr, (int, float)) or not isinstance(usual, (int, float)) or usual <= 0 or lr < 10 * usual:
+        return None
+    flag = {o.name: o for o in options()}["learning_rate"].flag
+    return (f"learning_rate {lr:g} is {lr / usual:.0f}x the usual {usual:g} for {recipe.method} {recipe.stage}; "
+            f"if that is not meant, pass {flag} {usual:g}")
 
 
 @functools.lru_cache(maxsize=32)
@@ -543,6 +564,8 @@ def _defaults_for(method: str, stage: str, model: str) -> tuple[tuple[str, Any],
             best = f"{model}{suffix}" if f"{model}{suffix}" in found else found[0]
             preset = Recipe.load(preset_dir() / f"{best}.yaml").to_dict()
             values.update({k: v for k, v in preset.items() if k in values})
+            if method == "full" and stage in ("dpo", "kto") and want_stage == "sft":
+                values["learning_rate"] = FULL_PREFERENCE_LR
             break
     return tuple(values.items())
 

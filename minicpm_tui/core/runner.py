@@ -11,13 +11,16 @@ reach it, and it starts ``single_node.sh`` in its own process group with stdout/
 signal, which it honours when LLAMABOARD_ENABLED is set, as ``launch`` does), then escalates to
 SIGTERM and SIGKILL on the whole process group so that no orphan worker keeps a GPU.
 
-The registry of runs is one small JSON file per run directory under ``paths.state_dir()/runs``.
+The registry of runs is one small JSON file per run directory under ``paths.state_dir()/runs``. A run
+directory moved while it runs is found again through its processes (their working directory moves
+along) and re-registered; the supervisor moves the entry along too when the attempt ends.
 """
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import hashlib
 import json
 import os
@@ -34,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from minicpm_tui.core.atomic import write_atomic
-from minicpm_tui.core.errors import UserError
+from minicpm_tui.core.errors import UserError, os_error
 from minicpm_tui.core.paths import state_dir
 from minicpm_tui.core.resources import resource_script
 
@@ -44,6 +47,9 @@ TRAINER_LOG = "trainer_log.jsonl"
 LIVE = ("starting", "running")
 STATUSES = ("starting", "running", "finished", "failed", "stopped", "died", "unknown", "never")
 _CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+# A recorded start this far in the future still reads "0s" (another host's clock, a small step); further
+# ahead, the wall clock has stepped back and the age is not known from it.
+CLOCK_SLACK_S = 60.0
 
 
 # --------------------------------------------------------------------------------------------------
@@ -103,9 +109,9 @@ class RunManifest:
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, ValueError) as exc:
-            raise UserError(f"cannot read the run manifest: {exc}", where=str(path),
-                            fix="restore it from a backup or delete it (the run's history is lost)") from exc
-        attempts = list(data.get("attempts", []))
+            raise UserError(f"cannot read the run manifest: {exc}", where=str(path), fix=_MANIFEST_FIX) from exc
+        _check_manifest(data, path)
+        attempts = list(data.get("attempts") or [])
         out = data.get("output_dir")
         recorded = data.get("run_dir")
         if isinstance(recorded, str) and recorded != str(run_dir):
@@ -116,12 +122,49 @@ class RunManifest:
                 return value
 
             out = here(out)
-            attempts = [{**a, "stdout": here(a.get("stdout")), "stderr": here(a.get("stderr"))}
-                        if isinstance(a, dict) else a for a in attempts]
+            attempts = [{**a, "stdout": here(a.get("stdout")), "stderr": here(a.get("stderr"))} for a in attempts]
         return cls(run_dir=run_dir, output_dir=Path(out) if out else None, attempts=attempts)
 
     def save(self) -> None:
         write_atomic(self.run_dir / MANIFEST, json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n")
+
+
+_MANIFEST_FIX = "restore it from a backup or delete it (the run's history is lost)"
+# The types each attempt's fields must have (None is always allowed): everything else trusts them.
+_ATTEMPT_TYPES: dict[str, tuple[type, ...]] = {
+    **dict.fromkeys(("attempt", "pid", "pgid", "supervisor_pid", "exit_code", "pid_start_ticks"), (int,)),
+    **dict.fromkeys(("started_at", "ended_at", "started_boottime", "stop_requested_at"), (int, float)),
+    **dict.fromkeys(("status", "host", "cwd", "run_tag", "stdout", "stderr", "train_yaml", "boot_id", "user",
+                     "error"), (str,)),
+    **dict.fromkeys(("command", "env_keys", "warnings"), (list,)),
+}
+
+
+_KIND_NAMES = {(int,): "an integer", (int, float): "a number", (str,): "a string", (list,): "a list"}
+
+
+def _check_manifest(data: Any, path: Path) -> None:
+    """A UserError naming the first damaged part of a parsed manifest (hand-edited, or another tool's file)."""
+    def damaged(where: str, value: Any, kind: str) -> UserError:
+        shown = repr(value) if len(repr(value)) <= 60 else repr(value)[:57] + "..."
+        return UserError(f"the run manifest is damaged: {shown} is not {kind}",
+                         where=f"{path}: {where}" if where else str(path), fix=_MANIFEST_FIX)
+
+    if not isinstance(data, dict):
+        raise damaged("", data, "a JSON object")
+    for key in ("run_dir", "output_dir"):
+        if data.get(key) is not None and not isinstance(data[key], str):
+            raise damaged(key, data[key], "a path")
+    attempts = data.get("attempts")
+    if attempts is not None and not isinstance(attempts, list):
+        raise damaged("attempts", attempts, "a list")
+    for index, attempt in enumerate(attempts or []):
+        if not isinstance(attempt, dict):
+            raise damaged(f"attempts[{index}]", attempt, "an object")
+        for key, types in _ATTEMPT_TYPES.items():
+            value = attempt.get(key)
+            if value is not None and (not isinstance(value, types) or isinstance(value, bool)):
+                raise damaged(f"attempts[{index}].{key}", value, _KIND_NAMES[types])
 
 
 class _ManifestLock:
@@ -225,19 +268,9 @@ def processes_of(pgid: int | None, tag: str | None = None, *, exclude: Iterable[
     roots = {p.pid for p in procs if pgid and p.pgid == pgid}
     members = _descendants(procs, roots)
     if tag:
-        needle = f"{RUN_TAG_ENV}={tag}".encode()
-        me = os.getuid()
         for p in procs:
-            if p.pid in members or p.pid in skip:
-                continue
-            try:
-                if os.stat(f"/proc/{p.pid}").st_uid != me:
-                    continue
-                with open(f"/proc/{p.pid}/environ", "rb") as handle:
-                    if needle in handle.read().split(b"\0"):
-                        members.add(p.pid)
-            except OSError:
-                continue
+            if p.pid not in members and p.pid not in skip and _run_tag_of(p.pid) == tag:
+                members.add(p.pid)
         members = _descendants(procs, members)
     return [p for p in procs if p.pid in members and p.pid not in skip]
 
@@ -285,12 +318,27 @@ _LAUNCHER_MARKERS = ("torchrun", "torch.distributed.run", "torch.distributed.lau
                      "bin/deepspeed")
 
 
-def _environ_has(pid: int, key: bytes) -> bool:
+def _environ_value(pid: int, key: str) -> str | None:
+    """``key``'s value in a process's environment; None when it is not set or cannot be read."""
+    prefix = key.encode() + b"="
     try:
         with open(f"/proc/{pid}/environ", "rb") as handle:
-            return any(item.startswith(key + b"=") for item in handle.read().split(b"\0"))
+            for item in handle.read().split(b"\0"):
+                if item.startswith(prefix):
+                    return item[len(prefix):].decode("utf-8", "replace")
     except OSError:
-        return False
+        pass
+    return None
+
+
+def _run_tag_of(pid: int) -> str | None:
+    """The run tag of one of this user's processes (None for others' and untagged ones)."""
+    try:
+        if os.stat(f"/proc/{pid}").st_uid != os.getuid():
+            return None
+    except OSError:
+        return None
+    return _environ_value(pid, RUN_TAG_ENV)
 
 
 def graceful_targets(procs: list[ProcInfo]) -> list[int]:
@@ -321,7 +369,7 @@ def graceful_targets(procs: list[ProcInfo]) -> list[int]:
 
     candidates = {p.pid for p in procs if is_python(p) and not is_launcher(p)}
     roots = [pid for pid in candidates if by_pid[pid].ppid not in candidates]
-    return sorted(pid for pid in roots if _environ_has(pid, b"LLAMABOARD_ENABLED"))
+    return sorted(pid for pid in roots if _environ_value(pid, "LLAMABOARD_ENABLED") is not None)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -411,6 +459,11 @@ class RunInfo:
     total_steps: int | None = None
     how: str = "minicpm-tui"  # or "by hand" (bash single_node.sh seen in the process table)
     note: str = ""
+    gone: bool = False  # registered, but the run directory is no longer there (listed with include_missing)
+    # The start on the boot clock (seconds since boot, suspend included) of boot ``boot_id``: an age
+    # from it is immune to wall-clock steps.
+    started_boottime: float | None = None
+    boot_id: str | None = None
 
     @property
     def progress(self) -> str:
@@ -420,7 +473,16 @@ class RunInfo:
 
     @property
     def age_s(self) -> float | None:
-        return time.time() - self.started_at if self.started_at else None
+        """Seconds since the start, never negative; None when not started or not known."""
+        return age_since(self.started_at, self.started_boottime, self.boot_id)
+
+    @property
+    def age(self) -> str:
+        """The age for listings: "-" before any start, "?" when the clocks cannot tell."""
+        if not self.started_at and self.started_boottime is None:
+            return "-"
+        age = self.age_s
+        return "?" if age is None else age_text(age)
 
     def to_dict(self) -> dict[str, Any]:
         return {"run_dir": str(self.run_dir), "status": self.status, "exit_code": self.exit_code,
@@ -428,7 +490,7 @@ class RunInfo:
                 "started_at": self.started_at, "ended_at": self.ended_at,
                 "output_dir": str(self.output_dir) if self.output_dir else None, "step": self.step,
                 "total_steps": self.total_steps, "progress": self.progress, "age_s": self.age_s,
-                "how": self.how, "note": self.note}
+                "age": self.age, "how": self.how, "note": self.note, "gone": self.gone}
 
 
 def _hand_processes(run_dir: Path) -> list[ProcInfo]:
@@ -466,6 +528,7 @@ def run_status(run_dir: str | os.PathLike[str]) -> RunInfo:
         info.attempt = int(cur.get("attempt", len(manifest.attempts)))
         info.exit_code, info.pid, info.pgid = cur.get("exit_code"), cur.get("pid"), cur.get("pgid")
         info.host, info.started_at, info.ended_at = cur.get("host"), cur.get("started_at"), cur.get("ended_at")
+        info.started_boottime, info.boot_id = cur.get("started_boottime"), cur.get("boot_id")
         info.status = cur.get("status") or "unknown"
         if info.status in LIVE:
             info.status, info.note = _live_status(run_dir, cur)
@@ -477,6 +540,7 @@ def run_status(run_dir: str | os.PathLike[str]) -> RunInfo:
         info.status, info.how = "running", "by hand"
         info.pid, info.pgid, info.host = leader.pid, leader.pgid, socket.gethostname()
         info.started_at = _start_time(leader.start_ticks)
+        info.started_boottime, info.boot_id = leader.start_ticks / _CLK_TCK, boot_id()
         return info
     if out_dir is not None and (out_dir / "all_results.json").is_file():
         info.status, info.how = "finished", "by hand"
@@ -484,6 +548,41 @@ def run_status(run_dir: str | os.PathLike[str]) -> RunInfo:
         info.status, info.how = "died", "by hand"
         info.note = "trainer_log.jsonl stops before the last step and no process is left"
     return info
+
+
+def age_since(started_at: float | None, started_boottime: float | None = None,
+              boot: str | None = None) -> float | None:
+    """Seconds since a start, never negative; None when there is none or the clocks cannot tell.
+
+    The boot clock first (immune to wall-clock steps) when the start was recorded in this boot; else
+    the wall clock, where a start up to CLOCK_SLACK_S in the future reads 0 and one further ahead (the
+    clock stepped back) is not known.
+    """
+    now_boot = boottime()
+    if started_boottime is not None and now_boot is not None and boot and boot == boot_id():
+        return max(0.0, now_boot - started_boottime)
+    if not started_at:
+        return None
+    age = time.time() - started_at
+    return None if age < -CLOCK_SLACK_S else max(0.0, age)
+
+
+def boottime() -> float | None:
+    """Seconds since this machine booted, suspend included (the clock /proc/PID/stat's start times use)."""
+    try:
+        return time.clock_gettime(time.CLOCK_BOOTTIME)
+    except (AttributeError, OSError):
+        return None
+
+
+@functools.lru_cache(maxsize=1)
+def boot_id() -> str | None:
+    """This boot's id: a boot-clock time recorded in another boot (or on another host) means nothing here."""
+    try:
+        with open("/proc/sys/kernel/random/boot_id", encoding="utf-8") as handle:
+            return handle.read().strip() or None
+    except OSError:
+        return None
 
 
 def _start_time(start_ticks: int) -> float | None:
@@ -516,8 +615,8 @@ def _live_status(run_dir: Path, cur: dict[str, Any]) -> tuple[str, str]:
         return cur.get("status", "running"), f"recorded on host {host}; cannot check from here"
     if _lock_held(run_dir):
         return cur.get("status", "running"), ""
-    if cur.get("status") == "starting" and (_alive(cur.get("supervisor_pid"))
-                                            or time.time() - (cur.get("started_at") or 0) < 10):
+    age = age_since(cur.get("started_at"), cur.get("started_boottime"), cur.get("boot_id"))
+    if cur.get("status") == "starting" and (_alive(cur.get("supervisor_pid")) or (age is not None and age < 10)):
         return "starting", ""  # the launcher has not recorded its supervisor yet
     # The supervisor is gone without recording an end. Is the training itself still there?
     procs = _attempt_procs(cur) if cur.get("pgid") else []
@@ -545,14 +644,92 @@ def _registry_key(run_dir: Path) -> str:
     return hashlib.sha256(str(run_dir).encode("utf-8")).hexdigest()[:16]
 
 
-def register_run(run_dir: str | os.PathLike[str], how: str = "launched") -> Path:
-    """Remember a run directory on this machine (``runs`` lists it). Idempotent."""
+def _registry_entry(run_dir: Path) -> Path:
+    return _registry_dir() / f"{_registry_key(run_dir)}.json"
+
+
+def _read_entry(entry: Path) -> dict[str, Any] | None:
+    """A registry entry (None when it cannot be read or is not one)."""
+    try:
+        data = json.loads(entry.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) and isinstance(data.get("run_dir"), str) else None
+
+
+def register_run(run_dir: str | os.PathLike[str], how: str = "launched", run_tag: str | None = None) -> Path:
+    """Remember a run directory on this machine (``runs`` lists it). Idempotent.
+
+    ``run_tag`` is the latest attempt's: with it ``runs`` finds the run again when its folder is moved
+    while it runs (its processes carry the tag, and a rename takes their working directory along).
+    """
     run_dir = Path(run_dir).expanduser().resolve()
-    entry = _registry_dir() / f"{_registry_key(run_dir)}.json"
-    if entry.is_file():
+    entry = _registry_entry(run_dir)
+    data = _read_entry(entry)
+    if data is not None and (run_tag is None or data.get("run_tag") == run_tag):
         return entry
-    write_atomic(entry, json.dumps({"run_dir": str(run_dir), "registered_at": time.time(), "how": how}) + "\n")
+    data = {"registered_at": time.time(), "how": how, **(data or {}), "run_dir": str(run_dir)}
+    if run_tag:
+        data["run_tag"] = run_tag
+    try:
+        write_atomic(entry, json.dumps(data) + "\n")
+    except OSError as exc:
+        reason = os_error(exc)
+        raise UserError(f"cannot write the runs registry: {reason.message}", where=reason.where,
+                        fix="make it writable, or point XDG_STATE_HOME (MINICPM_TUI_HOME overrides it) at a folder "
+                            "you may write to") from exc
     return entry
+
+
+def _tagged_processes() -> dict[str, list[int]]:
+    """This user's processes of launched attempts, by run tag."""
+    out: dict[str, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            tag = _run_tag_of(int(entry))
+            if tag:
+                out.setdefault(tag, []).append(int(entry))
+    return out
+
+
+def _has_attempt(run_dir: Path, tag: str) -> bool:
+    try:
+        manifest = RunManifest.load(run_dir)
+    except UserError:
+        return False
+    return manifest is not None and any(a.get("run_tag") == tag for a in manifest.attempts)
+
+
+def _moved_to(data: dict[str, Any], key: str, tagged: dict[str, list[int]]) -> tuple[Path, str] | None:
+    """Where a registered run directory that left its path lives now (and its attempt's run tag), if a
+    process of that attempt is still alive: ``mv`` takes the processes' working directory along (the
+    supervisor's is the run directory itself), and the manifest there must hold that attempt (so a copy
+    is never taken for it)."""
+    tag = data.get("run_tag")
+    # Entries written before run tags were recorded: every tag starts with the key of the launch's path.
+    tags = [tag] if isinstance(tag, str) and tag in tagged else [t for t in tagged if t.startswith(key + "-")]
+    for tag in tags:
+        for pid in tagged[tag]:
+            try:
+                cwd = Path(os.readlink(f"/proc/{pid}/cwd"))
+            except OSError:
+                continue
+            for folder in (cwd, *cwd.parents):
+                if is_run_dir(folder) and _has_attempt(folder, tag):
+                    return folder, tag
+    return None
+
+
+def _follow_move(entry: Path, data: dict[str, Any], new: Path, tag: str) -> Path:
+    """Register a moved run directory at its new path and forget the old one. When the registry cannot
+    be written, the run is still listed at its new path this time."""
+    with contextlib.suppress(OSError):
+        target = _registry_entry(new)
+        if target != entry:
+            moved = {**data, "run_dir": str(new), "run_tag": tag, "moved_from": data["run_dir"]}
+            write_atomic(target, json.dumps(moved) + "\n")
+            entry.unlink()
+    return new
 
 
 # What makes a folder a run directory: ours (generate / launch) or a LLaMA-Factory config run by hand.
@@ -588,9 +765,12 @@ def watch_run(run_dir: str | os.PathLike[str]) -> Path:
 
 
 def age_text(seconds: float | None) -> str:
-    """A short age for listings: 45s, 12m, 3h, 2d."""
+    """A short age for listings: 45s, 12m, 3h, 2d; "?" for a negative one (a start in the future: the wall
+    clock stepped back), never a negative age."""
     if seconds is None:
         return "-"
+    if seconds < 0:
+        return "?"
     for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
         if seconds >= size:
             return f"{seconds / size:.0f}{unit}"
@@ -598,20 +778,31 @@ def age_text(seconds: float | None) -> str:
 
 
 def list_runs(include_missing: bool = False) -> list[RunInfo]:
-    """Every registered run, newest first. Run directories that were deleted are skipped."""
+    """Every registered run, newest first. Run directories that were deleted are skipped; one that was
+    moved while it runs is found at its new path (and registered there)."""
     folder = _registry_dir()
     out: list[RunInfo] = []
     if not folder.is_dir():
         return out
-    for entry in folder.glob("*.json"):
-        try:
-            run_dir = Path(json.loads(entry.read_text(encoding="utf-8"))["run_dir"])
-        except (OSError, ValueError, KeyError, TypeError):
+    seen: set[Path] = set()
+    tagged: dict[str, list[int]] | None = None  # scanned once, when a run directory has left its path
+    for entry in sorted(folder.glob("*.json")):
+        data = _read_entry(entry)
+        if data is None:
             continue
+        run_dir = Path(data["run_dir"])
+        if not is_run_dir(run_dir):
+            tagged = _tagged_processes() if tagged is None else tagged
+            moved = _moved_to(data, entry.stem, tagged)
+            if moved is not None:
+                run_dir = _follow_move(entry, data, *moved)
+        if run_dir in seen:  # found again at a path registered too (`runs --watch NEW_PATH`)
+            continue
+        seen.add(run_dir)
         if not run_dir.is_dir() or not is_run_dir(run_dir):
             if include_missing:
                 note = "run directory is gone" if not run_dir.is_dir() else "no longer a run directory"
-                out.append(RunInfo(run_dir=run_dir, status="unknown", note=note))
+                out.append(RunInfo(run_dir=run_dir, status="unknown", note=note, gone=True))
             continue
         try:
             out.append(run_status(run_dir))
@@ -745,6 +936,7 @@ def launch(run_dir: str | os.PathLike[str], resume: bool = False, *, env: dict[s
         attempt = {
             "attempt": number, "status": "starting", "resume": resume, "command": command,
             "cwd": str(run_dir), "train_yaml": yaml_rel, "run_tag": tag, "host": socket.gethostname(), "user": _user(), "started_at": time.time(),
+            "started_boottime": boottime(), "boot_id": boot_id(),
             "stdout": str(logs / f"attempt-{number}.stdout.log"),
             "stderr": str(logs / f"attempt-{number}.stderr.log"),
             # Names only: values may hold secrets (HF_TOKEN) and never go into a file.
@@ -755,12 +947,15 @@ def launch(run_dir: str | os.PathLike[str], resume: bool = False, *, env: dict[s
         manifest.save()
     with open(logs / "supervisor.out", "ab") as sup_out:
         proc = subprocess.Popen([sys.executable, str(resource_script("run_supervisor.py")), str(run_dir),
-                                 str(number)], cwd=run_dir, env=full_env, stdin=subprocess.DEVNULL,
+                                 str(number), str(_registry_dir())], cwd=run_dir, env=full_env, stdin=subprocess.DEVNULL,
                                 stdout=sup_out, stderr=sup_out, start_new_session=True, close_fds=True)
     # Reap it if this process lives longer than the run (the TUI), so it does not linger as a zombie.
     threading.Thread(target=proc.wait, name="supervisor-reaper", daemon=True).start()
     _update_current(run_dir, {"supervisor_pid": proc.pid})
-    register_run(run_dir)
+    try:
+        register_run(run_dir, run_tag=tag)
+    except UserError as exc:  # the run is started: say so, do not fail
+        warnings.append(f"`minicpm-tui runs` will not list this run: {exc.one_line()}")
     deadline = time.time() + wait_started
     while time.time() < deadline:
         manifest = RunManifest.load(run_dir)

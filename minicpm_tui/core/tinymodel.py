@@ -9,7 +9,6 @@ import fcntl
 import hashlib
 import json
 import os
-import subprocess
 from pathlib import Path
 
 from minicpm_tui.core.errors import UserError
@@ -47,7 +46,7 @@ def tiny_model_dir(chat_format: str = "cpm3", *, root: Path | None = None, pytho
     """
     if chat_format not in CHAT_FORMATS:
         raise UserError(f"unknown chat format {chat_format!r}", fix=f"use one of {', '.join(CHAT_FORMATS)}")
-    from minicpm_tui.core.lfinfo import training_python
+    from minicpm_tui.core.lfinfo import check_training_python, run_training_python, training_python
 
     python = python or training_python()
     target = tiny_model_path(chat_format, python, root=root)
@@ -55,22 +54,16 @@ def tiny_model_dir(chat_format: str = "cpm3", *, root: Path | None = None, pytho
     marker = target / "tiny_model.json"
     if marker.is_file():
         return target
+    check_training_python(python)
     base.mkdir(parents=True, exist_ok=True)
     with open(base / f".{chat_format}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # two test processes must not build into one folder
         if marker.is_file():
             return target
         tmp = base / f".{target.name}.building-{os.getpid()}"
-        try:
-            proc = subprocess.run(
-                [python, str(resource_script("build_tiny_model.py")), str(tmp),
-                 "--chat-format", chat_format],
-                capture_output=True, text=True, env=offline_env(), timeout=600,
-            )
-        except FileNotFoundError as exc:
-            raise UserError(f"training Python {python!r} not found", where="TRAIN_PYTHON",
-                            fix="set TRAIN_PYTHON (or MINICPM_TUI_TRAIN_PYTHON) to the python that has "
-                                "llamafactory") from exc
+        proc = run_training_python(python, [str(resource_script("build_tiny_model.py")), str(tmp),
+                                            "--chat-format", chat_format],
+                                   capture_output=True, text=True, env=offline_env(), timeout=600)
         if proc.returncode != 0 or not (tmp / "tiny_model.json").is_file():
             tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
             raise UserError("building the tiny smoke model failed: " + " | ".join(tail),

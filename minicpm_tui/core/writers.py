@@ -739,14 +739,20 @@ def generate(recipe: Recipe, out_dir: str | os.PathLike[str], force: bool = Fals
 def read_generated(run_dir: str | os.PathLike[str]) -> dict[str, Any]:
     """generated.json of a run directory (UserError when it is not one)."""
     path = Path(run_dir) / "generated.json"
+    fix = "regenerate with `minicpm-tui generate recipe.yaml --out DIR --force`"
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError as exc:
         raise UserError("not a minicpm-tui run directory (no generated.json)", where=str(run_dir),
                         fix="create one with `minicpm-tui generate RECIPE --out DIR`") from exc
     except ValueError as exc:
-        raise UserError(f"generated.json is damaged: {exc}", where=str(path),
-                        fix="regenerate with `minicpm-tui generate recipe.yaml --out DIR --force`") from exc
+        raise UserError(f"generated.json is damaged: {exc}", where=str(path), fix=fix) from exc
+    if not isinstance(data, dict):
+        raise UserError(f"generated.json is damaged: a JSON {type(data).__name__}, not an object", where=str(path),
+                        fix=fix)
+    if not isinstance(data.get("resolved", {}), dict):
+        raise UserError("generated.json is damaged: `resolved` is not an object", where=f"{path}: resolved", fix=fix)
+    return data
 
 
 if __name__ == "__main__":  # pragma: no cover - debugging aid

@@ -6,16 +6,19 @@ terminal and no SSH hang-up can reach it. It outlives the launcher, then:
   stderr going to files, never to a pipe;
 - holds an exclusive lock on ``logs/.run.lock`` while the attempt lives (how others tell "alive");
 - records pid, process group, and finally exit code, end time and status in ``run_manifest.json``;
-- after the command ends, clears what is left of its process group so no orphan keeps a GPU.
+- after the command ends, clears what is left of its process group so no orphan keeps a GPU;
+- if the run directory was moved meanwhile, moves its entry in the runs registry along, so that
+  `minicpm-tui runs` lists it at its new path.
 
 Stdlib only: it must not depend on minicpm-tui's own modules being importable later.
-Usage: run_supervisor.py RUN_DIR ATTEMPT_NUMBER
+Usage: run_supervisor.py RUN_DIR ATTEMPT_NUMBER [REGISTRY_DIR]
 """
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import json
 import os
 import signal
@@ -30,7 +33,7 @@ MANIFEST = "run_manifest.json"
 
 def _write_atomic(path: str, text: str) -> None:
     folder = os.path.dirname(path)
-    fd, tmp = tempfile.mkstemp(prefix=".run_manifest.", suffix=".tmp", dir=folder)
+    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=folder)
     with os.fdopen(fd, "w", encoding="utf-8") as handle:
         handle.write(text)
         handle.flush()
@@ -102,8 +105,40 @@ def _log(run_dir: str, text: str) -> None:
         handle.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} [{os.getpid()}] {text}\n")
 
 
+def _registry_key(run_dir: str) -> str:
+    """As ``minicpm_tui.core.runner._registry_key``: the entry of a run directory is KEY.json."""
+    return hashlib.sha256(run_dir.encode("utf-8")).hexdigest()[:16]
+
+
+def follow_move(registry: str, launched_in: str) -> None:
+    """The run directory was moved while the attempt ran: register it at its new path, forget the old one.
+    Only an entry still naming the old path is moved (`runs` may have moved it already)."""
+    try:
+        here = os.getcwd()
+    except OSError:  # deleted
+        return
+    if here == launched_in:
+        return
+    old = os.path.join(registry, _registry_key(launched_in) + ".json")
+    try:
+        with open(old, encoding="utf-8") as handle:
+            data = json.load(handle)
+        if not isinstance(data, dict) or data.get("run_dir") != launched_in:
+            return
+        data.update({"run_dir": here, "moved_from": launched_in})
+        _write_atomic(os.path.join(registry, _registry_key(here) + ".json"), json.dumps(data) + "\n")
+        os.unlink(old)
+    except (OSError, ValueError) as exc:
+        if not isinstance(exc, FileNotFoundError):
+            _log(os.curdir, f"could not move the runs registry entry along to {here}: {exc}")
+        return
+    _log(os.curdir, f"the run directory moved from {launched_in} to {here}; the runs registry follows")
+
+
 def main() -> int:
     attempt_no = int(sys.argv[2])
+    launched_in = sys.argv[1]
+    registry = sys.argv[3] if len(sys.argv) > 3 else None
     # Every path from here on is relative to our working directory, which follows the run directory if it
     # is moved (renamed) while the attempt runs: the end is then still recorded in its manifest.
     os.chdir(sys.argv[1])
@@ -173,6 +208,8 @@ def main() -> int:
     status = "stopped" if current.get("stop_requested_at") else "finished" if exit_code == 0 else "failed"
     update_manifest(run_dir, attempt_no, {"status": status, "exit_code": exit_code, "ended_at": time.time()})
     _log(run_dir, f"attempt {attempt_no}: {status}, exit code {exit_code}")
+    if registry:
+        follow_move(registry, launched_in)
     return 0
 
 
