@@ -29,6 +29,8 @@ def _fixture(name: str) -> str:
     ("missing_template.stderr.log", "missing_template", ["cpm3", "cpm4"]),
     ("no_valid_samples.stderr.log", "no_valid_samples", ["minicpm-tui validate"]),
     ("deepspeed_no_torchrun.stderr.log", "deepspeed_no_launcher", ["FORCE_TORCHRUN=1", "torchrun"]),
+    # A real rerun after `stop` (the stop saved the model, no checkpoint-N yet), on LLaMA-Factory 0.9.5.
+    ("output_dir_not_empty.stderr.log", "output_dir_not_empty", ["move the output directory", "checkpoint-N"]),
 ])
 def test_fixture_maps_to_its_fix(name, kind, words):
     diag = diagnose(_fixture(name), 1)

@@ -278,6 +278,33 @@ def test_resume_rules_and_attempt_history(runs):
         runner.launch(run_dir, resume=True)
 
 
+def test_a_saved_model_without_a_checkpoint_is_refused_before_launch(runs):
+    # What `stop` leaves before the first save_steps: the saved model, no checkpoint-N. LLaMA-Factory then
+    # refuses a new training there ("Output directory already exists and is not empty") and --resume has
+    # nothing to resume; `run` used to launch anyway and fail, and --resume's fix sent you there.
+    run_dir = runs("stopped", "echo attempt\n")
+    (run_dir / "train.yaml").write_text("output_dir: out\noverwrite_output_dir: false\n")
+    (run_dir / "out").mkdir()
+    (run_dir / "out" / "adapter_model.safetensors").write_bytes(b"weights")
+    with pytest.raises(UserError) as caught:
+        runner.launch(run_dir)
+    line = caught.value.one_line()
+    assert "adapter_model.safetensors" in line and "no checkpoint-N" in line and "move the output" in line
+    assert caught.value.where == str((run_dir / "out").resolve())
+    with pytest.raises(UserError) as caught:
+        runner.launch(run_dir, resume=True)
+    assert "nothing to resume" in caught.value.one_line() and "run without --resume" not in caught.value.one_line()
+    assert not (run_dir / "run_manifest.json").exists()  # nothing was launched
+    # LLaMA-Factory does start when it may overwrite, or when a checkpoint is there to resume from.
+    (run_dir / "train.yaml").write_text("output_dir: out\noverwrite_output_dir: true\n")
+    runner.launch(run_dir)
+    wait_status(run_dir, ("finished",), 30)
+    (run_dir / "train.yaml").write_text("output_dir: out\noverwrite_output_dir: false\n")
+    (run_dir / "out" / "checkpoint-3").mkdir()
+    runner.launch(run_dir, resume=True)
+    wait_status(run_dir, ("finished",), 30)
+
+
 def test_run_started_by_hand_is_recognised_and_stoppable(runs):
     run_dir = runs("byhand", "sleep 60\n")
     (run_dir / "train.yaml").write_text("output_dir: out\n")

@@ -223,6 +223,11 @@ RULES: list[_Rule] = [
           "DeepSpeed was started without a distributed launcher",
           "launch through the run directory's single_node.sh (torchrun), or set FORCE_TORCHRUN=1 for "
           "`llamafactory-cli train`"),
+    _Rule("output_dir_not_empty", _rx(r"Output directory already exists and is not empty"),
+          "LLaMA-Factory refused to start: output_dir holds a saved model (a stopped or finished run's) "
+          "but no checkpoint-N to resume from",
+          "move the output directory away (or delete it) to start over; `minicpm-tui run --resume` needs a "
+          "checkpoint-N, which LLaMA-Factory writes every save_steps"),
     _Rule("remote_code", _rx(r"trust_remote_code=True|contains custom code which must be executed|"
                              r"requires you to execute the configuration file"),
           "the checkpoint ships its own modelling code and trust_remote_code is off",

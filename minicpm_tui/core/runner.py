@@ -407,6 +407,20 @@ def output_dir_of(run_dir: str | os.PathLike[str], train_yaml: str = "train.yaml
     return path if path.is_absolute() else (run_dir / path).resolve()
 
 
+# The weight files LLaMA-Factory's parser looks for (extras.constants.CHECKPOINT_NAMES, 0.9.2-0.9.5): with one
+# of them in output_dir and no checkpoint-N beside it, it refuses to start a new training there ("Output
+# directory already exists and is not empty"). A stopped run leaves exactly that: its saved model.
+SAVED_MODEL_NAMES = ("adapter_model.safetensors", "adapter_model.bin", "model.safetensors",
+                     "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
+
+
+def saved_model_files(output_dir: Path | None) -> list[str]:
+    """The weight files of a saved model at the top of ``output_dir`` (not those inside checkpoint-N)."""
+    if output_dir is None or not output_dir.is_dir():
+        return []
+    return [name for name in SAVED_MODEL_NAMES if (output_dir / name).is_file()]
+
+
 def checkpoints(output_dir: Path | None) -> list[Path]:
     if output_dir is None or not output_dir.is_dir():
         return []
@@ -889,10 +903,15 @@ def launch(run_dir: str | os.PathLike[str], resume: bool = False, *, env: dict[s
         out_dir = None
     overwrite = bool(cfg.get("overwrite_output_dir", False))
     found = checkpoints(out_dir)
+    saved = [] if found or overwrite or cfg.get("resume_from_checkpoint") else saved_model_files(out_dir)
+    start_over = ("move the output directory away (or delete it) to start over; a stop saves the model, "
+                  "only a checkpoint-N (every save_steps) can be resumed")
     if resume:
         if not found:
-            raise UserError("nothing to resume from: no checkpoint-N folder in the output directory",
-                            where=str(out_dir), fix="run without --resume to start from the beginning",
+            raise UserError("nothing to resume from: no checkpoint-N folder in the output directory"
+                            + (f", only a saved model ({saved[0]})" if saved else ""),
+                            where=str(out_dir),
+                            fix=start_over if saved else "run without --resume to start from the beginning",
                             exit_code=1)
         if overwrite:
             raise UserError("train.yaml sets overwrite_output_dir: true, so LLaMA-Factory would start over "
@@ -903,6 +922,10 @@ def launch(run_dir: str | os.PathLike[str], resume: bool = False, *, env: dict[s
                         "from it", where=str(out_dir),
                         fix="pass --resume to continue it, or move the output directory away to start over",
                         exit_code=1)
+    elif saved:
+        raise UserError(f"the output directory holds a saved model ({saved[0]}) but no checkpoint-N, so "
+                        "LLaMA-Factory would refuse to start ('Output directory already exists and is not "
+                        "empty')", where=str(out_dir), fix=start_over, exit_code=1)
 
     logs = run_dir / "logs"
     logs.mkdir(parents=True, exist_ok=True)
