@@ -73,13 +73,16 @@ def test_an_unusable_training_python_is_one_error_everywhere(tmp_path, monkeypat
     # The introspection, the preflight and the tiny-model build each wrote their own "not found" (different
     # `where` and fix), and a folder or a non-executable file was a PermissionError traceback.
     from minicpm_tui.core.errors import UserError
-    from minicpm_tui.core.lfinfo import run_introspection
+    from minicpm_tui.core.lfinfo import lf_info, run_introspection
     from minicpm_tui.core.preflight import _lf_check
     from minicpm_tui.core.tinymodel import tiny_model_dir
 
     monkeypatch.delenv("TRAIN_PYTHON", raising=False)
     monkeypatch.delenv("MINICPM_TUI_TRAIN_PYTHON", raising=False)
-    sites = {"introspection": lambda py: run_introspection(py, timeout=30),
+    # lf_info() fingerprints the environment before it introspects: that raw subprocess call turned
+    # `MINICPM_TUI_TRAIN_PYTHON=/missing/python minicpm-tui generate ...` into "/missing/python: no such file".
+    sites = {"lf_info": lambda py: lf_info(py, refresh=True),
+             "introspection": lambda py: run_introspection(py, timeout=30),
              "preflight": lambda py: _lf_check([], py, timeout=30),
              "tiny model": lambda py: tiny_model_dir("cpm3", root=tmp_path / "models", python=py)}
     for name, python, reason in _unusable_pythons(tmp_path):

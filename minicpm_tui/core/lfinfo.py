@@ -155,8 +155,8 @@ def _installed_key(python: str, source: str | None) -> str:
         code = ("import importlib.util,os;s=importlib.util.find_spec('llamafactory');"
                 "p=os.path.dirname(s.origin) if s and s.origin else '';"
                 "print(p, os.stat(p).st_mtime if p else 0)")
-        proc = subprocess.run([python, "-c", code], capture_output=True, text=True, timeout=60,
-                              env=lf_source_env(source))
+        proc = run_training_python(python, ["-c", code], capture_output=True, text=True, timeout=60,
+                                   env=lf_source_env(source))
         stamp = proc.stdout.strip() or f"rc{proc.returncode}"
     return hashlib.sha256(f"{os.path.realpath(python)}|{source}|{stamp}".encode()).hexdigest()[:16]
 
