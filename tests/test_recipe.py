@@ -82,6 +82,12 @@ def test_cli_flags_render_from_the_registry():
     help_text = parser.format_help()
     for option in options():
         assert option.flag in help_text
+    # Choices show as choices, not as the internal dest (it read `--stage RECIPE_STAGE`).
+    assert "--stage {sft,dpo,kto}" in help_text and "RECIPE_" not in help_text
+    # A bad value names the flag typed (it said "command line: micro_batch: ...").
+    with pytest.raises(UserError) as info:
+        recipe_overrides(parser.parse_args(["--micro-batch", "foo"]))
+    assert info.value.where == "--micro-batch" and "got 'foo'" in str(info.value)
 
 
 def test_presets_cover_each_model_and_kind():

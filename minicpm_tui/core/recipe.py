@@ -460,18 +460,24 @@ def add_recipe_arguments(parser: argparse.ArgumentParser | Any) -> None:
         default = option.default
         shown = ",".join(default) if isinstance(default, list) else (
             ",".join(f"{k}={v}" for k, v in default.items()) if isinstance(default, dict) else default)
-        group.add_argument(option.flag, dest=f"recipe_{option.name}", default=None,
-                           metavar=option.describe_type().upper().replace(" ", "") if not option.choices else None,
+        # Choices as argparse shows them ({sft,dpo,kto}), not the dest (RECIPE_STAGE); checked by the recipe.
+        choices = [str(c) for c in option.choices or ()]
+        if choices and option.auto and AUTO not in choices:
+            choices.append(AUTO)
+        metavar = "{" + ",".join(choices) + "}" if choices else option.describe_type().upper().replace(" ", "")
+        group.add_argument(option.flag, dest=f"recipe_{option.name}", default=None, metavar=metavar,
                            choices=None,
                            help=f"{option.help} [{option.describe_type()}; default: {shown}]")
 
 
 def recipe_overrides(args: argparse.Namespace) -> dict[str, Any]:
-    """The recipe fields the person typed on the command line (raw strings, validated by from_dict)."""
+    """The recipe fields the person typed on the command line (raw strings, each checked here so that an
+    error names its flag; from_dict checks them again together with the recipe)."""
     out = {}
     for option in options():
         value = getattr(args, f"recipe_{option.name}", None)
         if value is not None:
+            option.coerce(value, option.flag)
             out[option.name] = value
     return out
 
