@@ -98,6 +98,20 @@ def test_warmup_steps_in_extra_args_is_not_overridden_by_warmup_ratio(tmp_path, 
     assert "warmup_steps" not in yaml.safe_load((tmp_path / "r" / "train.yaml").read_text())
 
 
+def test_a_saved_probe_without_gpus_is_named_in_the_notes(tmp_path, lf):
+    # `probe --save box.json` on a machine without a GPU, then `generate ... --hardware box.json`: the
+    # notes said "hardware: auto on a machine without GPUs", which was not what was asked.
+    from minicpm_tui.core.probe import HardwareProfile
+    from minicpm_tui.core.writers import resolve
+
+    box = tmp_path / "box.json"
+    box.write_text(json.dumps(HardwareProfile(status="no_library").to_dict()))
+    res = resolve(demo_recipe(hardware=str(box), gpus="auto", zero_stage="auto", micro_batch="auto",
+                              grad_accum="auto"), info=lf)
+    planned = [n for n in res.notes if "conservative defaults" in n]
+    assert planned and str(box) in planned[0] and "hardware: auto" not in planned[0], res.notes
+
+
 def test_never_overwrites_without_force(tmp_path, lf):
     out = tmp_path / "run"
     generate(demo_recipe(), out, info=lf, preflight=False)

@@ -137,6 +137,8 @@ def _planner_choice(recipe: Recipe, arch: Any, hardware: Any, gpus: int) -> tupl
     from minicpm_tui.core.planner import PlanRequest, plan
 
     if hardware is None or not getattr(hardware, "gpus", None):
+        if recipe.hardware != AUTO:
+            return None, f"no GPU to plan for (hardware {recipe.hardware} has none)"
         return None, "no GPU hardware to plan for (hardware: auto on a machine without GPUs)"
 
     def explicit(value: Any) -> Any:
