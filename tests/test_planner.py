@@ -170,6 +170,19 @@ def test_plan_on_gpuless_machine_points_at_presets(capsys):
     assert "--hardware" in capsys.readouterr().err
 
 
+def test_a_saved_probe_without_gpus_is_named(tmp_path, capsys):
+    # `probe --save box.json` where there is no GPU, then `plan --hardware box.json` (the README's session
+    # run in the wrong place): the error said "the hardware profile has no (visible) GPU", naming no file.
+    from minicpm_tui.core.probe import HardwareProfile
+
+    box = tmp_path / "box.json"
+    box.write_text(json.dumps(HardwareProfile(status="no_library").to_dict()))
+    assert main(["plan", "--model", "MiniCPM-2B", "--hardware", str(box)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert f"--hardware {box}: this hardware profile has no GPU" in err and "no_library" in err
+    assert "probe --save" in err and len(err.splitlines()) == 1
+
+
 def test_qlora_8bit_never_gets_zero3():
     # LLaMA-Factory loads a bitsandbytes base under ZeRO-3 only in 4 bits; 4-bit QLoRA may use it.
     r = plan(PlanRequest(model="MiniCPM4-8B", method="qlora", quant_bits=8, hardware="2x-rtx3090", cutoff_len=2048))

@@ -435,7 +435,13 @@ def _resolve_hardware(hw: str | HardwareProfile | None) -> HardwareProfile:
     if isinstance(hw, HardwareProfile):
         return hw
     if hw:
-        return load_hardware(hw)
+        profile = load_hardware(hw)
+        if not profile.gpus:  # e.g. `probe --save` run on a machine without a GPU
+            why = f" (it was probed where NVML said {profile.status})" if profile.status != "ok" else ""
+            raise UserError(f"this hardware profile has no GPU{why}", where=f"--hardware {hw}",
+                            fix="run `minicpm-tui probe --save FILE` on the GPU machine and plan with that file, "
+                            "or use a preset (`minicpm-tui plan --list-hardware`)")
+        return profile
     from minicpm_tui.core.probe import probe
 
     profile = probe()
