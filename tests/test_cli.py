@@ -37,6 +37,23 @@ def test_each_subcommand_has_help(name, capsys):
     assert f"minicpm-tui {name}" in out
 
 
+@pytest.mark.parametrize("name", sorted(SUBCOMMANDS))
+def test_every_argument_says_what_it_is(name):
+    # `monitor RUN_DIR` and `stop RUN_DIR` had no help line, `plan --lora-rank/--epochs` none at all, and
+    # generate showed `--stage RECIPE_STAGE`: an argparse dest, not a value a person can type.
+    import argparse
+    import importlib
+
+    parser = argparse.ArgumentParser()
+    importlib.import_module(f"minicpm_tui.commands.{name}").add_arguments(parser)
+    for action in parser._actions:
+        if isinstance(action, argparse._HelpAction):
+            continue
+        label = "/".join(action.option_strings) or action.dest
+        assert action.help, f"{name} {label}: no help text"
+    assert "RECIPE_" not in parser.format_help()
+
+
 def test_unknown_subcommand_is_one_line_with_a_hint():
     proc = _cli("plna")
     assert proc.returncode == 2

@@ -21,12 +21,12 @@ HEARTBEAT_S = 60.0  # non-TTY: a status line at least this often while nothing c
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("run_dir", metavar="RUN_DIR")
+    parser.add_argument("run_dir", metavar="RUN_DIR", help="a run directory (see `minicpm-tui runs`)")
     parser.add_argument("--plain", action="store_true",
                         help="line-oriented view for any terminal, SSH and pipes (no TUI)")
     parser.add_argument("--once", action="store_true", help="print one snapshot and exit (works under `watch`)")
-    parser.add_argument("--json", action="store_true", help="with --once: the snapshot as JSON")
-    parser.add_argument("--interval", type=float, default=2.0, metavar="S", help="seconds between updates (2)")
+    parser.add_argument("--json", action="store_true", help="print one snapshot as JSON and exit (implies --once)")
+    parser.add_argument("--interval", type=float, default=2.0, metavar="S", help="seconds between updates (default 2)")
     parser.add_argument("--no-gpu", action="store_true", help="do not sample GPUs through NVML")
     parser.add_argument("--wait", action="store_true",
                         help="wait for a run that has not started yet instead of exiting")

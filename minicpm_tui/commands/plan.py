@@ -11,12 +11,14 @@ if TYPE_CHECKING:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", help="preset name (MiniCPM4-8B...), a checkpoint folder or its config.json")
-    parser.add_argument("--method", default="full", help="full | freeze | lora | qlora (default full)")
-    parser.add_argument("--stage", default="sft", help="sft | pt | dpo | kto (default sft)")
+    parser.add_argument("--method", default="full", metavar="{full,freeze,lora,qlora}",
+                        help="training method (default full)")
+    parser.add_argument("--stage", default="sft", metavar="{sft,pt,dpo,kto}",
+                        help="training stage (default sft)")
     parser.add_argument("--cutoff-len", type=int, default=2048, help="tokens per sequence (default 2048)")
     parser.add_argument("--micro-batch", type=int, help="per-GPU batch (default: the largest that fits)")
     parser.add_argument("--global-batch", type=int, help="sequences per optimizer step (default 32)")
-    parser.add_argument("--hardware", help="preset name or a file from `probe --save` (default: probe this machine)")
+    parser.add_argument("--hardware", metavar="PRESET_OR_FILE", help="preset name or a file from `probe --save` (default: probe this machine)")
     parser.add_argument("--gpus", type=int, help="GPUs per node (default: every free visible GPU)")
     parser.add_argument("--nodes", type=int, help="machines (default 1)")
     parser.add_argument("--precision", help="bf16 | fp16 | fp32 | pure_bf16 (default: from the GPUs)")
@@ -24,12 +26,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--offload", help="force none | optimizer | optimizer+param")
     parser.add_argument("--no-gradient-checkpointing", action="store_true",
                         help="plan without gradient checkpointing (LLaMA-Factory turns it on by default)")
-    parser.add_argument("--lora-rank", type=int, default=8)
+    parser.add_argument("--lora-rank", type=int, default=8, help="LoRA rank (default 8)")
     parser.add_argument("--lora-target", default=None, help="comma-separated layer names or 'all' (default all)")
-    parser.add_argument("--quant-bits", type=int, default=4, help="QLoRA bit width 4 or 8")
+    parser.add_argument("--quant-bits", type=int, default=4, help="QLoRA bit width 4 or 8 (default 4)")
     parser.add_argument("--train-tokens", type=int, help="tokens per epoch (from `validate` stats) for the time estimate")
     parser.add_argument("--num-samples", type=int, help="samples per epoch (if tokens are unknown)")
-    parser.add_argument("--epochs", type=float, default=3.0)
+    parser.add_argument("--epochs", type=float, default=3.0, help="epochs, for the time estimate (default 3)")
     parser.add_argument("--json", action="store_true", help="print the plan as JSON (a stable contract)")
     parser.add_argument("--list-models", action="store_true", help="list the model presets and exit")
     parser.add_argument("--list-hardware", action="store_true", help="list the hardware presets and exit")

@@ -7,11 +7,11 @@ import json
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("run_dir", help="a run directory written by `minicpm-tui generate`")
+    parser.add_argument("run_dir", metavar="RUN_DIR", help="a run directory written by `minicpm-tui generate`")
     parser.add_argument("--steps", type=int, default=3, help="optimizer steps (default 3)")
     parser.add_argument("--nproc", type=int, default=None,
                         help="processes (default: 2 when the plan uses DeepSpeed or several GPUs, else 1)")
-    parser.add_argument("--timeout", type=float, default=900, help="seconds before the smoke run is stopped")
+    parser.add_argument("--timeout", type=float, default=900, help="seconds before the smoke run is stopped (default 900)")
     parser.add_argument("--json", action="store_true", help="machine-readable result on stdout")
 
 

@@ -7,7 +7,7 @@ import json
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("run_dir", metavar="RUN_DIR")
+    parser.add_argument("run_dir", metavar="RUN_DIR", help="a run directory (see `minicpm-tui runs`)")
     parser.add_argument("--grace", type=float, default=60.0, metavar="S",
                         help="seconds to let the current step finish and LLaMA-Factory save (default 60; "
                         "0 skips straight to SIGTERM)")

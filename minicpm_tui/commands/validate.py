@@ -21,12 +21,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--stage", choices=STAGES, help="training stage (default: from the data's shape)")
     parser.add_argument("--format", dest="fmt", choices=FORMATS, help="force the format (default: detect)")
     parser.add_argument("--json", action="store_true", help="print the report as JSON (a stable contract)")
-    parser.add_argument("--cutoff-len", type=int, help="report the share of records longer than this (tokens)")
+    parser.add_argument("--cutoff-len", type=int,
+                        help="report the share of records longer than this many tokens (needs --tokenizer)")
     parser.add_argument("--tokenizer", help="local model/tokenizer folder for token-length statistics")
-    parser.add_argument("--template", help="LLaMA-Factory template for token counts and --preview (e.g. cpm4)")
+    parser.add_argument("--template", help="LLaMA-Factory template for token counts and --preview, e.g. cpm4 (needs --tokenizer)")
     parser.add_argument("--preview", type=int, metavar="N", default=0,
-                        help="render the first N usable records through --template, marking trained/masked text")
-    parser.add_argument("--sample", type=int, default=2000, help="records sampled for token statistics")
+                        help="render the first N usable records through --template, marking trained/masked text "
+                        "(needs --tokenizer and --template)")
+    parser.add_argument("--sample", type=int, default=2000, help="records sampled for token statistics (default 2000)")
     parser.add_argument("--max-errors", type=int, default=None, help="errors shown per kind (default 20)")
 
 

@@ -291,7 +291,7 @@ def dataset_entries(recipe: Recipe) -> dict[str, dict[str, Any]]:
             raise UserError("dataset_info.json must map dataset names to entries", where=str(info_path))
     elif not data_dir.is_dir():
         raise UserError("dataset_dir does not exist", where=f"recipe: dataset_dir ({data_dir})",
-                        fix="point it at the folder holding dataset_info.json")
+                        fix="point it at the folder holding dataset_info.json (generate: --dataset-dir DIR)")
     out: dict[str, dict[str, Any]] = {}
     for name in recipe.datasets:
         entry = registry.get(name)

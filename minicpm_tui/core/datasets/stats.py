@@ -68,7 +68,7 @@ class StatsCollector:
         if est:
             # Rough: ~1 token per CJK character, ~4 per English word; /2 is the middle ground.
             out["suggested_cutoff_len"] = suggest_cutoff(est.get("p99", 0))
-            out["suggested_cutoff_len_basis"] = "estimate from characters (pass a tokenizer for token counts)"
+            out["suggested_cutoff_len_basis"] = "estimated from characters; pass --tokenizer for token counts"
         return out
 
 
