@@ -152,6 +152,15 @@ def test_run_dir_that_is_missing_or_a_file_says_so(command, tmp_path, capsys, mo
         assert expected in err and "single_node.sh" not in err and len(err.splitlines()) == 1
 
 
+def test_stop_on_a_folder_that_is_no_run_directory_says_so(tmp_path, capsys, monkeypatch):
+    # It answered "stop: not running (never); nothing to stop" with exit 0, as if the folder were a run.
+    monkeypatch.setenv("MINICPM_TUI_HOME", str(tmp_path / "home"))
+    (tmp_path / "plain").mkdir()
+    assert main(["stop", str(tmp_path / "plain")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "plain: not a run directory" in err and len(err.splitlines()) == 1
+
+
 def test_smoke_refuses_more_processes_than_a_cpu_smoke_run_needs(tmp_path, capsys):
     # `smoke --nproc 10000` started 10000 CPU trainings; the bound is checked before the run directory is read.
     assert main(["smoke", str(tmp_path), "--nproc", "10000"]) == 2

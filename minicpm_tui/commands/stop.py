@@ -24,6 +24,7 @@ def run(args: argparse.Namespace) -> int:
 
     check_number(args.grace, "--grace", example="60")
     check_number(args.timeout, "--timeout", example="15")
+    runner.require_marked_run_dir(run_dir)  # `stop /tmp` said "not running (never)", as if it were a run
     say = None if args.json else (lambda text: print(f"stop: {text}", flush=True))
     result = runner.stop(run_dir, grace=args.grace, term_timeout=args.timeout, say=say)
     if args.json:

@@ -769,12 +769,17 @@ def is_run_dir(path: str | os.PathLike[str]) -> bool:
     return any((folder / name).is_file() for name in RUN_DIR_MARKERS)
 
 
-def watch_run(run_dir: str | os.PathLike[str]) -> Path:
-    """Register a run directory someone launches by hand, so ``runs`` and ``monitor`` see it."""
+def require_marked_run_dir(run_dir: str | os.PathLike[str]) -> None:
+    """A UserError unless the folder holds one of RUN_DIR_MARKERS (generated, launched, or a train.yaml)."""
     if not is_run_dir(run_dir):
         raise UserError(f"not a run directory (none of {', '.join(RUN_DIR_MARKERS)} in it)", where=str(run_dir),
                         fix="pass the folder that `minicpm-tui generate` or the wizard wrote, or the one holding "
                             "the train.yaml you launch by hand; `minicpm-tui runs` lists the known runs")
+
+
+def watch_run(run_dir: str | os.PathLike[str]) -> Path:
+    """Register a run directory someone launches by hand, so ``runs`` and ``monitor`` see it."""
+    require_marked_run_dir(run_dir)
     return register_run(run_dir, how="watched")
 
 
