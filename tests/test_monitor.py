@@ -71,6 +71,8 @@ def test_follower_sees_phases_metrics_and_end_incrementally(replay_run):
     # The schedule's whole history, one point per step (the eval lines carry no lr).
     assert [s for s, _ in snap.lrs] == [1, 2, 3, 4, 5, 6] and snap.lrs[-1][1] == snap.lr
     assert snap.last_checkpoint == "checkpoint-6" and snap.vram_allocated_gib == 0.0
+    # LLaMA-Factory logs "vram_reserved": -0.0 on the CPU; `monitor --once --json` printed it as -0.0.
+    assert str(snap.vram_reserved_gib) == "0.0"
     assert len(seen_steps) >= 2  # progress was seen along the way, not only at the end
     assert "finished" in status_line(snap) and "exit 0" in status_line(snap)
 

@@ -337,7 +337,8 @@ class RunFollower:
             value = data.get(key)
             if isinstance(value, (int, float)):
                 if attr.startswith("vram"):
-                    value = max(value, getattr(snap, attr) or 0.0)  # peaks so far
+                    # Peaks so far; + 0.0 turns the -0.0 LLaMA-Factory logs without a GPU into 0.0.
+                    value = max(value, getattr(snap, attr) or 0.0) + 0.0
                 setattr(snap, attr, value)
         if isinstance(step, int):
             if isinstance(data.get("loss"), (int, float)):
