@@ -54,6 +54,29 @@ def test_every_argument_says_what_it_is(name):
     assert "RECIPE_" not in parser.format_help()
 
 
+def test_the_readme_table_names_only_flags_that_exist():
+    # The README's subcommand table and example session are what a new user types: every flag they name
+    # must be one of that subcommand's own.
+    import argparse
+    import importlib
+    import re
+    from pathlib import Path
+
+    readme = (Path(__file__).parent.parent / "README.md").read_text(encoding="utf-8")
+    rows = re.findall(r"^\| `minicpm-tui (\w+)([^`]*)` \|", readme, re.MULTILINE)
+    assert {name for name, _ in rows} == set(SUBCOMMANDS) - {"wizard"}
+    # ... and so must the commands of its example session.
+    blocks = "\n".join(re.findall(r"^```bash\n(.*?)^```", readme, re.MULTILINE | re.DOTALL))
+    session = [(name, rest.split("#")[0]) for name, rest in re.findall(r"^minicpm-tui (\w+)(.*)$", blocks, re.MULTILINE)]
+    assert len(session) >= 7
+    for name, usage in rows + session:
+        parser = argparse.ArgumentParser()
+        importlib.import_module(f"minicpm_tui.commands.{name}").add_arguments(parser)
+        known = {flag for action in parser._actions for flag in action.option_strings}
+        for flag in re.findall(r"--[\w-]+", usage):
+            assert flag in known, f"README: `minicpm-tui {name}` has no {flag}"
+
+
 def test_unknown_subcommand_is_one_line_with_a_hint():
     proc = _cli("plna")
     assert proc.returncode == 2
