@@ -112,6 +112,14 @@ def test_a_saved_probe_without_gpus_is_named_in_the_notes(tmp_path, lf):
     assert planned and str(box) in planned[0] and "hardware: auto" not in planned[0], res.notes
 
 
+def test_the_run_directorys_readme_resumes_the_way_run_does(tmp_path, lf):
+    # It said "Rerun the same command" under `minicpm-tui run .`, which refuses a second start while a
+    # checkpoint is there and asks for --resume.
+    generate(demo_recipe(), tmp_path / "r", info=lf, preflight=False)
+    text = (tmp_path / "r" / "README.md").read_text()
+    assert "minicpm-tui run . --resume" in text and "Rerun the same command" not in text
+
+
 def test_never_overwrites_without_force(tmp_path, lf):
     out = tmp_path / "run"
     generate(demo_recipe(), out, info=lf, preflight=False)

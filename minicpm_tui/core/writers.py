@@ -642,8 +642,9 @@ Several nodes: on each node `NODE_RANK=<i> MASTER_ADDR=<node 0 address> NNODES=<
 or `sbatch slurm.sbatch` under Slurm.
 
 ## Resume
-Rerun the same command: `overwrite_output_dir` is false, so LLaMA-Factory continues from the last
-checkpoint in `{_one_line(recipe.output_dir)}/`.
+    minicpm-tui run . --resume     # from the last checkpoint-N in {_one_line(recipe.output_dir)}/ (one every save_steps)
+`bash single_node.sh` resumes by itself: `overwrite_output_dir` is false, so LLaMA-Factory continues from
+that checkpoint. A stop saves the model, not a checkpoint.
 
 ## Monitor
     minicpm-tui monitor .          # or: tail -f {_one_line(recipe.output_dir)}/trainer_log.jsonl
