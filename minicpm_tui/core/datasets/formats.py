@@ -25,28 +25,6 @@ SHAREGPT_TAGS = {"role_tag": "from", "content_tag": "value", "user_tag": "human"
 OPENAI_TAGS = {"role_tag": "role", "content_tag": "content", "user_tag": "user", "assistant_tag": "assistant",
                "observation_tag": "tool", "function_tag": "function_call", "system_tag": "system"}
 
-# The field names records are checked by, per dataset_info.json ``columns`` / ``tags`` key (what
-# ``dataset_info_entry`` writes). An entry mapping a key to another name is read by LLaMA-Factory through
-# that mapping, which the validator does not apply.
-STANDARD_NAMES: dict[str, dict[str, tuple[str, ...]]] = {
-    "columns": {"prompt": ("instruction",), "query": ("input",), "response": ("output",),
-                "history": ("history",), "system": ("system",), "tools": ("tools",), "messages": MESSAGE_KEYS,
-                "chosen": ("chosen",), "rejected": ("rejected",), "kto_tag": KTO_KEYS},
-    "tags": {key: tuple(dict.fromkeys((SHAREGPT_TAGS[key], OPENAI_TAGS[key]))) for key in SHAREGPT_TAGS},
-}
-
-
-def custom_mapping(entry: dict[str, Any]) -> list[str]:
-    """``key: name`` for each column or tag of a dataset_info.json entry that the validator does not read."""
-    out = []
-    for part, standard in STANDARD_NAMES.items():
-        mapping = entry.get(part)
-        for key, value in (mapping.items() if isinstance(mapping, dict) else ()):
-            if key in standard and value not in standard[key]:
-                out.append(f"{key}: {value}")
-    return out
-
-
 # LLaMA-Factory's DatasetAttr (parser.py): the column and tag keys an entry may map, and what it reads
 # without a ``columns`` / ``tags`` block. With a block, every key the block does not name is unset (None).
 COLUMN_KEYS = ("prompt", "query", "response", "history", "messages", "system", "tools", "images", "videos",
