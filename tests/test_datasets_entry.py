@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from minicpm_tui.cli import main
 from minicpm_tui.core.datasets import dataset_info_entry, validate_file
 from minicpm_tui.core.datasets.entry import read_entry, validate_entry
 from minicpm_tui.core.errors import UserError
@@ -191,3 +192,61 @@ def test_folder_read_through_the_entry(tmp_path):
     assert rep.warning_counts["entry_key"] == 1  # the entry's own issue once for the folder, not once per file
     rep = validate_file(folder, entry={"file_name": str(folder), "split": "test", **QA})
     assert rep.error_counts["entry"] == 1 and rep.file_error.field == "split" and rep.valid == 0
+
+
+# -- the CLI ------------------------------------------------------------------------------------------------
+@pytest.fixture()
+def info_dir(tmp_path) -> Path:
+    _jsonl(tmp_path / "qa.jsonl", [{"question": "q", "answer": "a"}, {"question": "q", "answer": None}])
+    _jsonl(tmp_path / "dlg.jsonl", [{"dialog": _turns(("me", "hi"), ("bot", "yo"))}])
+    (tmp_path / "dataset_info.json").write_text(json.dumps({
+        "qa": {"file_name": "qa.jsonl", **QA},
+        "dlg": {"file_name": "dlg.jsonl", "formatting": "sharegpt", "columns": {"messages": "dialog"},
+                "tags": ME_BOT},
+        "hub": {"hf_hub_url": "a/b"},
+        "nofile": {"columns": {}},
+        "broken": ["not", "an", "entry"],
+        "gone": {"file_name": "missing.jsonl"},
+    }), encoding="utf-8")
+    return tmp_path
+
+
+def test_cli_validates_a_registered_dataset_through_its_entry(info_dir, capsys):
+    assert main(["validate", "--dataset-info", str(info_dir), "dlg"]) == 0
+    assert "0 not usable" in capsys.readouterr().out
+    info = info_dir / "dataset_info.json"
+    assert main(["validate", "--dataset-info", str(info), "qa"]) == 1  # the file itself, or its folder
+    out = capsys.readouterr().out
+    assert f"{info_dir / 'qa.jsonl'}:record 1: answer: is missing" in out
+    assert main(["validate", "--dataset-info", str(info), "qa", "--json"]) == 1
+    data = json.loads(capsys.readouterr().out)
+    assert data["dataset_info"]["columns"]["response"] == "answer" and data["errors"][0]["field"] == "answer"
+
+
+@pytest.mark.parametrize("argv, code, words", [
+    (["qaa"], 2, "no dataset 'qaa' is registered here; did you mean 'qa'?"),
+    (["hub"], 2, "hub: not validated: its data comes from hf_hub_url"),
+    (["nofile"], 1, "nofile: file_name: is missing"),
+    (["broken"], 1, "broken: is not a JSON object"),
+    (["gone"], 1, "missing.jsonl: (file): no such file"),
+    (["qa", "--format", "alpaca"], 2, "--format: cannot be combined with --dataset-info"),
+])
+def test_cli_entry_errors_are_one_line(info_dir, capsys, argv, code, words):
+    assert main(["validate", "--dataset-info", str(info_dir), *argv]) == code
+    captured = capsys.readouterr()
+    text = captured.err + captured.out
+    assert words in text and "Traceback" not in text
+    if code == 2:
+        assert len(captured.err.strip().splitlines()) == 1 and captured.err.startswith("minicpm-tui: error: ")
+
+
+def test_cli_bad_dataset_info_files(tmp_path, capsys):
+    assert main(["validate", "--dataset-info", str(tmp_path), "x"]) == 2
+    assert "dataset_info.json: no such file" in capsys.readouterr().err
+    (tmp_path / "dataset_info.json").write_text("{\"x\": ", encoding="utf-8")
+    assert main(["validate", "--dataset-info", str(tmp_path), "x"]) == 2
+    assert "is not valid JSON" in capsys.readouterr().err
+    (tmp_path / "dataset_info.json").write_text("[1]", encoding="utf-8")
+    assert main(["validate", "--dataset-info", str(tmp_path), "x"]) == 2
+    err = capsys.readouterr().err
+    assert "is not a JSON object of dataset entries" in err and "Traceback" not in err
