@@ -58,10 +58,13 @@ def preview_records(report, tokenizer: str | Path, template: str, n: int = 3, cu
 def _first_valid(report, n: int, validate_file) -> list[Any]:
     """The first ``n`` usable records (over a folder's files in their order: indices count across them)."""
     from minicpm_tui.core.datasets.reader import FileLevelError, RecordParseError, RecordReader
+    from minicpm_tui.core.datasets.register import dataset_info_entry
 
     bad = set(report.invalid_indices)
     if report.invalid and not bad:
-        bad = set(validate_file(report.file, stage=report.stage, keep_indices=True).invalid_indices)
+        # read as the report was: through its dataset_info.json entry when it had one
+        through = {"entry": dataset_info_entry(report)} if report.shape is not None and report.shape.from_entry else {}
+        bad = set(validate_file(report.file, stage=report.stage, keep_indices=True, **through).invalid_indices)
     out: list[Any] = []
     for path, first in report.data_files():
         try:

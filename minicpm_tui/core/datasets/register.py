@@ -28,9 +28,18 @@ def dataset_info_entry(report, file_name: str | None = None) -> dict[str, Any]:
     if shape is None:
         raise UserError("cannot register a file whose format is unknown", where=report.file,
                         fix="run `minicpm-tui validate` on it and fix the first error")
+    entry: dict[str, Any] = {"file_name": file_name if file_name is not None else str(report.file)}
+    if shape.columns is not None:
+        # Read through an entry: that entry again (what it leaves unset stays unset: blocks are explicit).
+        entry["formatting"] = shape.formatting
+        if shape.ranking:
+            entry["ranking"] = True
+        entry["columns"] = {k: v for k, v in shape.columns.items() if v is not None}
+        if shape.style != "alpaca":
+            entry["tags"] = {k: v for k, v in shape.tags.items() if v is not None}
+        return entry
     present = set(report.columns)
     stage = report.stage or shape.default_stage()
-    entry: dict[str, Any] = {"file_name": file_name if file_name is not None else str(report.file)}
     columns: dict[str, str] = {}
     if shape.style == "alpaca":
         entry["formatting"] = "alpaca"
