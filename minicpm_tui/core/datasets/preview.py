@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -24,7 +23,7 @@ def preview_records(report, tokenizer: str | Path, template: str, n: int = 3, cu
     """
     from minicpm_tui.core.datasets.register import dataset_info_entry
     from minicpm_tui.core.datasets.validate import validate_file
-    from minicpm_tui.core.lfinfo import training_python
+    from minicpm_tui.core.lfinfo import run_training_python, training_python
     from minicpm_tui.core.resources import resource_script
     from minicpm_tui.core.tinymodel import offline_env
 
@@ -41,9 +40,9 @@ def preview_records(report, tokenizer: str | Path, template: str, n: int = 3, cu
                "stage": report.stage, "cutoff_len": cutoff_len,
                "entry": dataset_info_entry(report, file_name="preview.jsonl")}
         (Path(tmp) / "job.json").write_text(json.dumps(job), encoding="utf-8")
-        proc = subprocess.run([python or training_python(), str(resource_script("lf_dataset_check.py")),
-                               str(Path(tmp) / "job.json")], capture_output=True, text=True, env=offline_env(),
-                              timeout=timeout)
+        proc = run_training_python(python or training_python(),
+                                   [str(resource_script("lf_dataset_check.py")), str(Path(tmp) / "job.json")],
+                                   capture_output=True, text=True, env=offline_env(), timeout=timeout)
     for line in reversed(proc.stdout.splitlines()):
         if line.startswith(MARK):
             result = json.loads(line[len(MARK):])
