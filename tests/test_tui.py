@@ -44,6 +44,15 @@ def demo_state(**fields) -> WizardState:
     return WizardState(**{**chosen, **fields})
 
 
+async def until_polled(app, pilot) -> None:
+    """Wait until the monitor screen has read the run's losses (a few polls at most)."""
+    for _ in range(20):
+        await settle(app, pilot)
+        if app.screen.snap is not None and app.screen.snap.losses:
+            return
+        await pilot.pause(0.2)
+
+
 async def at_step(app, pilot, step: int) -> None:
     """Go to a step (0-based) and wait for its workers."""
     await settle(app, pilot)
@@ -326,14 +335,11 @@ async def test_monitor_on_a_real_smoke_run(no_draft, tmp_path):
     assert run_status(run_dir).status == "finished"
     app = MiniCPMApp(monitor_dir=run_dir)
     async with app.run_test(size=SIZE) as pilot:
-        for _ in range(20):
-            await settle(app, pilot)
-            if app.screen.snap is not None and app.screen.snap.losses:
-                break
-            await pilot.pause(0.2)
+        await until_polled(app, pilot)
         snap = app.screen.snap
         assert snap.status == "finished" and snap.losses
         assert f"loss {snap.loss:.4f}" in screen_text(app)
+        assert "elapsed 0:00:00" not in screen_text(app)  # the run's duration, not the trainer's few steps
         assert app.screen.check_action("stop", ()) is False  # nothing to stop
         await pilot.press("d")
     assert app.return_code == 0
@@ -657,3 +663,29 @@ async def test_the_draft_offered_is_kept_until_it_is_answered(no_draft):
         await pilot.press("ctrl+q")
     saved, _ = load_draft()
     assert (saved.step, saved.model) == (5, "MiniCPM-2B")
+
+
+def _finished_run(run_dir: Path, seconds: float) -> Path:
+    """A run directory the runner records as finished after ``seconds``, whose trainer clock says
+    0:00:00 (as a smoke run's: its three steps take under a second)."""
+    out = run_dir / "out"
+    out.mkdir(parents=True)
+    (run_dir / "train.yaml").write_text("output_dir: out\n")
+    (out / "trainer_log.jsonl").write_text(json.dumps(
+        {"current_steps": 3, "total_steps": 3, "loss": 2.5, "lr": 1e-4, "epoch": 1.0, "percentage": 100.0,
+         "elapsed_time": "0:00:00", "remaining_time": "0:00:00"}) + "\n")
+    start = time.time() - 3600
+    attempt = {"attempt": 1, "status": "finished", "exit_code": 0, "started_at": start,
+               "ended_at": start + seconds}
+    (run_dir / "run_manifest.json").write_text(json.dumps(
+        {"version": 1, "run_dir": str(run_dir), "output_dir": str(out), "attempts": [attempt], **attempt}))
+    return run_dir
+
+
+async def test_the_monitor_shows_how_long_a_finished_run_took(no_draft, tmp_path):
+    app = MiniCPMApp(monitor_dir=_finished_run(tmp_path / "smoke", 83))
+    async with app.run_test(size=SIZE) as pilot:
+        await until_polled(app, pilot)
+        assert app.screen.snap.status == "finished"
+        metrics = str(app.screen.query_one("#mon-metrics").render())
+        assert "elapsed 0:01:23" in metrics and "eta" not in metrics, metrics
