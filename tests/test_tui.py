@@ -665,6 +665,31 @@ async def test_the_draft_offered_is_kept_until_it_is_answered(no_draft):
     assert (saved.step, saved.model) == (5, "MiniCPM-2B")
 
 
+async def test_f1_help_lists_the_screens_own_keys_once_even_those_off_now(no_draft):
+    """The screen's and the app's bindings, each once, with the reason a key does nothing now; not the
+    keys widgets bind for themselves (an option list's paging, Tab focus, Textual's copy)."""
+    app = MiniCPMApp(use_draft=False, state=demo_state())
+    async with app.run_test(size=SIZE) as pilot:
+        await at_step(app, pilot, 2)  # the dataset step, on a demo: ^g (register) has nothing to do
+        await pilot.press("f1")
+        await pilot.pause()
+        text = app.screen.text
+        rows = [line for line in text.splitlines() if line.startswith("| `")]
+        assert len([r for r in rows if "palette" in r.lower()]) == 1, rows  # ctrl+p once
+        register = next(r for r in rows if r.startswith("| `^g`"))
+        assert "*(not now: " in register, register  # listed, and marked
+        for internal in ("Page Up", "Scroll Left", "Focus Next", "super+c", "| `↑`", "Select"):
+            assert internal not in text, internal
+        assert len(rows) == len({r.split("|")[1] for r in rows})  # each key once
+        await pilot.press("escape")
+        await at_step(app, pilot, 6)  # the run step with nothing written yet: s, l and m are off
+        await pilot.press("f1")
+        await pilot.pause()
+        for key in ("s", "l", "m"):
+            row = next(r for r in app.screen.text.splitlines() if r.startswith(f"| `{key}`"))
+            assert "not now: no run directory yet" in row, row
+
+
 def _finished_run(run_dir: Path, seconds: float) -> Path:
     """A run directory the runner records as finished after ``seconds``, whose trainer clock says
     0:00:00 (as a smoke run's: its three steps take under a second)."""

@@ -229,6 +229,13 @@ Reattach any time with `minicpm-tui monitor RUN_DIR`, or from the runs list (pal
             return not self.standalone  # `minicpm-tui monitor DIR`: Esc does not quit, d does
         return True
 
+    def why_not(self, action: str) -> str:
+        if action == "stop":
+            return "the run is not running"
+        if action == "back":
+            return "the monitor was opened on its own: d leaves"
+        return ""
+
     def action_refresh(self) -> None:
         self.poll()
 

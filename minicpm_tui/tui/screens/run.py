@@ -88,6 +88,17 @@ Both open the live monitor; **d** there detaches, `minicpm-tui monitor RUN_DIR` 
             return False  # the last step
         return super().check_action(action, parameters)
 
+    def why_not(self, action: str) -> str:
+        if action == "next":
+            return "this is the last step"
+        if self.run_dir is None and action in ("smoke", "launch", "monitor"):
+            return "no run directory yet: write it on the Review step (^w)"
+        if action in ("smoke", "launch"):
+            return "a run is starting"
+        if action == "monitor":
+            return "no run was started from this run directory yet"
+        return super().why_not(action)
+
     def ready(self) -> bool:
         self.blocked_reason = "s: smoke run   l: launch"
         return False

@@ -68,6 +68,9 @@ class RunsScreen(Screen):
             return self.query_one(DataTable).row_count > 0
         return True
 
+    def why_not(self, action: str) -> str:
+        return "no runs yet" if action == "open" else ""
+
     def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
         self.open(str(event.row_key.value))
 
