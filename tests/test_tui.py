@@ -690,6 +690,45 @@ async def test_f1_help_lists_the_screens_own_keys_once_even_those_off_now(no_dra
             assert "not now: no run directory yet" in row, row
 
 
+def test_core_errors_in_the_tui_name_its_fields_not_cli_flags():
+    from minicpm_tui.core.errors import UserError
+    from minicpm_tui.tui.widgets.render import one_line
+
+    # A fix the core words for the wizard too is shown as such; else flags become the fields they set.
+    err = UserError("a different dataset is already registered as 'x'", where="data/dataset_info.json",
+                    fix="pick another --name, or pass --force to replace it", fix_tui="type another name")
+    assert one_line(err) == "data/dataset_info.json: a different dataset is already registered as 'x'; " \
+                            "type another name"
+    assert one_line(UserError("bad", where="--cutoff-len", fix="try --micro-batch 1")) == \
+        "cutoff_len (Plan step): bad; try micro_batch 1"
+    assert one_line(UserError("bad", where="--learning-rate")) == "learning_rate (Hyper-params step): bad"
+    assert str(UserError("bad", where="--gpus", fix="use --gpus 1")) == "--gpus: bad; use --gpus 1"  # the CLI's
+
+
+async def test_the_tui_says_its_own_controls_in_core_errors(no_draft, tmp_path):
+    """Plan, hardware file and dataset statistics: no CLI flag, no "pass a tokenizer"; a folder where a
+    saved probe (a file) is wanted is called a folder."""
+    app = MiniCPMApp(use_draft=False, state=demo_state(hardware="preset:1x-t4-16gb"))
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(app, pilot)
+        box = app.screen.query_one("#hw-file")
+        box.focus()
+        box.value = str(tmp_path)
+        await pilot.press("enter")
+        await settle(app, pilot)
+        # (The command that writes a saved probe is named: it is run on the machine to plan for.)
+        assert "is a folder" in app.screen.error and "--hardware" not in app.screen.error, app.screen.error
+        assert app.screen.error.startswith("hardware (Hardware step): ")
+        app.screen.load("preset:1x-t4-16gb")
+        await at_step(app, pilot, 2)
+        assert "cutoff len basis: estimate from" in screen_text(app) and "tokenizer" not in screen_text(app)
+        await at_step(app, pilot, 3)
+        app.screen.query_one("#ov-gpus").value = "3"  # the preset has one GPU
+        await settle(app, pilot)
+        assert app.screen.error.startswith("gpus (Plan step): 3 GPUs asked for"), app.screen.error
+        assert "--" not in app.screen.error and "set gpus to 1 or fewer" in app.screen.error
+
+
 def _finished_run(run_dir: Path, seconds: float) -> Path:
     """A run directory the runner records as finished after ``seconds``, whose trainer clock says
     0:00:00 (as a smoke run's: its three steps take under a second)."""

@@ -22,6 +22,7 @@ from minicpm_tui.tui.build import build_recipe
 from minicpm_tui.tui.screens.base import WizardStep
 from minicpm_tui.tui.widgets.membar import MemoryBar
 from minicpm_tui.tui.widgets.render import one_line, option_choices
+from minicpm_tui.tui.wording import change_in_tui_words
 
 # Recipe fields this step lets a person override ("auto" = the planner decides).
 OVERRIDES = ("zero_stage", "offload", "precision", "micro_batch", "grad_accum", "cutoff_len", "gpus")
@@ -239,5 +240,5 @@ def alternatives(data: dict[str, Any]) -> Any:
     parts: list[Any] = [table]
     for s in suggestions[:3]:
         text = s if isinstance(s, str) else s.get("text") or s.get("change") or s.get("reason") or str(s)
-        parts.append(Text(f"try: {text}", style="italic"))
+        parts.append(Text(f"try: {change_in_tui_words(text)}", style="italic"))
     return Group(*parts)

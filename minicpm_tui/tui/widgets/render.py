@@ -11,8 +11,10 @@ from rich.text import Text
 
 
 def one_line(exc: BaseException) -> str:
-    one = getattr(exc, "one_line", None)
-    return one() if callable(one) else f"{type(exc).__name__}: {exc}"
+    """An error as one line, a core error's in the wizard's words (its fields, not CLI flags)."""
+    from minicpm_tui.tui.wording import in_tui_words
+
+    return in_tui_words(exc)
 
 
 def option_help(name: str) -> str:
