@@ -729,6 +729,26 @@ async def test_the_tui_says_its_own_controls_in_core_errors(no_draft, tmp_path):
         assert "--" not in app.screen.error and "set gpus to 1 or fewer" in app.screen.error
 
 
+async def test_register_is_not_offered_for_a_file_without_usable_records(no_draft, tmp_path):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"conversations": []}\n{"conversations": []}\n', encoding="utf-8")  # no turns: unusable
+    app = MiniCPMApp(use_draft=False, state=demo_state(dataset_file=str(bad), dataset_name=""))
+    async with app.run_test(size=SIZE) as pilot:
+        await at_step(app, pilot, 2)
+        assert app.screen.report is not None and app.screen.report.valid == 0
+        assert app.screen.check_action("register", ()) is False
+        assert "^g" not in screen_text(app).splitlines()[-1]  # not in the footer
+        from minicpm_tui.tui.screens.help import help_keys
+
+        why = next(why for shown, _, why in help_keys(app.screen) if shown == "^g")  # F1 says why
+        assert why.startswith("cannot register it: 2 of 2 records are not usable (first: record 0"), why
+        app.screen.action_register()  # Enter in the name field: refused, with the reason in one line
+        await settle(app, pilot)
+        said = [n.message for n in app._notifications]
+        assert len(said) == 1 and said[0].startswith("cannot register it: ") and "\n" not in said[0], said
+        assert "minicpm-tui" not in said[0] and not (tmp_path / "dataset_info.json").exists()
+
+
 def _finished_run(run_dir: Path, seconds: float) -> Path:
     """A run directory the runner records as finished after ``seconds``, whose trainer clock says
     0:00:00 (as a smoke run's: its three steps take under a second)."""
