@@ -773,3 +773,25 @@ async def test_the_monitor_shows_how_long_a_finished_run_took(no_draft, tmp_path
         assert app.screen.snap.status == "finished"
         metrics = str(app.screen.query_one("#mon-metrics").render())
         assert "elapsed 0:01:23" in metrics and "eta" not in metrics, metrics
+
+
+async def test_runs_at_start_writes_no_draft_and_keeps_the_one_there(no_draft):
+    from minicpm_tui.tui.state import draft_path
+
+    app = MiniCPMApp(open_runs=True)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(app, pilot)  # the first probe has loaded under the list
+        assert screen_name(app) == "RunsScreen"
+        await pilot.press("ctrl+q")
+    assert not draft_path().exists()
+    save_draft(WizardState(step=4, hardware="preset:1x-t4-16gb", model="MiniCPM-2B"))
+    app = MiniCPMApp(open_runs=True)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(app, pilot)
+        assert load_draft()[0].step == 4
+        await pilot.press("escape")  # closing the list starts the wizard: the draft is offered
+        await settle(app, pilot)
+        assert screen_name(app) == "ConfirmScreen" and load_draft()[0].step == 4
+        await pilot.click("#yes")
+        await settle(app, pilot)
+        assert screen_name(app) == "HparamsScreen" and app.state.model == "MiniCPM-2B"

@@ -86,4 +86,4 @@ class RunsScreen(Screen):
         self.app.push_screen(MonitorScreen(run_dir))
 
     def action_close(self) -> None:
-        self.app.pop_screen()
+        self.dismiss()  # not pop_screen: whoever opened the list may wait for it to close
