@@ -795,3 +795,20 @@ async def test_runs_at_start_writes_no_draft_and_keeps_the_one_there(no_draft):
         await pilot.click("#yes")
         await settle(app, pilot)
         assert screen_name(app) == "HparamsScreen" and app.state.model == "MiniCPM-2B"
+
+
+async def test_the_run_step_lists_only_the_actions_it_has(no_draft, tmp_path):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    app = MiniCPMApp(use_draft=False, state=demo_state(run_dir=str(run_dir)))
+    async with app.run_test(size=SIZE) as pilot:
+        await at_step(app, pilot, 6)
+        text = screen_text(app)
+        assert "smoke run" in text and "launch the real training" in text
+        assert "open the monitor" not in text and app.screen.check_action("monitor", ()) is False
+        _finished_run(run_dir, 60)  # a run was started from it (and has finished)
+        app.push_screen(app.runs_screen())  # away and back: the text is drawn again
+        await settle(app, pilot)
+        await pilot.press("escape")
+        await settle(app, pilot)
+        assert screen_name(app) == "RunScreen" and "open the monitor" in screen_text(app)

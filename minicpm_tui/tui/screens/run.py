@@ -74,10 +74,17 @@ Both open the live monitor; **d** there detaches, `minicpm-tui monitor RUN_DIR` 
         text.append("  smoke run (recommended first): proves the whole chain on the CPU in about a minute\n\n")
         text.append("l  ", style="bold reverse")
         text.append("  launch the real training, detached (keeps running when you leave)\n\n")
-        text.append("m  ", style="bold reverse")
-        text.append("  open the monitor of the latest run here\n\n")
+        if self.check_action("monitor", ()):  # only once a run was started here
+            text.append("m  ", style="bold reverse")
+            text.append("  open the monitor of the latest run here\n\n")
         text.append(f"Later: minicpm-tui monitor {self.run_dir}", style="dim")
         return text
+
+    def on_screen_resume(self) -> None:
+        # Back from the monitor (or a dialog): a run may have started since the text was drawn.
+        if not self.starting:
+            self.query_one("#run-text", Static).update(self.intro())
+        self.refresh_bindings()
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if action in ("smoke", "launch"):
