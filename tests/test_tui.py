@@ -812,3 +812,16 @@ async def test_the_run_step_lists_only_the_actions_it_has(no_draft, tmp_path):
         await pilot.press("escape")
         await settle(app, pilot)
         assert screen_name(app) == "RunScreen" and "open the monitor" in screen_text(app)
+
+
+async def test_the_plan_fits_80x24_when_nothing_fits(no_draft):
+    app = MiniCPMApp(use_draft=False, state=demo_state(hardware="preset:1x-t4-16gb", model="MiniCPM3-4B",
+                                                        method="full", plan_overrides={"zero_stage": 0,
+                                                                                       "offload": "none"}))
+    async with app.run_test(size=SIZE) as pilot:
+        await at_step(app, pilot, 3)
+        assert app.screen.fits is False
+        lines = screen_text(app).splitlines()
+        peak = [line for line in lines if "peak" in line and "NO FIT" in line]
+        assert peak and "G/14G" in peak[0], "\n".join(lines)  # the label, the bar and the value in one line
+        assert not [line for line in lines if line.strip(" │▄▆█▂").strip() == "NO FIT"]
