@@ -39,6 +39,19 @@ def test_model_step(snap_compare):
                         run_before=before)
 
 
+def test_plan_that_does_not_fit(snap_compare):
+    # Full fine-tuning of a 4B model without DeepSpeed on one T4: the bars, NO FIT and the suggestions.
+    async def before(pilot):
+        await _settle(pilot)
+        pilot.app.goto_step(3)
+        await _settle(pilot)
+
+    state = {"hardware": "preset:1x-t4-16gb", "model": "MiniCPM3-4B", "method": "full",
+             "dataset_name": "demo_sft", "dataset_file": "demo:demo_sft",
+             "plan_overrides": {"zero_stage": 0, "offload": "none"}}
+    assert snap_compare(_app(**state), terminal_size=SIZE, run_before=before)
+
+
 def test_help_overlay(snap_compare):
     async def before(pilot):
         await _settle(pilot)

@@ -237,7 +237,7 @@ def alternatives(data: dict[str, Any]) -> Any:
         zero = f"Z{alt.get('zero_stage')}" + ("" if alt.get("offload") in ("none", None) else "+off")
         table.add_row(f"{alt.get('method')} {zero} mb{alt.get('micro_batch')}",
                       f"{float(alt.get('peak_gib_per_gpu') or 0):.1f}G", str(alt.get("reason") or ""))
-    parts: list[Any] = [table]
+    parts: list[Any] = [table] if alts else []  # no empty "Rejected" header above the suggestions
     for s in suggestions[:3]:
         text = s if isinstance(s, str) else s.get("text") or s.get("change") or s.get("reason") or str(s)
         parts.append(Text(f"try: {change_in_tui_words(text)}", style="italic"))
