@@ -703,6 +703,11 @@ def test_core_errors_in_the_tui_name_its_fields_not_cli_flags():
         "cutoff_len (Plan step): bad; try micro_batch 1"
     assert one_line(UserError("bad", where="--learning-rate")) == "learning_rate (Hyper-params step): bad"
     assert str(UserError("bad", where="--gpus", fix="use --gpus 1")) == "--gpus: bad; use --gpus 1"  # the CLI's
+    # A flag only pointed to, as in the probe's hint on a machine without a GPU, is left out.
+    from minicpm_tui.core.nvml import HINTS, STATUS_NO_LIBRARY
+    from minicpm_tui.tui.wording import flags_as_fields
+
+    assert flags_as_fields(HINTS[STATUS_NO_LIBRARY]).endswith("plan with a hardware preset or a saved probe")
 
 
 async def test_the_tui_says_its_own_controls_in_core_errors(no_draft, tmp_path):

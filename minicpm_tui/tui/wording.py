@@ -24,6 +24,8 @@ OTHER_FLAGS = {"--name": ("register as", "Dataset"), "--out": ("run directory", 
                "--dataset-dir": ("dataset folder", "Dataset"), "--hardware": ("hardware", "Hardware"),
                "--nodes": ("nodes", "Hardware")}
 FLAG = re.compile(r"(?<![\w-])--[a-z][a-z0-9-]*")
+# "(--hardware)": a pointer to the CLI's flag, which says nothing in the wizard.
+FLAG_ONLY = re.compile(r"\s*\(--[a-z][a-z0-9-]*\)")
 
 
 @functools.cache
@@ -51,8 +53,9 @@ def control(flag: str) -> str | None:
 
 
 def flags_as_fields(text: str) -> str:
-    """Each CLI flag in ``text`` named as the wizard's field: ``use --gpus 2`` -> ``use gpus 2``."""
-    return FLAG.sub(lambda m: field_steps().get(m.group(0), (m.group(0),))[0], text)
+    """Each CLI flag in ``text`` named as the wizard's field: ``use --gpus 2`` -> ``use gpus 2``; a
+    flag only pointed to in parentheses is left out."""
+    return FLAG.sub(lambda m: field_steps().get(m.group(0), (m.group(0),))[0], FLAG_ONLY.sub("", text))
 
 
 def change_in_tui_words(change: str) -> str:
