@@ -734,7 +734,10 @@ async def test_the_tui_says_its_own_controls_in_core_errors(no_draft, tmp_path):
         assert "--" not in app.screen.error and "set gpus to 1 or fewer" in app.screen.error
 
 
-async def test_register_is_not_offered_for_a_file_without_usable_records(no_draft, tmp_path):
+async def test_register_is_not_offered_for_a_file_without_usable_records(no_draft, tmp_path, monkeypatch):
+    from minicpm_tui.tui.screens.dataset import DatasetScreen
+
+    monkeypatch.setattr(DatasetScreen, "_preview", lambda *_: None)  # no template subprocess for this
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"conversations": []}\n{"conversations": []}\n', encoding="utf-8")  # no turns: unusable
     app = MiniCPMApp(use_draft=False, state=demo_state(dataset_file=str(bad), dataset_name=""))
@@ -752,6 +755,13 @@ async def test_register_is_not_offered_for_a_file_without_usable_records(no_draf
         said = [n.message for n in app._notifications]
         assert len(said) == 1 and said[0].startswith("cannot register it: ") and "\n" not in said[0], said
         assert "minicpm-tui" not in said[0] and not (tmp_path / "dataset_info.json").exists()
+        # One usable record and one not: the reason beside Next fits it at 80 columns.
+        good = '{"conversations": [{"from": "human", "value": "q"}, {"from": "gpt", "value": "a"}]}\n'
+        bad.write_text(good + '{"conversations": []}\n', encoding="utf-8")
+        app.screen.start(str(bad))
+        await settle(app, pilot)
+        assert app.screen.check_action("register", ()) is False
+        assert "1 of 2 records unusable: fix them to register" in screen_text(app).splitlines()[-2]
 
 
 def _finished_run(run_dir: Path, seconds: float) -> Path:

@@ -336,7 +336,10 @@ is registered in the `dataset_info.json` beside it (merged, backed up) under the
             self.blocked_reason = "LLaMA-Factory cannot load it: fix the first error listed"
             return False
         if not self.state.dataset_name:
-            self.blocked_reason = self.register_refusal() or "register it (^g) under a name"
+            # Short, beside Next at 80 columns: the first unusable record is listed in the pane.
+            self.blocked_reason = (f"{self.report.invalid:,} of {self.report.records:,} records unusable: "
+                                   "fix them to register" if self.register_refusal()
+                                   else "register it (^g) under a name")
             return False
         return True
 
