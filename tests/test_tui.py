@@ -819,7 +819,7 @@ async def test_the_run_step_lists_only_the_actions_it_has(no_draft, tmp_path):
     async with app.run_test(size=SIZE) as pilot:
         await at_step(app, pilot, 6)
         text = screen_text(app)
-        assert "smoke run" in text and "launch the real training" in text
+        assert "proves the whole chain on the CPU in a minute" in text and "launch the real training" in text
         assert "open the monitor" not in text and app.screen.check_action("monitor", ()) is False
         _finished_run(run_dir, 60)  # a run was started from it (and has finished)
         app.push_screen(app.runs_screen())  # away and back: the text is drawn again

@@ -71,7 +71,8 @@ Both open the live monitor; **d** there detaches, `minicpm-tui monitor RUN_DIR` 
             return Text("No run directory yet: go back (Esc) and write it (^w).", style="bold")
         text = Text(f"Run directory: {self.run_dir}\n\n", style="bold")
         text.append("s  ", style="bold reverse")
-        text.append("  smoke run (recommended first): proves the whole chain on the CPU in about a minute\n\n")
+        # One line each at 80 columns (a wrapped one went on under the key).
+        text.append("  smoke run (do it first): proves the whole chain on the CPU in a minute\n\n")
         text.append("l  ", style="bold reverse")
         text.append("  launch the real training, detached (keeps running when you leave)\n\n")
         if self.check_action("monitor", ()):  # only once a run was started here
