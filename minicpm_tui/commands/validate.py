@@ -150,4 +150,8 @@ def _print_stats(stats: dict) -> None:
             line += f"; {tok['over_cutoff_share']:.1%} longer than cutoff_len {tok['cutoff_len']} (truncated)"
         print(line)
     if "suggested_cutoff_len" in stats:
-        print(f"suggested cutoff_len: {stats['suggested_cutoff_len']} ({stats.get('suggested_cutoff_len_basis')})")
+        from minicpm_tui.core.datasets.stats import CHARS_BASIS
+
+        basis = stats.get("suggested_cutoff_len_basis")
+        hint = "; pass --tokenizer for token counts" if basis == CHARS_BASIS else ""
+        print(f"suggested cutoff_len: {stats['suggested_cutoff_len']} ({basis}{hint})")

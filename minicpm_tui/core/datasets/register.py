@@ -118,7 +118,8 @@ def register_dataset(file: str | os.PathLike[str], name: str, dataset_dir: str |
     if report.invalid and not allow_invalid:
         raise UserError(f"cannot register it: {report.invalid:,} of {report.records:,} records are not usable, "
                         f"first: {report.errors[0].brief()}", where=str(file),
-                        fix="fix them (`minicpm-tui validate` lists them all)", exit_code=1)
+                        fix="fix them (`minicpm-tui validate` lists them all)", exit_code=1,
+                        fix_tui="fix them (the Validation pane lists them)")
     entry = dataset_info_entry(report, file_name=_file_name_for(file, ddir))
     path = ddir / INFO_NAME
     if not path.exists():
@@ -136,7 +137,8 @@ def register_dataset(file: str | os.PathLike[str], name: str, dataset_dir: str |
         if not force:
             raise UserError(f"a different dataset is already registered as {name!r} (file_name "
                             f"{current[name].get('file_name') if isinstance(current[name], dict) else '?'})",
-                            where=str(path), fix="pick another --name, or pass --force to replace it", exit_code=1)
+                            where=str(path), fix="pick another --name, or pass --force to replace it", exit_code=1,
+                            fix_tui="type another name to register it as")
         start, end, indent = spans[name]
         new_text = text[:start] + _dump_value(entry, indent) + text[end:]
     else:

@@ -15,6 +15,9 @@ from typing import Any
 
 from minicpm_tui.core.errors import UserError
 
+# The basis of a suggested cutoff_len measured without a tokenizer.
+CHARS_BASIS = "estimate from characters"
+
 PERCENTILES = (50, 90, 95, 99)
 
 
@@ -67,7 +70,8 @@ class StatsCollector:
         if est:
             # Rough: ~1 token per CJK character, ~4 per English word; /2 is the middle ground.
             out["suggested_cutoff_len"] = suggest_cutoff(est.get("p99", 0))
-            out["suggested_cutoff_len_basis"] = "estimate from characters (pass a tokenizer for token counts)"
+            # How to get token counts instead is each front end's to say (the CLI: --tokenizer).
+            out["suggested_cutoff_len_basis"] = CHARS_BASIS
         return out
 
 

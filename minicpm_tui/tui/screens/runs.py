@@ -68,6 +68,9 @@ class RunsScreen(Screen):
             return self.query_one(DataTable).row_count > 0
         return True
 
+    def why_not(self, action: str) -> str:
+        return "no runs yet" if action == "open" else ""
+
     def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
         self.open(str(event.row_key.value))
 
@@ -83,4 +86,4 @@ class RunsScreen(Screen):
         self.app.push_screen(MonitorScreen(run_dir))
 
     def action_close(self) -> None:
-        self.app.pop_screen()
+        self.dismiss()  # not pop_screen: whoever opened the list may wait for it to close
