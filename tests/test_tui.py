@@ -551,8 +551,8 @@ def _one_run(monkeypatch, run_dir: Path) -> None:
 
     from minicpm_tui.core import runner
 
-    run = SimpleNamespace(status="finished", progress="3/3 (100%)", started_at=time.time() - 60, exit_code=0,
-                          run_dir=run_dir)
+    run = SimpleNamespace(status="finished", progress="3/3 (100%)", started_at=time.time() - 60, age="1m",
+                          exit_code=0, run_dir=run_dir)
     monkeypatch.setattr(runner, "list_runs", lambda *a, **k: [run])
 
 
@@ -564,6 +564,7 @@ async def test_the_runs_list_shows_its_enter_key(no_draft, tmp_path, monkeypatch
         assert screen_name(app) == "RunsScreen"
         footer = screen_text(app).splitlines()[-1]
         assert "Monitor" in footer, footer  # not hidden behind the table's own Enter
+        assert "finished" in screen_text(app) and " 1m " in screen_text(app)  # the runner's age, as it gives it
         await pilot.press("enter")
         await settle(app, pilot)
         assert screen_name(app) == "MonitorScreen" and app.screen.run_dir == (tmp_path / "run").absolute()

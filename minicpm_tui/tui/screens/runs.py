@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 from textual import work
@@ -11,7 +10,6 @@ from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import DataTable, Static
 
-from minicpm_tui.core.runner import age_text
 from minicpm_tui.tui import keys
 from minicpm_tui.tui.widgets.footer import KeysFooter
 from minicpm_tui.tui.widgets.render import one_line
@@ -56,8 +54,8 @@ class RunsScreen(Screen):
         table = self.query_one(DataTable)
         table.clear()
         for run in message.runs:
-            age = time.time() - run.started_at if run.started_at else None
-            table.add_row(run.status, run.progress, age_text(age), "-" if run.exit_code is None else str(run.exit_code),
+            # the runner's age: boot clock when it can, never negative after a wall-clock step
+            table.add_row(run.status, run.progress, run.age, "-" if run.exit_code is None else str(run.exit_code),
                           str(run.run_dir), key=str(run.run_dir))
         note = message.error or ("" if message.runs else "No runs yet: the wizard's last step launches one.")
         self.query_one("#runs-note", Static).update(note)
