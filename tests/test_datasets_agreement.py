@@ -6,6 +6,9 @@ processor per record) over every (file, stage) pair. Agreement means:
 - a record LLaMA-Factory raises on (which would kill a real run) is one we call invalid;
 - a file whose load fails in LLaMA-Factory is one we report as not ok;
 - a file we reject as a whole is one LLaMA-Factory fails on or keeps nothing of.
+Each corpus file is also validated through the dataset_info.json entry LLaMA-Factory reads it with
+(``validate_file(entry=...)``), and so are files with hand-written entries that map their own column and
+tag names (``datasets_corpus/custom_entries.py``): both must agree the same way.
 """
 
 from __future__ import annotations
@@ -70,28 +73,39 @@ def compare(ours, lf: dict) -> str | None:
     return "; ".join(diffs) or None
 
 
+def _job(tmp_path: Path, key: str, entry: dict, stage: str) -> dict:
+    ddir = tmp_path / f"d-{key.replace(':', '-')}"
+    ddir.mkdir()
+    (ddir / "dataset_info.json").write_text(json.dumps({"x": entry}), encoding="utf-8")
+    return {"dir": str(ddir), "name": "x", "stage": stage, "id": key}
+
+
 def corpus_disagreements(tmp_path: Path, tokenizer: Path, *, python: str | None = None,
                          template: str = "cpm4") -> tuple[list[str], list[dict]]:
-    """Every corpus file x stage through our validator and through LLaMA-Factory (``python``'s release):
-    (what differs, LLaMA-Factory's results)."""
-    files = corpus_files(tmp_path)
+    """Every corpus file x stage, and every custom-mapped entry, through our validator and through
+    LLaMA-Factory (``python``'s release): (what differs, LLaMA-Factory's results)."""
+    from datasets_corpus.custom_entries import write_custom
+
     jobs, reports = [], {}
-    for n, f in enumerate(files):
+    for f in corpus_files(tmp_path):
         for stage in STAGES:
             rep = validate_file(f, stage=stage, keep_indices=True)
-            ddir = tmp_path / f"d{n}-{stage}"
-            ddir.mkdir()
             entry = dataset_info_entry(rep, file_name=str(f)) if rep.shape else {"file_name": str(f)}
-            (ddir / "dataset_info.json").write_text(json.dumps({"x": entry}), encoding="utf-8")
             key = f"{f.name}:{stage}"
-            reports[key] = rep
-            jobs.append({"dir": str(ddir), "name": "x", "stage": stage, "id": key})
+            # the same file read through the entry LLaMA-Factory gets: the same verdicts
+            reports[key] = [rep, validate_file(f, stage=stage, entry=entry, keep_indices=True)]
+            jobs.append(_job(tmp_path, key, entry, stage))
+    for name, f, entry, stage in write_custom(tmp_path / "custom"):
+        key = f"custom:{name}"
+        reports[key] = [validate_file(f, stage=stage, entry=entry, keep_indices=True)]
+        jobs.append(_job(tmp_path, key, entry, stage))
     results = run_lf(jobs, tokenizer, tmp_path, python=python, template=template)
     problems = []
     for res in results:
-        diff = compare(reports[res["id"]], res)
-        if diff:
-            problems.append(f"{res['id']}: {diff}")
+        for how, rep in zip(("", " (through its entry)"), reports[res["id"]], strict=False):
+            diff = compare(rep, res)
+            if diff:
+                problems.append(f"{res['id']}{how}: {diff}")
     return problems, results
 
 
@@ -103,6 +117,13 @@ def test_agreement_with_llamafactory(tmp_path, tiny_model_cpm3):
     assert any(r["status"] == "ok" and all(k is True for k in r["kept"]) for r in results)
     assert any(r["status"] == "ok" and any(k is not True for k in r["kept"]) for r in results)
     assert any(r["status"] == "crash" for r in results)
+    # ... and so must the custom-mapped entries: records kept, dropped and raising, and whole-load failures
+    custom = {r["id"]: r for r in results if r["id"].startswith("custom:")}
+    kept = [k for r in custom.values() if r["status"] == "ok" for k in r["kept"]]
+    assert True in kept and False in kept and any(isinstance(k, str) for k in kept)
+    assert custom["custom:entry_column_in_no_record"]["status"] == "crash"
+    assert custom["custom:sharegpt_renamed_tags"]["kept"][:3] == [True, True, False]  # no system_tag: dropped
+    assert custom["custom:kto_entry_for_sft"]["kept"] == [False, True, False]
 
 
 def _jsonl(path: Path, records: list) -> None:
@@ -153,7 +174,19 @@ def folder_corpus(root: Path) -> dict[str, bool]:
     _jsonl(structs / "a.jsonl", [{"conversations": _conv(name="x")}])
     _jsonl(structs / "b.jsonl", [{"conversations": _conv(weight=1.0)}])
     cases["other_message_fields"] = False
+    # read through a hand-written entry with its own field names (FOLDER_ENTRIES)
+    qa = [{"question": f"q{i}", "answer": f"a{i}"} for i in range(5)]
+    _jsonl(root / "renamed" / "part-1.jsonl", qa[:2])
+    _jsonl(root / "renamed" / "part-2.jsonl", [*qa[2:4], {"question": "q", "answer": None}])
+    cases["renamed"] = True
+    _jsonl(root / "renamed_one_lacks" / "part-1.jsonl", qa[:2])  # the other shard has no `answer` at all
+    _jsonl(root / "renamed_one_lacks" / "part-2.jsonl", [{"question": "q", "reply": "a"}])
+    cases["renamed_one_lacks"] = False
     return cases
+
+
+FOLDER_ENTRIES = {name: {"columns": {"prompt": "question", "response": "answer"}}
+                  for name in ("renamed", "renamed_one_lacks")}
 
 
 @pytest.mark.integration
@@ -164,10 +197,12 @@ def test_folder_agreement_with_llamafactory(tmp_path, tiny_model_cpm3):
     jobs, reports = [], {}
     for name in cases:
         folder = root / name
-        rep = validate_file(folder, stage="sft", keep_indices=True)
+        entry = {"file_name": str(folder), **FOLDER_ENTRIES[name]} if name in FOLDER_ENTRIES else None
+        rep = validate_file(folder, stage="sft", keep_indices=True, entry=entry)
         ddir = tmp_path / f"d-{name}"
         ddir.mkdir()
-        entry = dataset_info_entry(rep, file_name=str(folder)) if rep.shape else {"file_name": str(folder)}
+        if entry is None:
+            entry = dataset_info_entry(rep, file_name=str(folder)) if rep.shape else {"file_name": str(folder)}
         (ddir / "dataset_info.json").write_text(json.dumps({"x": entry}), encoding="utf-8")
         reports[name] = rep
         jobs.append({"dir": str(ddir), "name": "x", "stage": "sft", "id": name})
@@ -195,3 +230,4 @@ def test_folder_agreement_with_llamafactory(tmp_path, tiny_model_cpm3):
     assert not problems, "\n".join(problems)
     assert reports["good"].ok is False and reports["good"].invalid_indices == [5]  # LF drops it too (above)
     assert reports["json_and_jsonl"].ok and reports["json_and_jsonl"].records == 5
+    assert reports["renamed"].invalid_indices == [4] and reports["renamed"].errors[0].field == "answer"

@@ -5,11 +5,14 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
 from minicpm_tui.core.doctor import MISSING, format_table, run_doctor
 from minicpm_tui.core.lfinfo import training_python
+
+DEMO_SFT = Path(__file__).resolve().parent.parent / "data" / "demo_sft.json"
 
 
 @pytest.mark.integration
@@ -72,11 +75,19 @@ def _unusable_pythons(tmp_path):
 def test_an_unusable_training_python_is_one_error_everywhere(tmp_path, monkeypatch):
     # The introspection, the preflight and the tiny-model build each wrote their own "not found" (different
     # `where` and fix), and a folder or a non-executable file was a PermissionError traceback.
+    from minicpm_tui.core.datasets import validate_file
+    from minicpm_tui.core.datasets.preview import preview_records
+    from minicpm_tui.core.datasets.stats import token_stats
     from minicpm_tui.core.errors import UserError
     from minicpm_tui.core.lfinfo import lf_info, run_introspection
     from minicpm_tui.core.preflight import _lf_check
     from minicpm_tui.core.tinymodel import tiny_model_dir
 
+    # The dataset preview and token counts start the training Python too (the tokenizer lives there).
+    report = validate_file(DEMO_SFT, token_sample=4)
+    assert report.ok and report.token_sample
+    tokenizer = tmp_path / "tokenizer"
+    tokenizer.mkdir()
     monkeypatch.delenv("TRAIN_PYTHON", raising=False)
     monkeypatch.delenv("MINICPM_TUI_TRAIN_PYTHON", raising=False)
     # lf_info() fingerprints the environment before it introspects: that raw subprocess call turned
@@ -84,7 +95,9 @@ def test_an_unusable_training_python_is_one_error_everywhere(tmp_path, monkeypat
     sites = {"lf_info": lambda py: lf_info(py, refresh=True),
              "introspection": lambda py: run_introspection(py, timeout=30),
              "preflight": lambda py: _lf_check([], py, timeout=30),
-             "tiny model": lambda py: tiny_model_dir("cpm3", root=tmp_path / "models", python=py)}
+             "tiny model": lambda py: tiny_model_dir("cpm3", root=tmp_path / "models", python=py),
+             "preview": lambda py: preview_records(report, tokenizer, "cpm4", python=py, timeout=30),
+             "token stats": lambda py: token_stats(report, tokenizer, python=py, timeout=30)}
     for name, python, reason in _unusable_pythons(tmp_path):
         lines = set()
         for site, call in sites.items():

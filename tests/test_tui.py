@@ -44,6 +44,15 @@ def demo_state(**fields) -> WizardState:
     return WizardState(**{**chosen, **fields})
 
 
+async def until_polled(app, pilot) -> None:
+    """Wait until the monitor screen has read the run's losses (a few polls at most)."""
+    for _ in range(20):
+        await settle(app, pilot)
+        if app.screen.snap is not None and app.screen.snap.losses:
+            return
+        await pilot.pause(0.2)
+
+
 async def at_step(app, pilot, step: int) -> None:
     """Go to a step (0-based) and wait for its workers."""
     await settle(app, pilot)
@@ -326,14 +335,11 @@ async def test_monitor_on_a_real_smoke_run(no_draft, tmp_path):
     assert run_status(run_dir).status == "finished"
     app = MiniCPMApp(monitor_dir=run_dir)
     async with app.run_test(size=SIZE) as pilot:
-        for _ in range(20):
-            await settle(app, pilot)
-            if app.screen.snap is not None and app.screen.snap.losses:
-                break
-            await pilot.pause(0.2)
+        await until_polled(app, pilot)
         snap = app.screen.snap
         assert snap.status == "finished" and snap.losses
         assert f"loss {snap.loss:.4f}" in screen_text(app)
+        assert "elapsed 0:00:00" not in screen_text(app)  # the run's duration, not the trainer's few steps
         assert app.screen.check_action("stop", ()) is False  # nothing to stop
         await pilot.press("d")
     assert app.return_code == 0
@@ -545,8 +551,8 @@ def _one_run(monkeypatch, run_dir: Path) -> None:
 
     from minicpm_tui.core import runner
 
-    run = SimpleNamespace(status="finished", progress="3/3 (100%)", started_at=time.time() - 60, exit_code=0,
-                          run_dir=run_dir)
+    run = SimpleNamespace(status="finished", progress="3/3 (100%)", started_at=time.time() - 60, age="1m",
+                          exit_code=0, run_dir=run_dir)
     monkeypatch.setattr(runner, "list_runs", lambda *a, **k: [run])
 
 
@@ -558,6 +564,7 @@ async def test_the_runs_list_shows_its_enter_key(no_draft, tmp_path, monkeypatch
         assert screen_name(app) == "RunsScreen"
         footer = screen_text(app).splitlines()[-1]
         assert "Monitor" in footer, footer  # not hidden behind the table's own Enter
+        assert "finished" in screen_text(app) and " 1m " in screen_text(app)  # the runner's age, as it gives it
         await pilot.press("enter")
         await settle(app, pilot)
         assert screen_name(app) == "MonitorScreen" and app.screen.run_dir == (tmp_path / "run").absolute()
@@ -661,3 +668,180 @@ async def test_the_draft_offered_is_kept_until_it_is_answered(no_draft):
         await pilot.press("ctrl+q")
     saved, _ = load_draft()
     assert (saved.step, saved.model) == (5, "MiniCPM-2B")
+
+
+async def test_f1_help_lists_the_screens_own_keys_once_even_those_off_now(no_draft):
+    """The screen's and the app's bindings, each once, with the reason a key does nothing now; not the
+    keys widgets bind for themselves (an option list's paging, Tab focus, Textual's copy)."""
+    app = MiniCPMApp(use_draft=False, state=demo_state())
+    async with app.run_test(size=SIZE) as pilot:
+        await at_step(app, pilot, 2)  # the dataset step, on a demo: ^g (register) has nothing to do
+        await pilot.press("f1")
+        await pilot.pause()
+        text = app.screen.text
+        rows = [line for line in text.splitlines() if line.startswith("| `")]
+        assert len([r for r in rows if "palette" in r.lower()]) == 1, rows  # ctrl+p once
+        register = next(r for r in rows if r.startswith("| `^g`"))
+        assert "*(not now: " in register, register  # listed, and marked
+        for internal in ("Page Up", "Scroll Left", "Focus Next", "super+c", "| `↑`", "Select"):
+            assert internal not in text, internal
+        assert len(rows) == len({r.split("|")[1] for r in rows})  # each key once
+        await pilot.press("escape")
+        await at_step(app, pilot, 6)  # the run step with nothing written yet: s, l and m are off
+        await pilot.press("f1")
+        await pilot.pause()
+        for key in ("s", "l", "m"):
+            row = next(r for r in app.screen.text.splitlines() if r.startswith(f"| `{key}`"))
+            assert "not now: no run directory yet" in row, row
+
+
+def test_core_errors_in_the_tui_name_its_fields_not_cli_flags():
+    from minicpm_tui.core.errors import UserError
+    from minicpm_tui.tui.widgets.render import one_line
+
+    # A fix the core words for the wizard too is shown as such; else flags become the fields they set.
+    err = UserError("a different dataset is already registered as 'x'", where="data/dataset_info.json",
+                    fix="pick another --name, or pass --force to replace it", fix_tui="type another name")
+    assert one_line(err) == "data/dataset_info.json: a different dataset is already registered as 'x'; " \
+                            "type another name"
+    assert one_line(UserError("bad", where="--cutoff-len", fix="try --micro-batch 1")) == \
+        "cutoff_len (Plan step): bad; try micro_batch 1"
+    assert one_line(UserError("bad", where="--learning-rate")) == "learning_rate (Hyper-params step): bad"
+    assert str(UserError("bad", where="--gpus", fix="use --gpus 1")) == "--gpus: bad; use --gpus 1"  # the CLI's
+    # A flag only pointed to, as in the probe's hint on a machine without a GPU, is left out.
+    from minicpm_tui.core.nvml import HINTS, STATUS_NO_LIBRARY
+    from minicpm_tui.tui.wording import flags_as_fields
+
+    assert flags_as_fields(HINTS[STATUS_NO_LIBRARY]).endswith("plan with a hardware preset or a saved probe")
+
+
+async def test_the_tui_says_its_own_controls_in_core_errors(no_draft, tmp_path):
+    """Plan, hardware file and dataset statistics: no CLI flag, no "pass a tokenizer"; a folder where a
+    saved probe (a file) is wanted is called a folder."""
+    app = MiniCPMApp(use_draft=False, state=demo_state(hardware="preset:1x-t4-16gb"))
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(app, pilot)
+        box = app.screen.query_one("#hw-file")
+        box.focus()
+        box.value = str(tmp_path)
+        await pilot.press("enter")
+        await settle(app, pilot)
+        # (The command that writes a saved probe is named: it is run on the machine to plan for.)
+        assert "is a folder" in app.screen.error and "--hardware" not in app.screen.error, app.screen.error
+        assert app.screen.error.startswith("hardware (Hardware step): ")
+        app.screen.load("preset:1x-t4-16gb")
+        await at_step(app, pilot, 2)
+        assert "cutoff len basis: estimate from" in screen_text(app) and "tokenizer" not in screen_text(app)
+        await at_step(app, pilot, 3)
+        app.screen.query_one("#ov-gpus").value = "3"  # the preset has one GPU
+        await settle(app, pilot)
+        assert app.screen.error.startswith("gpus (Plan step): 3 GPUs asked for"), app.screen.error
+        assert "--" not in app.screen.error and "set gpus to 1 or fewer" in app.screen.error
+
+
+async def test_register_is_not_offered_for_a_file_without_usable_records(no_draft, tmp_path, monkeypatch):
+    from minicpm_tui.tui.screens.dataset import DatasetScreen
+
+    monkeypatch.setattr(DatasetScreen, "_preview", lambda *_: None)  # no template subprocess for this
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"conversations": []}\n{"conversations": []}\n', encoding="utf-8")  # no turns: unusable
+    app = MiniCPMApp(use_draft=False, state=demo_state(dataset_file=str(bad), dataset_name=""))
+    async with app.run_test(size=SIZE) as pilot:
+        await at_step(app, pilot, 2)
+        assert app.screen.report is not None and app.screen.report.valid == 0
+        assert app.screen.check_action("register", ()) is False
+        assert "^g" not in screen_text(app).splitlines()[-1]  # not in the footer
+        from minicpm_tui.tui.screens.help import help_keys
+
+        why = next(why for shown, _, why in help_keys(app.screen) if shown == "^g")  # F1 says why
+        assert why.startswith("cannot register it: 2 of 2 records are not usable (first: record 0"), why
+        app.screen.action_register()  # Enter in the name field: refused, with the reason in one line
+        await settle(app, pilot)
+        said = [n.message for n in app._notifications]
+        assert len(said) == 1 and said[0].startswith("cannot register it: ") and "\n" not in said[0], said
+        assert "minicpm-tui" not in said[0] and not (tmp_path / "dataset_info.json").exists()
+        # One usable record and one not: the reason beside Next fits it at 80 columns.
+        good = '{"conversations": [{"from": "human", "value": "q"}, {"from": "gpt", "value": "a"}]}\n'
+        bad.write_text(good + '{"conversations": []}\n', encoding="utf-8")
+        app.screen.start(str(bad))
+        await settle(app, pilot)
+        assert app.screen.check_action("register", ()) is False
+        assert "1 of 2 records unusable: fix them to register" in screen_text(app).splitlines()[-2]
+
+
+def _finished_run(run_dir: Path, seconds: float) -> Path:
+    """A run directory the runner records as finished after ``seconds``, whose trainer clock says
+    0:00:00 (as a smoke run's: its three steps take under a second)."""
+    out = run_dir / "out"
+    out.mkdir(parents=True)
+    (run_dir / "train.yaml").write_text("output_dir: out\n")
+    (out / "trainer_log.jsonl").write_text(json.dumps(
+        {"current_steps": 3, "total_steps": 3, "loss": 2.5, "lr": 1e-4, "epoch": 1.0, "percentage": 100.0,
+         "elapsed_time": "0:00:00", "remaining_time": "0:00:00"}) + "\n")
+    start = time.time() - 3600
+    attempt = {"attempt": 1, "status": "finished", "exit_code": 0, "started_at": start,
+               "ended_at": start + seconds}
+    (run_dir / "run_manifest.json").write_text(json.dumps(
+        {"version": 1, "run_dir": str(run_dir), "output_dir": str(out), "attempts": [attempt], **attempt}))
+    return run_dir
+
+
+async def test_the_monitor_shows_how_long_a_finished_run_took(no_draft, tmp_path):
+    app = MiniCPMApp(monitor_dir=_finished_run(tmp_path / "smoke", 83))
+    async with app.run_test(size=SIZE) as pilot:
+        await until_polled(app, pilot)
+        assert app.screen.snap.status == "finished"
+        metrics = str(app.screen.query_one("#mon-metrics").render())
+        assert "elapsed 0:01:23" in metrics and "eta" not in metrics, metrics
+
+
+async def test_runs_at_start_writes_no_draft_and_keeps_the_one_there(no_draft):
+    from minicpm_tui.tui.state import draft_path
+
+    app = MiniCPMApp(open_runs=True)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(app, pilot)  # the first probe has loaded under the list
+        assert screen_name(app) == "RunsScreen"
+        await pilot.press("ctrl+q")
+    assert not draft_path().exists()
+    save_draft(WizardState(step=4, hardware="preset:1x-t4-16gb", model="MiniCPM-2B"))
+    app = MiniCPMApp(open_runs=True)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(app, pilot)
+        assert load_draft()[0].step == 4
+        await pilot.press("escape")  # closing the list starts the wizard: the draft is offered
+        await settle(app, pilot)
+        assert screen_name(app) == "ConfirmScreen" and load_draft()[0].step == 4
+        await pilot.click("#yes")
+        await settle(app, pilot)
+        assert screen_name(app) == "HparamsScreen" and app.state.model == "MiniCPM-2B"
+
+
+async def test_the_run_step_lists_only_the_actions_it_has(no_draft, tmp_path):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    app = MiniCPMApp(use_draft=False, state=demo_state(run_dir=str(run_dir)))
+    async with app.run_test(size=SIZE) as pilot:
+        await at_step(app, pilot, 6)
+        text = screen_text(app)
+        assert "proves the whole chain on the CPU in a minute" in text and "launch the real training" in text
+        assert "open the monitor" not in text and app.screen.check_action("monitor", ()) is False
+        _finished_run(run_dir, 60)  # a run was started from it (and has finished)
+        app.push_screen(app.runs_screen())  # away and back: the text is drawn again
+        await settle(app, pilot)
+        await pilot.press("escape")
+        await settle(app, pilot)
+        assert screen_name(app) == "RunScreen" and "open the monitor" in screen_text(app)
+
+
+async def test_the_plan_fits_80x24_when_nothing_fits(no_draft):
+    app = MiniCPMApp(use_draft=False, state=demo_state(hardware="preset:1x-t4-16gb", model="MiniCPM3-4B",
+                                                        method="full", plan_overrides={"zero_stage": 0,
+                                                                                       "offload": "none"}))
+    async with app.run_test(size=SIZE) as pilot:
+        await at_step(app, pilot, 3)
+        assert app.screen.fits is False
+        lines = screen_text(app).splitlines()
+        peak = [line for line in lines if "peak" in line and "NO FIT" in line]
+        assert peak and "G/14G" in peak[0], "\n".join(lines)  # the label, the bar and the value in one line
+        assert not [line for line in lines if line.strip(" │▄▆█▂").strip() == "NO FIT"]

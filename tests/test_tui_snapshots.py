@@ -39,6 +39,19 @@ def test_model_step(snap_compare):
                         run_before=before)
 
 
+def test_plan_that_does_not_fit(snap_compare):
+    # Full fine-tuning of a 4B model without DeepSpeed on one T4: the bars, NO FIT and the suggestions.
+    async def before(pilot):
+        await _settle(pilot)
+        pilot.app.goto_step(3)
+        await _settle(pilot)
+
+    state = {"hardware": "preset:1x-t4-16gb", "model": "MiniCPM3-4B", "method": "full",
+             "dataset_name": "demo_sft", "dataset_file": "demo:demo_sft",
+             "plan_overrides": {"zero_stage": 0, "offload": "none"}}
+    assert snap_compare(_app(**state), terminal_size=SIZE, run_before=before)
+
+
 def test_help_overlay(snap_compare):
     async def before(pilot):
         await _settle(pilot)
@@ -63,8 +76,21 @@ def test_monitor_of_a_finished_run(snap_compare, tmp_path, state_home, monkeypat
         wait_status(run_dir, ("finished",))
     finally:
         kill_run(run_dir)
+    _took(run_dir, 83)  # the monitor shows the run's duration: the same one on every machine
     real_sampler = telemetry.GpuSampler
     monkeypatch.setattr(telemetry, "GpuSampler",
                         lambda **kw: real_sampler(Nvml(module=FakePynvml.no_library()), **kw))
     app = MiniCPMApp(monitor_dir=run_dir, use_draft=False)
     assert snap_compare(app, terminal_size=SIZE, run_before=_settle)
+
+
+def _took(run_dir, seconds: float) -> None:
+    """Record the run's (last attempt's) end ``seconds`` after its start, in its manifest."""
+    import json
+
+    from minicpm_tui.core import runner
+
+    path = run_dir / runner.MANIFEST
+    data = json.loads(path.read_text())
+    data["ended_at"] = data["attempts"][-1]["ended_at"] = data["attempts"][-1]["started_at"] + seconds
+    path.write_text(json.dumps(data))

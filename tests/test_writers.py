@@ -148,22 +148,46 @@ def test_bad_lora_target_for_mla(tmp_path, lf):
                  preflight=False)
 
 
-def test_preflight_does_not_refuse_a_dataset_that_maps_its_own_columns(tmp_path):
-    # A hand-written entry `columns: {prompt: question, response: answer}` is how LLaMA-Factory reads
-    # data with other field names (and it trains on it); preflight validated the file by the standard
-    # names only and refused generate with "cannot tell the format".
+def test_preflight_validates_datasets_through_the_columns_and_tags_their_entries_map(tmp_path):
+    # A hand-written entry `columns: {prompt: question, response: answer}` is how LLaMA-Factory reads data with
+    # other field names. Preflight reads the records through the entry, as LLaMA-Factory will: a good one passes
+    # (it used to be refused as "cannot tell the format", then skipped unvalidated), a broken one is caught
+    # before the run with the user's own field names.
     from minicpm_tui.core.preflight import PreflightReport, _check_datasets
 
-    (tmp_path / "qa.json").write_text(json.dumps([{"question": "hi", "answer": "yo"}]))
+    def jsonl(name: str, records: list) -> None:
+        (tmp_path / name).write_text("".join(json.dumps(r) + "\n" for r in records))
+
+    jsonl("qa.jsonl", [{"question": "hi", "answer": "yo"}] * 2)
+    jsonl("qa_bad.jsonl", [{"question": "hi", "answer": "yo"}, {"question": "hi", "answer": None}])
+    jsonl("dlg.jsonl", [{"dialog": [{"speaker": "me", "text": "hi"}, {"speaker": "bot", "text": "yo"}]},
+                        {"dialog": [{"speaker": "system", "text": "s"}, {"speaker": "me", "text": "hi"},
+                                    {"speaker": "bot", "text": "yo"}]}])
     (tmp_path / "bad.json").write_text(json.dumps([{"instruction": "hi", "output": 5}]))
+    qa = {"prompt": "question", "response": "answer"}
+    tags = {"role_tag": "speaker", "content_tag": "text", "user_tag": "me", "assistant_tag": "bot"}
     (tmp_path / "dataset_info.json").write_text(json.dumps({
-        "qa": {"file_name": str(tmp_path / "qa.json"), "columns": {"prompt": "question", "response": "answer"}},
-        "bad": {"file_name": str(tmp_path / "bad.json"), "columns": {"prompt": "instruction", "response": "output"}},
+        "qa": {"file_name": "qa.jsonl", "columns": qa},  # relative: to the run directory (dataset_dir ".")
+        "qa_bad": {"file_name": str(tmp_path / "qa_bad.jsonl"), "columns": qa},
+        "dlg": {"file_name": "dlg.jsonl", "formatting": "sharegpt", "columns": {"messages": "dialog"}, "tags": tags},
+        "typo": {"file_name": "qa.jsonl", "columns": {"prompt": "question", "response": "reply"}},
+        "bad": {"file_name": "bad.json", "columns": {"prompt": "instruction", "response": "output"}},
+        "hub": {"hf_hub_url": "someone/data"},
     }))
     report = PreflightReport(run_dir=tmp_path)
     _check_datasets(tmp_path, "sft", report)
-    assert [p.key for p in report.problems] == ["bad"]  # standard names: still validated
-    assert any("'qa'" in n and "prompt: question" in n and "not validated" in n for n in report.notes)
+    problems = {p.key: p.one_line() for p in report.problems}
+    assert sorted(problems) == ["bad", "dlg", "qa_bad", "typo"]
+    assert "record 1: answer: is missing" in problems["qa_bad"]
+    assert "minicpm-tui validate --dataset-info" in problems["qa_bad"] and problems["qa_bad"].endswith("qa_bad` for "
+                                                                                                       "record numbers")
+    # the tags block sets no system_tag, so LLaMA-Factory drops the record with a leading system turn
+    assert "record 1: dialog[0].speaker: is 'system'" in problems["dlg"]
+    assert "reply: is in no record" in problems["typo"] and "KeyError" in problems["typo"]
+    assert "record 0: output: is a JSON number" in problems["bad"]
+    assert report.notes == ["dataset 'hub' not validated: its data comes from hf_hub_url 'someone/data', not a local "
+                            "file"]
+    assert "datasets: validated through their dataset_info.json entries" in report.checked
 
 
 @pytest.mark.integration

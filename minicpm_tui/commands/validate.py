@@ -1,6 +1,8 @@
 """`minicpm-tui validate FILE|FOLDER`: check a dataset the way LLaMA-Factory will read it.
 
 A folder is one dataset of all its files (sharded data), as LLaMA-Factory reads a folder ``file_name``.
+`minicpm-tui validate --dataset-info DIR|dataset_info.json NAME` checks a registered dataset through its
+entry (formatting, ranking, columns, tags): the file LLaMA-Factory will load, read the way it reads it.
 
 Exit codes: 0 every record is usable, 1 some record (or the file) is not, 2 usage error.
 """
@@ -16,8 +18,12 @@ from minicpm_tui.core.datasets.formats import FORMATS, STAGES
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("file", help="dataset file (.json, .jsonl, .csv, .parquet), or a folder of such files "
-                        "read as one dataset (sharded data)")
+    parser.add_argument("file", metavar="FILE|NAME", help="dataset file (.json, .jsonl, .csv, .parquet), or a "
+                        "folder of such files read as one dataset (sharded data); with --dataset-info, the name of "
+                        "a registered dataset")
+    parser.add_argument("--dataset-info", metavar="PATH", help="a dataset_info.json (or the folder holding it): "
+                        "validate the dataset registered as NAME through its entry (columns, tags, ranking), "
+                        "as LLaMA-Factory reads it")
     parser.add_argument("--stage", choices=STAGES, help="training stage (default: from the data's shape)")
     parser.add_argument("--format", dest="fmt", choices=FORMATS, help="force the format (default: detect)")
     parser.add_argument("--json", action="store_true", help="print the report as JSON (a stable contract)")
@@ -80,16 +86,30 @@ def run(args: argparse.Namespace) -> int:
                         fix="e.g. --preview 2 --tokenizer ./model --template cpm4")
     from pathlib import Path
 
-    if not Path(args.file).exists():
-        raise UserError("no such file or folder", where=args.file, fix="check the path")
-    if not (Path(args.file).is_file() or Path(args.file).is_dir()):
-        raise UserError("is neither a file nor a folder", where=args.file, fix="check the path")
-    bar = _Bar()
-    try:
-        report = validate_file(args.file, stage=args.stage, fmt=args.fmt, progress=bar,
-                               keep_indices=bool(args.preview), token_sample=args.sample if args.tokenizer else 0)
-    finally:
-        bar.close()
+    options = {"keep_indices": bool(args.preview), "token_sample": args.sample if args.tokenizer else 0}
+    if args.dataset_info:
+        if args.fmt:
+            raise UserError("cannot be combined with --dataset-info", where="--format",
+                            fix="drop --format: the entry's formatting decides how LLaMA-Factory reads the data")
+        from minicpm_tui.core.datasets.entry import find_entry, load_dataset_info, validate_entry
+
+        info_path, info = load_dataset_info(args.dataset_info)
+        entry = find_entry(info, args.file, str(info_path))
+        bar = _Bar()
+        try:
+            report = validate_entry(args.file, entry, info_path.parent, stage=args.stage, progress=bar, **options)
+        finally:
+            bar.close()
+    else:
+        if not Path(args.file).exists():
+            raise UserError("no such file or folder", where=args.file, fix="check the path")
+        if not (Path(args.file).is_file() or Path(args.file).is_dir()):
+            raise UserError("is neither a file nor a folder", where=args.file, fix="check the path")
+        bar = _Bar()
+        try:
+            report = validate_file(args.file, stage=args.stage, fmt=args.fmt, progress=bar, **options)
+        finally:
+            bar.close()
     if args.tokenizer and report.token_sample:
         from minicpm_tui.core.datasets.stats import token_stats
 
@@ -132,4 +152,8 @@ def _print_stats(stats: dict) -> None:
             line += f"; {tok['over_cutoff_share']:.1%} longer than cutoff_len {tok['cutoff_len']} (truncated)"
         print(line)
     if "suggested_cutoff_len" in stats:
-        print(f"suggested cutoff_len: {stats['suggested_cutoff_len']} ({stats.get('suggested_cutoff_len_basis')})")
+        from minicpm_tui.core.datasets.stats import CHARS_BASIS
+
+        basis = stats.get("suggested_cutoff_len_basis")
+        hint = "; pass --tokenizer for token counts" if basis == CHARS_BASIS else ""
+        print(f"suggested cutoff_len: {stats['suggested_cutoff_len']} ({basis}{hint})")

@@ -9,14 +9,18 @@ import os
 class UserError(Exception):
     """Bad input or a missing piece. Rendered as one line, never as a traceback.
 
-    ``where`` names the file, record, field or flag; ``fix`` says what would make it work.
+    ``where`` names the file, record, field or flag; ``fix`` says what would make it work, in the
+    CLI's words (its flags and commands). ``fix_tui`` is the same advice in the wizard's words (its
+    fields and keys), given where the CLI's would mean nothing there; the TUI shows it instead.
     """
 
-    def __init__(self, message: str, *, where: str | None = None, fix: str | None = None, exit_code: int = 2):
+    def __init__(self, message: str, *, where: str | None = None, fix: str | None = None, exit_code: int = 2,
+                 fix_tui: str | None = None):
         super().__init__(message)
         self.message = message
         self.where = where
         self.fix = fix
+        self.fix_tui = fix_tui
         self.exit_code = exit_code
 
     def one_line(self) -> str:

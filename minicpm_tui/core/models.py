@@ -243,7 +243,8 @@ def arch_from_config(config: dict[str, Any], *, name: str, source: str, folder: 
             if isinstance(config.get(key), int) and not isinstance(config.get(key), bool):
                 return int(config[key])
         raise UserError(f"config has no {keys[0]}", where=source,
-                        fix="point --model at a decoder-only transformer's config.json (Llama/MiniCPM/Qwen-like)")
+                        fix="point --model at a decoder-only transformer's config.json (Llama/MiniCPM/Qwen-like)",
+                        fix_tui="type the path of a decoder-only transformer's checkpoint (Llama/MiniCPM/Qwen-like)")
 
     hidden = need("hidden_size", "n_embd", "d_model")
     heads = need("num_attention_heads", "n_head")
@@ -304,7 +305,8 @@ def load_model(name_or_path: str | os.PathLike[str]) -> ModelArch:
     """
     text = str(name_or_path).strip()
     if not text:
-        raise UserError("no model given", where="--model", fix="name a preset (see `minicpm-tui plan --list-models`)")
+        raise UserError("no model given", where="--model", fix="name a preset (see `minicpm-tui plan --list-models`)",
+                        fix_tui="pick a model from the list, or type a checkpoint's path")
     path = Path(text).expanduser()
     if path.exists():
         cfg = path / "config.json" if path.is_dir() else path

@@ -110,6 +110,7 @@ class RunSnapshot:
     how: str = ""
     output_dir: str | None = None
     started_at: float | None = None
+    ended_at: float | None = None
     losses: list[tuple[int, float]] = field(default_factory=list)
     eval_losses: list[tuple[int, float]] = field(default_factory=list)
     lrs: list[tuple[int, float]] = field(default_factory=list)
@@ -121,6 +122,16 @@ class RunSnapshot:
     @property
     def ended(self) -> bool:
         return self.status in ("finished", "failed", "stopped", "died")
+
+    @property
+    def wall_s(self) -> float | None:
+        """How long this attempt has run, or ran: start to end (or to this poll while it runs), from the
+        runner's record. ``elapsed_s`` is the trainer's own clock, which starts at the first step and
+        reads 0:00:00 for a smoke run of a few steps; None when the start (or the end) is not known."""
+        if self.started_at is None:
+            return None
+        end = self.ended_at if self.ended else (self.time or None)
+        return max(0.0, end - self.started_at) if end is not None else None
 
     def to_dict(self) -> dict[str, Any]:
         data = {k: v for k, v in self.__dict__.items() if k != "diagnosis"}
@@ -231,7 +242,7 @@ class RunFollower:
         info = self._info
         snap.status, snap.exit_code, snap.pid, snap.pgid = info.status, info.exit_code, info.pid, info.pgid
         snap.host, snap.attempt, snap.how, snap.note = info.host, info.attempt, info.how, info.note
-        snap.started_at = info.started_at
+        snap.started_at, snap.ended_at = info.started_at, info.ended_at
         if not snap.phases_seen:
             snap.phases_seen.append("starting")
         for follower in self._logs:

@@ -187,7 +187,9 @@ def choose_gpus(profile: HardwareProfile, wanted: int | None) -> tuple[list[GpuI
     else:
         if wanted > len(visible):
             raise UserError(f"{wanted} GPUs asked for but the machine has {len(visible)} visible",
-                            where="--gpus", fix=f"use --gpus {len(visible)} or fewer (or --nodes for more machines)")
+                            where="--gpus", fix=f"use --gpus {len(visible)} or fewer (or --nodes for more machines)",
+                            fix_tui=f"set gpus to {len(visible)} or fewer, or plan for a machine with more GPUs "
+                                    "(Hardware step)")
         chosen = (free + busy)[:wanted]
         if any(g.busy for g in chosen):
             notes.append("using busy GPU " + ", ".join(_busy_text(g) for g in chosen if g.busy))

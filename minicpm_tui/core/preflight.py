@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shlex
 import subprocess
 import tempfile
 import time
@@ -108,9 +109,9 @@ def _bash_n(run_dir: Path, report: PreflightReport) -> None:
 
 
 def _check_datasets(run_dir: Path, stage: str | None, report: PreflightReport) -> None:
+    """Each dataset through its dataset_info.json entry (columns, tags, ranking), as LLaMA-Factory reads it."""
     try:
-        from minicpm_tui.core.datasets import validate_file  # type: ignore[attr-defined]
-        from minicpm_tui.core.datasets.formats import custom_mapping
+        from minicpm_tui.core.datasets.entry import read_entry, validate_entry
     except ImportError:
         report.notes.append("datasets core not available: data files not validated")
         return
@@ -120,30 +121,27 @@ def _check_datasets(run_dir: Path, stage: str | None, report: PreflightReport) -
     except (OSError, ValueError) as exc:
         report.problems.append(Problem("dataset_info.json", f"cannot be read: {exc}"))
         return
+    if not isinstance(registry, dict):
+        report.problems.append(Problem("dataset_info.json", "is not a JSON object of dataset entries",
+                                       fix="regenerate the run directory"))
+        return
     for name, entry in registry.items():
-        file_name = entry.get("file_name") if isinstance(entry, dict) else None
-        if not file_name:
-            continue
-        path = Path(file_name)
-        mapped = custom_mapping(entry)
-        if mapped:
-            report.notes.append(f"dataset {name!r} maps its own fields ({', '.join(mapped)}): not validated here "
-                                "(minicpm-tui checks the standard field names); LLaMA-Factory reads it at start")
+        reading = read_entry(entry)
+        if reading.skipped:  # remote data, or a formatting not modelled: LLaMA-Factory reads it at start
+            report.notes.append(f"dataset {name!r} not validated: {reading.skipped}")
             continue
         try:
-            result = validate_file(path, stage=stage)
+            # file_name is relative to the dataset_dir, which is the run directory ("dataset_dir: .")
+            result = validate_entry(name, reading, run_dir, stage=stage)
         except UserError as exc:
             report.problems.append(Problem("dataset_info.json", exc.one_line(), key=name))
             continue
-        ok = getattr(result, "ok", None)
-        if ok is None and hasattr(result, "to_json"):
-            ok = bool(result.to_json().get("ok", True))
-        if ok is False:
-            summary = getattr(result, "summary", None)
-            text = summary() if callable(summary) else str(summary or "invalid records")
-            report.problems.append(Problem("dataset_info.json", f"dataset {name!r} ({path}): {text}", key=name,
-                                           fix=f"run `minicpm-tui validate {path}` for record numbers"))
-    report.checked.append("datasets: validated")
+        report.notes.extend(f"dataset {name!r}: {note}" for note in result.notes)
+        if not result.ok:
+            report.problems.append(Problem("dataset_info.json", f"dataset {name!r} ({result.file}): {result.summary()}",
+                                           key=name, fix="run `minicpm-tui validate --dataset-info "
+                                           f"{shlex.quote(str(info_path))} {shlex.quote(name)}` for record numbers"))
+    report.checked.append("datasets: validated through their dataset_info.json entries")
 
 
 def preflight_many(run_dirs: list[str | os.PathLike[str]], *, datasets: bool = True,

@@ -592,9 +592,13 @@ def load_hardware(preset_or_path: str | os.PathLike[str]) -> HardwareProfile:
         return _load_file(presets[key], f"preset:{key}")
     if path.is_dir():
         raise UserError(f"{text!r} is a folder, not a hardware preset or a saved probe", where="--hardware",
-                        fix="give the .json file that `minicpm-tui probe --save FILE` wrote, or a preset name")
+                        fix="give the .json file that `minicpm-tui probe --save FILE` wrote, or a preset name",
+                        fix_tui="type the path of the .json file that `minicpm-tui probe --save FILE` wrote "
+                                "(not its folder), or pick a preset")
     if path.suffix in (".json", ".yaml", ".yml") or os.sep in text:
         raise UserError(f"no such file {text!r}", where="--hardware",
-                        fix="give a saved probe (`minicpm-tui probe --save FILE`) or a preset name")
+                        fix="give a saved probe (`minicpm-tui probe --save FILE`) or a preset name",
+                        fix_tui="check the path, or pick a preset")
     raise UserError(f"unknown hardware preset {text!r}", where="--hardware",
-                    fix=f"use one of: {', '.join(presets)}, or a file from `minicpm-tui probe --save`")
+                    fix=f"use one of: {', '.join(presets)}, or a file from `minicpm-tui probe --save`",
+                    fix_tui="pick a preset from the list, or type the path of a saved probe (.json)")

@@ -286,7 +286,8 @@ def dataset_entries(recipe: Recipe) -> dict[str, dict[str, Any]]:
             registry = json.loads(info_path.read_text(encoding="utf-8"))
         except ValueError as exc:
             raise UserError(f"not valid JSON: {exc}", where=str(info_path),
-                            fix="fix it, or register datasets again with `minicpm-tui register`") from exc
+                            fix="fix it, or register datasets again with `minicpm-tui register`",
+                            fix_tui="fix it, or register the dataset again (Dataset step, ^g)") from exc
         if not isinstance(registry, dict):
             raise UserError("dataset_info.json must map dataset names to entries", where=str(info_path))
     elif not data_dir.is_dir():
@@ -303,7 +304,8 @@ def dataset_entries(recipe: Recipe) -> dict[str, dict[str, Any]]:
             close = difflib.get_close_matches(name, list(registry), n=1)
             raise UserError(f"dataset {name!r} is not registered", where=str(info_path),
                             fix=f"did you mean {close[0]!r}?" if close else
-                            "register it with `minicpm-tui register FILE --name NAME`")
+                            "register it with `minicpm-tui register FILE --name NAME`",
+                            fix_tui=None if close else "register it on the Dataset step (^g)")
         if not isinstance(entry, dict):
             raise UserError(f"the entry of dataset {name!r} is not a mapping", where=str(info_path))
         entry = dict(entry)
@@ -706,7 +708,8 @@ def generate(recipe: Recipe, out_dir: str | os.PathLike[str], force: bool = Fals
     """
     out = Path(out_dir).expanduser().absolute()
     if out.exists() and not out.is_dir():
-        raise UserError("exists and is not a directory", where=str(out), fix="choose another --out")
+        raise UserError("exists and is not a directory", where=str(out), fix="choose another --out",
+                        fix_tui="choose another run directory")
     if out.is_dir() and any(out.iterdir()) and not force:
         raise UserError("run directory already exists", where=str(out),
                         fix="choose another --out, or pass --force to rewrite its generated files")

@@ -51,7 +51,8 @@ class MiniCPMApp(App[int]):
         self.state = state or WizardState()
         self.exit_code = 0
         self.draft_warned = False
-        self.draft_offered = False  # while the saved draft is offered, it is not overwritten
+        # While the saved draft is offered (or, with --runs, the wizard is not shown yet), it is not overwritten.
+        self.draft_held = False
 
     # -- start ---------------------------------------------------------------
     def get_default_screen(self) -> Screen:
@@ -69,11 +70,23 @@ class MiniCPMApp(App[int]):
         self.set_keymap(keys.user_keymap())
         if self.monitor_dir is not None:
             return
-        draft = load_draft() if self.use_draft else None
         if self.open_runs_at_start:
-            self.call_after_refresh(self.save_draft)
-            self.open_runs()
+            # `minicpm-tui --runs`: the wizard is not in use while its runs list is up, so no draft is
+            # written (nor one on disk replaced, by the first probe under the list or by quitting);
+            # closing the list starts the wizard as a plain start would, offering the draft.
+            self.draft_held = True
+
+            def wizard_shown(_: object = None) -> None:
+                self.draft_held = False
+                self.offer_draft()
+
+            self.push_screen(self.runs_screen(), wizard_shown)
             return
+        self.offer_draft()
+
+    def offer_draft(self) -> None:
+        """Offer the saved draft (from step 2 on); else start fresh, saving this session's draft."""
+        draft = load_draft() if self.use_draft else None
         if draft is None or draft[0].step == 0:
             self.call_after_refresh(self.save_draft)
         else:
@@ -81,14 +94,14 @@ class MiniCPMApp(App[int]):
 
             # Until it is answered, the draft on disk stays as it is: quitting (or a dropped SSH session)
             # with the question open, or the first probe finishing, must not replace it with step 1.
-            self.draft_offered = True
+            self.draft_held = True
             saved, when = draft
             title = next((t for i, (_, t, _) in enumerate(STEPS) if i == saved.step), "?")
             question = (f"Continue the draft you left at step {saved.step + 1} ({title}), "
                         f"model {saved.model or '-'}, dataset {saved.dataset_name or saved.dataset_file or '-'}?")
 
             def resume(yes: bool | None) -> None:
-                self.draft_offered = False
+                self.draft_held = False
                 if yes:
                     self.state = saved
                     self.goto_step(saved.step)
@@ -117,7 +130,7 @@ class MiniCPMApp(App[int]):
         self.save_draft()
 
     def save_draft(self) -> None:
-        if self.monitor_dir is None and self.use_draft and not self.draft_offered:
+        if self.monitor_dir is None and self.use_draft and not self.draft_held:
             try:
                 save_draft(self.state)
             except OSError as exc:  # a read-only home must not break the wizard
@@ -185,10 +198,13 @@ class MiniCPMApp(App[int]):
     def furthest_step(self) -> int:
         return max(self.state.step, 0)
 
-    def open_runs(self) -> None:
+    def runs_screen(self) -> Screen:
         from minicpm_tui.tui.screens.runs import RunsScreen
 
-        self.push_screen(RunsScreen())
+        return RunsScreen()
+
+    def open_runs(self) -> None:
+        self.push_screen(self.runs_screen())
 
 
 def run_wizard(*, use_draft: bool = True, runs: bool = False) -> int:

@@ -80,6 +80,8 @@ ALL: dict[str, list[Binding]] = {
     "App": APP, "Wizard": WIZARD, "Hardware": HARDWARE, "Dataset": DATASET, "Review": REVIEW,
     "Run": RUN, "Monitor": MONITOR, "Runs": RUNS,
 }
+# Every binding id of ours (F1 help lists these, not the keys widgets bind for themselves).
+IDS: frozenset[str] = frozenset(b.id for group in (*ALL.values(), MODAL) for b in group if b.id)
 
 
 def user_keymap() -> dict[str, str]:

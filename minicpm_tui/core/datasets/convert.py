@@ -83,6 +83,8 @@ def _raw_csv(path: Path) -> Iterator[tuple[int, Any]]:
 def convert_file(src: str | os.PathLike[str], dst: str | os.PathLike[str], *, openai: bool = False,
                  kto: bool = False, force: bool = False) -> ConvertResult:
     src, dst = Path(src), Path(dst)
+    if src.is_dir():
+        raise UserError("is a folder where a file is needed", where=str(src), fix="name one data file in it")
     if not src.is_file():
         raise UserError("no such file", where=str(src), fix="check the path")
     if dst.suffix.lower() not in (".jsonl", ".json"):

@@ -26,16 +26,20 @@ import random
 import re
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from minicpm_tui.core.datasets.reader import FILEEXT2TYPE, Progress
 from minicpm_tui.core.datasets.validate import (
     MAX_WARNINGS,
     PARALLEL_MIN_BYTES,
+    WHOLE_KINDS,
     Issue,
     ValidationReport,
     _Collector,
 )
+
+if TYPE_CHECKING:
+    from minicpm_tui.core.datasets.entry import EntryReading
 
 # -- Arrow-like column types ------------------------------------------------------------------------
 # What pyarrow infers for a JSON value, as a hashable: "null" | "bool" | "int" | "float" | "string" |
@@ -182,8 +186,11 @@ def _describe(rep: ValidationReport) -> str:
 
 def validate_folder(folder: str | os.PathLike[str], stage: str | None = None, fmt: str | None = None,
                     progress: Progress | None = None, *, keep_indices: bool = False, token_sample: int = 0,
-                    parallel_min_bytes: int | None = PARALLEL_MIN_BYTES, workers: int | None = None) -> ValidationReport:
-    """Validate a dataset folder as the one dataset LLaMA-Factory will make of it (see the module doc)."""
+                    parallel_min_bytes: int | None = PARALLEL_MIN_BYTES, workers: int | None = None,
+                    entry: EntryReading | None = None) -> ValidationReport:
+    """Validate a dataset folder as the one dataset LLaMA-Factory will make of it (see the module doc).
+
+    ``entry``: every file is read through this dataset_info.json entry; its own issues are the folder's."""
     from minicpm_tui.core.datasets.stats import StatsCollector
     from minicpm_tui.core.datasets.validate import validate_file
 
@@ -197,6 +204,15 @@ def validate_folder(folder: str | os.PathLike[str], stage: str | None = None, fm
             report.file_error = issue
         col.error(issue.record, issue.field, issue.message, issue.fix, issue.kind, issue.file)
 
+    if entry is not None:
+        for w in entry.warnings:
+            col.warn(None, w.field, w.message, w.fix, w.kind)
+        report.notes.extend(entry.notes)
+        for e in entry.errors:
+            fail(e)
+        if entry.shape is None:
+            return report
+        entry = entry.without_issues()
     try:
         names, issues = list_folder(root)
     except OSError as exc:
@@ -239,7 +255,7 @@ def validate_folder(folder: str | os.PathLike[str], stage: str | None = None, fm
 
         rep = validate_file(path, stage=stage_used, fmt=fmt, progress=part_progress if progress else None,
                             keep_indices=keep_indices, token_sample=token_sample,
-                            parallel_min_bytes=parallel_min_bytes, workers=workers, schema=True)
+                            parallel_min_bytes=parallel_min_bytes, workers=workers, schema=True, entry=entry)
         done += sizes[name]
         base = report.records
         raw = rep.raw
@@ -292,7 +308,7 @@ def validate_folder(folder: str | os.PathLike[str], stage: str | None = None, fm
         report.stage = stage_used
     if names and report.records == 0 and report.file_error is None:
         fail(Issue(None, "", "holds no records (its files are empty)", "add records to its files", "empty"))
-    if report.error_counts.get("stage"):  # LLaMA-Factory refuses the whole dataset for the stage
+    if any(report.error_counts.get(k) for k in WHOLE_KINDS):  # LLaMA-Factory refuses the whole dataset
         report.valid, report.invalid = 0, report.records
         if keep_indices:
             report.invalid_indices[:] = range(report.records)

@@ -25,26 +25,13 @@ SHAREGPT_TAGS = {"role_tag": "from", "content_tag": "value", "user_tag": "human"
 OPENAI_TAGS = {"role_tag": "role", "content_tag": "content", "user_tag": "user", "assistant_tag": "assistant",
                "observation_tag": "tool", "function_tag": "function_call", "system_tag": "system"}
 
-# The field names records are checked by, per dataset_info.json ``columns`` / ``tags`` key (what
-# ``dataset_info_entry`` writes). An entry mapping a key to another name is read by LLaMA-Factory through
-# that mapping, which the validator does not apply.
-STANDARD_NAMES: dict[str, dict[str, tuple[str, ...]]] = {
-    "columns": {"prompt": ("instruction",), "query": ("input",), "response": ("output",),
-                "history": ("history",), "system": ("system",), "tools": ("tools",), "messages": MESSAGE_KEYS,
-                "chosen": ("chosen",), "rejected": ("rejected",), "kto_tag": KTO_KEYS},
-    "tags": {key: tuple(dict.fromkeys((SHAREGPT_TAGS[key], OPENAI_TAGS[key]))) for key in SHAREGPT_TAGS},
-}
-
-
-def custom_mapping(entry: dict[str, Any]) -> list[str]:
-    """``key: name`` for each column or tag of a dataset_info.json entry that the validator does not read."""
-    out = []
-    for part, standard in STANDARD_NAMES.items():
-        mapping = entry.get(part)
-        for key, value in (mapping.items() if isinstance(mapping, dict) else ()):
-            if key in standard and value not in standard[key]:
-                out.append(f"{key}: {value}")
-    return out
+# LLaMA-Factory's DatasetAttr (parser.py): the column and tag keys an entry may map, and what it reads
+# without a ``columns`` / ``tags`` block. With a block, every key the block does not name is unset (None).
+COLUMN_KEYS = ("prompt", "query", "response", "history", "messages", "system", "tools", "images", "videos",
+               "audios", "chosen", "rejected", "kto_tag")
+TAG_KEYS = tuple(SHAREGPT_TAGS)
+LF_COLUMN_DEFAULTS = {"prompt": "instruction", "query": "input", "response": "output", "messages": "conversations"}
+MEDIA_KEYS = ("images", "videos", "audios")
 
 
 @dataclass
@@ -55,7 +42,10 @@ class Shape:
     ranking: bool = False  # chosen/rejected pairs (DPO)
     kto_key: str | None = None  # the field holding the KTO boolean label
     messages_key: str = "conversations"
-    tags: dict[str, str] = field(default_factory=dict)
+    tags: dict[str, str | None] = field(default_factory=dict)
+    # LLaMA-Factory column key -> the record field it reads, as a dataset_info.json entry maps them (None:
+    # unset). None here: a detected shape, read by the standard names (``column``).
+    columns: dict[str, str | None] | None = None
 
     @property
     def formatting(self) -> str:
@@ -69,10 +59,54 @@ class Shape:
     def default_stage(self) -> str:
         return "dpo" if self.ranking else "kto" if self.kto_key else "sft"
 
+    @property
+    def from_entry(self) -> bool:
+        return self.columns is not None
+
+    def column(self, key: str) -> str | None:
+        """The record field LLaMA-Factory reads for column ``key`` (prompt, response, system, ...), or None."""
+        if self.columns is not None:
+            return self.columns.get(key)
+        if self.style == "alpaca":
+            names = {"prompt": "instruction", "query": "input", "response": "output", "history": "history",
+                     "system": "system"}
+        else:
+            names = {"messages": self.messages_key, "system": "system", "tools": "tools"}
+        if self.ranking:
+            names.update(chosen="chosen", rejected="rejected")
+        names["kto_tag"] = self.kto_key
+        return names.get(key)
+
+    def kto_column(self, stage: str) -> str | None:
+        """The label field LLaMA-Factory reads for ``stage``: an entry's kto_tag is read at every stage
+        (converter.py), a detected label only for KTO (``dataset_info_entry`` maps it only then)."""
+        if self.columns is not None:
+            return self.columns.get("kto_tag")
+        return self.kto_key if stage == "kto" else None
+
+    def read_columns(self) -> dict[str, str]:
+        """An entry's mapped fields that LLaMA-Factory looks up in every record (field -> column key): one
+        that no record has fails the load with a KeyError. Chosen/rejected are read only for ranking data,
+        an alpaca response only where chosen/rejected are not both strings; empty for a detected shape."""
+        if self.columns is None:
+            return {}
+        keys = ["prompt", "query", "response", "history"] if self.style == "alpaca" else ["messages"]
+        keys += ["system", "tools", *MEDIA_KEYS, "kto_tag"]
+        if self.ranking:
+            keys += ["chosen", "rejected"]
+            if self.style == "alpaca":
+                keys.remove("response")
+        out: dict[str, str] = {}
+        for key in keys:
+            name = self.columns.get(key)
+            if name is not None:
+                out.setdefault(name, key)
+        return out
+
     def to_dict(self) -> dict[str, Any]:
         return {"style": self.style, "formatting": self.formatting, "ranking": self.ranking,
                 "kto_key": self.kto_key, "messages_key": self.messages_key if self.style != "alpaca" else None,
-                "tags": dict(self.tags)}
+                "tags": dict(self.tags), "columns": dict(self.columns) if self.columns is not None else None}
 
 
 def _first_message(messages: Any) -> dict | None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -24,7 +23,7 @@ def preview_records(report, tokenizer: str | Path, template: str, n: int = 3, cu
     """
     from minicpm_tui.core.datasets.register import dataset_info_entry
     from minicpm_tui.core.datasets.validate import validate_file
-    from minicpm_tui.core.lfinfo import training_python
+    from minicpm_tui.core.lfinfo import run_training_python, training_python
     from minicpm_tui.core.resources import resource_script
     from minicpm_tui.core.tinymodel import offline_env
 
@@ -41,9 +40,9 @@ def preview_records(report, tokenizer: str | Path, template: str, n: int = 3, cu
                "stage": report.stage, "cutoff_len": cutoff_len,
                "entry": dataset_info_entry(report, file_name="preview.jsonl")}
         (Path(tmp) / "job.json").write_text(json.dumps(job), encoding="utf-8")
-        proc = subprocess.run([python or training_python(), str(resource_script("lf_dataset_check.py")),
-                               str(Path(tmp) / "job.json")], capture_output=True, text=True, env=offline_env(),
-                              timeout=timeout)
+        proc = run_training_python(python or training_python(),
+                                   [str(resource_script("lf_dataset_check.py")), str(Path(tmp) / "job.json")],
+                                   capture_output=True, text=True, env=offline_env(), timeout=timeout)
     for line in reversed(proc.stdout.splitlines()):
         if line.startswith(MARK):
             result = json.loads(line[len(MARK):])
@@ -58,10 +57,13 @@ def preview_records(report, tokenizer: str | Path, template: str, n: int = 3, cu
 def _first_valid(report, n: int, validate_file) -> list[Any]:
     """The first ``n`` usable records (over a folder's files in their order: indices count across them)."""
     from minicpm_tui.core.datasets.reader import FileLevelError, RecordParseError, RecordReader
+    from minicpm_tui.core.datasets.register import dataset_info_entry
 
     bad = set(report.invalid_indices)
     if report.invalid and not bad:
-        bad = set(validate_file(report.file, stage=report.stage, keep_indices=True).invalid_indices)
+        # read as the report was: through its dataset_info.json entry when it had one
+        through = {"entry": dataset_info_entry(report)} if report.shape is not None and report.shape.from_entry else {}
+        bad = set(validate_file(report.file, stage=report.stage, keep_indices=True, **through).invalid_indices)
     out: list[Any] = []
     for path, first in report.data_files():
         try:

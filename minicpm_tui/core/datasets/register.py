@@ -28,9 +28,18 @@ def dataset_info_entry(report, file_name: str | None = None) -> dict[str, Any]:
     if shape is None:
         raise UserError("cannot register a file whose format is unknown", where=report.file,
                         fix="run `minicpm-tui validate` on it and fix the first error")
+    entry: dict[str, Any] = {"file_name": file_name if file_name is not None else str(report.file)}
+    if shape.columns is not None:
+        # Read through an entry: that entry again (what it leaves unset stays unset: blocks are explicit).
+        entry["formatting"] = shape.formatting
+        if shape.ranking:
+            entry["ranking"] = True
+        entry["columns"] = {k: v for k, v in shape.columns.items() if v is not None}
+        if shape.style != "alpaca":
+            entry["tags"] = {k: v for k, v in shape.tags.items() if v is not None}
+        return entry
     present = set(report.columns)
     stage = report.stage or shape.default_stage()
-    entry: dict[str, Any] = {"file_name": file_name if file_name is not None else str(report.file)}
     columns: dict[str, str] = {}
     if shape.style == "alpaca":
         entry["formatting"] = "alpaca"
@@ -109,7 +118,8 @@ def register_dataset(file: str | os.PathLike[str], name: str, dataset_dir: str |
     if report.invalid and not allow_invalid:
         raise UserError(f"cannot register it: {report.invalid:,} of {report.records:,} records are not usable, "
                         f"first: {report.errors[0].brief()}", where=str(file),
-                        fix="fix them (`minicpm-tui validate` lists them all)", exit_code=1)
+                        fix="fix them (`minicpm-tui validate` lists them all)", exit_code=1,
+                        fix_tui="fix them (the Validation pane lists them)")
     entry = dataset_info_entry(report, file_name=_file_name_for(file, ddir))
     path = ddir / INFO_NAME
     if not path.exists():
@@ -127,7 +137,8 @@ def register_dataset(file: str | os.PathLike[str], name: str, dataset_dir: str |
         if not force:
             raise UserError(f"a different dataset is already registered as {name!r} (file_name "
                             f"{current[name].get('file_name') if isinstance(current[name], dict) else '?'})",
-                            where=str(path), fix="pick another --name, or pass --force to replace it", exit_code=1)
+                            where=str(path), fix="pick another --name, or pass --force to replace it", exit_code=1,
+                            fix_tui="type another name to register it as")
         start, end, indent = spans[name]
         new_text = text[:start] + _dump_value(entry, indent) + text[end:]
     else:

@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import json
 import random
-import subprocess
 import tempfile
 from array import array
 from pathlib import Path
 from typing import Any
 
 from minicpm_tui.core.errors import UserError
+
+# The basis of a suggested cutoff_len measured without a tokenizer.
+CHARS_BASIS = "estimate from characters"
 
 PERCENTILES = (50, 90, 95, 99)
 
@@ -68,7 +70,8 @@ class StatsCollector:
         if est:
             # Rough: ~1 token per CJK character, ~4 per English word; /2 is the middle ground.
             out["suggested_cutoff_len"] = suggest_cutoff(est.get("p99", 0))
-            out["suggested_cutoff_len_basis"] = "estimated from characters; pass --tokenizer for token counts"
+            # How to get token counts instead is each front end's to say (the CLI: --tokenizer).
+            out["suggested_cutoff_len_basis"] = CHARS_BASIS
         return out
 
 
@@ -88,7 +91,7 @@ def token_stats(report, tokenizer: str | Path, cutoff_len: int | None = None, te
     sees); without it the plain text of the turns is tokenized.
     """
     from minicpm_tui.core.datasets.register import dataset_info_entry
-    from minicpm_tui.core.lfinfo import training_python
+    from minicpm_tui.core.lfinfo import run_training_python, training_python
     from minicpm_tui.core.resources import resource_script
     from minicpm_tui.core.tinymodel import offline_env
 
@@ -105,9 +108,9 @@ def token_stats(report, tokenizer: str | Path, cutoff_len: int | None = None, te
         job = {"mode": "tokens", "file": str(data), "tokenizer": str(tokenizer), "template": template,
                "stage": report.stage, "entry": dataset_info_entry(report, file_name="sample.jsonl")}
         (Path(tmp) / "job.json").write_text(json.dumps(job), encoding="utf-8")
-        proc = subprocess.run([python or training_python(), str(resource_script("lf_dataset_check.py")),
-                               str(Path(tmp) / "job.json")], capture_output=True, text=True,
-                              env=offline_env(), timeout=timeout)
+        proc = run_training_python(python or training_python(),
+                                   [str(resource_script("lf_dataset_check.py")), str(Path(tmp) / "job.json")],
+                                   capture_output=True, text=True, env=offline_env(), timeout=timeout)
         result = _last_json(proc.stdout)
         if proc.returncode != 0 or result is None:
             tail = " | ".join((proc.stderr or proc.stdout).strip().splitlines()[-2:])

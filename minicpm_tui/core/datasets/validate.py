@@ -20,14 +20,26 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from minicpm_tui.core.datasets.formats import STAGES, Shape, describe_keys, detect_format, json_kind
+from minicpm_tui.core.datasets.formats import (
+    SHAREGPT_TAGS,
+    STAGES,
+    Shape,
+    describe_keys,
+    detect_format,
+    json_kind,
+)
 from minicpm_tui.core.datasets.reader import FileLevelError, Progress, RecordParseError, RecordReader
 from minicpm_tui.core.errors import UserError
 
+if TYPE_CHECKING:
+    from minicpm_tui.core.datasets.entry import EntryReading
+
 MAX_ERRORS_PER_KIND = 20
 MAX_WARNINGS = 50
+# File-level issue kinds that make LLaMA-Factory refuse (or empty) the whole dataset: no record is usable.
+WHOLE_KINDS = ("stage", "entry")
 # Issues about a dataset folder's entries (folder.py): their line has no field part.
 FOLDER_KINDS = ("hidden_file", "subfolder", "file_type", "mixed_file_types", "empty_folder", "folder_mismatch")
 
@@ -87,6 +99,8 @@ class ValidationReport:
     # The scan's raw lengths and column types, kept only when asked (``validate_file(schema=True)``),
     # so a folder's report can merge its files' statistics and compare their columns.
     raw: Any = field(default=None, repr=False, compare=False)
+    # What is not validated, and why (parts of a dataset_info.json entry the checks do not model).
+    notes: list[str] = field(default_factory=list)
 
     def data_files(self) -> list[tuple[Path, int]]:
         """(path, number of its first record in this report) for each data file read (one for a file)."""
@@ -102,7 +116,9 @@ class ValidationReport:
         """One line: why the data is not usable, or that it is (preflight shows it)."""
         err = self.file_error
         if err is not None:
-            return (f"{err.file}: " if err.file else "") + err.message
+            # an entry's issue names a field of the entry or of the records ("columns.response: is not set")
+            fld = f"{err.field}: " if err.kind == "entry" and err.field else ""
+            return (f"{err.file}: " if err.file else "") + fld + err.message
         if not self.records:
             return "holds no records"
         if self.invalid and self.errors:
@@ -131,6 +147,7 @@ class ValidationReport:
             "columns": list(self.columns),
             "layout": self.layout,
             "seconds": round(self.seconds, 3),
+            "notes": list(self.notes),
         } | ({"files": [dict(f) for f in self.files]} if self.files else {})
 
     def lines(self) -> list[str]:
@@ -147,6 +164,7 @@ class ValidationReport:
             out.append("warning: " + w.line(self.file))
         if sum(self.warning_counts.values()) > 10:
             out.append(f"  ... and {sum(self.warning_counts.values()) - 10:,} more warnings")
+        out.extend(f"note: {self.file}: {n}" for n in self.notes)
         where = f"{self.file} ({len(self.files)} file{'s' * (len(self.files) != 1)})" if self.files else self.file
         summary = f"{where}: {self.format or 'unknown format'}, stage {self.stage or '?'}: " \
                   f"{self.records:,} records, {self.valid:,} usable, {self.invalid:,} not usable"
@@ -229,15 +247,26 @@ def make_checker(shape: Shape, stage: str):
 
 
 def _alpaca_checker(shape: Shape, stage: str):
-    kto_key = shape.kto_key if stage == "kto" else None
+    # The fields LLaMA-Factory reads (an entry's own names, else the standard ones); issues name them.
+    # An unset one is None, and rec.get(None) is None (JSON keys are strings): no branch in the hot loop.
+    prompt_key, query_key = shape.column("prompt"), shape.column("query")
+    prompt_keys = tuple(k for k in (prompt_key, query_key) if k)
+    out_key = shape.column("response")
+    system_key, hist_key, tools_key = shape.column("system"), shape.column("history"), shape.column("tools")
+    pair_keys = (shape.column("chosen") or "chosen", shape.column("rejected") or "rejected")
+    kto_key = shape.kto_column(stage) if stage == "kto" else None
+    # An entry's kto_tag is read at every stage: a boolean label makes a KTO example, which SFT drops.
+    sft_kto = shape.kto_column(stage) if stage == "sft" else None
+    empty_prompt = f"is empty (and so is {query_key})" if prompt_key and query_key else "is empty"
+    rare = bool(tools_key or sft_kto or out_key is None)  # only entries get here: one test per record
 
     def check(rec: Any, idx: int, warn, lens) -> tuple[str, str, str, str] | None:
         if type(rec) is not dict:
             return ("", f"is a JSON {json_kind(rec)}, not an object", "make every record a JSON object "
-                    "with instruction/input/output", "not_object")
+                    f"with {'/'.join(k for k in (prompt_key, query_key, out_key) if k)}", "not_object")
         chars = 0
         turns = 2
-        for key in ("instruction", "input"):
+        for key in prompt_keys:
             v = rec.get(key)
             if v is None:
                 continue
@@ -246,28 +275,37 @@ def _alpaca_checker(shape: Shape, stage: str):
                     return (key, f"is a JSON {json_kind(v)}, not a string", f"write {key} as text", "type")
                 continue
             chars += len(v)
-        if not rec.get("instruction") and not rec.get("input"):
-            warn(idx, "instruction", "is empty (and so is input): the model is trained on an empty prompt",
-                 "fill in the instruction", "empty_prompt")
-        system = rec.get("system")
+        if not rec.get(prompt_key) and not rec.get(query_key) and prompt_keys:
+            warn(idx, prompt_keys[0], f"{empty_prompt}: the model is trained on an empty prompt",
+                 f"fill in the {prompt_keys[0]}", "empty_prompt")
+        system = rec.get(system_key)
         if system and type(system) is not str:
-            return ("system", f"is a JSON {json_kind(system)}, not a string", "write the system prompt as text",
+            return (system_key, f"is a JSON {json_kind(system)}, not a string", "write the system prompt as text",
                     "type")
-        hist = rec.get("history")
+        hist = rec.get(hist_key)
         if hist is not None:
             if type(hist) is list:
                 for h, pair in enumerate(hist):
                     if type(pair) is not list or len(pair) != 2 or type(pair[0]) is not str \
                             or type(pair[1]) is not str:
-                        return (f"history[{h}]", "is not a [prompt, response] pair of strings",
+                        return (f"{hist_key}[{h}]", "is not a [prompt, response] pair of strings",
                                 "write each history item as [\"question\", \"answer\"]", "history")
                     chars += len(pair[0]) + len(pair[1])
                     turns += 2
             else:
-                warn(idx, "history", f"is a JSON {json_kind(hist)}; LLaMA-Factory ignores anything but a list",
-                     "write history as [[\"question\", \"answer\"], ...]", "history_ignored")
+                warn(idx, hist_key, f"is a JSON {json_kind(hist)}; LLaMA-Factory ignores anything but a list",
+                     f"write {hist_key} as [[\"question\", \"answer\"], ...]", "history_ignored")
+        if rare:
+            problem = _tools_problem(rec.get(tools_key)) if tools_key else None
+            if problem:
+                return (tools_key, problem[0], problem[1], "tools")
+            if sft_kto and type(rec.get(sft_kto)) is bool:
+                return _kto_in_sft(sft_kto)
+            if out_key is None and stage == "sft":  # the entry's file-level issue covers every record
+                lens(chars, turns)
+                return None
         if stage == "dpo":
-            for key in ("chosen", "rejected"):
+            for key in pair_keys:
                 v = rec.get(key)
                 if type(v) is not str:
                     what = "is missing" if v is None else f"is a JSON {json_kind(v)}"
@@ -276,29 +314,36 @@ def _alpaca_checker(shape: Shape, stage: str):
                 chars += len(v)
             lens(chars, turns + 1)
             return None
-        out = rec.get("output")
+        out = rec.get(out_key)
         if stage == "kto":
             label = rec.get(kto_key)
             if type(label) is not bool:
                 return _kto_label_problem(kto_key, label)
             if out is not None and type(out) is not str:
                 if out:
-                    return ("output", f"is a JSON {json_kind(out)}, not a string", "write output as text", "type")
+                    return (out_key, f"is a JSON {json_kind(out)}, not a string", f"write {out_key} as text",
+                            "type")
             elif not out:
-                warn(idx, "output", "is empty: KTO trains on an empty answer", "fill in the answer", "empty")
+                warn(idx, out_key or "", "is empty: KTO trains on an empty answer", "fill in the answer", "empty")
             chars += len(out or "") if type(out) is str else 0
             lens(chars, turns)
             return None
         if type(out) is not str:
             what = "is missing" if out is None else f"is a JSON {json_kind(out)}, not a string"
-            return ("output", f"{what} (LLaMA-Factory skips the record)", "write the answer as text in output",
+            return (out_key, f"{what} (LLaMA-Factory skips the record)", f"write the answer as text in {out_key}",
                     "missing" if out is None else "type")
         if not out:
-            warn(idx, "output", "is empty: the model learns to answer nothing", "fill in the answer", "empty")
+            warn(idx, out_key, "is empty: the model learns to answer nothing", "fill in the answer", "empty")
         lens(chars + len(out), turns)
         return None
 
     return check
+
+
+def _kto_in_sft(key: str) -> tuple[str, str, str, str]:
+    return (key, "is a boolean KTO label and the dataset_info.json entry maps it as kto_tag, so LLaMA-Factory "
+            "makes the record a KTO example, which SFT drops", "train it with --stage kto, or remove kto_tag from "
+            "the entry's columns", "kto_in_sft")
 
 
 def _kto_label_problem(key: str | None, label: Any) -> tuple[str, str, str, str]:
@@ -316,13 +361,18 @@ def _sharegpt_checker(shape: Shape, stage: str):
     role_tag, content_tag = t["role_tag"], t["content_tag"]
     user, assistant = t["user_tag"], t["assistant_tag"]
     observation, function, system_tag = t["observation_tag"], t["function_tag"], t["system_tag"]
-    odd = (user, observation)
-    even = (assistant, function)
-    known = {user, assistant, observation, function, system_tag}
+    # An entry's tags block unsets the tags it does not name (None): no turn has that role then. (A turn
+    # without a role would match an unset tag in LLaMA-Factory and then fail in the template.)
+    odd = tuple(r for r in (user, observation) if r is not None)
+    even = tuple(r for r in (assistant, function) if r is not None)
+    known = {r for r in (user, assistant, observation, function, system_tag) if r is not None}
     mkey = shape.messages_key
+    system_key, tools_key = shape.column("system"), shape.column("tools")
+    pair_keys = (shape.column("chosen") or "chosen", shape.column("rejected") or "rejected")
     ranking = stage == "dpo"
-    kto_key = shape.kto_key if stage == "kto" else None
-    expect = f"{user}/{observation}", f"{assistant}/{function}"
+    kto_key = shape.kto_column(stage) if stage == "kto" else None
+    sft_kto = shape.kto_column(stage) if stage == "sft" else None
+    expect = "/".join(odd), "/".join(even)
 
     def check(rec: Any, idx: int, warn, lens) -> tuple[str, str, str, str] | None:
         if type(rec) is not dict:
@@ -342,7 +392,7 @@ def _sharegpt_checker(shape: Shape, stage: str):
                 return (f"{mkey}[{j}]", f"is a JSON {json_kind(m)}, not a message object",
                         f"write each turn as {{{role_tag!r}: ..., {content_tag!r}: ...}}", "type")
         start = 0
-        if n and msgs[0].get(role_tag) == system_tag:
+        if n and system_tag is not None and msgs[0].get(role_tag) == system_tag:
             sc = msgs[0].get(content_tag)
             if sc is not None and type(sc) is not str:
                 return (f"{mkey}[0].{content_tag}", f"is a JSON {json_kind(sc)}, not a string",
@@ -350,9 +400,9 @@ def _sharegpt_checker(shape: Shape, stage: str):
             start = 1
             chars += len(sc or "")
         else:
-            sv = rec.get("system")
+            sv = rec.get(system_key)  # None when unset: rec.get(None) is None
             if sv and type(sv) is not str:
-                return ("system", f"is a JSON {json_kind(sv)}, not a string", "write the system prompt as text",
+                return (system_key, f"is a JSON {json_kind(sv)}, not a string", "write the system prompt as text",
                         "type")
         count = n - start
         for j in range(start, n):
@@ -365,6 +415,10 @@ def _sharegpt_checker(shape: Shape, stage: str):
                 elif role not in known:
                     what = f"is {role!r}, which is not a role tag of this dataset ({', '.join(sorted(known))})"
                     fix = f"use {want}, or register matching tags"
+                    if system_tag is None and role == SHAREGPT_TAGS["system_tag"] and j == 0:
+                        what += "; the entry's tags block sets no system_tag, so a leading system turn is not " \
+                                "the system prompt"
+                        fix = "add \"system_tag\": \"system\" to the entry's tags"
                 elif role == system_tag:
                     what = "is a system turn after the start; only the first turn may be the system prompt"
                     fix = "move the system prompt to the first turn or into the record's system field"
@@ -397,11 +451,11 @@ def _sharegpt_checker(shape: Shape, stage: str):
             if not c:
                 warn(idx, f"{mkey}[{j}].{content_tag}", "is empty", "fill in the turn or drop it", "empty")
             chars += len(c)
-        problem = _tools_problem(rec.get("tools"))
+        problem = _tools_problem(rec.get(tools_key))
         if problem:
-            return ("tools", problem[0], problem[1], "tools")
+            return (tools_key, problem[0], problem[1], "tools")
         if ranking:
-            for key in ("chosen", "rejected"):
+            for key in pair_keys:
                 v = rec.get(key)
                 if type(v) is not dict:
                     what = "is missing" if v is None else f"is a JSON {json_kind(v)}"
@@ -410,8 +464,8 @@ def _sharegpt_checker(shape: Shape, stage: str):
                             "dpo_shape")
                 role = v.get(role_tag)
                 if role not in known:
-                    return (f"{key}.{role_tag}", f"is {role!r}, not a role tag of this dataset",
-                            f"use {assistant!r}", "role_order")
+                    what = "is missing" if role is None else f"is {role!r}, not a role tag of this dataset"
+                    return (f"{key}.{role_tag}", what, f"use {assistant!r}", "role_order")
                 c = v.get(content_tag)
                 if type(c) is not str:
                     what = "is missing" if c is None else f"is a JSON {json_kind(c)}, not a string"
@@ -430,6 +484,8 @@ def _sharegpt_checker(shape: Shape, stage: str):
             label = rec.get(kto_key)
             if type(label) is not bool:
                 return _kto_label_problem(kto_key, label)
+        elif sft_kto and type(rec.get(sft_kto)) is bool:
+            return _kto_in_sft(sft_kto)
         lens(chars, count)
         return None
 
@@ -437,19 +493,19 @@ def _sharegpt_checker(shape: Shape, stage: str):
     # function calls, no tools, no empty turn) that the full check above would accept without a
     # warning. Anything else, valid or not, goes to the full check, which alone words errors
     # and warnings, so the verdicts and messages are the full check's by construction.
-    role_ok = (user, observation)
+    role_ok = odd
 
     def fast(rec: Any, idx: int, warn, lens) -> tuple[str, str, str, str] | None:
         if type(rec) is not dict:
             return check(rec, idx, warn, lens)
         msgs = rec.get(mkey)
-        if type(msgs) is not list or not msgs or type(msgs[0]) is not dict or rec.get("tools"):
+        if type(msgs) is not list or not msgs or type(msgs[0]) is not dict or rec.get(tools_key):
             return check(rec, idx, warn, lens)
         n = len(msgs)
         chars = 0
         start = 0
         m0 = msgs[0]
-        if m0.get(role_tag) == system_tag:
+        if system_tag is not None and m0.get(role_tag) == system_tag:
             sc = m0.get(content_tag)
             if type(sc) is str:
                 chars = len(sc)
@@ -457,7 +513,7 @@ def _sharegpt_checker(shape: Shape, stage: str):
                 return check(rec, idx, warn, lens)
             start = 1
         else:
-            sv = rec.get("system")
+            sv = rec.get(system_key)
             if sv and type(sv) is not str:
                 return check(rec, idx, warn, lens)
         count = n - start
@@ -470,13 +526,13 @@ def _sharegpt_checker(shape: Shape, stage: str):
                 return check(rec, idx, warn, lens)
             role = m.get(role_tag)
             c = m.get(content_tag)
-            if (role not in role_ok if prompt_turn else role != assistant) or role == function \
+            if (role not in role_ok if prompt_turn else role != assistant or role is None) or role == function \
                     or type(c) is not str or not c:
                 return check(rec, idx, warn, lens)
             chars += len(c)
             prompt_turn = not prompt_turn
         if ranking:
-            for key in ("chosen", "rejected"):
+            for key in pair_keys:
                 v = rec.get(key)
                 if type(v) is not dict or v.get(role_tag) != assistant or assistant == function:
                     return check(rec, idx, warn, lens)
@@ -487,6 +543,8 @@ def _sharegpt_checker(shape: Shape, stage: str):
             lens(chars, count + 1)
             return None
         if kto_key is not None and type(rec.get(kto_key)) is not bool:
+            return check(rec, idx, warn, lens)
+        if sft_kto and type(rec.get(sft_kto)) is bool:
             return check(rec, idx, warn, lens)
         lens(chars, count)
         return None
@@ -502,6 +560,8 @@ def resolve_stage(shape: Shape, stage: str | None) -> tuple[str, Issue | None]:
     stage = stage or shape.default_stage()
     if stage not in STAGES:
         raise UserError(f"unknown stage {stage!r}", where="--stage", fix=f"use one of {', '.join(STAGES)}")
+    if shape.from_entry:
+        return stage, _entry_stage_problem(shape, stage)
     if stage == "dpo" and not shape.ranking:
         return stage, Issue(None, "chosen", "this is not ranking data (no chosen/rejected pair in the first "
                             "record); LLaMA-Factory refuses it for DPO ('The dataset is not applicable in the "
@@ -517,6 +577,44 @@ def resolve_stage(shape: Shape, stage: str | None) -> tuple[str, Issue | None]:
     return stage, None
 
 
+def _entry_stage_problem(shape: Shape, stage: str) -> Issue | None:
+    """What a dataset_info.json entry (not the data) makes LLaMA-Factory refuse or drop for ``stage``."""
+    if stage == "dpo" and not shape.ranking:
+        return Issue(None, "ranking", "the dataset_info.json entry has no \"ranking\": true; LLaMA-Factory refuses "
+                     "it for DPO ('The dataset is not applicable in the current training stage')",
+                     "set \"ranking\": true and map chosen/rejected in its columns, or train with --stage sft",
+                     "stage")
+    if stage != "dpo" and shape.ranking:
+        return Issue(None, "ranking", f"the dataset_info.json entry has \"ranking\": true; LLaMA-Factory refuses "
+                     f"it for {stage.upper()}", "train it with --stage dpo, or remove ranking from the entry",
+                     "stage")
+    if stage == "kto" and not shape.kto_key:
+        return Issue(None, "columns.kto_tag", "is not set: the dataset_info.json entry maps no boolean label, so "
+                     "LLaMA-Factory makes no KTO example of any record", "add \"kto_tag\": \"<your label field>\" "
+                     "to the entry's columns", "stage")
+    if shape.style == "alpaca" and stage != "dpo" and shape.column("response") is None:
+        what = "reads no answer and drops every record" if stage == "sft" else "fails looking the answer up"
+        return Issue(None, "columns.response", f"is not set: the dataset_info.json entry maps no answer column "
+                     f"(a columns block unsets every key it does not name), so LLaMA-Factory {what}",
+                     "add \"response\": \"<your answer field>\" to the entry's columns", "entry")
+    return None
+
+
+def _absent_problems(shape: Shape | None, absent: set[str], columns: list[str]) -> list[Issue]:
+    """An entry's mapped fields that no record has: LLaMA-Factory's lookup fails the load (KeyError)."""
+    if shape is None or not absent:
+        return []
+    keys = ", ".join(repr(c) for c in columns[:8]) or "none"
+    out = []
+    for name, key in shape.read_columns().items():
+        if name in absent:
+            out.append(Issue(None, name, f"is in no record, but the dataset_info.json entry reads it as "
+                             f"columns.{key}; LLaMA-Factory looks it up in every record and fails (KeyError: "
+                             f"{name!r})", f"map {key} to the field your records use (they have {keys}), or "
+                             "remove it from columns", "entry"))
+    return out
+
+
 # JSON Lines files and JSON arrays at least this big are validated in parallel chunks (one per CPU).
 PARALLEL_MIN_BYTES = 64 << 20
 _PARSE_KINDS = ("json", "encoding", "duplicate_key")  # RecordParseError kinds; messages start "line N "
@@ -525,8 +623,12 @@ _PARSE_KINDS = ("json", "encoding", "duplicate_key")  # RecordParseError kinds; 
 def validate_file(path: str | os.PathLike[str], stage: str | None = None, fmt: str | None = None,
                   progress: Progress | None = None, *, keep_indices: bool = False,
                   token_sample: int = 0, parallel_min_bytes: int | None = PARALLEL_MIN_BYTES,
-                  workers: int | None = None, schema: bool = False) -> ValidationReport:
+                  workers: int | None = None, schema: bool = False,
+                  entry: dict[str, Any] | EntryReading | None = None) -> ValidationReport:
     """Validate one dataset file (or a folder of them) for one stage the way LLaMA-Factory will read it.
+
+    ``entry``: read the records through this dataset_info.json entry (its formatting, ranking, columns
+    and tags, ``entry.read_entry``) instead of detecting the format; issues name the entry's fields.
 
     A folder is what LLaMA-Factory makes of a ``file_name`` that is one: every entry is a data file
     of one dataset (``folder.validate_folder``); the report is the folder's, issues name the file.
@@ -546,13 +648,20 @@ def validate_file(path: str | os.PathLike[str], stage: str | None = None, fmt: s
         raise UserError(f"unknown format {fmt!r}", where="--format", fix=f"use one of {', '.join(FORMATS)}")
     if stage is not None and stage not in STAGES:
         raise UserError(f"unknown stage {stage!r}", where="--stage", fix=f"use one of {', '.join(STAGES)}")
+    reading = _reading(entry, fmt, str(path))
     if p.is_dir():
         from minicpm_tui.core.datasets.folder import validate_folder
 
         return validate_folder(p, stage=stage, fmt=fmt, progress=progress, keep_indices=keep_indices,
-                               token_sample=token_sample, parallel_min_bytes=parallel_min_bytes, workers=workers)
+                               token_sample=token_sample, parallel_min_bytes=parallel_min_bytes, workers=workers,
+                               entry=reading)
     report = ValidationReport(file=str(path), format=None, stage=stage)
     col = _Collector(report, keep_indices)
+    if reading is not None:
+        _entry_issues(report, col, reading)
+        if reading.shape is None:  # the entry leaves nothing to read the records by
+            report.seconds = time.perf_counter() - started
+            return report
     if not p.is_file():
         report.file_error = Issue(None, "", "no such file" if not p.exists() else "is not a file",
                                   "check the path", "file")
@@ -566,25 +675,63 @@ def validate_file(path: str | os.PathLike[str], stage: str | None = None, fmt: s
         return report
     if not token_sample and parallel_min_bytes is not None and reader.total >= parallel_min_bytes \
             and (workers or os.cpu_count() or 1) > 1:
-        merged = _validate_parallel(p, stage, fmt, progress, keep_indices, workers or os.cpu_count() or 1, schema)
+        merged = _validate_parallel(p, stage, fmt, progress, keep_indices, workers or os.cpu_count() or 1, schema,
+                                    reading)
         if merged is not None:
             merged.seconds = time.perf_counter() - started
             return merged
-    scan = _scan(report, col, reader, stage, fmt, keep_indices, token_sample, schema=schema)
-    _finish(report, col, reader.layout, reader.nan_seen, scan, keep_indices)
+    if reading is None:
+        scan = _scan(report, col, reader, stage, fmt, keep_indices, token_sample, schema=schema)
+    else:
+        shape = reading.shape
+        stage, stage_problem = resolve_stage(shape, stage)
+        report.shape, report.format, report.stage = shape, shape.name, stage
+        scan = _scan(report, col, reader, stage, None, keep_indices, token_sample, shape=shape, schema=schema)
+        scan.stage_problem = stage_problem
+    _finish(report, col, reader.layout, reader.nan_seen, scan, keep_indices, reading)
     report.seconds = time.perf_counter() - started
     return report
 
 
+def _reading(entry: dict[str, Any] | EntryReading | None, fmt: str | None, where: str) -> EntryReading | None:
+    from minicpm_tui.core.datasets.entry import EntryReading, read_entry
+
+    if entry is None:
+        return None
+    if fmt is not None:
+        raise UserError("cannot be combined with a dataset_info.json entry", where="--format",
+                        fix="drop --format: the entry's formatting decides how LLaMA-Factory reads the data")
+    reading = entry if isinstance(entry, EntryReading) else read_entry(entry)
+    if reading.skipped:
+        raise UserError(f"not validated: {reading.skipped}", where=where,
+                        fix="validate the data file itself (`minicpm-tui validate FILE`)")
+    return reading
+
+
+def _entry_issues(report: ValidationReport, col: _Collector, reading: EntryReading) -> None:
+    """The entry's warnings and notes first; its errors too when no record can be read through it."""
+    for w in reading.warnings:
+        col.warn(None, w.field, w.message, w.fix, w.kind)
+    report.notes.extend(reading.notes)
+    if reading.shape is None:
+        for e in reading.errors:
+            if report.file_error is None:
+                report.file_error = e
+            col.error(None, e.field, e.message, e.fix, e.kind)
+
+
 class _ScanResult:
-    __slots__ = ("records", "valid", "columns", "stats", "stage", "stage_problem", "schema")
+    __slots__ = ("records", "valid", "columns", "stats", "stage", "stage_problem", "schema", "absent")
 
     def __init__(self, records: int, valid: int, columns: dict[str, tuple[str, int]], stats: Any,
-                 stage: str | None, stage_problem: Issue | None, schema: dict[str, Any] | None = None):
+                 stage: str | None, stage_problem: Issue | None, schema: dict[str, Any] | None = None,
+                 absent: set[str] | None = None):
         self.records, self.valid, self.columns, self.stats = records, valid, columns, stats
         self.stage, self.stage_problem = stage, stage_problem
         # column -> its Arrow-like type over every object record (``folder.value_type``), when asked
         self.schema = schema
+        # an entry's mapped fields that no record has (``Shape.read_columns``)
+        self.absent = absent if absent is not None else set()
 
 
 def _scan(report: ValidationReport, col: _Collector, reader: RecordReader, stage: str | None,
@@ -613,6 +760,7 @@ def _scan(report: ValidationReport, col: _Collector, reader: RecordReader, stage
     invalid_idx = report.invalid_indices
     pending: list[tuple[int, Any]] = []  # records before the shape is known (all non-objects)
     stage_problem: Issue | None = None
+    absent = set(shape.read_columns()) if shape is not None else set()
 
     def start(rec: Any) -> None:
         nonlocal shape, check, stage, stage_problem
@@ -653,6 +801,8 @@ def _scan(report: ValidationReport, col: _Collector, reader: RecordReader, stage
                      "keep one", "duplicate_key")
             problem = None
             if type(rec) is dict:
+                if absent:
+                    absent.difference_update(rec)
                 for k, v in rec.items():
                     if first_type(k) is type(v):
                         continue  # the usual case: same Python type as where the key was first seen
@@ -691,11 +841,11 @@ def _scan(report: ValidationReport, col: _Collector, reader: RecordReader, stage
               "not_object")
         if keep_indices:
             invalid_idx.append(pidx)
-    return _ScanResult(records, valid, columns, stats, stage, stage_problem, sigs)
+    return _ScanResult(records, valid, columns, stats, stage, stage_problem, sigs, absent)
 
 
 def _finish(report: ValidationReport, col: _Collector, layout: str, nan_seen: bool, scan: _ScanResult,
-            keep_indices: bool) -> None:
+            keep_indices: bool, reading: EntryReading | None = None) -> None:
     error = col.error
     records, stage_problem = scan.records, scan.stage_problem
     report.layout = layout
@@ -706,10 +856,21 @@ def _finish(report: ValidationReport, col: _Collector, layout: str, nan_seen: bo
     if records == 0 and report.file_error is None:
         report.file_error = Issue(None, "", "holds no records", "add at least one record", "empty")
         error(None, "", "holds no records", "add at least one record", "empty")
-    if stage_problem is not None and report.file_error is None:
-        report.file_error = stage_problem
-        error(None, stage_problem.field, stage_problem.message, stage_problem.fix, "stage")
-    if report.file_error is not None and report.file_error.kind == "stage":
+    if reading is None:
+        if stage_problem is not None and report.file_error is None:
+            report.file_error = stage_problem
+            error(None, stage_problem.field, stage_problem.message, stage_problem.fix, "stage")
+    else:
+        # The entry's own errors, what it makes the stage refuse, the mapped fields no record has: each
+        # fails (or empties) LLaMA-Factory's load as a whole.
+        problems = [*reading.errors, *([stage_problem] if stage_problem else [])]
+        if records:
+            problems += _absent_problems(report.shape, scan.absent, report.columns)
+        for pr in problems:
+            if report.file_error is None:
+                report.file_error = pr
+            error(None, pr.field, pr.message, pr.fix, pr.kind)
+    if report.file_error is not None and report.file_error.kind in WHOLE_KINDS:
         report.valid, report.invalid = 0, records
         if keep_indices:
             report.invalid_indices[:] = range(records)
@@ -750,7 +911,8 @@ def _chunk_worker(task: tuple[str, int, int, int, Shape, str, bool, str, bool, b
     # the sequential path (which names the error exactly as it always has).
     return (report.errors, report.error_counts, report.warnings, report.warning_counts, scan.records,
             scan.valid, scan.columns, scan.stats.chars, scan.stats.turns, report.invalid_indices,
-            reader.lines_read, report.file_error is not None or not reader.split_ok, reader.nan_seen, scan.schema)
+            reader.lines_read, report.file_error is not None or not reader.split_ok, reader.nan_seen, scan.schema,
+            scan.absent)
 
 
 def _split_lines(path: Path, total: int, n: int) -> list[tuple[int, int]]:
@@ -819,7 +981,8 @@ def _split_array(path: Path, total: int, n: int) -> list[tuple[int, int]]:
 
 
 def _validate_parallel(p: Path, stage: str | None, fmt: str | None, progress: Progress | None,
-                       keep_indices: bool, workers: int, schema: bool = False) -> ValidationReport | None:
+                       keep_indices: bool, workers: int, schema: bool = False,
+                       reading: EntryReading | None = None) -> ValidationReport | None:
     """The report for a big JSON Lines file or JSON array from parallel chunks, or None to go sequential.
 
     Array chunks start at candidate record starts (``_split_array``); each chunk but the last
@@ -845,7 +1008,7 @@ def _validate_parallel(p: Path, stage: str | None, fmt: str | None, progress: Pr
     layout = head.layout
     if layout not in ("lines", "array") or first is None or first[0] != 0 or type(first[1]) is not dict:
         return None
-    shape = detect_format(first[1], fmt)
+    shape = reading.shape if reading is not None else detect_format(first[1], fmt)
     if shape is None:
         return None
     stage, stage_problem = resolve_stage(shape, stage)
@@ -869,14 +1032,18 @@ def _validate_parallel(p: Path, stage: str | None, fmt: str | None, progress: Pr
     report = ValidationReport(file=str(p), format=shape.name, stage=stage)
     report.shape = shape
     col = _Collector(report, keep_indices)
+    if reading is not None:
+        _entry_issues(report, col, reading)
+    absent: set[str] | None = None  # mapped fields in no chunk's records
     stats = StatsCollector(0)
     columns: dict[str, tuple[str, int]] = {}
     sigs: dict[str, Any] | None = {} if schema else None
     base_rec = base_line = records = valid = 0
     nan_seen = False
     for errors, error_counts, warnings, warning_counts, n, ok, cols, chars, turns, bad, lines, failed, nan, \
-            chunk_sigs in results:
+            chunk_sigs, chunk_absent in results:
         nan_seen = nan_seen or nan
+        absent = set(chunk_absent) if absent is None else absent & chunk_absent
         if sigs is not None:
             from minicpm_tui.core.datasets.folder import unify_types
 
@@ -914,6 +1081,6 @@ def _validate_parallel(p: Path, stage: str | None, fmt: str | None, progress: Pr
         base_line += lines
     if progress is not None:
         progress(total, total)
-    _finish(report, col, layout, nan_seen, _ScanResult(records, valid, columns, stats, stage, stage_problem, sigs),
-            keep_indices)
+    _finish(report, col, layout, nan_seen, _ScanResult(records, valid, columns, stats, stage, stage_problem, sigs,
+                                                       absent), keep_indices, reading)
     return report

@@ -77,6 +77,14 @@ class WizardStep(Screen):
             return self.STEP > 0
         return True
 
+    def why_not(self, action: str) -> str:
+        """Why a key of this screen does nothing now (F1 help says it beside the key)."""
+        if action == "next":
+            return self.blocked_reason
+        if action == "back":
+            return "this is the first step"
+        return ""
+
     def leave(self) -> None:
         """Write this screen's fields into the state before moving (subclasses extend)."""
 

@@ -176,8 +176,25 @@ is registered in the `dataset_info.json` beside it (merged, backed up) under the
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if action == "register":
-            return bool(self.key) and not self.key.startswith("demo:") and self.report is not None
+            return not self.register_refusal()
         return super().check_action(action, parameters)
+
+    def register_refusal(self) -> str:
+        """Why ^g cannot register what is chosen now ("" when it can): the core's rule (every record
+        usable, the data loadable as a whole), said before the key is offered rather than after."""
+        if not self.key or self.key.startswith("demo:"):
+            return "a demo is registered already; type a file of yours to register it"
+        if self.busy:
+            return "validating…"
+        if self.report is None:
+            return f"cannot register it: {self.error or 'it did not validate'}"
+        report = self.report
+        if report.file_error is not None or not report.records or report.invalid:
+            return f"cannot register it: {report.summary()}"
+        return ""
+
+    def why_not(self, action: str) -> str:
+        return self.register_refusal() if action == "register" else super().why_not(action)
 
     # -- validation -----------------------------------------------------------------
     def start(self, key: str) -> None:
@@ -275,8 +292,9 @@ is registered in the `dataset_info.json` beside it (merged, backed up) under the
 
     # -- registration -----------------------------------------------------------------
     def action_register(self) -> None:
-        if not self.check_action("register", ()):
-            self.notify("validate a file of yours first (demos are registered already)", severity="warning")
+        refusal = self.register_refusal()
+        if refusal:
+            self.notify(refusal, severity="warning")
             return
         name = self.query_one("#ds-name", Input).value.strip()
         if not name:
@@ -318,7 +336,10 @@ is registered in the `dataset_info.json` beside it (merged, backed up) under the
             self.blocked_reason = "LLaMA-Factory cannot load it: fix the first error listed"
             return False
         if not self.state.dataset_name:
-            self.blocked_reason = "register it (^g) under a name"
+            # Short, beside Next at 80 columns: the first unusable record is listed in the pane.
+            self.blocked_reason = (f"{self.report.invalid:,} of {self.report.records:,} records unusable: "
+                                   "fix them to register" if self.register_refusal()
+                                   else "register it (^g) under a name")
             return False
         return True
 

@@ -140,7 +140,12 @@ Reattach any time with `minicpm-tui monitor RUN_DIR`, or from the runs list (pal
         metrics = Text()
         if snap.total_steps:
             metrics.append(f"step {snap.step or 0}/{snap.total_steps}  ", style="bold")
-        metrics.append(f"elapsed {fmt_seconds(snap.elapsed_s)}  eta {fmt_seconds(snap.remaining_s)}")
+        # The run's own duration (start to end), not the trainer's clock: that one starts at the first
+        # step, and a smoke run's few steps read 0:00:00. An ended run has no ETA.
+        elapsed = snap.wall_s if snap.wall_s is not None else snap.elapsed_s
+        metrics.append(f"elapsed {fmt_seconds(elapsed)}")
+        if not snap.ended:
+            metrics.append(f"  eta {fmt_seconds(snap.remaining_s)}")
         if snap.throughput is not None:
             metrics.append(f"  {snap.throughput:,.0f} tok/s")
         if snap.epoch is not None:
@@ -223,6 +228,13 @@ Reattach any time with `minicpm-tui monitor RUN_DIR`, or from the runs list (pal
         if action == "back":
             return not self.standalone  # `minicpm-tui monitor DIR`: Esc does not quit, d does
         return True
+
+    def why_not(self, action: str) -> str:
+        if action == "stop":
+            return "the run is not running"
+        if action == "back":
+            return "the monitor was opened on its own: d leaves"
+        return ""
 
     def action_refresh(self) -> None:
         self.poll()

@@ -22,6 +22,7 @@ from minicpm_tui.tui.build import build_recipe
 from minicpm_tui.tui.screens.base import WizardStep
 from minicpm_tui.tui.widgets.membar import MemoryBar
 from minicpm_tui.tui.widgets.render import one_line, option_choices
+from minicpm_tui.tui.wording import change_in_tui_words
 
 # Recipe fields this step lets a person override ("auto" = the planner decides).
 OVERRIDES = ("zero_stage", "offload", "precision", "micro_batch", "grad_accum", "cutoff_len", "gpus")
@@ -236,8 +237,8 @@ def alternatives(data: dict[str, Any]) -> Any:
         zero = f"Z{alt.get('zero_stage')}" + ("" if alt.get("offload") in ("none", None) else "+off")
         table.add_row(f"{alt.get('method')} {zero} mb{alt.get('micro_batch')}",
                       f"{float(alt.get('peak_gib_per_gpu') or 0):.1f}G", str(alt.get("reason") or ""))
-    parts: list[Any] = [table]
+    parts: list[Any] = [table] if alts else []  # no empty "Rejected" header above the suggestions
     for s in suggestions[:3]:
         text = s if isinstance(s, str) else s.get("text") or s.get("change") or s.get("reason") or str(s)
-        parts.append(Text(f"try: {text}", style="italic"))
+        parts.append(Text(f"try: {change_in_tui_words(text)}", style="italic"))
     return Group(*parts)

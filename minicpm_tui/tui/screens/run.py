@@ -71,13 +71,21 @@ Both open the live monitor; **d** there detaches, `minicpm-tui monitor RUN_DIR` 
             return Text("No run directory yet: go back (Esc) and write it (^w).", style="bold")
         text = Text(f"Run directory: {self.run_dir}\n\n", style="bold")
         text.append("s  ", style="bold reverse")
-        text.append("  smoke run (recommended first): proves the whole chain on the CPU in about a minute\n\n")
+        # One line each at 80 columns (a wrapped one went on under the key).
+        text.append("  smoke run (do it first): proves the whole chain on the CPU in a minute\n\n")
         text.append("l  ", style="bold reverse")
         text.append("  launch the real training, detached (keeps running when you leave)\n\n")
-        text.append("m  ", style="bold reverse")
-        text.append("  open the monitor of the latest run here\n\n")
+        if self.check_action("monitor", ()):  # only once a run was started here
+            text.append("m  ", style="bold reverse")
+            text.append("  open the monitor of the latest run here\n\n")
         text.append(f"Later: minicpm-tui monitor {self.run_dir}", style="dim")
         return text
+
+    def on_screen_resume(self) -> None:
+        # Back from the monitor (or a dialog): a run may have started since the text was drawn.
+        if not self.starting:
+            self.query_one("#run-text", Static).update(self.intro())
+        self.refresh_bindings()
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if action in ("smoke", "launch"):
@@ -87,6 +95,17 @@ Both open the live monitor; **d** there detaches, `minicpm-tui monitor RUN_DIR` 
         if action == "next":
             return False  # the last step
         return super().check_action(action, parameters)
+
+    def why_not(self, action: str) -> str:
+        if action == "next":
+            return "this is the last step"
+        if self.run_dir is None and action in ("smoke", "launch", "monitor"):
+            return "no run directory yet: write it on the Review step (^w)"
+        if action in ("smoke", "launch"):
+            return "a run is starting"
+        if action == "monitor":
+            return "no run was started from this run directory yet"
+        return super().why_not(action)
 
     def ready(self) -> bool:
         self.blocked_reason = "s: smoke run   l: launch"

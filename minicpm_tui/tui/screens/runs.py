@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 from textual import work
@@ -11,7 +10,6 @@ from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import DataTable, Static
 
-from minicpm_tui.core.runner import age_text
 from minicpm_tui.tui import keys
 from minicpm_tui.tui.widgets.footer import KeysFooter
 from minicpm_tui.tui.widgets.render import one_line
@@ -56,8 +54,8 @@ class RunsScreen(Screen):
         table = self.query_one(DataTable)
         table.clear()
         for run in message.runs:
-            age = time.time() - run.started_at if run.started_at else None
-            table.add_row(run.status, run.progress, age_text(age), "-" if run.exit_code is None else str(run.exit_code),
+            # the runner's age: boot clock when it can, never negative after a wall-clock step
+            table.add_row(run.status, run.progress, run.age, "-" if run.exit_code is None else str(run.exit_code),
                           str(run.run_dir), key=str(run.run_dir))
         note = message.error or ("" if message.runs else "No runs yet: the wizard's last step launches one.")
         self.query_one("#runs-note", Static).update(note)
@@ -67,6 +65,9 @@ class RunsScreen(Screen):
         if action == "open":
             return self.query_one(DataTable).row_count > 0
         return True
+
+    def why_not(self, action: str) -> str:
+        return "no runs yet" if action == "open" else ""
 
     def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
         self.open(str(event.row_key.value))
@@ -83,4 +84,4 @@ class RunsScreen(Screen):
         self.app.push_screen(MonitorScreen(run_dir))
 
     def action_close(self) -> None:
-        self.app.pop_screen()
+        self.dismiss()  # not pop_screen: whoever opened the list may wait for it to close

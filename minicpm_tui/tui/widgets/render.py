@@ -9,10 +9,12 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
+from minicpm_tui.tui.wording import flags_as_fields, in_tui_words
+
 
 def one_line(exc: BaseException) -> str:
-    one = getattr(exc, "one_line", None)
-    return one() if callable(one) else f"{type(exc).__name__}: {exc}"
+    """An error as one line, a core error's in the wizard's words (its fields, not CLI flags)."""
+    return in_tui_words(exc)
 
 
 def option_help(name: str) -> str:
@@ -44,7 +46,7 @@ def render_hardware(profile: Any) -> RenderableType:
     if not gpus:
         parts.append(Text("No NVIDIA GPU here.", style="bold"))
         if profile.hint:
-            parts.append(Text(profile.hint))
+            parts.append(Text(flags_as_fields(profile.hint)))
         parts.append(Text("Pick a preset or a saved probe to plan for another machine (planning mode), "
                           "or go on: the CPU smoke run needs no GPU.", style="italic"))
     else:
@@ -53,7 +55,7 @@ def render_hardware(profile: Any) -> RenderableType:
             head += f"  (driver {profile.driver_version})"
         parts.append(Text(head, style="bold"))
         if profile.status != "ok" and profile.hint:
-            parts.append(Text(profile.hint, style="italic"))
+            parts.append(Text(flags_as_fields(profile.hint), style="italic"))
         # One space between columns and short names: the table fits the 44 columns the pane has at 80x24
         # (with Rich's default padding every cell was cut: "80.…", "8…", no index).
         table = Table(box=None, pad_edge=False, show_edge=False, header_style="bold", padding=(0, 1, 0, 0))

@@ -1,0 +1,220 @@
+"""Read a dataset_info.json entry the way LLaMA-Factory 0.9.x does (``llamafactory/data/parser.py``).
+
+``DatasetAttr.join`` takes ``formatting`` (default alpaca) and ``ranking`` from the entry; a ``columns``
+block sets EVERY column key to the block's value or None, so ``{"prompt": "question", "response":
+"answer"}`` also unsets query (``input``); likewise a ``tags`` block unsets every tag it does not name
+(then a leading "system" turn is no longer the system prompt). Without a block the defaults hold:
+instruction/input/output, conversations, from/value/human/gpt/observation/function_call/system.
+
+The result is a ``Shape`` whose ``columns`` / ``tags`` are exactly what the converter reads, so the
+record checkers read the user's own field names and name them in their issues, plus the problems of
+the entry itself (LLaMA-Factory fails on them before or while reading any record).
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from minicpm_tui.core.datasets.formats import (
+    COLUMN_KEYS,
+    LF_COLUMN_DEFAULTS,
+    MEDIA_KEYS,
+    SHAREGPT_TAGS,
+    TAG_KEYS,
+    Shape,
+    json_kind,
+)
+from minicpm_tui.core.datasets.register import INFO_NAME
+from minicpm_tui.core.datasets.validate import Issue, ValidationReport
+from minicpm_tui.core.errors import UserError
+
+REMOTE_KEYS = ("hf_hub_url", "ms_hub_url", "om_hub_url", "script_url", "cloud_file_name")
+# What people put in ``columns`` by mistake: the standard field names instead of LLaMA-Factory's keys.
+_FIELD_TO_KEY = {"instruction": "prompt", "input": "query", "output": "response", "conversations": "messages",
+                 "label": "kto_tag"}
+
+
+@dataclass
+class EntryReading:
+    """What LLaMA-Factory makes of one entry: the shape to check records by, and the entry's own problems."""
+
+    shape: Shape | None  # None when no record can be checked (a broken entry, a remote or unmodelled source)
+    file_name: str | None = None
+    errors: list[Issue] = field(default_factory=list)  # LLaMA-Factory fails on the entry (kind "entry")
+    warnings: list[Issue] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # what is not validated, and why
+    skipped: str | None = None  # why the records are not checked at all (remote data, openai formatting)
+
+    def without_issues(self) -> EntryReading:
+        """The same shape with the entry's own issues already reported (each file of a folder)."""
+        return EntryReading(self.shape, self.file_name, skipped=self.skipped)
+
+
+def _issue(fld: str, message: str, fix: str) -> Issue:
+    return Issue(None, fld, message, fix, "entry")
+
+
+def _block(entry: dict[str, Any], part: str, keys: tuple[str, ...], defaults: dict[str, str],
+           reading: EntryReading) -> dict[str, str | None] | None:
+    """``columns`` or ``tags`` as DatasetAttr.join sets them: the defaults, or the block with the rest unset.
+    None when the block is not an object (LLaMA-Factory fails on it)."""
+    if part not in entry:
+        return {key: defaults.get(key) for key in keys}
+    block = entry[part]
+    if not isinstance(block, dict):
+        reading.errors.append(_issue(part, f"is a JSON {json_kind(block)}, not an object; LLaMA-Factory "
+                                     f"fails reading it", f"write {part} as {{\"{keys[0]}\": \"<your field>\", ...}}"))
+        return None
+    for key, value in block.items():
+        if key not in keys:
+            hint = _FIELD_TO_KEY.get(key) if part == "columns" else None
+            hint = hint or next(iter(difflib.get_close_matches(key, keys, n=1)), None)
+            reading.warnings.append(Issue(None, f"{part}.{key}", f"is not a {part[:-1]} key LLaMA-Factory reads "
+                                          f"(it reads {', '.join(keys)}), so it is ignored",
+                                          f"use {hint!r} (keys name LLaMA-Factory's role, values your field)" if hint
+                                          else f"remove it from {part}", "entry_key"))
+        elif value is not None and not isinstance(value, str):
+            reading.errors.append(_issue(f"{part}.{key}", f"is a JSON {json_kind(value)}, not a field name; "
+                                         "LLaMA-Factory looks it up in every record and fails",
+                                         f"write the name of your field as a string, e.g. \"{key}\": \"my_{key}\""))
+    return {key: (v if isinstance(v := block.get(key), str) else None) for key in keys}
+
+
+def read_entry(entry: Any) -> EntryReading:
+    """The shape and problems of one dataset_info.json entry, as LLaMA-Factory reads a local file through it."""
+    if not isinstance(entry, dict):
+        return EntryReading(None, errors=[_issue("", "is not a JSON object; LLaMA-Factory cannot read it",
+                                                 "write the entry as {\"file_name\": ..., \"columns\": {...}}")])
+    remote = next((k for k in REMOTE_KEYS if k in entry), None)
+    if remote is not None:
+        return EntryReading(None, skipped=f"its data comes from {remote} {entry[remote]!r}, not a local file")
+    reading = EntryReading(None, file_name=entry.get("file_name") if isinstance(entry.get("file_name"), str) else None)
+    if reading.file_name is None:
+        what = "is missing" if "file_name" not in entry else "is not a string"
+        reading.errors.append(_issue("file_name", f"{what}; LLaMA-Factory fails on this entry (KeyError: "
+                                     "'file_name')", "set file_name to the data file or folder, relative to "
+                                     "dataset_dir"))
+    formatting = entry.get("formatting", "alpaca")
+    if formatting == "openai":
+        # The OpenAI converter (0.9.4+; 0.9.2-0.9.3 fail on the name) merges tool turns and maps roles
+        # before checking them: a model of its own that the checkers here do not have.
+        reading.skipped = ("its formatting is 'openai', which minicpm-tui does not model (LLaMA-Factory's OpenAI "
+                           "converter, 0.9.4 and later only)")
+        return reading
+    if formatting not in ("alpaca", "sharegpt"):
+        reading.errors.append(_issue("formatting", f"is {formatting!r}; LLaMA-Factory knows alpaca, sharegpt and "
+                                     "openai ('Dataset converter ... not found')", "use \"alpaca\" or \"sharegpt\""))
+        return reading
+    ranking = entry.get("ranking", False)
+    if not isinstance(ranking, bool):
+        # DatasetAttr checks `ranking is True/False`: anything else passes the stage check and acts truthy.
+        reading.errors.append(_issue("ranking", f"is {ranking!r}, not a JSON boolean", "write true or false "
+                                     "without quotes"))
+        ranking = bool(ranking)
+    columns = _block(entry, "columns", COLUMN_KEYS, LF_COLUMN_DEFAULTS, reading)
+    tags = _block(entry, "tags", TAG_KEYS, SHAREGPT_TAGS, reading)
+    if columns is None or tags is None:
+        return reading
+    # Records are checked unless the entry leaves nothing to check them by (no turns, no role key, ...).
+    readable = reading.file_name is not None
+    split = entry.get("split", "train")
+    base = split.split("[", 1)[0].strip() if isinstance(split, str) else None
+    if base != "train":
+        reading.errors.append(_issue("split", f"is {split!r}; a local file has only the 'train' split "
+                                     "(datasets: Unknown split)", "remove split, or set it to \"train\""))
+    elif split != "train":
+        reading.notes.append(f"split {split!r}: LLaMA-Factory reads only that slice; every record is checked")
+    media = [key for key in MEDIA_KEYS if columns[key]]
+    if media:
+        reading.notes.append(f"the media columns ({', '.join(media)}) are not checked (multimodal data)")
+    # Keys LLaMA-Factory looks up in every record (or turn): unset, its load fails and no record can be read.
+    required: list[tuple[str, str, str]] = []
+    if formatting == "sharegpt":
+        required += [("columns", "messages", "sharegpt reads the turns from it"),
+                     ("tags", "role_tag", "it is looked up in every turn"),
+                     ("tags", "content_tag", "it is looked up in every turn")]
+    if ranking:
+        required += [("columns", key, "the entry has \"ranking\": true, which reads the preference pair from it")
+                     for key in ("chosen", "rejected")]
+    for part, key, why in required:
+        if (columns if part == "columns" else tags)[key] is None:
+            reading.errors.append(_issue(f"{part}.{key}", f"is not set ({why}); a {part} block unsets every key "
+                                         "it does not name, and LLaMA-Factory fails looking it up",
+                                         f"add \"{key}\": \"<your field>\" to {part}"))
+            readable = False
+    if ranking and columns["kto_tag"] is not None:
+        reading.errors.append(_issue("columns.kto_tag", "is set in a ranking entry; LLaMA-Factory then makes every "
+                                     "record with a boolean label a KTO pair (the answer against an empty one) and "
+                                     "ignores chosen/rejected", "remove kto_tag from columns, or ranking from the "
+                                     "entry"))
+    if formatting == "alpaca" and not columns["prompt"] and not columns["query"]:
+        reading.warnings.append(Issue(None, "columns.prompt", "is not set and neither is query: every prompt "
+                                      "is empty", "add \"prompt\": \"<your question field>\" to columns",
+                                      "empty_prompt"))
+    if readable:
+        sharegpt = formatting == "sharegpt"
+        reading.shape = Shape(formatting, ranking=ranking, kto_key=columns["kto_tag"],
+                              messages_key=(columns["messages"] or "") if sharegpt else "",
+                              tags=tags if sharegpt else {}, columns=columns)
+    return reading
+
+
+def load_dataset_info(path: str | os.PathLike[str]) -> tuple[Path, dict[str, Any]]:
+    """(the dataset_info.json, its entries by name); ``path`` is the file or the folder holding it."""
+    p = Path(path)
+    if p.is_dir():
+        p = p / INFO_NAME
+    if not p.is_file():
+        raise UserError("no such file", where=str(p), fix="pass a dataset_info.json, or the folder holding it "
+                        "(LLaMA-Factory's dataset_dir)")
+    try:
+        data = json.loads(p.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise UserError("is not UTF-8 text", where=str(p), fix="save it as UTF-8 JSON") from None
+    except ValueError as exc:
+        raise UserError(f"is not valid JSON ({exc})", where=str(p), fix="fix it: LLaMA-Factory cannot read it "
+                        "either") from None
+    if not isinstance(data, dict):
+        raise UserError("is not a JSON object of dataset entries", where=str(p),
+                        fix="write it as {\"name\": {\"file_name\": ...}, ...}")
+    return p, data
+
+
+def find_entry(info: dict[str, Any], name: str, where: str) -> Any:
+    """The entry registered as ``name``, or a UserError that offers the closest name."""
+    if name not in info:
+        close = difflib.get_close_matches(name, [str(k) for k in info], n=1)
+        raise UserError(f"no dataset {name!r} is registered here", where=where,
+                        fix=f"did you mean {close[0]!r}?" if close else
+                        f"use one of {', '.join(map(repr, list(info)[:8]))}" if info else
+                        "register one with `minicpm-tui register FILE --name NAME --dataset-dir DIR`")
+    return info[name]
+
+
+def validate_entry(name: str, entry: Any, dataset_dir: str | os.PathLike[str], stage: str | None = None,
+                   **kwargs: Any) -> ValidationReport:
+    """Validate dataset ``name``'s data through its entry, as LLaMA-Factory loads it from ``dataset_dir``.
+
+    Raises UserError when there is nothing to validate: the entry names no file (exit 1), or its data is
+    not a local file or has a formatting not modelled here (``EntryReading.skipped``, exit 2).
+    ``kwargs`` go to ``validate_file`` (progress, keep_indices, token_sample, ...).
+    """
+    from minicpm_tui.core.datasets.validate import validate_file
+
+    where = f"{Path(dataset_dir) / INFO_NAME}: {name}"
+    reading = entry if isinstance(entry, EntryReading) else read_entry(entry)
+    if reading.skipped:
+        raise UserError(f"not validated: {reading.skipped}", where=where,
+                        fix="validate the data file itself (`minicpm-tui validate FILE`)")
+    if reading.file_name is None:
+        first = reading.errors[0]
+        raise UserError(f"{first.field + ': ' if first.field else ''}{first.message}", where=where, fix=first.fix,
+                        exit_code=1)
+    # LLaMA-Factory: os.path.join(dataset_dir, file_name), so an absolute file_name stands on its own.
+    path = Path(dataset_dir) / Path(reading.file_name).expanduser()
+    return validate_file(path, stage=stage, entry=reading, **kwargs)

@@ -1,0 +1,156 @@
+"""Data read through hand-written dataset_info.json entries that map their own column and tag names.
+
+Each case is (file, entry, stage): the kind of entry people bring from an existing LLaMA-Factory setup.
+Good and broken records sit side by side, so the verdicts are compared record by record; a record that
+makes LLaMA-Factory's whole load fail (a KeyError, a bad history pair) goes in a file of its own.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+ME_BOT = {"role_tag": "speaker", "content_tag": "text", "user_tag": "me", "assistant_tag": "bot"}
+ROLE_CONTENT = {"role_tag": "role", "content_tag": "content", "user_tag": "user", "assistant_tag": "assistant"}
+
+
+def _turns(*pairs: tuple[str, str | None], role: str = "speaker", content: str = "text") -> list[dict[str, Any]]:
+    return [{role: r, content: c} for r, c in pairs]
+
+
+def _cases() -> dict[str, tuple[list[Any] | str, dict[str, Any], str]]:
+    """name -> (records, or CSV text, entry without file_name, stage)."""
+    cases: dict[str, tuple[list[Any] | str, dict[str, Any], str]] = {}
+    # alpaca, every column renamed: the standard names in the records are not read
+    cases["alpaca_renamed"] = ([
+        {"question": "q0", "context": "c0", "answer": "a0", "sys_prompt": "be brief", "past": [["h", "i"]]},
+        {"question": "q1", "context": "", "answer": None, "sys_prompt": "s", "past": None},  # no answer: dropped
+        {"question": "q2", "context": None, "answer": "", "sys_prompt": None, "past": []},  # empty answer: kept
+        {"question": None, "context": "c3", "answer": "a3", "sys_prompt": None, "past": None},  # query only: kept
+        {"question": "q4", "answer": None, "sys_prompt": None, "past": None, "output": "not read"},  # dropped
+        {"question": "q5", "answer": "a5", "instruction": "not read", "output": None},  # kept
+        {"question": "q6", "context": "c6", "answer": "a6", "past": [["h1", "i1"], ["h2", "i2"]]},  # kept
+    ], {"columns": {"prompt": "question", "query": "context", "response": "answer", "system": "sys_prompt",
+                    "history": "past"}}, "sft")
+    # the standard names swapped: prompt is read from `output`, the answer from `instruction`
+    cases["alpaca_swapped_names"] = ([
+        {"instruction": "the answer", "output": "the question"},  # kept
+        {"instruction": None, "output": "q"},  # no answer: dropped
+        {"instruction": "a", "output": None},  # empty prompt: kept
+    ], {"columns": {"prompt": "output", "response": "instruction"}}, "sft")
+    # a renamed tools column (the template parses it)
+    tools = json.dumps([{"name": "f", "parameters": {"type": "object", "properties": {}}}])
+    cases["alpaca_renamed_tools"] = ([
+        {"q": "a", "r": "b", "tl": tools},  # kept
+        {"q": "a", "r": "b", "tl": "not json"},  # the template raises
+        {"q": "a", "r": "b", "tl": ""},  # kept
+        {"q": "a", "r": "b", "tl": None},  # kept
+    ], {"columns": {"prompt": "q", "response": "r", "tools": "tl"}}, "sft")
+    # CSV with its own header names (an empty cell is null)
+    cases["csv_renamed"] = ("question,answer,extra\nq0,a0,x\nq1,,y\n,a2,z\n",
+                            {"columns": {"prompt": "question", "response": "answer"}}, "sft")
+    # a columns block unsets what it does not name: `input` (a list here!) and `system` are never read
+    cases["alpaca_partial_columns"] = ([
+        {"question": "q0", "input": ["not", "read"], "answer": "a0", "system": "not read"},
+        {"question": "q1", "input": [], "answer": "a1", "system": None},
+        {"question": "q2", "input": ["x"], "answer": None, "system": None},  # dropped
+    ], {"columns": {"prompt": "question", "response": "answer"}}, "sft")
+    # sharegpt with a renamed messages column and a tags block naming four tags (the rest unset)
+    cases["sharegpt_renamed_tags"] = ([
+        {"dialog": _turns(("me", "hi"), ("bot", "yo")), "sys": "be kind"},  # kept
+        {"dialog": _turns(("me", "a"), ("bot", "b"), ("me", "c"), ("bot", "d")), "sys": None},  # kept
+        {"dialog": _turns(("system", "s"), ("me", "a"), ("bot", "b")), "sys": None},  # no system_tag: dropped
+        {"dialog": _turns(("bot", "a"), ("me", "b")), "sys": None},  # wrong order: dropped
+        {"dialog": _turns(("me", "a"), ("bot", "b"), ("me", "c")), "sys": None},  # odd count: dropped
+        {"dialog": _turns(("human", "a"), ("gpt", "b")), "sys": None},  # the default tags are not read
+        {"dialog": _turns(("me", "a"), ("bot", "")), "sys": None},  # empty answer: kept
+        {"dialog": _turns(("me", "a"), ("bot", None)), "sys": None},  # no content: the template raises
+        {"dialog": [], "sys": None},  # no turns: dropped
+        {"dialog": [{"speaker": "me", "text": "a"}, {"text": "b"}], "sys": None},  # no role: the template raises
+    ], {"formatting": "sharegpt", "columns": {"messages": "dialog", "system": "sys"}, "tags": ME_BOT}, "sft")
+    # every tag renamed, system/observation/function included
+    full_tags = {"role_tag": "r", "content_tag": "c", "user_tag": "u", "assistant_tag": "a", "system_tag": "s",
+                 "observation_tag": "o", "function_tag": "f"}
+    call = json.dumps({"name": "get_time", "arguments": {}})
+    cases["sharegpt_all_tags"] = ([
+        {"chat": _turns(("s", "sys"), ("u", "hi"), ("a", "yo"), role="r", content="c")},  # kept
+        {"chat": _turns(("u", "t?"), ("f", call), ("o", "12:00"), ("a", "noon"), role="r", content="c")},  # kept
+        {"chat": _turns(("u", "t?"), ("f", "not json"), ("o", "x"), ("a", "y"), role="r", content="c")},  # raises
+        {"chat": _turns(("u", "a"), ("s", "late system"), role="r", content="c")},  # dropped
+        {"chat": _turns(("from", "a"), ("a", "b"), role="r", content="c")},  # dropped
+    ], {"formatting": "sharegpt", "columns": {"messages": "chat"}, "tags": full_tags}, "sft")
+    # DPO, alpaca: chosen/rejected renamed (strings)
+    cases["dpo_alpaca_renamed"] = ([
+        {"q": "q0", "good": "yes", "bad": "no"},  # kept
+        {"q": "q1", "good": None, "bad": "no"},  # dropped
+        {"q": "q2", "good": "yes", "bad": None, "chosen": "not read", "rejected": "not read"},  # dropped
+        {"q": None, "good": "yes", "bad": "no"},  # empty prompt: kept
+    ], {"ranking": True, "columns": {"prompt": "q", "chosen": "good", "rejected": "bad"}}, "dpo")
+    # DPO, sharegpt: chosen/rejected renamed (message objects), role/content tags
+    pos = {"role": "assistant", "content": "good"}
+    neg = {"role": "assistant", "content": "bad"}
+    cases["dpo_sharegpt_renamed"] = ([
+        {"turns": _turns(("user", "q"), role="role", content="content"), "pos": pos, "neg": neg},  # kept
+        {"turns": _turns(("user", "q"), ("assistant", "a"), role="role", content="content"), "pos": pos,
+         "neg": neg},  # even count: dropped
+        {"turns": _turns(("user", "q"), role="role", content="content"), "pos": None, "neg": neg},  # dropped
+        {"turns": _turns(("user", "q"), role="role", content="content"),
+         "pos": {"role": "user", "content": "odd"}, "neg": neg},  # a user answer: LF keeps it (we warn)
+        {"turns": _turns(("user", "q"), role="role", content="content"), "pos": {"role": None, "content": "x"},
+         "neg": neg},  # an answer without a role: the template raises
+        {"turns": _turns(("assistant", "q"), role="role", content="content"), "pos": pos, "neg": neg},  # dropped
+    ], {"formatting": "sharegpt", "ranking": True, "columns": {"messages": "turns", "chosen": "pos",
+                                                               "rejected": "neg"}, "tags": ROLE_CONTENT}, "dpo")
+    # KTO, alpaca: kto_tag renamed
+    cases["kto_alpaca_renamed"] = ([
+        {"ask": "q0", "reply": "a0", "thumbs_up": True},  # kept
+        {"ask": "q1", "reply": "a1", "thumbs_up": False},  # kept
+        {"ask": "q2", "reply": "a2", "thumbs_up": None, "label": True},  # the standard name is not read: dropped
+        {"ask": "q3", "reply": "", "thumbs_up": True},  # empty answer: kept
+    ], {"columns": {"prompt": "ask", "response": "reply", "kto_tag": "thumbs_up"}}, "kto")
+    # KTO, sharegpt: kto_tag renamed, role/content tags
+    cases["kto_sharegpt_renamed"] = ([
+        {"msgs": _turns(("user", "q"), ("assistant", "a"), role="role", content="content"), "ok": True},
+        {"msgs": _turns(("user", "q"), ("assistant", "a"), role="role", content="content"), "ok": None},  # dropped
+        {"msgs": _turns(("assistant", "q"), ("user", "a"), role="role", content="content"), "ok": False},  # dropped
+        {"msgs": _turns(("user", "q"), ("assistant", "a"), role="role", content="content"), "ok": False},
+    ], {"formatting": "sharegpt", "columns": {"messages": "msgs", "kto_tag": "ok"}, "tags": ROLE_CONTENT}, "kto")
+    # A KTO entry trained with SFT: a boolean label makes a KTO example, which SFT drops; a null one does not.
+    cases["kto_entry_for_sft"] = ([
+        {"ask": "q0", "reply": "a0", "ok": True},  # dropped
+        {"ask": "q1", "reply": "a1", "ok": None},  # kept
+        {"ask": "q2", "reply": "a2", "ok": False},  # dropped
+    ], {"columns": {"prompt": "ask", "response": "reply", "kto_tag": "ok"}}, "sft")
+    # -- the whole load fails (or keeps nothing): reported for the file ---------------------------------------
+    cases["entry_column_in_no_record"] = ([{"question": "q", "answer": "a"}] * 2,
+                                          {"columns": {"prompt": "question", "response": "reply"}}, "sft")
+    cases["entry_no_response_column"] = ([{"question": "q", "answer": "a"}] * 2,
+                                         {"columns": {"prompt": "question", "query": "answer"}}, "sft")
+    cases["entry_default_query_missing"] = ([{"instruction": "q", "output": "a"}] * 2, {}, "sft")  # no `input`
+    cases["entry_sharegpt_without_messages"] = ([{"dialog": _turns(("me", "a"), ("bot", "b"))}],
+                                                {"formatting": "sharegpt", "columns": {"system": "sys"},
+                                                 "tags": ME_BOT}, "sft")
+    cases["entry_sharegpt_on_alpaca_data"] = ([{"instruction": "q", "input": "", "output": "a"}],
+                                              {"formatting": "sharegpt"}, "sft")
+    cases["entry_not_ranking_for_dpo"] = ([{"q": "q", "good": "y", "bad": "n"}],
+                                          {"columns": {"prompt": "q", "chosen": "good", "rejected": "bad"}}, "dpo")
+    cases["entry_bad_history_pair"] = ([{"question": "q", "answer": "a", "past": [["one", "two", "three"]]}],
+                                       {"columns": {"prompt": "question", "response": "answer",
+                                                    "history": "past"}}, "sft")
+    return cases
+
+
+def write_custom(folder: Path) -> list[tuple[str, Path, dict[str, Any], str]]:
+    """Write the cases' data files: (name, file, entry with its file_name, stage) for each."""
+    folder.mkdir(parents=True, exist_ok=True)
+    out = []
+    for name, (records, entry, stage) in _cases().items():
+        if isinstance(records, str):
+            path = folder / f"{name}.csv"
+            path.write_text(records, encoding="utf-8")
+        else:
+            path = folder / f"{name}.jsonl"
+            path.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
+        out.append((name, path, {"file_name": str(path), **entry}, stage))
+    return out

@@ -1,0 +1,252 @@
+"""Validating data through a dataset_info.json entry that maps its own columns and tags (fast, no LLaMA-Factory).
+
+``test_datasets_agreement.py`` checks the verdicts against LLaMA-Factory itself; these pin the entry's
+semantics, the issues' wording (the user's field names), the parallel and folder paths, and the CLI.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from minicpm_tui.cli import main
+from minicpm_tui.core.datasets import dataset_info_entry, validate_file
+from minicpm_tui.core.datasets.entry import read_entry, validate_entry
+from minicpm_tui.core.errors import UserError
+
+CORPUS = Path(__file__).parent / "datasets_corpus"
+QA = {"columns": {"prompt": "question", "response": "answer"}}
+ME_BOT = {"role_tag": "speaker", "content_tag": "text", "user_tag": "me", "assistant_tag": "bot"}
+
+
+def _jsonl(path: Path, records: list) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
+    return path
+
+
+def _turns(*pairs: tuple[str, str]) -> list[dict]:
+    return [{"speaker": r, "text": c} for r, c in pairs]
+
+
+def test_a_block_unsets_what_it_does_not_name_as_lf_does():
+    shape = read_entry({"file_name": "x", **QA}).shape
+    assert shape.column("prompt") == "question" and shape.column("response") == "answer"
+    assert shape.column("query") is None and shape.column("system") is None  # not `input` / `system`
+    shape = read_entry({"file_name": "x"}).shape  # no block: LLaMA-Factory's defaults
+    assert (shape.column("prompt"), shape.column("query"), shape.column("response")) == ("instruction", "input",
+                                                                                          "output")
+    assert shape.column("history") is None and shape.read_columns() == {"instruction": "prompt", "input": "query",
+                                                                        "output": "response"}
+    shape = read_entry({"file_name": "x", "formatting": "sharegpt", "columns": {"messages": "dialog"},
+                        "tags": ME_BOT}).shape
+    assert shape.messages_key == "dialog" and shape.tags["system_tag"] is None and shape.tags["user_tag"] == "me"
+
+
+def test_alpaca_issues_name_the_entrys_fields(tmp_path):
+    f = _jsonl(tmp_path / "qa.jsonl", [
+        {"question": "q0", "answer": "a0", "output": 5},  # `output` is not read: no type error
+        {"question": "q1", "answer": None, "output": None},
+        {"question": "", "answer": "a2", "instruction": "not read"},
+    ])
+    rep = validate_file(f, entry={"file_name": str(f), **QA}, keep_indices=True)
+    assert rep.invalid_indices == [1] and rep.format == "alpaca" and rep.stage == "sft"
+    assert (rep.errors[0].record, rep.errors[0].field) == (1, "answer")
+    assert "in answer" in rep.errors[0].fix
+    assert [(w.record, w.field, w.kind) for w in rep.warnings] == [(2, "question", "empty_prompt")]
+    # detection reads the standard names: it blames record 0's `output`, which this entry never reads
+    assert (validate_file(f).errors[0].record, validate_file(f).errors[0].field) == (0, "output")
+
+
+def test_sharegpt_renamed_tags_and_the_unset_system_tag(tmp_path):
+    f = _jsonl(tmp_path / "dlg.jsonl", [
+        {"dialog": _turns(("me", "hi"), ("bot", "yo"))},
+        {"dialog": _turns(("system", "s"), ("me", "hi"), ("bot", "yo"))},
+        {"dialog": _turns(("bot", "hi"), ("me", "yo"))},
+        {"dialog": _turns(("human", "hi"), ("gpt", "yo"))},
+    ])
+    entry = {"file_name": str(f), "formatting": "sharegpt", "columns": {"messages": "dialog"}, "tags": ME_BOT}
+    rep = validate_file(f, entry=entry, keep_indices=True)
+    assert rep.invalid_indices == [1, 2, 3]
+    first = rep.errors[0]
+    assert first.field == "dialog[0].speaker" and "sets no system_tag" in first.message
+    assert "system_tag" in first.fix
+    assert "must be me" in rep.errors[1].message and "'human'" in rep.errors[2].message
+    # with a system_tag the leading system turn is the system prompt again
+    entry["tags"] = {**ME_BOT, "system_tag": "system"}
+    assert validate_file(f, entry=entry, keep_indices=True).invalid_indices == [2, 3]
+
+
+def test_dpo_and_kto_with_renamed_columns(tmp_path):
+    dpo = _jsonl(tmp_path / "dpo.jsonl", [{"q": "q", "good": "y", "bad": "n"}, {"q": "q", "good": "y",
+                                                                               "chosen": "x", "rejected": "z"}])
+    entry = {"file_name": str(dpo), "ranking": True, "columns": {"prompt": "q", "chosen": "good", "rejected": "bad"}}
+    rep = validate_file(dpo, entry=entry, keep_indices=True)
+    assert rep.stage == "dpo" and rep.invalid_indices == [1] and rep.errors[0].field == "bad"
+    rep = validate_file(dpo, stage="sft", entry=entry)
+    assert rep.file_error.kind == "stage" and rep.file_error.field == "ranking" and rep.valid == 0
+    kto = _jsonl(tmp_path / "kto.jsonl", [{"ask": "q", "reply": "a", "thumbs": True},
+                                          {"ask": "q", "reply": "a", "thumbs": "true"}])
+    entry = {"file_name": str(kto), "columns": {"prompt": "ask", "response": "reply", "kto_tag": "thumbs"}}
+    rep = validate_file(kto, entry=entry, keep_indices=True)
+    assert rep.stage == "kto" and rep.invalid_indices == [1]
+    assert (rep.errors[0].field, rep.errors[0].kind) == ("thumbs", "mixed_types")
+    # an entry's kto_tag is read for SFT too: a boolean label makes a KTO example, which SFT drops
+    rep = validate_file(kto, stage="sft", entry=entry, keep_indices=True)
+    assert rep.invalid_indices == [0, 1] and rep.errors[0].kind == "kto_in_sft" and rep.errors[0].field == "thumbs"
+
+
+@pytest.mark.parametrize("entry, field, words", [
+    ({"columns": {"prompt": "question", "response": "reply"}}, "reply", "is in no record"),
+    ({"columns": {"prompt": "question", "query": "answer"}}, "columns.response", "is not set"),
+    ({}, "instruction", "is in no record"),  # the defaults read instruction/input/output
+    ({"formatting": "sharegpt"}, "conversations", "is in no record"),
+    ({"ranking": True, "columns": {"prompt": "question", "chosen": "answer"}}, "columns.rejected", "is not set"),
+    ({"formatting": "sharegpt", "columns": {"system": "s"}}, "columns.messages", "is not set"),
+    ({"formatting": "sharegpt", "tags": {"role_tag": "from"}}, "tags.content_tag", "is not set"),
+    ({"formatting": "sharegpt4"}, "formatting", "alpaca, sharegpt and openai"),
+    ({"columns": ["question", "answer"]}, "columns", "not an object"),
+    ({"ranking": "yes", **QA}, "ranking", "not a JSON boolean"),
+    ({"split": "test", **QA}, "split", "only the 'train' split"),
+    ({"columns": {"prompt": "question", "response": "answer", "kto_tag": "ok"}, "ranking": True}, "columns.chosen",
+     "is not set"),
+])
+def test_entry_problems_fail_the_whole_file(tmp_path, entry, field, words):
+    f = _jsonl(tmp_path / "qa.jsonl", [{"question": "q", "answer": "a"}] * 3)
+    rep = validate_file(f, entry={"file_name": str(f), **entry})
+    assert not rep.ok and rep.file_error.field == field and words in rep.file_error.message
+    assert rep.file_error.kind in ("entry", "stage") and rep.valid == 0
+    assert rep.summary().startswith(f"{field}: ")  # what preflight shows: the field, then why
+    assert any(line.startswith(f"{f}: {field}: ") for line in rep.lines())
+
+
+def test_entry_warnings_and_notes(tmp_path):
+    f = _jsonl(tmp_path / "qa.jsonl", [{"question": "q", "answer": "a", "img": "x.png"}])
+    rep = validate_file(f, entry={"file_name": str(f), "split": "train[:10]",
+                                  "columns": {"prompt": "question", "response": "answer", "output": "answer",
+                                              "images": "img"}})
+    assert rep.ok
+    assert [(w.field, w.kind) for w in rep.warnings] == [("columns.output", "entry_key")]
+    assert "use 'response'" in rep.warnings[0].fix
+    assert len(rep.notes) == 2 and "only that slice" in rep.notes[0] and "images" in rep.notes[1]
+    assert rep.to_json()["notes"] == rep.notes and any(line.startswith("note: ") for line in rep.lines())
+
+
+def test_unmodelled_entries_are_not_validated(tmp_path):
+    for entry, words in (({"hf_hub_url": "a/b"}, "hf_hub_url"), ({"file_name": "x", "formatting": "openai"},
+                                                                  "openai")):
+        assert words in read_entry(entry).skipped
+        with pytest.raises(UserError, match="not validated") as exc:
+            validate_entry("x", entry, tmp_path)
+        assert exc.value.exit_code == 2
+    with pytest.raises(UserError, match="file_name: is missing") as exc:
+        validate_entry("x", {"columns": {}}, tmp_path)
+    assert exc.value.exit_code == 1
+
+
+def test_standard_entries_read_as_the_detected_shape(tmp_path):
+    """The corpus through the entry we would register gives the verdicts detection gives, record by record."""
+    for f in sorted(p for p in CORPUS.iterdir() if p.suffix in (".json", ".jsonl", ".csv")):
+        for stage in ("sft", "dpo", "kto"):
+            rep = validate_file(f, stage=stage, keep_indices=True)
+            if rep.shape is None:
+                continue
+            entry = dataset_info_entry(rep, file_name=str(f))
+            through = validate_file(f, stage=stage, keep_indices=True, entry=entry)
+            assert (through.ok, through.invalid_indices) == (rep.ok, rep.invalid_indices), (f.name, stage)
+            assert (through.file_error is None) == (rep.file_error is None), (f.name, stage)
+            if rep.file_error is None:  # a refused stage names the entry's key (ranking) instead: no record matters
+                assert [(e.record, e.field, e.kind) for e in through.errors] == \
+                    [(e.record, e.field, e.kind) for e in rep.errors], (f.name, stage)
+            assert dataset_info_entry(through, file_name=str(f)) == entry  # the entry round-trips
+
+
+def test_parallel_chunks_read_through_the_entry(tmp_path):
+    records = [{"question": f"q{i}", "answer": f"a{i}"} for i in range(3000)]
+    for i in (7, 1500, 2999):
+        records[i] = {"question": "q", "answer": None}
+    records[10]["sys"] = "s"
+    f = _jsonl(tmp_path / "big.jsonl", records)
+    entry = {"file_name": str(f), "columns": {"prompt": "question", "response": "answer", "system": "sys"}}
+    seq = validate_file(f, entry=entry, keep_indices=True, parallel_min_bytes=None)
+    par = validate_file(f, entry=entry, keep_indices=True, parallel_min_bytes=0, workers=2)
+    assert seq.invalid_indices == par.invalid_indices == [7, 1500, 2999]
+    assert [e.brief() for e in par.errors] == [e.brief() for e in seq.errors]
+    assert par.errors[0].brief().startswith("record 7: answer: is missing")
+    # a mapped column no chunk has: the same file-level issue both ways
+    entry["columns"]["history"] = "past"
+    seq = validate_file(f, entry=entry, parallel_min_bytes=None)
+    par = validate_file(f, entry=entry, parallel_min_bytes=0, workers=2)
+    assert seq.file_error.field == par.file_error.field == "past" and seq.summary() == par.summary()
+
+
+def test_folder_read_through_the_entry(tmp_path):
+    folder = tmp_path / "shards"
+    _jsonl(folder / "part-1.jsonl", [{"question": "q", "answer": "a"}] * 2)
+    _jsonl(folder / "part-2.jsonl", [{"question": "q", "answer": "a"}, {"question": "q", "answer": 3}])
+    rep = validate_file(folder, entry={"file_name": str(folder), **QA, "columns": {**QA["columns"], "x": "y"}},
+                        keep_indices=True)
+    assert rep.invalid_indices == [3] and rep.errors[0].file == "part-2.jsonl" and rep.errors[0].field == "answer"
+    assert rep.warning_counts["entry_key"] == 1  # the entry's own issue once for the folder, not once per file
+    rep = validate_file(folder, entry={"file_name": str(folder), "split": "test", **QA})
+    assert rep.error_counts["entry"] == 1 and rep.file_error.field == "split" and rep.valid == 0
+
+
+# -- the CLI ------------------------------------------------------------------------------------------------
+@pytest.fixture()
+def info_dir(tmp_path) -> Path:
+    _jsonl(tmp_path / "qa.jsonl", [{"question": "q", "answer": "a"}, {"question": "q", "answer": None}])
+    _jsonl(tmp_path / "dlg.jsonl", [{"dialog": _turns(("me", "hi"), ("bot", "yo"))}])
+    (tmp_path / "dataset_info.json").write_text(json.dumps({
+        "qa": {"file_name": "qa.jsonl", **QA},
+        "dlg": {"file_name": "dlg.jsonl", "formatting": "sharegpt", "columns": {"messages": "dialog"},
+                "tags": ME_BOT},
+        "hub": {"hf_hub_url": "a/b"},
+        "nofile": {"columns": {}},
+        "broken": ["not", "an", "entry"],
+        "gone": {"file_name": "missing.jsonl"},
+    }), encoding="utf-8")
+    return tmp_path
+
+
+def test_cli_validates_a_registered_dataset_through_its_entry(info_dir, capsys):
+    assert main(["validate", "--dataset-info", str(info_dir), "dlg"]) == 0
+    assert "0 not usable" in capsys.readouterr().out
+    info = info_dir / "dataset_info.json"
+    assert main(["validate", "--dataset-info", str(info), "qa"]) == 1  # the file itself, or its folder
+    out = capsys.readouterr().out
+    assert f"{info_dir / 'qa.jsonl'}:record 1: answer: is missing" in out
+    assert main(["validate", "--dataset-info", str(info), "qa", "--json"]) == 1
+    data = json.loads(capsys.readouterr().out)
+    assert data["dataset_info"]["columns"]["response"] == "answer" and data["errors"][0]["field"] == "answer"
+
+
+@pytest.mark.parametrize("argv, code, words", [
+    (["qaa"], 2, "no dataset 'qaa' is registered here; did you mean 'qa'?"),
+    (["hub"], 2, "hub: not validated: its data comes from hf_hub_url"),
+    (["nofile"], 1, "nofile: file_name: is missing"),
+    (["broken"], 1, "broken: is not a JSON object"),
+    (["gone"], 1, "missing.jsonl: (file): no such file"),
+    (["qa", "--format", "alpaca"], 2, "--format: cannot be combined with --dataset-info"),
+])
+def test_cli_entry_errors_are_one_line(info_dir, capsys, argv, code, words):
+    assert main(["validate", "--dataset-info", str(info_dir), *argv]) == code
+    captured = capsys.readouterr()
+    text = captured.err + captured.out
+    assert words in text and "Traceback" not in text
+    if code == 2:
+        assert len(captured.err.strip().splitlines()) == 1 and captured.err.startswith("minicpm-tui: error: ")
+
+
+def test_cli_bad_dataset_info_files(tmp_path, capsys):
+    assert main(["validate", "--dataset-info", str(tmp_path), "x"]) == 2
+    assert "dataset_info.json: no such file" in capsys.readouterr().err
+    (tmp_path / "dataset_info.json").write_text("{\"x\": ", encoding="utf-8")
+    assert main(["validate", "--dataset-info", str(tmp_path), "x"]) == 2
+    assert "is not valid JSON" in capsys.readouterr().err
+    (tmp_path / "dataset_info.json").write_text("[1]", encoding="utf-8")
+    assert main(["validate", "--dataset-info", str(tmp_path), "x"]) == 2
+    err = capsys.readouterr().err
+    assert "is not a JSON object of dataset entries" in err and "Traceback" not in err
