@@ -77,6 +77,46 @@ def test_follower_sees_phases_metrics_and_end_incrementally(replay_run):
     assert "finished" in status_line(snap) and "exit 0" in status_line(snap)
 
 
+def test_a_fresh_start_ignores_an_earlier_trainings_lines_in_trainer_log(replay_run):
+    # A run that died before its first checkpoint leaves trainer_log.jsonl behind; without
+    # overwrite_output_dir LLaMA-Factory appends to it, and `runs` and the monitor showed the old
+    # training's 90/100 and its losses as the new run's until (and in the history after) it logged.
+    run_dir = replay_run(name="stale", pause=0.4, extra="sleep 1.5\n")
+    (run_dir / "train.yaml").write_text("output_dir: out\noverwrite_output_dir: false\n")
+    (run_dir / "out").mkdir()
+    stale = [{"current_steps": step, "total_steps": 100, "loss": 9.5, "lr": 1e-5, "epoch": 1.0,
+              "percentage": float(step), "elapsed_time": "1:00:00", "remaining_time": "0:10:00"}
+             for step in (80, 90)]
+    (run_dir / "out" / "trainer_log.jsonl").write_text("".join(json.dumps(line) + "\n" for line in stale))
+    runner.launch(run_dir)
+    follower = RunFollower(run_dir, status_every=0)
+    snap = follower.poll()
+    assert snap.status in ("starting", "running")
+    assert runner.run_status(run_dir).step is None and runner.run_status(run_dir).progress == "-"
+    assert snap.step is None and snap.total_steps is None and snap.loss is None and snap.losses == []
+    for snap in follower.follow(interval=0.1):
+        assert snap.total_steps in (None, 6), snap.total_steps
+    assert snap.status == "finished" and snap.step == 6 and snap.total_steps == 6
+    assert [s for s, _ in snap.losses] == [1, 2, 3, 4, 5, 6] and all(loss < 9 for _, loss in snap.losses)
+    assert runner.run_status(run_dir).progress == "6/6 (100%)"
+    # Nothing is lost: the earlier lines are still in the file, above this run's.
+    kept = (run_dir / "out" / "trainer_log.jsonl").read_text().splitlines()
+    assert [json.loads(line)["current_steps"] for line in kept[:2]] == [80, 90] and len(kept) == 2 + 9
+
+
+def test_a_resumed_attempt_keeps_the_earlier_lines_of_trainer_log(replay_run):
+    run_dir = replay_run(name="resumed", pause=0.05)
+    (run_dir / "train.yaml").write_text("output_dir: out\noverwrite_output_dir: false\n")
+    (run_dir / "out" / "checkpoint-3").mkdir(parents=True)
+    (run_dir / "out" / "trainer_log.jsonl").write_text(json.dumps(
+        {"current_steps": 3, "total_steps": 6, "loss": 6.1, "lr": 1e-3, "epoch": 0.5}) + "\n")
+    manifest = runner.launch(run_dir, resume=True)
+    assert manifest.current["trainer_log_from"] is None
+    follower = RunFollower(run_dir, status_every=0)
+    snap = follower.poll()
+    assert snap.step == 3 and snap.losses and snap.losses[0] == (3, 6.1)  # the resumed-from history shows
+
+
 def _monitor(run_dir: Path, *args: str, **kw) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "minicpm_tui", "monitor", str(run_dir), *args],
                           capture_output=True, text=True, timeout=120, **kw)

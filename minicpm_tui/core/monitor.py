@@ -48,6 +48,14 @@ class TextFollower:
         self._chunk = chunk
         self.resets = 0
 
+    def start_at(self, offset: int) -> None:
+        """Read on from ``offset`` of the file as it is now (earlier bytes are not wanted)."""
+        try:
+            self.inode = os.stat(self.path).st_ino
+        except OSError:
+            self.inode = None
+        self.offset, self._partial = offset, b""
+
     def read_lines(self) -> list[str]:
         try:
             st = os.stat(self.path)
@@ -220,6 +228,11 @@ class RunFollower:
             # A new attempt (resume): its own log files; phases start over, metrics continue.
             self._attempt = attempt
             self._logs = []
+            current = manifest.current if manifest is not None else {}
+            if self._jsonl is not None and current and not current.get("resume"):
+                # A fresh start: lines an earlier training left in trainer_log.jsonl are not this run's.
+                self._jsonl.start_at(runner.trainer_log_start(self._jsonl.path, current.get("trainer_log_from")))
+                self._reset_metrics()
             if manifest is not None and manifest.attempts:
                 for path in (manifest.stderr_log, manifest.stdout_log):
                     if path is not None:
@@ -230,6 +243,16 @@ class RunFollower:
                 self.snapshot.phases_seen = ["starting"]
             self._diagnosed = False
             self.snapshot.diagnosis = None
+
+    _METRICS = ("step", "total_steps", "percent", "loss", "eval_loss", "accuracy", "reward", "lr", "epoch",
+                "throughput", "total_tokens", "elapsed_s", "remaining_s", "vram_allocated_gib",
+                "vram_reserved_gib")
+
+    def _reset_metrics(self) -> None:
+        for name in self._METRICS:
+            setattr(self.snapshot, name, None)
+        for history in (self._losses, self._eval, self._lrs):
+            history.clear()
 
     # -- polling ---------------------------------------------------------
     def poll(self) -> RunSnapshot:

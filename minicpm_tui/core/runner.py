@@ -428,17 +428,57 @@ def checkpoints(output_dir: Path | None) -> list[Path]:
     return sorted(found, key=lambda p: int(p.name.split("-")[-1]))
 
 
-def last_trainer_log(output_dir: Path | None) -> dict[str, Any] | None:
-    """The last complete progress line of trainer_log.jsonl (integer current_steps and total_steps), read
-    from the file's tail only; garbage and torn lines are skipped."""
+_MARK_HEAD = 4096  # bytes of trainer_log.jsonl hashed to tell the file found at launch from a new one
+
+
+def _head_digest(path: Path, size: int) -> str:
+    with open(path, "rb") as handle:
+        return hashlib.sha1(handle.read(min(size, _MARK_HEAD))).hexdigest()
+
+
+def trainer_log_mark(output_dir: Path | None) -> dict[str, Any] | None:
+    """trainer_log.jsonl as a fresh launch finds it (inode, size, digest of its head), or None.
+
+    Without overwrite_output_dir LLaMA-Factory appends to the file, so the lines of an earlier training
+    that saved no checkpoint stay at its top; the mark tells readers where this attempt's lines begin."""
     if output_dir is None:
         return None
     path = output_dir / TRAINER_LOG
     try:
+        st = os.stat(path)
+        return {"inode": st.st_ino, "size": st.st_size, "head": _head_digest(path, st.st_size)}
+    except OSError:
+        return None
+
+
+def trainer_log_start(path: Path, mark: dict[str, Any] | None) -> int:
+    """Byte offset where the current attempt's lines of ``path`` begin: past the earlier training's lines
+    while the file is still the one the launch found (same inode, not shorter, same head), else 0 (it was
+    replaced or truncated since, e.g. by overwrite_output_dir: all of it is this attempt's)."""
+    if not isinstance(mark, dict) or type(mark.get("size")) is not int:
+        return 0
+    try:
+        st = os.stat(path)
+        same = st.st_ino == mark.get("inode") and st.st_size >= mark["size"] \
+            and _head_digest(path, mark["size"]) == mark.get("head")
+    except OSError:
+        return 0
+    return mark["size"] if same else 0
+
+
+def last_trainer_log(output_dir: Path | None, mark: dict[str, Any] | None = None) -> dict[str, Any] | None:
+    """The last complete progress line of trainer_log.jsonl (integer current_steps and total_steps), read
+    from the file's tail only and never before ``mark`` (see trainer_log_start); garbage and torn lines
+    are skipped."""
+    if output_dir is None:
+        return None
+    path = output_dir / TRAINER_LOG
+    start = trainer_log_start(path, mark)
+    try:
         with open(path, "rb") as handle:
             handle.seek(0, os.SEEK_END)
             size = handle.tell()
-            handle.seek(max(0, size - 8192))
+            handle.seek(max(start, size - 8192))
             lines = handle.read().split(b"\n")
     except OSError:
         return None
@@ -533,7 +573,8 @@ def run_status(run_dir: str | os.PathLike[str]) -> RunInfo:
     run_dir = Path(run_dir).expanduser().resolve()
     manifest = RunManifest.load(run_dir)
     out_dir = output_dir_of(run_dir)
-    last = last_trainer_log(out_dir)
+    current = manifest.current if manifest is not None and manifest.attempts else {}
+    last = last_trainer_log(out_dir, current.get("trainer_log_from"))
     info = RunInfo(run_dir=run_dir, status="never", output_dir=out_dir)
     if last:
         info.step, info.total_steps = last.get("current_steps"), last.get("total_steps")
@@ -970,6 +1011,8 @@ def launch(run_dir: str | os.PathLike[str], resume: bool = False, *, env: dict[s
             # Names only: values may hold secrets (HF_TOKEN) and never go into a file.
             "env_keys": sorted((env or {}).keys()), "pid": None, "pgid": None, "exit_code": None,
             "ended_at": None, "warnings": warnings,
+            # A fresh start over an earlier training's trainer_log.jsonl: where this attempt's lines begin.
+            "trainer_log_from": None if resume else trainer_log_mark(out_dir),
         }
         manifest.attempts.append(attempt)
         manifest.save()
