@@ -81,13 +81,15 @@ def _job(tmp_path: Path, key: str, entry: dict, stage: str) -> dict:
 
 
 def corpus_disagreements(tmp_path: Path, tokenizer: Path, *, python: str | None = None,
-                         template: str = "cpm4") -> tuple[list[str], list[dict]]:
+                         template: str = "cpm4", lf_version: str | None = None,
+                         only: str | None = None) -> tuple[list[str], list[dict]]:
     """Every corpus file x stage, and every custom-mapped entry, through our validator and through
-    LLaMA-Factory (``python``'s release): (what differs, LLaMA-Factory's results)."""
+    LLaMA-Factory (``python``'s release, ``lf_version``): (what differs, LLaMA-Factory's results).
+    ``only``: just the custom entries whose name starts with it."""
     from datasets_corpus.custom_entries import write_custom
 
     jobs, reports = [], {}
-    for f in corpus_files(tmp_path):
+    for f in [] if only else corpus_files(tmp_path):
         for stage in STAGES:
             rep = validate_file(f, stage=stage, keep_indices=True)
             entry = dataset_info_entry(rep, file_name=str(f)) if rep.shape else {"file_name": str(f)}
@@ -96,8 +98,10 @@ def corpus_disagreements(tmp_path: Path, tokenizer: Path, *, python: str | None 
             reports[key] = [rep, validate_file(f, stage=stage, entry=entry, keep_indices=True)]
             jobs.append(_job(tmp_path, key, entry, stage))
     for name, f, entry, stage in write_custom(tmp_path / "custom"):
+        if only and not name.startswith(only):
+            continue
         key = f"custom:{name}"
-        reports[key] = [validate_file(f, stage=stage, entry=entry, keep_indices=True)]
+        reports[key] = [validate_file(f, stage=stage, entry=entry, keep_indices=True, lf_version=lf_version)]
         jobs.append(_job(tmp_path, key, entry, stage))
     results = run_lf(jobs, tokenizer, tmp_path, python=python, template=template)
     problems = []
@@ -124,6 +128,19 @@ def test_agreement_with_llamafactory(tmp_path, tiny_model_cpm3):
     assert custom["custom:entry_column_in_no_record"]["status"] == "crash"
     assert custom["custom:sharegpt_renamed_tags"]["kept"][:3] == [True, True, False]  # no system_tag: dropped
     assert custom["custom:kto_entry_for_sft"]["kept"] == [False, True, False]
+
+
+@pytest.mark.integration
+def test_openai_entries_agree_with_llamafactory(tmp_path, tiny_model_cpm3):
+    """``"formatting": "openai"`` entries (custom_entries._openai_cases) through LLaMA-Factory's OpenAI converter."""
+    problems, results = corpus_disagreements(tmp_path, tiny_model_cpm3, only="openai")
+    assert not problems, "\n".join(problems)
+    by_id = {r["id"]: r for r in results}
+    kept = by_id["custom:openai_sft"]["kept"]
+    assert kept[:5] == [True, True, False, True, True] and kept[7] is False  # a tool turn without a call: dropped
+    for name in ("unknown_role", "tool_content_null", "readme_tags_tool_turn", "bad_tool_calls",
+                 "arguments_mixed_types", "default_columns"):
+        assert by_id[f"custom:openai_{name}"]["status"] == "crash", name
 
 
 def _jsonl(path: Path, records: list) -> None:

@@ -135,15 +135,109 @@ def test_entry_warnings_and_notes(tmp_path):
 
 
 def test_unmodelled_entries_are_not_validated(tmp_path):
-    for entry, words in (({"hf_hub_url": "a/b"}, "hf_hub_url"), ({"file_name": "x", "formatting": "openai"},
-                                                                  "openai")):
-        assert words in read_entry(entry).skipped
-        with pytest.raises(UserError, match="not validated") as exc:
-            validate_entry("x", entry, tmp_path)
-        assert exc.value.exit_code == 2
+    entry = {"hf_hub_url": "a/b"}
+    assert "hf_hub_url" in read_entry(entry).skipped
+    with pytest.raises(UserError, match="not validated") as exc:
+        validate_entry("x", entry, tmp_path)
+    assert exc.value.exit_code == 2
     with pytest.raises(UserError, match="file_name: is missing") as exc:
         validate_entry("x", {"columns": {}}, tmp_path)
     assert exc.value.exit_code == 1
+
+
+# -- "formatting": "openai" (LLaMA-Factory's OpenAI converter; datasets_corpus/custom_entries.py has the agreement)
+OA_TAGS = {"role_tag": "role", "content_tag": "content", "user_tag": "user", "assistant_tag": "assistant",
+           "system_tag": "system", "observation_tag": "tool", "function_tag": "function_call"}
+OA = {"formatting": "openai", "columns": {"messages": "messages"}, "tags": OA_TAGS}
+
+
+def _oa(*turns) -> list[dict]:
+    return [t if isinstance(t, dict) else {"role": t[0], "content": t[1]} for t in turns]
+
+
+def _call(arguments=None) -> dict:
+    return {"role": "assistant", "content": None, "tool_calls": [
+        {"id": "c", "type": "function", "function": {"name": "f", "arguments": arguments or {"x": 1}}}]}
+
+
+def test_openai_entry_reads_as_its_converter(tmp_path):
+    f = _jsonl(tmp_path / "oa.jsonl", [
+        {"messages": _oa(("system", "s"), ("user", "t?"), _call(), ("tool", "1"), ("tool", "2"), ("assistant", "ok"))},
+        {"messages": _oa(("user", "t?"), ("tool", "1"), ("assistant", "y"))},  # a tool turn without a call
+        {"messages": _oa(("user", "t?"), _call(), ("tool", "1"))},  # the trailing tool turn: dropped, record kept
+        {"messages": _oa(("user", "q"), ("assistant", ""))},
+        {"messages": _oa(("user", "t?"), {"role": "assistant", "content": None, "tool_calls": [{"function": None}]},
+                         ("tool", "1"), ("assistant", "y"))},
+        {"messages": _oa(("user", "t?"), _call('{"x": 1}'), ("tool", "1"), ("assistant", "y"))},  # mixed kinds
+    ])
+    rep = validate_file(f, entry={"file_name": str(f), **OA}, keep_indices=True)
+    assert rep.format == "openai" and rep.shape.formatting == "openai" and rep.invalid_indices == [1, 4, 5]
+    by_record = {e.record: (e.field, e.kind) for e in rep.errors}
+    assert by_record[1] == ("messages[1].role", "role_order") and by_record[4] == ("messages[1].tool_calls",
+                                                                                  "tool_calls")
+    assert by_record[5] == ("messages[1].tool_calls", "mixed_types")
+    assert "tool turns merged" in rep.errors[0].message
+    kinds = [(w.record, w.kind) for w in rep.warnings]
+    assert (None, "openai_system_prompt") in kinds and (2, "tool_dropped") in kinds and (3, "empty") in kinds
+    assert "detailed thinking off" in rep.warnings[0].message and "register" in rep.warnings[0].fix
+    assert any("0.9.5" in n for n in rep.notes)  # the release is not known here
+    # the same file on 0.9.4, whose converter takes len() of a missing tool_calls: the whole load fails
+    old = validate_file(f, entry={"file_name": str(f), **OA}, lf_version="0.9.4")
+    assert old.file_error.kind == "load" and old.valid == 0 and "0.9.4" in old.summary() and not old.notes
+    assert validate_file(f, entry={"file_name": str(f), **OA}, lf_version="0.9.5").invalid == 3
+
+
+@pytest.mark.parametrize("version", ["0.9.2", "0.9.3"])
+def test_openai_formatting_before_0_9_4_is_one_line(tmp_path, version):
+    f = _jsonl(tmp_path / "oa.jsonl", [{"messages": _oa(("user", "q"), ("assistant", "a"))}])
+    rep = validate_file(f, entry={"file_name": str(f), **OA}, lf_version=version)
+    assert rep.file_error.field == "formatting" and version in rep.summary() and "0.9.4" in rep.summary()
+    with pytest.raises(UserError) as exc:
+        validate_entry("chat", {"file_name": "oa.jsonl", **OA}, tmp_path, lf_version=version)
+    line = exc.value.one_line()
+    assert exc.value.exit_code == 1 and line.startswith(f"{tmp_path / 'dataset_info.json'}: chat: formatting: ")
+    assert "upgrade LLaMA-Factory to 0.9.4" in line and "sharegpt with role/content tags" in line
+
+
+def test_openai_entry_system_and_tools_are_read_with_get(tmp_path):
+    """The converter reads system/tools with .get: a mapped column no record has is no KeyError (sharegpt's is)."""
+    f = _jsonl(tmp_path / "oa.jsonl", [{"messages": _oa(("user", "q"), ("assistant", "a"))}])
+    cols = {"messages": "messages", "system": "sys", "tools": "tl"}
+    assert validate_file(f, entry={"file_name": str(f), **OA, "columns": cols}).ok
+    rep = validate_file(f, entry={"file_name": str(f), **OA, "formatting": "sharegpt", "columns": cols})
+    assert rep.file_error is not None and "KeyError" in rep.file_error.message
+    tools = [{"name": "f", "parameters": {"type": "object", "properties": {}}}]  # a JSON list: dumped, not refused
+    f = _jsonl(tmp_path / "tools.jsonl", [{"messages": _oa(("user", "q"), ("assistant", "a")), "tl": tools}])
+    assert validate_file(f, entry={"file_name": str(f), **OA, "columns": cols}).ok
+
+
+def test_openai_parallel_and_folder_paths(tmp_path):
+    good = {"messages": _oa(("user", "t?"), _call(), ("tool", "1"), ("assistant", "y"))}
+    records = [good] * 3000
+    records[1500] = {"messages": _oa(("assistant", "a"), ("user", "b"))}
+    f = _jsonl(tmp_path / "big.jsonl", records)
+    entry = {"file_name": str(f), **OA}
+    seq = validate_file(f, entry=entry, keep_indices=True, parallel_min_bytes=None)
+    par = validate_file(f, entry=entry, keep_indices=True, parallel_min_bytes=0, workers=2)
+    assert seq.invalid_indices == par.invalid_indices == [1500]
+    assert [e.brief() for e in par.errors] == [e.brief() for e in seq.errors]
+    # 0.9.4: the facts behind its whole-load failure come from different chunks (a call early, none late)
+    records[2999] = {"messages": _oa(("user", "q"), ("assistant", "a"))}
+    f = _jsonl(tmp_path / "big.jsonl", records)
+    seq = validate_file(f, entry=entry, lf_version="0.9.4", parallel_min_bytes=None)
+    par = validate_file(f, entry=entry, lf_version="0.9.4", parallel_min_bytes=0, workers=2)
+    assert seq.file_error.kind == par.file_error.kind == "load" and seq.summary() == par.summary()
+    # arguments a JSON object in one chunk, a string in the other: Arrow fails; the sequential path says where
+    records[2999] = {"messages": _oa(("user", "t?"), _call('{"x": 1}'), ("tool", "1"), ("assistant", "y"))}
+    f = _jsonl(tmp_path / "big.jsonl", records)
+    par = validate_file(f, entry=entry, keep_indices=True, parallel_min_bytes=0, workers=2)
+    assert par.invalid_indices == [1500, 2999] and par.error_counts["mixed_types"] == 1
+    folder = tmp_path / "shards"
+    _jsonl(folder / "a.jsonl", [good])
+    _jsonl(folder / "b.jsonl", [good, {"messages": _oa(("user", "q"), ("human", "a"))}])
+    rep = validate_file(folder, entry={"file_name": str(folder), **OA}, keep_indices=True)
+    assert rep.invalid_indices == [2] and rep.errors[0].file == "b.jsonl" and rep.errors[0].kind == "role"
+    assert rep.warning_counts["openai_system_prompt"] == 1  # once for the folder
 
 
 def test_standard_entries_read_as_the_detected_shape(tmp_path):
@@ -207,7 +301,10 @@ def info_dir(tmp_path) -> Path:
         "nofile": {"columns": {}},
         "broken": ["not", "an", "entry"],
         "gone": {"file_name": "missing.jsonl"},
+        "oa": {"file_name": "oa.jsonl", **OA},
     }), encoding="utf-8")
+    _jsonl(tmp_path / "oa.jsonl", [{"messages": _oa(("user", "q"), ("assistant", "a"))},
+                                   {"messages": _oa(("assistant", "a"), ("user", "q"))}])
     return tmp_path
 
 
@@ -238,6 +335,24 @@ def test_cli_entry_errors_are_one_line(info_dir, capsys, argv, code, words):
     assert words in text and "Traceback" not in text
     if code == 2:
         assert len(captured.err.strip().splitlines()) == 1 and captured.err.startswith("minicpm-tui: error: ")
+
+
+@pytest.mark.parametrize("version, code", [("0.9.5", 1), ("0.9.4", 1), (None, 1), ("0.9.3", 1)])
+def test_cli_openai_entries(info_dir, capsys, monkeypatch, version, code):
+    """An openai entry is read by the installed release (found without importing it); before 0.9.4, one line."""
+    import minicpm_tui.core.lfinfo as lfinfo
+
+    monkeypatch.setattr(lfinfo, "installed_lf_version", lambda python=None: version)
+    assert main(["validate", "--dataset-info", str(info_dir), "oa"]) == code
+    captured = capsys.readouterr()
+    if version == "0.9.3":
+        assert captured.out == "" and len(captured.err.strip().splitlines()) == 1
+        assert "oa: formatting: is 'openai', which LLaMA-Factory 0.9.3 does not have" in captured.err
+        assert "upgrade LLaMA-Factory to 0.9.4 or later, or register" in captured.err
+        return
+    assert "record 1: messages[0].role: reads as 'assistant'" in captured.out
+    assert "openai, stage sft: 2 records, 1 usable" in captured.out and "detailed thinking off" in captured.out
+    assert ("checked as LLaMA-Factory 0.9.5" in captured.out) == (version is None)
 
 
 def test_cli_bad_dataset_info_files(tmp_path, capsys):

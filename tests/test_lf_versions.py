@@ -113,9 +113,27 @@ def test_dataset_verdicts_agree_with_each_release(tmp_path, release):
     version, python, info = release
     tokenizer = tiny_model_dir("cpm3", python=python)
     template = "cpm4" if info.has_template("cpm4") else "cpm3"
-    problems, results = corpus_disagreements(tmp_path, tokenizer, python=python, template=template)
+    problems, results = corpus_disagreements(tmp_path, tokenizer, python=python, template=template,
+                                             lf_version=version)
     assert not problems, f"LLaMA-Factory {version}:\n" + "\n".join(problems)
     assert any(r["status"] == "crash" for r in results) and any(r["status"] == "ok" for r in results)
+
+
+def test_openai_entries_on_each_release(tmp_path, release):
+    """``"formatting": "openai"``: refused as a whole before 0.9.4 ('Dataset converter openai not found'), and
+    0.9.4's converter fails on a file where some assistant turns have tool_calls and others not; ours agree."""
+    version, python, info = release
+    tokenizer = tiny_model_dir("cpm3", python=python)
+    template = "cpm4" if info.has_template("cpm4") else "cpm3"
+    problems, results = corpus_disagreements(tmp_path, tokenizer, python=python, template=template,
+                                             lf_version=version, only="openai")
+    assert not problems, f"LLaMA-Factory {version}:\n" + "\n".join(problems)
+    sft = next(r for r in results if r["id"] == "custom:openai_sft")
+    if _tuple(version) < (0, 9, 4):
+        assert all(r["status"] == "crash" for r in results)
+        assert "Dataset converter openai not found" in sft["error"]
+    elif _tuple(version) == (0, 9, 4):
+        assert sft["status"] == "crash" and "NoneType" in sft["error"]
 
 
 # One real training per (release, case); together they cover SFT with `cpm`, DPO with its reference model,

@@ -176,6 +176,23 @@ def test_preflight_validates_datasets_through_the_columns_and_tags_their_entries
     }))
     report = PreflightReport(run_dir=tmp_path)
     _check_datasets(tmp_path, "sft", report)
+    # an openai entry: read by the run's release; before 0.9.4 it has no openai formatting (one line)
+    only = tmp_path / "oa"
+    only.mkdir()
+    (only / "oa.jsonl").write_text(json.dumps({"messages": [{"role": "user", "content": "q"},
+                                                            {"role": "assistant", "content": "a"}]}) + "\n")
+    oa_tags = {"role_tag": "role", "content_tag": "content", "user_tag": "user", "assistant_tag": "assistant"}
+    (only / "dataset_info.json").write_text(json.dumps({"oa": {"file_name": "oa.jsonl", "formatting": "openai",
+                                                              "columns": {"messages": "messages"}, "tags": oa_tags}}))
+    for version in ("0.9.3", "0.9.5"):
+        oa_report = PreflightReport(run_dir=only)
+        _check_datasets(only, "sft", oa_report, version)
+        lines = [p.one_line() for p in oa_report.problems]
+        if version == "0.9.3":
+            assert len(lines) == 1 and "oa: formatting: is 'openai', which LLaMA-Factory 0.9.3 does not have" in lines[0]
+            assert "upgrade LLaMA-Factory to 0.9.4" in lines[0] and "sharegpt with role/content tags" in lines[0]
+        else:
+            assert not lines and any("detailed thinking off" in n for n in oa_report.notes), oa_report.notes
     problems = {p.key: p.one_line() for p in report.problems}
     assert sorted(problems) == ["bad", "dlg", "qa_bad", "typo"]
     assert "record 1: answer: is missing" in problems["qa_bad"]

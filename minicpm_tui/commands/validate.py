@@ -3,6 +3,8 @@
 A folder is one dataset of all its files (sharded data), as LLaMA-Factory reads a folder ``file_name``.
 `minicpm-tui validate --dataset-info DIR|dataset_info.json NAME` checks a registered dataset through its
 entry (formatting, ranking, columns, tags): the file LLaMA-Factory will load, read the way it reads it.
+An ``"formatting": "openai"`` entry is read by the installed release's OpenAI converter (none before 0.9.4:
+exit 1 with one line saying so).
 
 Exit codes: 0 every record is usable, 1 some record (or the file) is not, 2 usage error.
 """
@@ -95,9 +97,15 @@ def run(args: argparse.Namespace) -> int:
 
         info_path, info = load_dataset_info(args.dataset_info)
         entry = find_entry(info, args.file, str(info_path))
+        lf_version = None
+        if isinstance(entry, dict) and entry.get("formatting") == "openai":  # its meaning depends on the release
+            from minicpm_tui.core.lfinfo import installed_lf_version
+
+            lf_version = installed_lf_version()
         bar = _Bar()
         try:
-            report = validate_entry(args.file, entry, info_path.parent, stage=args.stage, progress=bar, **options)
+            report = validate_entry(args.file, entry, info_path.parent, stage=args.stage, lf_version=lf_version,
+                                    progress=bar, **options)
         finally:
             bar.close()
     else:

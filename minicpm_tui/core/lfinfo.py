@@ -204,6 +204,30 @@ def lf_info(python: str | None = None, source: str | None = None, *, refresh: bo
     return LFInfo(raw)
 
 
+def installed_lf_version(python: str | None = None) -> str | None:
+    """The LLaMA-Factory release ``python`` (default ``training_python()``) has, None if none or unknown.
+
+    Read from the package metadata, without importing it (milliseconds, not the 6-8 s of ``lf_info``);
+    a source checkout ($MINICPM_TUI_LF_SOURCE) goes through ``lf_info``, which reads it from the import.
+    """
+    python = python or training_python()
+    source = os.environ.get(ENV_LF_SOURCE)
+    try:
+        if source:
+            return lf_info(python, source).version
+        if python == sys.executable:
+            import importlib.metadata as md
+
+            return md.version("llamafactory")
+        proc = run_training_python(python, ["-c", "import importlib.metadata as m; print(m.version('llamafactory'))"],
+                                   capture_output=True, text=True, timeout=60)
+    except Exception:  # not installed, not runnable, not inspectable: the caller says the release is unknown
+        return None
+    if proc.returncode != 0:
+        return None
+    return proc.stdout.strip() or None
+
+
 def require_lf(info: LFInfo) -> LFInfo:
     if not info.installed:
         err = info.raw.get("llamafactory", {}).get("error", "not installed")

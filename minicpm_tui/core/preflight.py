@@ -108,8 +108,9 @@ def _bash_n(run_dir: Path, report: PreflightReport) -> None:
     report.checked.append("scripts: bash -n")
 
 
-def _check_datasets(run_dir: Path, stage: str | None, report: PreflightReport) -> None:
-    """Each dataset through its dataset_info.json entry (columns, tags, ranking), as LLaMA-Factory reads it."""
+def _check_datasets(run_dir: Path, stage: str | None, report: PreflightReport, lf_version: str | None = None) -> None:
+    """Each dataset through its dataset_info.json entry (columns, tags, ranking), as LLaMA-Factory reads it;
+    ``lf_version`` (the release the run directory was written for) decides what an openai entry means."""
     try:
         from minicpm_tui.core.datasets.entry import read_entry, validate_entry
     except ImportError:
@@ -126,8 +127,8 @@ def _check_datasets(run_dir: Path, stage: str | None, report: PreflightReport) -
                                        fix="regenerate the run directory"))
         return
     for name, entry in registry.items():
-        reading = read_entry(entry)
-        if reading.skipped:  # remote data, or a formatting not modelled: LLaMA-Factory reads it at start
+        reading = read_entry(entry, lf_version)
+        if reading.skipped:  # remote data: LLaMA-Factory reads it at start
             report.notes.append(f"dataset {name!r} not validated: {reading.skipped}")
             continue
         try:
@@ -137,6 +138,8 @@ def _check_datasets(run_dir: Path, stage: str | None, report: PreflightReport) -
             report.problems.append(Problem("dataset_info.json", exc.one_line(), key=name))
             continue
         report.notes.extend(f"dataset {name!r}: {note}" for note in result.notes)
+        report.notes.extend(f"dataset {name!r}: {w.field}: {w.message}" for w in result.warnings
+                            if w.kind == "openai_system_prompt")
         if not result.ok:
             report.problems.append(Problem("dataset_info.json", f"dataset {name!r} ({result.file}): {result.summary()}",
                                            key=name, fix="run `minicpm-tui validate --dataset-info "
@@ -167,8 +170,10 @@ def preflight_many(run_dirs: list[str | os.PathLike[str]], *, datasets: bool = T
         _bash_n(run, report)
         if datasets:
             resolved = meta.get("resolved")
-            stage = (resolved.get("stage") if isinstance(resolved, dict) else None) or _stage_of(run)
-            _check_datasets(run, stage, report)
+            resolved = resolved if isinstance(resolved, dict) else {}
+            stage = resolved.get("stage") or _stage_of(run)
+            version = resolved.get("lf_version")
+            _check_datasets(run, stage, report, version if isinstance(version, str) else None)
     # One LLaMA-Factory subprocess per training Python: each run is parsed by the release it trains with.
     by_python: dict[str, list[dict[str, Any]]] = {}
     for job in jobs:

@@ -13,6 +13,81 @@ from typing import Any
 
 ME_BOT = {"role_tag": "speaker", "content_tag": "text", "user_tag": "me", "assistant_tag": "bot"}
 ROLE_CONTENT = {"role_tag": "role", "content_tag": "content", "user_tag": "user", "assistant_tag": "assistant"}
+# An openai entry's tags as LLaMA-Factory's data/README.md writes them, and with the tool roles mapped too.
+OPENAI_README = {**ROLE_CONTENT, "system_tag": "system"}
+OPENAI_TOOLS = {**OPENAI_README, "observation_tag": "tool", "function_tag": "function_call"}
+
+
+def _oa(*turns: tuple[str, str | None] | dict[str, Any]) -> list[dict[str, Any]]:
+    return [t if isinstance(t, dict) else {"role": t[0], "content": t[1]} for t in turns]
+
+
+def _call(name: str = "get_time", arguments: Any = None) -> dict[str, Any]:
+    return {"role": "assistant", "content": None, "tool_calls": [
+        {"id": "c1", "type": "function", "function": {"name": name, "arguments": arguments or {"tz": "UTC"}}}]}
+
+
+def _openai_cases() -> dict[str, tuple[list[Any] | str, dict[str, Any], str]]:
+    """``"formatting": "openai"`` entries (LLaMA-Factory's OpenAI converter, 0.9.4 and later)."""
+    oa = {"formatting": "openai", "columns": {"messages": "messages", "system": "sys", "tools": "tools"},
+          "tags": OPENAI_TOOLS}
+    tools = [{"name": "get_time", "parameters": {"type": "object", "properties": {"tz": {"type": "string"}}}}]
+    cases: dict[str, tuple[list[Any] | str, dict[str, Any], str]] = {}
+    cases["openai_sft"] = ([
+        {"messages": _oa(("system", "be brief"), ("user", "hi"), ("assistant", "yo"))},  # kept
+        {"messages": _oa(("user", "t?"), _call(), ("tool", "12:00"), ("tool", "UTC"), ("assistant", "noon"))},  # kept
+        {"messages": _oa(("assistant", "a"), ("user", "b"))},  # wrong order: dropped
+        {"messages": _oa(("user", "t?"), _call(), ("tool", "12:00"))},  # the trailing tool turn is dropped: kept
+        {"messages": _oa(("user", "q"), ("assistant", ""))},  # empty answer: kept
+        {"messages": _oa(("user", "q"), ("assistant", None))},  # no content: the template raises
+        {"messages": _oa(("user", "q"), ("assistant", "a"), ("system", "late"), ("assistant", "b"))},  # dropped
+        {"messages": _oa(("user", "t?"), ("tool", "12:00"), ("assistant", "noon"))},  # tool turn without a call
+        {"messages": _oa(("user", "q"), ("assistant", "a"), ("user", "again"))},  # odd count: dropped
+        {"messages": _oa(("user", "t?"), {"role": "assistant", "content": None, "tool_calls": [
+            {"id": "c2", "type": "function", "function": None}]}, ("tool", "x"), ("assistant", "y"))},  # raises
+        {"messages": _oa(("user", "t?"), ("assistant", "noon")), "tools": tools},  # tools as a JSON list: kept
+        {"messages": _oa(("user", "q"), ("assistant", "a")), "sys": "from the column"},  # kept
+        {"messages": []},  # no turns: dropped
+        {"messages": _oa(("user", "t?"), ("function_call", "not json"), ("tool", "x"), ("assistant", "y"))},  # raises
+    ], oa, "sft")
+    cases["openai_dpo"] = ([
+        {"messages": _oa(("user", "q")), "chosen": {"role": "assistant", "content": "good"},
+         "rejected": {"role": "assistant", "content": "bad"}},  # kept
+        {"messages": _oa(("user", "q"), ("assistant", "a")), "chosen": {"role": "assistant", "content": "good"},
+         "rejected": {"role": "assistant", "content": "bad"}},  # even count: dropped
+        {"messages": _oa(("user", "q")), "chosen": None, "rejected": {"role": "assistant", "content": "bad"}},
+        {"messages": _oa(("user", "q")), "chosen": {"role": "user", "content": "odd"},
+         "rejected": {"role": "assistant", "content": "bad"}},  # a user answer: LF keeps it (we warn)
+        {"messages": _oa(("user", "q")), "chosen": {"role": "assistant", "content": None},
+         "rejected": {"role": "assistant", "content": "bad"}},  # no content: the template raises
+    ], {**oa, "ranking": True, "columns": {"messages": "messages", "chosen": "chosen", "rejected": "rejected"}},
+        "dpo")
+    cases["openai_kto"] = ([
+        {"messages": _oa(("user", "q"), ("assistant", "a")), "ok": True},  # kept
+        {"messages": _oa(("user", "q"), ("assistant", "a")), "ok": None},  # no label: dropped
+        {"messages": _oa(("assistant", "q"), ("user", "a")), "ok": False},  # wrong order: dropped
+        {"messages": _oa(("user", "q"), ("assistant", "a")), "ok": False},  # kept
+    ], {**oa, "columns": {"messages": "messages", "kto_tag": "ok"}}, "kto")
+    # -- the whole load fails ------------------------------------------------------------------------------
+    cases["openai_unknown_role"] = ([{"messages": _oa(("user", "q"), ("assistant", "a"))},
+                                     {"messages": _oa(("human", "q"), ("assistant", "a"))}], oa, "sft")
+    cases["openai_tool_content_null"] = ([{"messages": _oa(("user", "t?"), _call(), ("tool", None),
+                                                           ("assistant", "y"))}], oa, "sft")
+    # the README's tags map no tool roles: a "tool" turn is no tag of the entry
+    cases["openai_readme_tags_tool_turn"] = ([{"messages": _oa(("user", "q"), ("assistant", "a"))},
+                                              {"messages": _oa(("user", "t?"), _call(), ("tool", "1"),
+                                                               ("assistant", "y"))}],
+                                             {**oa, "tags": OPENAI_README}, "sft")
+    cases["openai_bad_tool_calls"] = ([{"messages": _oa(("user", "t?"), {"role": "assistant", "content": None,
+                                                                        "tool_calls": {"name": "f"}},
+                                                       ("tool", "1"), ("assistant", "y"))}], oa, "sft")
+    cases["openai_arguments_mixed_types"] = ([
+        {"messages": _oa(("user", "t?"), _call(arguments={"tz": "UTC"}), ("tool", "1"), ("assistant", "y"))},
+        {"messages": _oa(("user", "t?"), _call(arguments='{"tz": "UTC"}'), ("tool", "1"), ("assistant", "y"))},
+    ], oa, "sft")
+    cases["openai_default_columns"] = ([{"messages": _oa(("user", "q"), ("assistant", "a"))}],
+                                       {"formatting": "openai"}, "sft")  # reads `conversations`, from/value
+    return cases
 
 
 def _turns(*pairs: tuple[str, str | None], role: str = "speaker", content: str = "text") -> list[dict[str, Any]]:
@@ -138,6 +213,7 @@ def _cases() -> dict[str, tuple[list[Any] | str, dict[str, Any], str]]:
     cases["entry_bad_history_pair"] = ([{"question": "q", "answer": "a", "past": [["one", "two", "three"]]}],
                                        {"columns": {"prompt": "question", "response": "answer",
                                                     "history": "past"}}, "sft")
+    cases.update(_openai_cases())
     return cases
 
 

@@ -6,6 +6,10 @@ block sets EVERY column key to the block's value or None, so ``{"prompt": "quest
 (then a leading "system" turn is no longer the system prompt). Without a block the defaults hold:
 instruction/input/output, conversations, from/value/human/gpt/observation/function_call/system.
 
+``"formatting": "openai"`` reads the same columns and tags (the sharegpt defaults unless the entry names
+its own) through LLaMA-Factory's OpenAI converter (``openai_lf.py``); it exists from 0.9.4 on, so with a
+known older release the entry is refused as a whole.
+
 The result is a ``Shape`` whose ``columns`` / ``tags`` are exactly what the converter reads, so the
 record checkers read the user's own field names and name them in their issues, plus the problems of
 the entry itself (LLaMA-Factory fails on them before or while reading any record).
@@ -48,11 +52,12 @@ class EntryReading:
     errors: list[Issue] = field(default_factory=list)  # LLaMA-Factory fails on the entry (kind "entry")
     warnings: list[Issue] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)  # what is not validated, and why
-    skipped: str | None = None  # why the records are not checked at all (remote data, openai formatting)
+    skipped: str | None = None  # why the records are not checked at all (remote data)
+    refused: bool = False  # the release cannot read the entry at all (openai formatting before 0.9.4)
 
     def without_issues(self) -> EntryReading:
         """The same shape with the entry's own issues already reported (each file of a folder)."""
-        return EntryReading(self.shape, self.file_name, skipped=self.skipped)
+        return EntryReading(self.shape, self.file_name, skipped=self.skipped, refused=self.refused)
 
 
 def _issue(fld: str, message: str, fix: str) -> Issue:
@@ -85,8 +90,32 @@ def _block(entry: dict[str, Any], part: str, keys: tuple[str, ...], defaults: di
     return {key: (v if isinstance(v := block.get(key), str) else None) for key in keys}
 
 
-def read_entry(entry: Any) -> EntryReading:
-    """The shape and problems of one dataset_info.json entry, as LLaMA-Factory reads a local file through it."""
+def version_tuple(version: str) -> tuple[int, ...]:
+    """(0, 9, 4) of "0.9.4", "0.9.4.dev0" or "0.9.4+local"; () when it names no release."""
+    out = []
+    for part in version.split("+", 1)[0].split("."):
+        digits = "".join(c for c in part if c.isdigit()) if part[:1].isdigit() else ""
+        if not digits:
+            break
+        out.append(int(digits))
+    return tuple(out)
+
+
+OPENAI_SINCE = (0, 9, 4)
+OPENAI_WARNING = ("LLaMA-Factory's OpenAI converter adds \"detailed thinking off\" to the system prompt of every "
+                  "record without tools (as the whole system prompt where there is none; unless it already says "
+                  "\"detailed thinking on/off\") and a newline to one with tools, so the model is trained on that "
+                  "text")
+OPENAI_FIX = ("register the file as sharegpt with role/content tags instead (`minicpm-tui register FILE --name NAME "
+              "--dataset-dir DIR` does)")
+
+
+def read_entry(entry: Any, lf_version: str | None = None) -> EntryReading:
+    """The shape and problems of one dataset_info.json entry, as LLaMA-Factory reads a local file through it.
+
+    ``lf_version``: the release that will read it (None: unknown, read as 0.9.5 does); only the
+    ``openai`` formatting depends on it (none before 0.9.4, a different tool_calls test in 0.9.4).
+    """
     if not isinstance(entry, dict):
         return EntryReading(None, errors=[_issue("", "is not a JSON object; LLaMA-Factory cannot read it",
                                                  "write the entry as {\"file_name\": ..., \"columns\": {...}}")])
@@ -101,12 +130,19 @@ def read_entry(entry: Any) -> EntryReading:
                                      "dataset_dir"))
     formatting = entry.get("formatting", "alpaca")
     if formatting == "openai":
-        # The OpenAI converter (0.9.4+; 0.9.2-0.9.3 fail on the name) merges tool turns and maps roles
-        # before checking them: a model of its own that the checkers here do not have.
-        reading.skipped = ("its formatting is 'openai', which minicpm-tui does not model (LLaMA-Factory's OpenAI "
-                           "converter, 0.9.4 and later only)")
-        return reading
-    if formatting not in ("alpaca", "sharegpt"):
+        release = version_tuple(lf_version) if lf_version else None
+        if release is not None and release and release < OPENAI_SINCE:
+            reading.errors.append(_issue("formatting", f"is 'openai', which LLaMA-Factory {lf_version} does not "
+                                         "have (it came in 0.9.4; 'Dataset converter openai not found')",
+                                         "upgrade LLaMA-Factory to 0.9.4 or later, or " + OPENAI_FIX))
+            reading.refused = True
+            return reading
+        reading.warnings.append(Issue(None, "formatting", f"is 'openai': {OPENAI_WARNING}", OPENAI_FIX,
+                                      "openai_system_prompt"))
+        if lf_version is None:
+            reading.notes.append("checked as LLaMA-Factory 0.9.5 reads openai formatting (the release is not "
+                                 "known here; 0.9.2-0.9.3 lack it, 0.9.4 fails on some tool_calls files)")
+    elif formatting not in ("alpaca", "sharegpt"):
         reading.errors.append(_issue("formatting", f"is {formatting!r}; LLaMA-Factory knows alpaca, sharegpt and "
                                      "openai ('Dataset converter ... not found')", "use \"alpaca\" or \"sharegpt\""))
         return reading
@@ -134,7 +170,7 @@ def read_entry(entry: Any) -> EntryReading:
         reading.notes.append(f"the media columns ({', '.join(media)}) are not checked (multimodal data)")
     # Keys LLaMA-Factory looks up in every record (or turn): unset, its load fails and no record can be read.
     required: list[tuple[str, str, str]] = []
-    if formatting == "sharegpt":
+    if formatting in ("sharegpt", "openai"):
         required += [("columns", "messages", "sharegpt reads the turns from it"),
                      ("tags", "role_tag", "it is looked up in every turn"),
                      ("tags", "content_tag", "it is looked up in every turn")]
@@ -144,7 +180,9 @@ def read_entry(entry: Any) -> EntryReading:
     for part, key, why in required:
         if (columns if part == "columns" else tags)[key] is None:
             reading.errors.append(_issue(f"{part}.{key}", f"is not set ({why}); a {part} block unsets every key "
-                                         "it does not name, and LLaMA-Factory fails looking it up",
+                                         "it does not name, and LLaMA-Factory fails looking it up" +
+                                         (" (an openai entry starts from the sharegpt defaults: "
+                                          "conversations, from/value)" if formatting == "openai" else ""),
                                          f"add \"{key}\": \"<your field>\" to {part}"))
             readable = False
     if ranking and columns["kto_tag"] is not None:
@@ -157,10 +195,11 @@ def read_entry(entry: Any) -> EntryReading:
                                       "is empty", "add \"prompt\": \"<your question field>\" to columns",
                                       "empty_prompt"))
     if readable:
-        sharegpt = formatting == "sharegpt"
+        sharegpt = formatting != "alpaca"
         reading.shape = Shape(formatting, ranking=ranking, kto_key=columns["kto_tag"],
                               messages_key=(columns["messages"] or "") if sharegpt else "",
-                              tags=tags if sharegpt else {}, columns=columns)
+                              tags=tags if sharegpt else {}, columns=columns,
+                              converter="openai" if formatting == "openai" else None, lf_version=lf_version)
     return reading
 
 
@@ -197,22 +236,23 @@ def find_entry(info: dict[str, Any], name: str, where: str) -> Any:
 
 
 def validate_entry(name: str, entry: Any, dataset_dir: str | os.PathLike[str], stage: str | None = None,
-                   **kwargs: Any) -> ValidationReport:
+                   lf_version: str | None = None, **kwargs: Any) -> ValidationReport:
     """Validate dataset ``name``'s data through its entry, as LLaMA-Factory loads it from ``dataset_dir``.
 
-    Raises UserError when there is nothing to validate: the entry names no file (exit 1), or its data is
-    not a local file or has a formatting not modelled here (``EntryReading.skipped``, exit 2).
+    Raises UserError when there is nothing to validate: the entry names no file or the release
+    ``lf_version`` cannot read it (openai formatting before 0.9.4) (exit 1), or its data is not a local
+    file (``EntryReading.skipped``, exit 2).
     ``kwargs`` go to ``validate_file`` (progress, keep_indices, token_sample, ...).
     """
     from minicpm_tui.core.datasets.validate import validate_file
 
     where = f"{Path(dataset_dir) / INFO_NAME}: {name}"
-    reading = entry if isinstance(entry, EntryReading) else read_entry(entry)
+    reading = entry if isinstance(entry, EntryReading) else read_entry(entry, lf_version)
     if reading.skipped:
         raise UserError(f"not validated: {reading.skipped}", where=where,
                         fix="validate the data file itself (`minicpm-tui validate FILE`)")
-    if reading.file_name is None:
-        first = reading.errors[0]
+    if reading.file_name is None or reading.refused:
+        first = next(e for e in reading.errors if e.field == "formatting") if reading.refused else reading.errors[0]
         raise UserError(f"{first.field + ': ' if first.field else ''}{first.message}", where=where, fix=first.fix,
                         exit_code=1)
     # LLaMA-Factory: os.path.join(dataset_dir, file_name), so an absolute file_name stands on its own.

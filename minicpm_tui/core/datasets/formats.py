@@ -4,7 +4,9 @@ The names mirror LLaMA-Factory's ``DatasetAttr`` (llamafactory/data/parser.py): 
 ``ranking``, ``columns`` and ``tags`` are exactly what goes into a dataset_info.json entry.
 OpenAI-style ``messages`` (role/content, user/assistant) are registered as ``sharegpt`` with
 role/content tags, not as LLaMA-Factory's ``openai`` formatting, because that converter silently
-appends "detailed thinking off" to every system prompt (converter.py, OpenAIDatasetConverter).
+appends "\ndetailed thinking off" to every system prompt of a record without tools, or makes it the whole
+system prompt where there is none (converter.py, OpenAIDatasetConverter, 0.9.4 and 0.9.5), and does not
+exist before 0.9.4. Entries that use it are still validated as it reads them (``openai_lf.py``).
 """
 
 from __future__ import annotations
@@ -46,9 +48,15 @@ class Shape:
     # LLaMA-Factory column key -> the record field it reads, as a dataset_info.json entry maps them (None:
     # unset). None here: a detected shape, read by the standard names (``column``).
     columns: dict[str, str | None] | None = None
+    # "openai": an entry with ``"formatting": "openai"``, read by LLaMA-Factory's OpenAIDatasetConverter
+    # (``openai_lf.py``); None: the alpaca / sharegpt converters.
+    converter: str | None = None
+    lf_version: str | None = None  # the release that reads it, where known (its converter differs by release)
 
     @property
     def formatting(self) -> str:
+        if self.converter == "openai":
+            return "openai"
         return "alpaca" if self.style == "alpaca" else "sharegpt"
 
     @property
@@ -91,7 +99,8 @@ class Shape:
         if self.columns is None:
             return {}
         keys = ["prompt", "query", "response", "history"] if self.style == "alpaca" else ["messages"]
-        keys += ["system", "tools", *MEDIA_KEYS, "kto_tag"]
+        # the OpenAI converter reads system and tools with .get (a column no record has reads as "")
+        keys += ([] if self.converter == "openai" else ["system", "tools"]) + [*MEDIA_KEYS, "kto_tag"]
         if self.ranking:
             keys += ["chosen", "rejected"]
             if self.style == "alpaca":

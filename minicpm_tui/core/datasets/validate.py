@@ -39,7 +39,7 @@ if TYPE_CHECKING:
 MAX_ERRORS_PER_KIND = 20
 MAX_WARNINGS = 50
 # File-level issue kinds that make LLaMA-Factory refuse (or empty) the whole dataset: no record is usable.
-WHOLE_KINDS = ("stage", "entry")
+WHOLE_KINDS = ("stage", "entry", "load")
 # Issues about a dataset folder's entries (folder.py): their line has no field part.
 FOLDER_KINDS = ("hidden_file", "subfolder", "file_type", "mixed_file_types", "empty_folder", "folder_mismatch")
 
@@ -241,6 +241,10 @@ def make_checker(shape: Shape, stage: str):
     Optional columns (system, history, tools) are read with ``.get``: the entry we register
     names a column only if some record has it, and a record without it reads as null, as in Arrow.
     """
+    if shape.converter == "openai":
+        from minicpm_tui.core.datasets.openai_lf import openai_checker
+
+        return openai_checker(shape, stage)
     if shape.style == "alpaca":
         return _alpaca_checker(shape, stage)
     return _sharegpt_checker(shape, stage)
@@ -356,6 +360,25 @@ def _kto_label_problem(key: str | None, label: Any) -> tuple[str, str, str, str]
             "set the label to true or false", "kto_label")
 
 
+def messages_problem(rec: Any, mkey: str, role_tag: Any, content_tag: Any,
+                     why: str = "") -> tuple[str, str, str, str] | None:
+    """Why a record is not an object with a ``mkey`` list of message objects (``why``: what LLaMA-Factory does)."""
+    if type(rec) is not dict:
+        return ("", f"is a JSON {json_kind(rec)}, not an object", f"make every record an object with a "
+                f"{mkey!r} list", "not_object")
+    msgs = rec.get(mkey)
+    if type(msgs) is not list:
+        what = "is missing" if msgs is None else f"is a JSON {json_kind(msgs)}, not a list of messages"
+        extra = f" (the record has {describe_keys(rec)})" if msgs is None else ""
+        return (mkey, what + extra + why, f"put the turns in a {mkey!r} list of "
+                f"{{{role_tag!r}: ..., {content_tag!r}: ...}} objects", "missing" if msgs is None else "type")
+    for j, m in enumerate(msgs):
+        if type(m) is not dict:
+            return (f"{mkey}[{j}]", f"is a JSON {json_kind(m)}, not a message object",
+                    f"write each turn as {{{role_tag!r}: ..., {content_tag!r}: ...}}", "type")
+    return None
+
+
 def _sharegpt_checker(shape: Shape, stage: str):
     t = shape.tags
     role_tag, content_tag = t["role_tag"], t["content_tag"]
@@ -375,22 +398,12 @@ def _sharegpt_checker(shape: Shape, stage: str):
     expect = "/".join(odd), "/".join(even)
 
     def check(rec: Any, idx: int, warn, lens) -> tuple[str, str, str, str] | None:
-        if type(rec) is not dict:
-            return ("", f"is a JSON {json_kind(rec)}, not an object", f"make every record an object with a "
-                    f"{mkey!r} list", "not_object")
-        msgs = rec.get(mkey)
-        if type(msgs) is not list:
-            what = "is missing" if msgs is None else f"is a JSON {json_kind(msgs)}, not a list of messages"
-            extra = f" (the record has {describe_keys(rec)})" if msgs is None else ""
-            return (mkey, what + extra, f"put the turns in a {mkey!r} list of "
-                    f"{{{role_tag!r}: ..., {content_tag!r}: ...}} objects", "missing" if msgs is None else "type")
+        problem = messages_problem(rec, mkey, role_tag, content_tag)
+        if problem:
+            return problem
+        msgs = rec[mkey]
         n = len(msgs)
         chars = 0
-        for j in range(n):
-            m = msgs[j]
-            if type(m) is not dict:
-                return (f"{mkey}[{j}]", f"is a JSON {json_kind(m)}, not a message object",
-                        f"write each turn as {{{role_tag!r}: ..., {content_tag!r}: ...}}", "type")
         start = 0
         if n and system_tag is not None and msgs[0].get(role_tag) == system_tag:
             sc = msgs[0].get(content_tag)
@@ -615,6 +628,21 @@ def _absent_problems(shape: Shape | None, absent: set[str], columns: list[str]) 
     return out
 
 
+def _release_problems(shape: Shape | None, facts: dict[str, int | None] | None) -> list[Issue]:
+    """What fails the whole load in the release that reads the data (an openai entry on 0.9.4)."""
+    if shape is None or shape.converter != "openai" or not facts or shape.lf_version is None:
+        return []
+    from minicpm_tui.core.datasets.entry import version_tuple
+
+    if version_tuple(shape.lf_version) >= (0, 9, 5) or facts["calls_key"] is None or facts["no_calls"] is None:
+        return []
+    return [Issue(facts["no_calls"], "tool_calls", f"is missing or null on an assistant turn of record "
+                  f"{facts['no_calls']} while other turns "
+                  f"have it; LLaMA-Factory {shape.lf_version}'s OpenAI converter takes len() of it and the whole "
+                  "load fails (TypeError; fixed in 0.9.5)", "give every assistant turn \"tool_calls\": [] "
+                  "(or upgrade LLaMA-Factory to 0.9.5)", "load")]
+
+
 # JSON Lines files and JSON arrays at least this big are validated in parallel chunks (one per CPU).
 PARALLEL_MIN_BYTES = 64 << 20
 _PARSE_KINDS = ("json", "encoding", "duplicate_key")  # RecordParseError kinds; messages start "line N "
@@ -624,11 +652,13 @@ def validate_file(path: str | os.PathLike[str], stage: str | None = None, fmt: s
                   progress: Progress | None = None, *, keep_indices: bool = False,
                   token_sample: int = 0, parallel_min_bytes: int | None = PARALLEL_MIN_BYTES,
                   workers: int | None = None, schema: bool = False,
-                  entry: dict[str, Any] | EntryReading | None = None) -> ValidationReport:
+                  entry: dict[str, Any] | EntryReading | None = None,
+                  lf_version: str | None = None) -> ValidationReport:
     """Validate one dataset file (or a folder of them) for one stage the way LLaMA-Factory will read it.
 
     ``entry``: read the records through this dataset_info.json entry (its formatting, ranking, columns
     and tags, ``entry.read_entry``) instead of detecting the format; issues name the entry's fields.
+    ``lf_version``: the LLaMA-Factory release that reads it (an openai entry depends on it).
 
     A folder is what LLaMA-Factory makes of a ``file_name`` that is one: every entry is a data file
     of one dataset (``folder.validate_folder``); the report is the folder's, issues name the file.
@@ -648,7 +678,7 @@ def validate_file(path: str | os.PathLike[str], stage: str | None = None, fmt: s
         raise UserError(f"unknown format {fmt!r}", where="--format", fix=f"use one of {', '.join(FORMATS)}")
     if stage is not None and stage not in STAGES:
         raise UserError(f"unknown stage {stage!r}", where="--stage", fix=f"use one of {', '.join(STAGES)}")
-    reading = _reading(entry, fmt, str(path))
+    reading = _reading(entry, fmt, str(path), lf_version)
     if p.is_dir():
         from minicpm_tui.core.datasets.folder import validate_folder
 
@@ -693,7 +723,8 @@ def validate_file(path: str | os.PathLike[str], stage: str | None = None, fmt: s
     return report
 
 
-def _reading(entry: dict[str, Any] | EntryReading | None, fmt: str | None, where: str) -> EntryReading | None:
+def _reading(entry: dict[str, Any] | EntryReading | None, fmt: str | None, where: str,
+             lf_version: str | None = None) -> EntryReading | None:
     from minicpm_tui.core.datasets.entry import EntryReading, read_entry
 
     if entry is None:
@@ -701,7 +732,7 @@ def _reading(entry: dict[str, Any] | EntryReading | None, fmt: str | None, where
     if fmt is not None:
         raise UserError("cannot be combined with a dataset_info.json entry", where="--format",
                         fix="drop --format: the entry's formatting decides how LLaMA-Factory reads the data")
-    reading = entry if isinstance(entry, EntryReading) else read_entry(entry)
+    reading = entry if isinstance(entry, EntryReading) else read_entry(entry, lf_version)
     if reading.skipped:
         raise UserError(f"not validated: {reading.skipped}", where=where,
                         fix="validate the data file itself (`minicpm-tui validate FILE`)")
@@ -721,17 +752,19 @@ def _entry_issues(report: ValidationReport, col: _Collector, reading: EntryReadi
 
 
 class _ScanResult:
-    __slots__ = ("records", "valid", "columns", "stats", "stage", "stage_problem", "schema", "absent")
+    __slots__ = ("records", "valid", "columns", "stats", "stage", "stage_problem", "schema", "absent", "facts")
 
     def __init__(self, records: int, valid: int, columns: dict[str, tuple[str, int]], stats: Any,
                  stage: str | None, stage_problem: Issue | None, schema: dict[str, Any] | None = None,
-                 absent: set[str] | None = None):
+                 absent: set[str] | None = None, facts: dict[str, int | None] | None = None):
         self.records, self.valid, self.columns, self.stats = records, valid, columns, stats
         self.stage, self.stage_problem = stage, stage_problem
         # column -> its Arrow-like type over every object record (``folder.value_type``), when asked
         self.schema = schema
         # an entry's mapped fields that no record has (``Shape.read_columns``)
         self.absent = absent if absent is not None else set()
+        # what a checker noted for file-level rules (openai_lf: the first record of each kind of turn)
+        self.facts = facts
 
 
 def _scan(report: ValidationReport, col: _Collector, reader: RecordReader, stage: str | None,
@@ -841,7 +874,8 @@ def _scan(report: ValidationReport, col: _Collector, reader: RecordReader, stage
               "not_object")
         if keep_indices:
             invalid_idx.append(pidx)
-    return _ScanResult(records, valid, columns, stats, stage, stage_problem, sigs, absent)
+    return _ScanResult(records, valid, columns, stats, stage, stage_problem, sigs, absent,
+                       getattr(check, "facts", None))
 
 
 def _finish(report: ValidationReport, col: _Collector, layout: str, nan_seen: bool, scan: _ScanResult,
@@ -866,6 +900,7 @@ def _finish(report: ValidationReport, col: _Collector, layout: str, nan_seen: bo
         problems = [*reading.errors, *([stage_problem] if stage_problem else [])]
         if records:
             problems += _absent_problems(report.shape, scan.absent, report.columns)
+            problems += _release_problems(report.shape, scan.facts)
         for pr in problems:
             if report.file_error is None:
                 report.file_error = pr
@@ -912,7 +947,7 @@ def _chunk_worker(task: tuple[str, int, int, int, Shape, str, bool, str, bool, b
     return (report.errors, report.error_counts, report.warnings, report.warning_counts, scan.records,
             scan.valid, scan.columns, scan.stats.chars, scan.stats.turns, report.invalid_indices,
             reader.lines_read, report.file_error is not None or not reader.split_ok, reader.nan_seen, scan.schema,
-            scan.absent)
+            scan.absent, scan.facts)
 
 
 def _split_lines(path: Path, total: int, n: int) -> list[tuple[int, int]]:
@@ -1040,9 +1075,18 @@ def _validate_parallel(p: Path, stage: str | None, fmt: str | None, progress: Pr
     sigs: dict[str, Any] | None = {} if schema else None
     base_rec = base_line = records = valid = 0
     nan_seen = False
+    facts: dict[str, int | None] | None = None  # each the first record over the chunks
     for errors, error_counts, warnings, warning_counts, n, ok, cols, chars, turns, bad, lines, failed, nan, \
-            chunk_sigs, chunk_absent in results:
+            chunk_sigs, chunk_absent, chunk_facts in results:
         nan_seen = nan_seen or nan
+        if chunk_facts is not None:
+            facts = facts or dict.fromkeys(chunk_facts)
+            if None not in (facts.get("args_kind"), chunk_facts.get("args_kind")) \
+                    and facts["args_kind"] != chunk_facts["args_kind"]:
+                return None  # a mixed-types error across chunks: the sequential path words it
+            for k, v in chunk_facts.items():
+                if v is not None and facts[k] is None:
+                    facts[k] = v if isinstance(v, str) else v + base_rec
         absent = set(chunk_absent) if absent is None else absent & chunk_absent
         if sigs is not None:
             from minicpm_tui.core.datasets.folder import unify_types
@@ -1082,5 +1126,5 @@ def _validate_parallel(p: Path, stage: str | None, fmt: str | None, progress: Pr
     if progress is not None:
         progress(total, total)
     _finish(report, col, layout, nan_seen, _ScanResult(records, valid, columns, stats, stage, stage_problem, sigs,
-                                                       absent), keep_indices, reading)
+                                                       absent, facts), keep_indices, reading)
     return report
