@@ -211,14 +211,32 @@ def test_openai_entry_system_and_tools_are_read_with_get(tmp_path):
     assert validate_file(f, entry={"file_name": str(f), **OA, "columns": cols}).ok
 
 
-def test_openai_parallel_and_folder_paths(tmp_path):
+def _parallel_results(monkeypatch) -> list:
+    """What each ``_validate_parallel`` call returned: None means it fell back to the sequential path, so a
+    sequential/parallel comparison would compare the sequential path with itself."""
+    from minicpm_tui.core.datasets import validate as validate_mod
+
+    results: list = []
+    real = validate_mod._validate_parallel
+
+    def recording(*args, **kwargs):
+        results.append(real(*args, **kwargs))
+        return results[-1]
+
+    monkeypatch.setattr(validate_mod, "_validate_parallel", recording)
+    return results
+
+
+def test_openai_parallel_and_folder_paths(tmp_path, monkeypatch):
     good = {"messages": _oa(("user", "t?"), _call(), ("tool", "1"), ("assistant", "y"))}
     records = [good] * 3000
     records[1500] = {"messages": _oa(("assistant", "a"), ("user", "b"))}
     f = _jsonl(tmp_path / "big.jsonl", records)
     entry = {"file_name": str(f), **OA}
     seq = validate_file(f, entry=entry, keep_indices=True, parallel_min_bytes=None)
+    ran = _parallel_results(monkeypatch)
     par = validate_file(f, entry=entry, keep_indices=True, parallel_min_bytes=0, workers=2)
+    assert ran and ran[-1] is not None  # the chunks ran in parallel
     assert seq.invalid_indices == par.invalid_indices == [1500]
     assert [e.brief() for e in par.errors] == [e.brief() for e in seq.errors]
     # 0.9.4: the facts behind its whole-load failure come from different chunks (a call early, none late)
@@ -226,6 +244,7 @@ def test_openai_parallel_and_folder_paths(tmp_path):
     f = _jsonl(tmp_path / "big.jsonl", records)
     seq = validate_file(f, entry=entry, lf_version="0.9.4", parallel_min_bytes=None)
     par = validate_file(f, entry=entry, lf_version="0.9.4", parallel_min_bytes=0, workers=2)
+    assert ran[-1] is not None  # merged from the chunks, not read again sequentially
     assert seq.file_error.kind == par.file_error.kind == "load" and seq.summary() == par.summary()
     # arguments a JSON object in one chunk, a string in the other: Arrow fails; the sequential path says where
     records[2999] = {"messages": _oa(("user", "t?"), _call('{"x": 1}'), ("tool", "1"), ("assistant", "y"))}
@@ -257,7 +276,7 @@ def test_standard_entries_read_as_the_detected_shape(tmp_path):
             assert dataset_info_entry(through, file_name=str(f)) == entry  # the entry round-trips
 
 
-def test_parallel_chunks_read_through_the_entry(tmp_path):
+def test_parallel_chunks_read_through_the_entry(tmp_path, monkeypatch):
     records = [{"question": f"q{i}", "answer": f"a{i}"} for i in range(3000)]
     for i in (7, 1500, 2999):
         records[i] = {"question": "q", "answer": None}
@@ -265,7 +284,9 @@ def test_parallel_chunks_read_through_the_entry(tmp_path):
     f = _jsonl(tmp_path / "big.jsonl", records)
     entry = {"file_name": str(f), "columns": {"prompt": "question", "response": "answer", "system": "sys"}}
     seq = validate_file(f, entry=entry, keep_indices=True, parallel_min_bytes=None)
+    ran = _parallel_results(monkeypatch)
     par = validate_file(f, entry=entry, keep_indices=True, parallel_min_bytes=0, workers=2)
+    assert ran and ran[-1] is not None  # the chunks ran in parallel
     assert seq.invalid_indices == par.invalid_indices == [7, 1500, 2999]
     assert [e.brief() for e in par.errors] == [e.brief() for e in seq.errors]
     assert par.errors[0].brief().startswith("record 7: answer: is missing")
@@ -326,7 +347,7 @@ def test_cli_validates_a_registered_dataset_through_its_entry(info_dir, capsys):
     (["nofile"], 1, "nofile: file_name: is missing"),
     (["broken"], 1, "broken: is not a JSON object"),
     (["gone"], 1, "missing.jsonl: (file): no such file"),
-    (["qa", "--format", "alpaca"], 2, "--format: cannot be combined with --dataset-info"),
+    (["qa", "--format", "alpaca"], 2, "--format: cannot be combined with a dataset_info.json entry"),
 ])
 def test_cli_entry_errors_are_one_line(info_dir, capsys, argv, code, words):
     assert main(["validate", "--dataset-info", str(info_dir), *argv]) == code

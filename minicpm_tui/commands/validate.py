@@ -90,9 +90,6 @@ def run(args: argparse.Namespace) -> int:
 
     options = {"keep_indices": bool(args.preview), "token_sample": args.sample if args.tokenizer else 0}
     if args.dataset_info:
-        if args.fmt:
-            raise UserError("cannot be combined with --dataset-info", where="--format",
-                            fix="drop --format: the entry's formatting decides how LLaMA-Factory reads the data")
         from minicpm_tui.core.datasets.entry import find_entry, load_dataset_info, validate_entry
 
         info_path, info = load_dataset_info(args.dataset_info)
@@ -105,7 +102,7 @@ def run(args: argparse.Namespace) -> int:
         bar = _Bar()
         try:
             report = validate_entry(args.file, entry, info_path.parent, stage=args.stage, lf_version=lf_version,
-                                    progress=bar, **options)
+                                    fmt=args.fmt, progress=bar, **options)
         finally:
             bar.close()
     else:

@@ -23,10 +23,14 @@ class UserError(Exception):
         self.fix_tui = fix_tui
         self.exit_code = exit_code
 
-    def one_line(self) -> str:
-        text = f"{self.where}: {self.message}" if self.where else self.message
-        if self.fix:
-            text = f"{text}; {self.fix}"
+    def one_line(self, where: str | None = None, fix: str | None = None) -> str:
+        """``where: message; fix`` on one line; a ``where``/``fix`` given replaces the error's own (the TUI's
+        words; ``""`` drops it)."""
+        where = self.where if where is None else where
+        fix = self.fix if fix is None else fix
+        text = f"{where}: {self.message}" if where else self.message
+        if fix:
+            text = f"{text}; {fix}"
         return " ".join(text.split())
 
     def __str__(self) -> str:

@@ -17,7 +17,7 @@ import re
 import time
 from collections import deque
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -154,6 +154,11 @@ class RunSnapshot:
         return json.dumps(self.to_dict(), indent=2)
 
 
+# What trainer_log.jsonl feeds: RunSnapshot's fields from ``step`` to ``vram_reserved_gib``, in its order.
+_SNAPSHOT_FIELDS = [f.name for f in fields(RunSnapshot)]
+_METRIC_FIELDS = tuple(_SNAPSHOT_FIELDS[_SNAPSHOT_FIELDS.index("step"):_SNAPSHOT_FIELDS.index("vram_reserved_gib") + 1])
+
+
 def parse_hms(text: Any) -> float | None:
     """"1 day, 2:03:04" / "0:00:12" / "03:12" -> seconds."""
     if not isinstance(text, str) or not text:
@@ -244,12 +249,8 @@ class RunFollower:
             self._diagnosed = False
             self.snapshot.diagnosis = None
 
-    _METRICS = ("step", "total_steps", "percent", "loss", "eval_loss", "accuracy", "reward", "lr", "epoch",
-                "throughput", "total_tokens", "elapsed_s", "remaining_s", "vram_allocated_gib",
-                "vram_reserved_gib")
-
     def _reset_metrics(self) -> None:
-        for name in self._METRICS:
+        for name in _METRIC_FIELDS:
             setattr(self.snapshot, name, None)
         for history in (self._losses, self._eval, self._lrs):
             history.clear()

@@ -552,7 +552,7 @@ def learning_rate_note(recipe: Recipe) -> str | None:
     lr = recipe.learning_rate
     if not isinstance(lr, (int, float)) or not isinstance(usual, (int, float)) or usual <= 0 or lr < 10 * usual:
         return None
-    flag = {o.name: o for o in options()}["learning_rate"].flag
+    flag = OPTIONS_BY_NAME["learning_rate"].flag
     return (f"learning_rate {lr:g} is {lr / usual:.0f}x the usual {usual:g} for {recipe.method} {recipe.stage}; "
             f"if that is not meant, pass {flag} {usual:g}")
 

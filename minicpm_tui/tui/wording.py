@@ -69,7 +69,5 @@ def in_tui_words(exc: BaseException) -> str:
     """One line for an error shown in the wizard: a core error's where and fix in the wizard's words."""
     if not isinstance(exc, UserError):  # a bug in a core: its type says most
         return f"{type(exc).__name__}: {exc}"
-    where = exc.where and (control(exc.where) or exc.where)
-    fix = exc.fix_tui or flags_as_fields(exc.fix or "")
-    text = f"{where}: {exc.message}" if where else exc.message
-    return " ".join((f"{text}; {fix}" if fix else text).split())
+    return exc.one_line(where=control(exc.where) if exc.where else None,
+                        fix=exc.fix_tui or flags_as_fields(exc.fix or ""))

@@ -131,7 +131,7 @@ def read_entry(entry: Any, lf_version: str | None = None) -> EntryReading:
     formatting = entry.get("formatting", "alpaca")
     if formatting == "openai":
         release = version_tuple(lf_version) if lf_version else None
-        if release is not None and release and release < OPENAI_SINCE:
+        if release and release < OPENAI_SINCE:
             reading.errors.append(_issue("formatting", f"is 'openai', which LLaMA-Factory {lf_version} does not "
                                          "have (it came in 0.9.4; 'Dataset converter openai not found')",
                                          "upgrade LLaMA-Factory to 0.9.4 or later, or " + OPENAI_FIX))
@@ -235,6 +235,13 @@ def find_entry(info: dict[str, Any], name: str, where: str) -> Any:
     return info[name]
 
 
+def refuse_skipped(reading: EntryReading, where: str) -> None:
+    """A UserError for an entry whose data cannot be validated here (``EntryReading.skipped``)."""
+    if reading.skipped:
+        raise UserError(f"not validated: {reading.skipped}", where=where,
+                        fix="validate the data file itself (`minicpm-tui validate FILE`)")
+
+
 def validate_entry(name: str, entry: Any, dataset_dir: str | os.PathLike[str], stage: str | None = None,
                    lf_version: str | None = None, **kwargs: Any) -> ValidationReport:
     """Validate dataset ``name``'s data through its entry, as LLaMA-Factory loads it from ``dataset_dir``.
@@ -248,9 +255,7 @@ def validate_entry(name: str, entry: Any, dataset_dir: str | os.PathLike[str], s
 
     where = f"{Path(dataset_dir) / INFO_NAME}: {name}"
     reading = entry if isinstance(entry, EntryReading) else read_entry(entry, lf_version)
-    if reading.skipped:
-        raise UserError(f"not validated: {reading.skipped}", where=where,
-                        fix="validate the data file itself (`minicpm-tui validate FILE`)")
+    refuse_skipped(reading, where)
     if reading.file_name is None or reading.refused:
         first = next(e for e in reading.errors if e.field == "formatting") if reading.refused else reading.errors[0]
         raise UserError(f"{first.field + ': ' if first.field else ''}{first.message}", where=where, fix=first.fix,

@@ -725,7 +725,7 @@ def validate_file(path: str | os.PathLike[str], stage: str | None = None, fmt: s
 
 def _reading(entry: dict[str, Any] | EntryReading | None, fmt: str | None, where: str,
              lf_version: str | None = None) -> EntryReading | None:
-    from minicpm_tui.core.datasets.entry import EntryReading, read_entry
+    from minicpm_tui.core.datasets.entry import EntryReading, read_entry, refuse_skipped
 
     if entry is None:
         return None
@@ -733,9 +733,7 @@ def _reading(entry: dict[str, Any] | EntryReading | None, fmt: str | None, where
         raise UserError("cannot be combined with a dataset_info.json entry", where="--format",
                         fix="drop --format: the entry's formatting decides how LLaMA-Factory reads the data")
     reading = entry if isinstance(entry, EntryReading) else read_entry(entry, lf_version)
-    if reading.skipped:
-        raise UserError(f"not validated: {reading.skipped}", where=where,
-                        fix="validate the data file itself (`minicpm-tui validate FILE`)")
+    refuse_skipped(reading, where)
     return reading
 
 

@@ -338,7 +338,7 @@ is registered in the `dataset_info.json` beside it (merged, backed up) under the
         if not self.state.dataset_name:
             # Short, beside Next at 80 columns: the first unusable record is listed in the pane.
             self.blocked_reason = (f"{self.report.invalid:,} of {self.report.records:,} records unusable: "
-                                   "fix them to register" if self.register_refusal()
+                                   "fix them to register" if self.report.invalid
                                    else "register it (^g) under a name")
             return False
         return True
