@@ -189,3 +189,12 @@ def test_import_maps_warmup_steps_0_to_no_warmup(tmp_path):
     report = import_lf_yaml(old)
     assert report.recipe.warmup_ratio == 0.0 and "warmup_steps" not in report.recipe.extra_args
     assert ("warmup_steps", "warmup_ratio") in report.mapped
+
+
+def test_import_keeps_preprocessing_workers(tmp_path):
+    # It was dropped as "derived", but nothing writes it: OpenBMB's 16 workers became one process.
+    old = tmp_path / "old.yaml"
+    old.write_text(yaml.safe_dump({"stage": "sft", "dataset": "demo_sft", "preprocessing_num_workers": 16}))
+    report = import_lf_yaml(old)
+    assert report.recipe.extra_args == {"preprocessing_num_workers": 16}
+    assert "preprocessing_num_workers" not in report.dropped

@@ -267,3 +267,36 @@ def test_each_training_environment_gets_its_own_tiny_model(tmp_path):
     assert a != b and a.parent == b.parent == tmp_path
     assert tiny_model_path("cpm3", pythons[0], root=tmp_path) == a
     assert tiny_model_path("cpm", pythons[0], root=tmp_path) != a
+
+
+def _slurm_lines(run, *prefixes: str) -> str:
+    text = (run / "slurm.sbatch").read_text()
+    return "\n".join(line for line in text.splitlines() if line.startswith(prefixes))
+
+
+def test_slurm_job_asks_for_cpus_and_hands_them_to_srun(tmp_path, lf):
+    # Without --cpus-per-task the task got Slurm's one CPU, and since 22.05 srun drops the job's value
+    # unless SRUN_CPUS_PER_TASK says it: 8 GPU processes and their dataloader workers on one core.
+    recipe = demo_recipe("sft", "lora", gpus=8, nodes=2, hardware="8x-h100-80gb-nvlink-ib",
+                         extra_args={"dataloader_num_workers": 2, "preprocessing_num_workers": 16})
+    generate(recipe, tmp_path / "run", info=lf, preflight=False)
+    assert "#SBATCH --cpus-per-task=24" in _slurm_lines(tmp_path / "run", "#SBATCH")  # 8 x (1 + 2)
+    exports = _slurm_lines(tmp_path / "run", "export SRUN_CPUS_PER_TASK=", "if [[ -z \"${MASTER_PORT")
+    script = exports + '\necho "$SRUN_CPUS_PER_TASK $MASTER_PORT"'
+    env = {"PATH": "/usr/bin:/bin"}
+    # As submitted: the job's own value; a later job on the same node gets another port.
+    out = subprocess.run(["bash", "-c", script], env={**env, "SLURM_CPUS_PER_TASK": "24", "SLURM_JOB_ID": "12345"},
+                         capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["24", str(29500 + 12345 % 10000)]
+    out = subprocess.run(["bash", "-c", script], env={**env, "SLURM_CPUS_PER_TASK": "64", "SLURM_JOB_ID": "12346",
+                                                      "MASTER_PORT": "31000"},
+                         capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["64", "31000"]  # `sbatch --cpus-per-task=64` and an explicit port win
+    # Slurm allocates the node rank, address and count: no stale defaults from the shared block.
+    assert "NODE_RANK" not in (tmp_path / "run" / "slurm.sbatch").read_text()
+
+
+def test_slurm_cpus_follow_preprocessing_workers_when_they_are_more(tmp_path, lf):
+    recipe = demo_recipe("sft", "lora", gpus=2, extra_args={"preprocessing_num_workers": 16})
+    generate(recipe, tmp_path / "run", info=lf, preflight=False)
+    assert "#SBATCH --cpus-per-task=16" in _slurm_lines(tmp_path / "run", "#SBATCH")

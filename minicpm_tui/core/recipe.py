@@ -68,8 +68,9 @@ class Option:
         try:
             value = _coerce_kind(self.kind, value)
         except (TypeError, ValueError) as exc:
+            how = " Write it as KEY=VALUE pairs joined by commas, e.g. a=1,b=x." if self.kind == "dict" else ""
             raise UserError(f"{self.name} must be {self.describe_type()}, got {value!r}", where=where,
-                            fix=self.help) from exc
+                            fix=self.help + how) from exc
         if self.choices is not None and value not in self.choices:
             raise UserError(f"{self.name} must be one of {', '.join(map(str, self.choices))}, got {value!r}",
                             where=where)
@@ -596,7 +597,7 @@ _LF_TO_RECIPE = {
 _DERIVED = {"finetuning_type", "quantization_bit", "bf16", "fp16", "pure_bf16", "deepspeed", "flash_attn",
             "do_train", "overwrite_output_dir", "overwrite_cache", "plot_loss", "trust_remote_code",
             "gradient_checkpointing", "disable_gradient_checkpointing", "per_device_eval_batch_size",
-            "eval_strategy", "preprocessing_num_workers", "ddp_timeout", "save_strategy", "logging_dir",
+            "eval_strategy", "ddp_timeout", "save_strategy", "logging_dir",
             "do_eval", "resume_from_checkpoint", "kto_chosen_weight", "kto_undesirable_weight"}
 
 

@@ -593,29 +593,53 @@ def render_multi_node(recipe: Recipe, res: Resolved) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _int_arg(recipe: Recipe, key: str) -> int:
+    """A whole-number LLaMA-Factory argument from the recipe's extra_args, 0 when unset or not a number."""
+    value = recipe.extra_args.get(key)
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
+
+
+def slurm_cpus_per_task(recipe: Recipe, res: Resolved) -> int:
+    """CPUs the one task per node asks for: a core for each GPU's process and one for each of its
+    dataloader workers, or the preprocessing workers if those are more (they run before training)."""
+    per_process = 1 + _int_arg(recipe, "dataloader_num_workers")
+    return max(res.gpus * per_process, _int_arg(recipe, "preprocessing_num_workers"), 1)
+
+
 def render_slurm(recipe: Recipe, res: Resolved) -> str:
     job = re.sub(r"[^A-Za-z0-9_.-]", "_", recipe.name)[:64] or "minicpm"
+    cpus = slurm_cpus_per_task(recipe, res)
+    # Two jobs sharing a node must not both listen on the recipe's port: offset it by the job id.
+    port_span = max(1, min(10_000, 65_535 - recipe.master_port))
     lines = [
         "#!/usr/bin/env bash",
         f"#SBATCH --job-name={job}",
         f"#SBATCH --nodes={recipe.nodes}",
         "#SBATCH --ntasks-per-node=1",
         f"#SBATCH --gres=gpu:{res.gpus}",
+        f"#SBATCH --cpus-per-task={cpus}",
         "#SBATCH --output=slurm-%x-%j.out",
         f"# Slurm job for {_one_line(recipe.name)}: submit from the run directory with `sbatch slurm.sbatch`.",
         "# One task per node; each runs torchrun, which starts one process per GPU (c10d rendezvous).",
+        f"# --cpus-per-task={cpus}: one core per GPU process plus its dataloader workers (dataloader_num_workers,",
+        "# preprocessing_num_workers in extra_args); raise it with `sbatch --cpus-per-task=N slurm.sbatch`.",
         f"# Written by minicpm-tui {__version__} for LLaMA-Factory {res.lf_version}.",
         "set -euo pipefail",
         'RUN_DIR="${RUN_DIR:-${SLURM_SUBMIT_DIR:-$PWD}}"',
         'cd -- "$RUN_DIR"',
     ]
-    env = _env_block(recipe, res, res.gpus, recipe.nodes)
-    env = [line for line in env if not line.startswith(("NODE_RANK=", "MASTER_ADDR=", "NNODES="))]
+    # Slurm sets these three per allocation below; the shared block's defaults would only mislead.
+    env = [line for line in _env_block(recipe, res, res.gpus, recipe.nodes)
+           if not any(f'"${{{var}:-}}"' in line for var in ("NODE_RANK", "MASTER_ADDR", "NNODES", "MASTER_PORT"))]
     lines += env + _python_default(res)
     lines += [
         'NNODES="${SLURM_NNODES:-1}"',
         "# The first node of the allocation hosts the rendezvous.",
         'MASTER_ADDR="$(scontrol show hostnames "${SLURM_JOB_NODELIST:-localhost}" | head -n 1)"',
+        f'if [[ -z "${{MASTER_PORT:-}}" ]]; then MASTER_PORT=$(( {recipe.master_port} + ${{SLURM_JOB_ID:-0}} % {port_span} )); fi',
+        "# Since Slurm 22.05 srun no longer inherits the job's --cpus-per-task (22.05 release notes): its task",
+        "# would get the default single CPU. Hand on whatever the job was submitted with.",
+        f'export SRUN_CPUS_PER_TASK="${{SLURM_CPUS_PER_TASK:-{cpus}}}"',
         'export TRAIN_PYTHON TRAIN_YAML NPROC_PER_NODE NNODES MASTER_ADDR MASTER_PORT',
         'srun --kill-on-bad-exit=1 "$TRAIN_PYTHON" -m torch.distributed.run \\',
         '  --nnodes "$NNODES" --nproc_per_node "$NPROC_PER_NODE" \\',
