@@ -560,3 +560,82 @@ def test_runs_says_when_every_registered_run_directory_is_gone(tmp_path, state_h
                                                "(`minicpm-tui runs --all` lists them)")
     assert main(["runs", "--all"]) == 0
     assert "(run directory is gone)" in capsys.readouterr().out
+
+
+# A torchrun stand-in: it starts its "worker" in a session of its own, as torch's elastic agent does.
+FAKE_TORCHRUN = ('"{python}" -c "import subprocess, sys; '
+                 "sys.exit(subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(120)'], "
+                 'start_new_session=True).wait())"\n')
+
+
+def _wait_worker(run_dir: Path) -> None:
+    def up() -> bool:
+        cur = runner.RunManifest.load(run_dir).current
+        return any(p.pgid != cur.get("pgid") for p in runner._attempt_procs(cur)) if cur.get("pgid") else False
+
+    wait_for(up, 15, "worker up")
+
+
+@pytest.mark.parametrize("damage", ['{"attempts": [', "", '{"attempts": "x"}'])
+def test_stop_stops_a_run_whose_manifest_is_damaged(damage, runs, tmp_path, capsys):
+    # `stop` refused ("cannot read the run manifest") while the training kept its GPUs: the only way out was
+    # kill by hand. The run's processes carry its tag and work in its folder: that is enough to stop them.
+    from minicpm_tui.cli import main
+
+    run_dir = runs("damaged", FAKE_TORCHRUN.format(python=sys.executable))
+    manifest = runner.launch(run_dir)
+    _wait_worker(run_dir)
+    procs = runner._attempt_procs(manifest.current)
+    sup = manifest.current["supervisor_pid"]
+    # Another run's process nearby (a nested run directory's, tagged too) must be left alone.
+    nested = runs("damaged/nested", "sleep 60\n")
+    other = runner.launch(nested)
+    wait_status(nested, ("running",), 30)
+    (run_dir / runner.MANIFEST).write_text(damage)
+    assert main(["stop", str(run_dir), "--grace", "0", "--timeout", "5"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith(f"stop: {run_dir / runner.MANIFEST}: ") and "stopping the run without it" in out[0]
+    assert all(str(p.pid) in out[0] for p in procs) and str(sup) not in out[0]
+    assert out[-1].startswith("stop: run is stopped; its manifest is left as it was: restore it from a backup")
+    assert all(runner.proc_info(p.pid) is None for p in procs)
+    wait_for(lambda: runner.proc_info(sup) is None, 15, "supervisor ended by itself")
+    assert "cannot record it in run_manifest.json" in (run_dir / "logs" / "supervisor.log").read_text()
+    assert runner.run_status(nested).status == "running" and runner.proc_info(other.pid) is not None
+    runner.stop(nested, grace=0, term_timeout=5)
+    # Nothing of the run is left: a one-line refusal that says so, with the manifest's fix.
+    assert main(["stop", str(run_dir)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "no process of this run is alive" in err and "restore it" in err
+
+
+def test_a_moved_run_whose_supervisor_was_killed_is_found_by_its_training_alone(runs, tmp_path):
+    # Its script works elsewhere (a LLaMA-Factory checkout, as OpenBMB's guide does), its supervisor and
+    # torchrun were killed (the OOM killer), and the folder was moved: `runs` lost it and `stop NEW` said
+    # "copied from ... while it ran". The worker's stdout is the attempt's log file in the run directory,
+    # which moved along, and the manifest there holds the worker's attempt.
+    checkout = tmp_path / "LLaMA-Factory"
+    checkout.mkdir()
+    run_dir = runs("elsewhere", f'cd "{checkout}"\n' + FAKE_TORCHRUN.format(python=sys.executable))
+    manifest = runner.launch(run_dir)
+    _wait_worker(run_dir)
+    sup = manifest.current["supervisor_pid"]
+    os.kill(sup, signal.SIGKILL)
+    os.killpg(manifest.pgid, signal.SIGKILL)
+    wait_for(lambda: runner.proc_info(sup) is None and not runner.group_pids(manifest.pgid), 10, "launcher gone")
+    worker = runner._attempt_procs(runner.RunManifest.load(run_dir).current)
+    assert len(worker) == 1 and os.readlink(f"/proc/{worker[0].pid}/cwd") == str(checkout)
+    info = runner.run_status(run_dir)
+    assert info.status == "running" and "supervisor is gone" in info.note
+    moved = tmp_path / "moved"
+    run_dir.rename(moved)
+    try:
+        assert [(r.run_dir, r.status) for r in runner.list_runs()] == [(moved, "running")]
+        assert [d["run_dir"] for d in _registered()] == [str(moved)]
+        assert runner.run_pids(moved) == [worker[0].pid]
+        said: list[str] = []
+        result = runner.stop(moved, grace=0, term_timeout=5, say=said.append)
+        # The worker, whose torchrun is gone, gets the SIGTERM itself: no SIGKILL needed.
+        assert result.status == "stopped" and result.left == [] and not any("SIGKILL" in s for s in said)
+        assert runner.proc_info(worker[0].pid) is None
+    finally:
+        moved.rename(run_dir)

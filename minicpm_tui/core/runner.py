@@ -649,17 +649,50 @@ def _start_time(start_ticks: int) -> float | None:
     return time.time() - uptime + start_ticks / _CLK_TCK
 
 
+def _places(pid: int) -> list[str] | None:
+    """Where a process works: its working directory, then the files its stdout and stderr go to. A rename of
+    their folder takes all of them along, a copy none (a launched attempt writes to ``logs/attempt-N.*.log``,
+    so a training script that ``cd``s elsewhere is still tied to its run directory). None when the working
+    directory cannot be read."""
+    try:
+        places = [os.readlink(f"/proc/{pid}/cwd")]
+    except OSError:
+        return None
+    for fd in (1, 2):
+        with contextlib.suppress(OSError):
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+            if target.startswith("/") and not target.endswith(" (deleted)") and target not in places:
+                places.append(target)
+    return places
+
+
+def _run_dirs_of(pid: int) -> list[Path]:
+    """The run directories a process works for: for each of its places, the nearest folder (itself or above)
+    that is a run directory. A run directory nested in another is its own processes' only."""
+    out: list[Path] = []
+    for place in _places(pid) or []:
+        if place.endswith(" (deleted)"):
+            continue
+        path = Path(place)
+        for folder in (path, *path.parents):
+            if is_run_dir(folder):
+                if folder not in out:
+                    out.append(folder)
+                break
+    return out
+
+
 def _works_elsewhere(procs: list[ProcInfo], run_dir: Path) -> str | None:
-    """The folder a run's processes work in when none of them works in ``run_dir`` (else None)."""
+    """The folder a run's processes work in when none of them works for ``run_dir`` (else None): neither its
+    working directory nor its stdout/stderr files are there."""
     other = None
     for p in procs:
-        try:
-            cwd = os.readlink(f"/proc/{p.pid}/cwd")
-        except OSError:
+        places = _places(p.pid)
+        if places is None:
             return None  # cannot tell: take them as this run's
-        if cwd == str(run_dir) or cwd.startswith(str(run_dir) + os.sep):
+        if any(place == str(run_dir) or place.startswith(str(run_dir) + os.sep) for place in places):
             return None
-        other = other or cwd
+        other = other or places[0]
     return other
 
 
@@ -757,20 +790,18 @@ def _has_attempt(run_dir: Path, tag: str) -> bool:
 
 def _moved_to(data: dict[str, Any], key: str, tagged: dict[str, list[int]]) -> tuple[Path, str] | None:
     """Where a registered run directory that left its path lives now (and its attempt's run tag), if a
-    process of that attempt is still alive: ``mv`` takes the processes' working directory along (the
-    supervisor's is the run directory itself), and the manifest there must hold that attempt (so a copy
-    is never taken for it)."""
+    process of that attempt is still alive: ``mv`` takes the processes' working directory and their open
+    log files along (the supervisor's working directory is the run directory itself; the training's stdout
+    and stderr are its logs/attempt-N files even where its script works elsewhere, and they are all that
+    is left once the supervisor was killed), and the manifest there must hold that attempt (so a copy is
+    never taken for it)."""
     tag = data.get("run_tag")
     # Entries written before run tags were recorded: every tag starts with the key of the launch's path.
     tags = [tag] if isinstance(tag, str) and tag in tagged else [t for t in tagged if t.startswith(key + "-")]
     for tag in tags:
         for pid in tagged[tag]:
-            try:
-                cwd = Path(os.readlink(f"/proc/{pid}/cwd"))
-            except OSError:
-                continue
-            for folder in (cwd, *cwd.parents):
-                if is_run_dir(folder) and _has_attempt(folder, tag):
+            for folder in _run_dirs_of(pid):
+                if _has_attempt(folder, tag):
                     return folder, tag
     return None
 
@@ -1078,12 +1109,78 @@ def _signal(pid: int, sig: int, group: bool = False) -> None:
             os.kill(pid, sig)
 
 
+def _term_targets(procs: list[ProcInfo], pgid: int | None) -> tuple[list[int], list[int]]:
+    """Process groups and single processes to send SIGTERM: the launch group (torchrun passes it on to each
+    worker's group), and each top process of the run outside it whose parent is gone (a worker whose
+    torchrun died, the launch group itself when it is not known): its group if it leads one, else itself."""
+    pids = {p.pid for p in procs}
+    groups, singles = ([pgid] if pgid else []), []
+    for p in procs:
+        if p.pgid == pgid or p.ppid in pids or p.pgid in groups:
+            continue
+        if p.pgid == p.pid:
+            groups.append(p.pid)
+        else:
+            singles.append(p.pid)
+    return groups, singles
+
+
+def _terminate(procs: Callable[[], list[ProcInfo]], pgid: int | None, grace: float, term_timeout: float,
+               act: Callable[[str], None]) -> bool:
+    """Finish-the-step-and-save, then SIGTERM, then SIGKILL; True when none of ``procs()`` is left."""
+    targets = graceful_targets(procs()) if grace > 0 else []
+    gone = False
+    if targets:
+        act(f"asked {len(targets)} training process(es) (pid {', '.join(map(str, targets))}) to stop after "
+            f"the current step and save (SIGABRT, LLaMA-Factory's abort); waiting up to {grace:.0f} s")
+        for pid in targets:
+            _signal(pid, signal.SIGABRT)
+        gone = _wait_gone(procs, grace)
+        if gone:
+            act("the run ended after its current step")
+    elif grace > 0:
+        act("no training process takes the graceful abort yet (still starting, or launched by hand "
+            "without LLAMABOARD_ENABLED); terminating")
+    if not gone:
+        # torchrun turns SIGTERM into a SIGTERM to each worker's own process group.
+        groups, singles = _term_targets(procs(), pgid)
+        said = f"process group {groups[0]}" if groups == [pgid] else f"process group(s) {groups}"
+        act(f"sent SIGTERM to {said}{f' and pid {singles}' if singles else ''}; waiting up to {term_timeout:.0f} s")
+        for group_id in groups:
+            _signal(group_id, signal.SIGTERM, group=True)
+        for pid in singles:
+            _signal(pid, signal.SIGTERM)
+        gone = _wait_gone(procs, term_timeout)
+    if not gone:
+        left = procs()
+        groups = sorted({p.pgid for p in left if p.pgid == p.pid or (pgid and p.pgid == pgid)})
+        act(f"sent SIGKILL to {len(left)} remaining process(es) of the run (groups {groups})")
+        for group_id in groups:
+            _signal(group_id, signal.SIGKILL, group=True)
+        for p in left:
+            _signal(p.pid, signal.SIGKILL)
+        gone = _wait_gone(procs, 10)
+    return gone
+
+
+def _wait_supervisor(run_dir: Path, timeout: float = 15.0) -> None:
+    """Let the supervisor record the end (it holds logs/.run.lock while it lives)."""
+    deadline = time.time() + timeout
+    while time.time() < deadline and _lock_held(run_dir):
+        time.sleep(0.1)
+
+
 def stop(run_dir: str | os.PathLike[str], *, grace: float = 60.0, term_timeout: float = 15.0,
          say: Callable[[str], None] | None = None) -> StopResult:
     """Stop a run: finish-the-step-and-save first, then SIGTERM, then SIGKILL to its process group."""
     run_dir = Path(run_dir).expanduser().resolve()
     say = say or (lambda _text: None)
-    info = run_status(run_dir)
+    try:
+        info = run_status(run_dir)
+    except UserError as exc:
+        if exc.where is None or not exc.where.startswith(str(run_dir / MANIFEST)):
+            raise
+        return _stop_without_manifest(run_dir, exc, grace, term_timeout, say)
     result = StopResult(run_dir=run_dir, was=info.status, status=info.status)
     if info.status not in LIVE:
         result.actions.append(f"not running ({info.status}); nothing to stop")
@@ -1112,43 +1209,77 @@ def stop(run_dir: str | os.PathLike[str], *, grace: float = 60.0, term_timeout: 
         result.actions.append(text)
         say(text)
 
-    targets = graceful_targets(procs()) if grace > 0 else []
-    gone = False
-    if targets:
-        act(f"asked {len(targets)} training process(es) (pid {', '.join(map(str, targets))}) to stop after "
-            f"the current step and save (SIGABRT, LLaMA-Factory's abort); waiting up to {grace:.0f} s")
-        for pid in targets:
-            _signal(pid, signal.SIGABRT)
-        gone = _wait_gone(procs, grace)
-        if gone:
-            act("the run ended after its current step")
-    elif grace > 0:
-        act("no training process takes the graceful abort yet (still starting, or launched by hand "
-            "without LLAMABOARD_ENABLED); terminating")
-    if not gone:
-        # torchrun turns SIGTERM into a SIGTERM to each worker's own process group.
-        act(f"sent SIGTERM to process group {pgid}; waiting up to {term_timeout:.0f} s")
-        _signal(pgid, signal.SIGTERM, group=True)
-        gone = _wait_gone(procs, term_timeout)
-    if not gone:
-        left = procs()
-        groups = sorted({p.pgid for p in left if p.pgid == p.pid or p.pgid == pgid})
-        act(f"sent SIGKILL to {len(left)} remaining process(es) of the run (groups {groups})")
-        for group_id in groups:
-            _signal(group_id, signal.SIGKILL, group=True)
-        for p in left:
-            _signal(p.pid, signal.SIGKILL)
-        gone = _wait_gone(procs, 10)
+    gone = _terminate(procs, pgid, grace, term_timeout, act)
     result.left = [p.pid for p in procs()]
     if result.left:
         act(f"processes of the run still alive: {result.left} (uninterruptible I/O? check `ps -o stat`)")
     # Let the supervisor record the end; if it is gone, record it ourselves.
-    deadline = time.time() + 15
-    while time.time() < deadline and _lock_held(run_dir):
-        time.sleep(0.1)
+    _wait_supervisor(run_dir)
     manifest = RunManifest.load(run_dir)
     if manifest is not None and manifest.status in LIVE:
         _update_current(run_dir, {"status": "stopped", "ended_at": time.time()})
     result.status = run_status(run_dir).status if info.how != "by hand" else ("stopped" if gone else "running")
     act(f"run is {result.status}")
+    return result
+
+
+def _unrecorded_procs(run_dir: Path) -> tuple[Callable[[], list[ProcInfo]], str] | None:
+    """The live processes of a run directory found without its manifest, and how they were found; None when
+    there are none.
+
+    Provably this run's: the attempts (run tags) of which some process works for this very folder (its
+    working directory or its stdout/stderr files are here, and no run directory nested in it is nearer;
+    the supervisor's working directory is the run directory, and a copy's processes work at the original),
+    with every process carrying those tags and their descendants; the supervisor is left to end by itself.
+    Else the processes started by hand from here."""
+    tags: set[str] = set()
+    supervisors: set[int] = set()
+    for tag, pids in _tagged_processes().items():
+        if any(run_dir in _run_dirs_of(pid) for pid in pids):
+            tags.add(tag)
+            for pid in pids:
+                info = proc_info(pid)
+                if info is not None and any(part.endswith("run_supervisor.py") for part in info.cmdline):
+                    supervisors.add(pid)
+    if tags:
+        def tagged() -> list[ProcInfo]:
+            seen: dict[int, ProcInfo] = {}
+            for tag in sorted(tags):
+                seen.update({p.pid: p for p in processes_of(None, tag, exclude=supervisors)})
+            return sorted(seen.values(), key=lambda p: p.pid)
+
+        if tagged():
+            return tagged, f"by their run tag ({', '.join(sorted(tags))}) and working directory"
+    hand = _hand_processes(run_dir)
+    if hand:
+        pgid = min(hand, key=lambda p: p.start_ticks).pgid
+        return (lambda: processes_of(pgid)), "started by hand from this folder"
+    return None
+
+
+def _stop_without_manifest(run_dir: Path, damage: UserError, grace: float, term_timeout: float,
+                           say: Callable[[str], None]) -> StopResult:
+    """``stop`` for a run whose manifest cannot be read: a runaway training must still be stoppable."""
+    found = _unrecorded_procs(run_dir)
+    if found is None:
+        raise UserError(f"{damage.message}, and no process of this run is alive (none carries a run tag of this "
+                        "folder, none was started by hand here): nothing to stop", where=damage.where,
+                        fix=damage.fix)
+    procs, how = found
+    result = StopResult(run_dir=run_dir, was="running", status="running")
+
+    def act(text: str) -> None:
+        result.actions.append(text)
+        say(text)
+
+    pids = [p.pid for p in procs()]
+    act(f"{damage.where}: {damage.message}; stopping the run without it: {len(pids)} process(es) found "
+        f"{how} (pid {', '.join(map(str, pids))})")
+    gone = _terminate(procs, None, grace, term_timeout, act)
+    result.left = [p.pid for p in procs()]
+    if result.left:
+        act(f"processes of the run still alive: {result.left} (uninterruptible I/O? check `ps -o stat`)")
+    _wait_supervisor(run_dir)
+    result.status = "stopped" if gone else "running"
+    act(f"run is {result.status}; its manifest is left as it was: {damage.fix}")
     return result
