@@ -320,6 +320,8 @@ def test_run_started_by_hand_is_recognised_and_stoppable(runs):
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
+    assert runner.run_status(run_dir).status == "stopped"  # what `stop` did is remembered
+    (run_dir / runner.HAND_RECORD).unlink()  # a run by hand that nobody saw: only its files tell
     # Finished by hand: trainer_log with a last line and all_results.json.
     (run_dir / "out").mkdir()
     (run_dir / "out" / "trainer_log.jsonl").write_text('{"current_steps": 5, "total_steps": 5}\n')
@@ -327,6 +329,54 @@ def test_run_started_by_hand_is_recognised_and_stoppable(runs):
     (run_dir / "out" / "all_results.json").write_text("{}")
     info = runner.run_status(run_dir)
     assert info.status == "finished" and info.progress == "5/5 (100%)"
+
+
+def test_a_run_started_by_hand_and_ended_before_its_first_step_is_not_never(runs, capsys):
+    # `stop` said "run is stopped", then `runs` and the monitor said "never" (not launched yet): a run started
+    # by hand leaves no manifest, and before its first logging step no trainer_log.jsonl line either.
+    import time
+
+    from minicpm_tui.cli import main
+    from minicpm_tui.core.monitor import RunFollower
+
+    run_dir = runs("early", 'echo "loading model"\nsleep 60\n')
+    (run_dir / "train.yaml").write_text("output_dir: out\n")
+    (run_dir / "out").mkdir()
+    old = run_dir / "out" / "trainer_log.jsonl"  # an earlier training's: not this run's progress
+    old.write_text('{"current_steps": 5, "total_steps": 9}\n')
+    os.utime(old, (time.time() - 3600, time.time() - 3600))
+    runner.watch_run(run_dir)
+    procs = []
+    try:
+        procs.append(subprocess.Popen(["bash", "single_node.sh"], cwd=run_dir, start_new_session=True,
+                                      stdout=subprocess.DEVNULL))
+        wait_for(lambda: runner.run_status(run_dir).status == "running", 10, "seen")
+        assert runner.stop(run_dir, grace=0, term_timeout=5).status == "stopped"
+        info = runner.list_runs()[0]
+        assert (info.status, info.how, info.pid, info.exit_code, info.progress) == (
+            "stopped", "by hand", procs[0].pid, None, "-")
+        assert "stopped by `minicpm-tui stop` before its first logging step" in info.note and info.age != "-"
+        # Seen running (by `runs`), then ended some other way (Ctrl+C): it died, and its output is its log.
+        log = run_dir / "train.log"
+        with open(log, "w") as handle:
+            procs.append(subprocess.Popen(["bash", "single_node.sh"], cwd=run_dir, start_new_session=True,
+                                          stdout=handle, stderr=subprocess.STDOUT))
+        wait_for(lambda: "loading model" in log.read_text(), 10, "output")
+        assert runner.list_runs()[0].status == "running"
+        os.killpg(procs[1].pid, signal.SIGINT)
+        procs[1].wait(10)
+        info = runner.run_status(run_dir)
+        assert (info.status, info.pid, info.progress) == ("died", procs[1].pid, "-"), info
+        assert "ended before its first logging step" in info.note and str(log) in info.note
+        snap = RunFollower(run_dir).poll()
+        assert snap.status == "died" and any("loading model" in line for line in snap.log_tail)
+        assert main(["monitor", str(run_dir), "--once", "--no-gpu", "--plain"]) != 2
+        assert "died" in capsys.readouterr().out
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
 
 
 def _cli(*args: str, **kw) -> subprocess.CompletedProcess:

@@ -13,7 +13,11 @@ SIGTERM and SIGKILL on the whole process group so that no orphan worker keeps a 
 
 The registry of runs is one small JSON file per run directory under ``paths.state_dir()/runs``. A run
 directory moved while it runs is found again through its processes (their working directory moves
-along) and re-registered; the supervisor moves the entry along too when the attempt ends.
+along, and so do the log files their stdout and stderr go to) and re-registered; the supervisor moves the
+entry along too when the attempt ends. ``stop`` finds a run whose manifest is damaged the same way.
+
+A run started by hand (``bash single_node.sh``) has no manifest: it is known from its processes, and
+``logs/by_hand.json`` keeps what was seen of the latest one, so that its end is not taken for "never".
 """
 
 from __future__ import annotations
@@ -596,13 +600,98 @@ def run_status(run_dir: str | os.PathLike[str]) -> RunInfo:
         info.pid, info.pgid, info.host = leader.pid, leader.pgid, socket.gethostname()
         info.started_at = _start_time(leader.start_ticks)
         info.started_boottime, info.boot_id = leader.start_ticks / _CLK_TCK, boot_id()
+        _note_hand_run(run_dir, leader, info)
         return info
-    if out_dir is not None and (out_dir / "all_results.json").is_file():
+    record = hand_run_record(run_dir)
+    since = None
+    if record is not None:
+        # Seen running by hand (by `runs`, `monitor` or `stop`) and gone since: what is known of it.
+        info.how = "by hand"
+        info.pid, info.pgid, info.host = record.get("pid"), record.get("pgid"), record.get("host")
+        info.started_at, info.ended_at = record.get("started_at"), record.get("ended_at")
+        info.started_boottime, info.boot_id = record.get("started_boottime"), record.get("boot_id")
+        since = info.started_at
+
+    def this_runs(path: Path) -> bool:
+        """Written by the run seen (not left over from an earlier training in the same output_dir)."""
+        try:
+            return since is None or path.stat().st_mtime >= since - 1
+        except OSError:
+            return False
+
+    if last is not None and out_dir is not None and not this_runs(out_dir / TRAINER_LOG):
+        last, info.step, info.total_steps = None, None, None
+    if out_dir is not None and (out_dir / "all_results.json").is_file() and this_runs(out_dir / "all_results.json"):
         info.status, info.how = "finished", "by hand"
+    elif record is not None:
+        when = "before its first logging step" if last is None else "before its last step"
+        logs = [str(path) for path in hand_run_logs(run_dir)]
+        output = f"; its output: {', '.join(logs)}" if logs else ""
+        if record.get("stop_requested_at"):
+            info.status = "stopped"
+            info.note = f"started by hand, stopped by `minicpm-tui stop` {when}; exit code not known{output}"
+        else:
+            info.status = "died"
+            info.note = (f"started by hand (pid {info.pid}); it ended {when} and its exit code is not known here"
+                         f"{output}")
     elif last is not None:
         info.status, info.how = "died", "by hand"
         info.note = "trainer_log.jsonl stops before the last step and no process is left"
     return info
+
+
+HAND_RECORD = "logs/by_hand.json"  # what `runs`, `monitor` and `stop` saw of a run started by hand
+_HAND_TYPES: dict[str, tuple[type, ...]] = {
+    **dict.fromkeys(("pid", "pgid", "start_ticks"), (int,)),
+    **dict.fromkeys(("started_at", "started_boottime", "seen_at", "stop_requested_at", "ended_at"), (int, float)),
+    **dict.fromkeys(("host", "boot_id", "stdout", "stderr"), (str,)),
+}
+
+
+def hand_run_record(run_dir: str | os.PathLike[str]) -> dict[str, Any] | None:
+    """The last run started by hand that was seen in ``run_dir`` (its well-typed fields), or None."""
+    try:
+        data = json.loads((Path(run_dir) / HAND_RECORD).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(data, dict) or type(data.get("pid")) is not int:
+        return None
+    return {key: value for key, value in data.items()
+            if key in _HAND_TYPES and isinstance(value, _HAND_TYPES[key]) and not isinstance(value, bool)}
+
+
+def hand_run_logs(run_dir: str | os.PathLike[str]) -> list[Path]:
+    """The files a run started by hand wrote its stdout and stderr to (when they were redirected to files)."""
+    record = hand_run_record(run_dir) or {}
+    out: list[Path] = []
+    for key in ("stderr", "stdout"):
+        value = record.get(key)
+        if value and Path(value) not in out and Path(value).is_file():
+            out.append(Path(value))
+    return out
+
+
+def _note_hand_run(run_dir: Path, leader: ProcInfo, info: RunInfo, **changes: Any) -> None:
+    """Record a run started by hand that is seen alive (once per run), so that its end is not taken for
+    "never": its processes are all there is of it. A folder that cannot be written is left as it is."""
+    record = hand_run_record(run_dir)
+    if record is not None and (record.get("pid"), record.get("start_ticks"), record.get("boot_id")) == (
+            leader.pid, leader.start_ticks, info.boot_id):
+        if not changes:
+            return
+    else:
+        record = {"pid": leader.pid, "pgid": leader.pgid, "start_ticks": leader.start_ticks,
+                  "started_at": info.started_at, "started_boottime": info.started_boottime,
+                  "boot_id": info.boot_id, "host": info.host, "seen_at": time.time()}
+        for fd, key in ((1, "stdout"), (2, "stderr")):
+            with contextlib.suppress(OSError):
+                target = os.readlink(f"/proc/{leader.pid}/fd/{fd}")
+                if target.startswith("/") and os.path.isfile(target):
+                    record[key] = target
+    record.update(changes)
+    with contextlib.suppress(OSError):
+        (run_dir / "logs").mkdir(exist_ok=True)
+        write_atomic(run_dir / HAND_RECORD, json.dumps(record, indent=2, sort_keys=True) + "\n")
 
 
 def age_since(started_at: float | None, started_boottime: float | None = None,
@@ -1201,6 +1290,9 @@ def stop(run_dir: str | os.PathLike[str], *, grace: float = 60.0, term_timeout: 
     cur = manifest.current if manifest is not None else {}
     if manifest is not None:
         _update_current(run_dir, {"stop_requested_at": time.time()})
+    hand = proc_info(info.pid) if info.how == "by hand" and info.pid else None
+    if hand is not None:
+        _note_hand_run(run_dir, hand, info, stop_requested_at=time.time())
 
     def procs() -> list[ProcInfo]:
         return _attempt_procs(cur) if cur else processes_of(pgid)
@@ -1218,6 +1310,8 @@ def stop(run_dir: str | os.PathLike[str], *, grace: float = 60.0, term_timeout: 
     manifest = RunManifest.load(run_dir)
     if manifest is not None and manifest.status in LIVE:
         _update_current(run_dir, {"status": "stopped", "ended_at": time.time()})
+    if hand is not None and gone:
+        _note_hand_run(run_dir, hand, info, ended_at=time.time())
     result.status = run_status(run_dir).status if info.how != "by hand" else ("stopped" if gone else "running")
     act(f"run is {result.status}")
     return result
