@@ -356,6 +356,11 @@ def test_a_run_started_by_hand_and_ended_before_its_first_step_is_not_never(runs
         assert (info.status, info.how, info.pid, info.exit_code, info.progress) == (
             "stopped", "by hand", procs[0].pid, None, "-")
         assert "stopped by `minicpm-tui stop` before its first logging step" in info.note and info.age != "-"
+        # A later run by hand that nobody saw wrote trainer_log.jsonl: the stopped one is not its story.
+        later = time.time() + 60
+        os.utime(old, (later, later))
+        assert runner.run_status(run_dir).note == "trainer_log.jsonl stops before the last step and no process is left"
+        os.utime(old, (time.time() - 3600, time.time() - 3600))
         # Seen running (by `runs`), then ended some other way (Ctrl+C): it died, and its output is its log.
         log = run_dir / "train.log"
         with open(log, "w") as handle:

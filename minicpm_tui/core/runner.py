@@ -603,6 +603,9 @@ def run_status(run_dir: str | os.PathLike[str]) -> RunInfo:
         _note_hand_run(run_dir, leader, info)
         return info
     record = hand_run_record(run_dir)
+    if record is not None and record.get("ended_at") and out_dir is not None and any(
+            _mtime(out_dir / name) > record["ended_at"] + 5 for name in (TRAINER_LOG, "all_results.json")):
+        record = None  # written by a later run by hand that nobody saw: only its files tell
     since = None
     if record is not None:
         # Seen running by hand (by `runs`, `monitor` or `stop`) and gone since: what is known of it.
@@ -614,10 +617,7 @@ def run_status(run_dir: str | os.PathLike[str]) -> RunInfo:
 
     def this_runs(path: Path) -> bool:
         """Written by the run seen (not left over from an earlier training in the same output_dir)."""
-        try:
-            return since is None or path.stat().st_mtime >= since - 1
-        except OSError:
-            return False
+        return since is None or _mtime(path) >= since - 1
 
     if last is not None and out_dir is not None and not this_runs(out_dir / TRAINER_LOG):
         last, info.step, info.total_steps = None, None, None
@@ -638,6 +638,13 @@ def run_status(run_dir: str | os.PathLike[str]) -> RunInfo:
         info.status, info.how = "died", "by hand"
         info.note = "trainer_log.jsonl stops before the last step and no process is left"
     return info
+
+
+def _mtime(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return 0.0
 
 
 HAND_RECORD = "logs/by_hand.json"  # what `runs`, `monitor` and `stop` saw of a run started by hand
