@@ -48,7 +48,14 @@ def kill_run(run_dir: Path) -> None:
         return
     try:
         attempts = json.loads(manifest_path.read_text()).get("attempts", [])
-    except ValueError:
+    except (ValueError, AttributeError):
+        attempts = None
+    if not isinstance(attempts, list) or not all(isinstance(a, dict) for a in attempts):
+        # A damaged manifest (a test made it so): what `stop` finds without it.
+        found = runner._unrecorded_procs(Path(run_dir).resolve())
+        for proc in found[0]() if found else []:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(proc.pid, signal.SIGKILL)
         return
     for attempt in attempts:
         pgid = attempt.get("pgid")

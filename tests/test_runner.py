@@ -320,6 +320,8 @@ def test_run_started_by_hand_is_recognised_and_stoppable(runs):
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
+    assert runner.run_status(run_dir).status == "stopped"  # what `stop` did is remembered
+    (run_dir / runner.HAND_RECORD).unlink()  # a run by hand that nobody saw: only its files tell
     # Finished by hand: trainer_log with a last line and all_results.json.
     (run_dir / "out").mkdir()
     (run_dir / "out" / "trainer_log.jsonl").write_text('{"current_steps": 5, "total_steps": 5}\n')
@@ -327,6 +329,59 @@ def test_run_started_by_hand_is_recognised_and_stoppable(runs):
     (run_dir / "out" / "all_results.json").write_text("{}")
     info = runner.run_status(run_dir)
     assert info.status == "finished" and info.progress == "5/5 (100%)"
+
+
+def test_a_run_started_by_hand_and_ended_before_its_first_step_is_not_never(runs, capsys):
+    # `stop` said "run is stopped", then `runs` and the monitor said "never" (not launched yet): a run started
+    # by hand leaves no manifest, and before its first logging step no trainer_log.jsonl line either.
+    import time
+
+    from minicpm_tui.cli import main
+    from minicpm_tui.core.monitor import RunFollower
+
+    run_dir = runs("early", 'echo "loading model"\nsleep 60\n')
+    (run_dir / "train.yaml").write_text("output_dir: out\n")
+    (run_dir / "out").mkdir()
+    old = run_dir / "out" / "trainer_log.jsonl"  # an earlier training's: not this run's progress
+    old.write_text('{"current_steps": 5, "total_steps": 9}\n')
+    os.utime(old, (time.time() - 3600, time.time() - 3600))
+    runner.watch_run(run_dir)
+    procs = []
+    try:
+        procs.append(subprocess.Popen(["bash", "single_node.sh"], cwd=run_dir, start_new_session=True,
+                                      stdout=subprocess.DEVNULL))
+        wait_for(lambda: runner.run_status(run_dir).status == "running", 10, "seen")
+        assert runner.stop(run_dir, grace=0, term_timeout=5).status == "stopped"
+        info = runner.list_runs()[0]
+        assert (info.status, info.how, info.pid, info.exit_code, info.progress) == (
+            "stopped", "by hand", procs[0].pid, None, "-")
+        assert "stopped by `minicpm-tui stop` before its first logging step" in info.note and info.age != "-"
+        # A later run by hand that nobody saw wrote trainer_log.jsonl: the stopped one is not its story.
+        later = time.time() + 60
+        os.utime(old, (later, later))
+        assert runner.run_status(run_dir).note == "trainer_log.jsonl stops before the last step and no process is left"
+        os.utime(old, (time.time() - 3600, time.time() - 3600))
+        # Seen running (by `runs`), then ended some other way (Ctrl+C): it died, and its output is its log.
+        log = run_dir / "train.log"
+        with open(log, "w") as handle:
+            procs.append(subprocess.Popen(["bash", "single_node.sh"], cwd=run_dir, start_new_session=True,
+                                          stdout=handle, stderr=subprocess.STDOUT))
+        wait_for(lambda: "loading model" in log.read_text(), 10, "output")
+        assert runner.list_runs()[0].status == "running"
+        os.killpg(procs[1].pid, signal.SIGINT)
+        procs[1].wait(10)
+        info = runner.run_status(run_dir)
+        assert (info.status, info.pid, info.progress) == ("died", procs[1].pid, "-"), info
+        assert "ended before its first logging step" in info.note and str(log) in info.note
+        snap = RunFollower(run_dir).poll()
+        assert snap.status == "died" and any("loading model" in line for line in snap.log_tail)
+        assert main(["monitor", str(run_dir), "--once", "--no-gpu", "--plain"]) != 2
+        assert "died" in capsys.readouterr().out
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
 
 
 def _cli(*args: str, **kw) -> subprocess.CompletedProcess:
@@ -560,3 +615,82 @@ def test_runs_says_when_every_registered_run_directory_is_gone(tmp_path, state_h
                                                "(`minicpm-tui runs --all` lists them)")
     assert main(["runs", "--all"]) == 0
     assert "(run directory is gone)" in capsys.readouterr().out
+
+
+# A torchrun stand-in: it starts its "worker" in a session of its own, as torch's elastic agent does.
+FAKE_TORCHRUN = ('"{python}" -c "import subprocess, sys; '
+                 "sys.exit(subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(120)'], "
+                 'start_new_session=True).wait())"\n')
+
+
+def _wait_worker(run_dir: Path) -> None:
+    def up() -> bool:
+        cur = runner.RunManifest.load(run_dir).current
+        return any(p.pgid != cur.get("pgid") for p in runner._attempt_procs(cur)) if cur.get("pgid") else False
+
+    wait_for(up, 15, "worker up")
+
+
+@pytest.mark.parametrize("damage", ['{"attempts": [', "", '{"attempts": "x"}'])
+def test_stop_stops_a_run_whose_manifest_is_damaged(damage, runs, tmp_path, capsys):
+    # `stop` refused ("cannot read the run manifest") while the training kept its GPUs: the only way out was
+    # kill by hand. The run's processes carry its tag and work in its folder: that is enough to stop them.
+    from minicpm_tui.cli import main
+
+    run_dir = runs("damaged", FAKE_TORCHRUN.format(python=sys.executable))
+    manifest = runner.launch(run_dir)
+    _wait_worker(run_dir)
+    procs = runner._attempt_procs(manifest.current)
+    sup = manifest.current["supervisor_pid"]
+    # Another run's process nearby (a nested run directory's, tagged too) must be left alone.
+    nested = runs("damaged/nested", "sleep 60\n")
+    other = runner.launch(nested)
+    wait_status(nested, ("running",), 30)
+    (run_dir / runner.MANIFEST).write_text(damage)
+    assert main(["stop", str(run_dir), "--grace", "0", "--timeout", "5"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith(f"stop: {run_dir / runner.MANIFEST}: ") and "stopping the run without it" in out[0]
+    assert all(str(p.pid) in out[0] for p in procs) and str(sup) not in out[0]
+    assert out[-1].startswith("stop: run is stopped; its manifest is left as it was: restore it from a backup")
+    assert all(runner.proc_info(p.pid) is None for p in procs)
+    wait_for(lambda: runner.proc_info(sup) is None, 15, "supervisor ended by itself")
+    assert "cannot record it in run_manifest.json" in (run_dir / "logs" / "supervisor.log").read_text()
+    assert runner.run_status(nested).status == "running" and runner.proc_info(other.pid) is not None
+    runner.stop(nested, grace=0, term_timeout=5)
+    # Nothing of the run is left: a one-line refusal that says so, with the manifest's fix.
+    assert main(["stop", str(run_dir)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "no process of this run is alive" in err and "restore it" in err
+
+
+def test_a_moved_run_whose_supervisor_was_killed_is_found_by_its_training_alone(runs, tmp_path):
+    # Its script works elsewhere (a LLaMA-Factory checkout, as OpenBMB's guide does), its supervisor and
+    # torchrun were killed (the OOM killer), and the folder was moved: `runs` lost it and `stop NEW` said
+    # "copied from ... while it ran". The worker's stdout is the attempt's log file in the run directory,
+    # which moved along, and the manifest there holds the worker's attempt.
+    checkout = tmp_path / "LLaMA-Factory"
+    checkout.mkdir()
+    run_dir = runs("elsewhere", f'cd "{checkout}"\n' + FAKE_TORCHRUN.format(python=sys.executable))
+    manifest = runner.launch(run_dir)
+    _wait_worker(run_dir)
+    sup = manifest.current["supervisor_pid"]
+    os.kill(sup, signal.SIGKILL)
+    os.killpg(manifest.pgid, signal.SIGKILL)
+    wait_for(lambda: runner.proc_info(sup) is None and not runner.group_pids(manifest.pgid), 10, "launcher gone")
+    worker = runner._attempt_procs(runner.RunManifest.load(run_dir).current)
+    assert len(worker) == 1 and os.readlink(f"/proc/{worker[0].pid}/cwd") == str(checkout)
+    info = runner.run_status(run_dir)
+    assert info.status == "running" and "supervisor is gone" in info.note
+    moved = tmp_path / "moved"
+    run_dir.rename(moved)
+    try:
+        assert [(r.run_dir, r.status) for r in runner.list_runs()] == [(moved, "running")]
+        assert [d["run_dir"] for d in _registered()] == [str(moved)]
+        assert runner.run_pids(moved) == [worker[0].pid]
+        said: list[str] = []
+        result = runner.stop(moved, grace=0, term_timeout=5, say=said.append)
+        # The worker, whose torchrun is gone, gets the SIGTERM itself: no SIGKILL needed.
+        assert result.status == "stopped" and result.left == [] and not any("SIGKILL" in s for s in said)
+        assert runner.proc_info(worker[0].pid) is None
+    finally:
+        moved.rename(run_dir)

@@ -152,3 +152,22 @@ def test_stop_leaves_no_process_of_the_run(smoke_run):
     # The graceful path: LLaMA-Factory took the abort after a step and exited by itself.
     assert "after the current step" in proc.stdout, proc.stdout
     assert len(_losses(run_dir)) < 5000
+
+
+def test_stop_with_a_damaged_manifest_still_ends_the_real_training(smoke_run):
+    # The manifest is truncated mid-run: `stop` refused while torchrun and its worker kept going.
+    run_dir, env = smoke_run(steps=5000)
+    manifest = runner.launch(run_dir, env=env)
+    out = runner.output_dir_of(run_dir)
+    wait_for(lambda: (out / "trainer_log.jsonl").is_file() and (out / "trainer_log.jsonl").stat().st_size > 0,
+             180, "training steps")
+    procs = runner.processes_of(manifest.pgid, manifest.current["run_tag"], exclude=[manifest.current["supervisor_pid"]])
+    text = (run_dir / runner.MANIFEST).read_text()
+    (run_dir / runner.MANIFEST).write_text(text[: len(text) // 2])
+    proc = subprocess.run(_cli("stop", str(run_dir), "--grace", "60"), capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "stopping the run without it" in proc.stdout and "after the current step" in proc.stdout, proc.stdout
+    assert "run is stopped; its manifest is left as it was" in proc.stdout
+    assert all(runner.proc_info(p.pid) is None for p in procs)
+    rows = (out / "trainer_log.jsonl").read_text().splitlines()  # output_dir_of needs the manifest
+    assert 0 < len(rows) < 5000

@@ -248,6 +248,9 @@ class RunFollower:
                 self.snapshot.phases_seen = ["starting"]
             self._diagnosed = False
             self.snapshot.diagnosis = None
+        if manifest is None and not self._logs:
+            # Started by hand with its output redirected to files: those are its logs.
+            self._logs = [TextFollower(path, carriage_returns=True) for path in runner.hand_run_logs(self.run_dir)]
 
     def _reset_metrics(self) -> None:
         for name in _METRIC_FIELDS:

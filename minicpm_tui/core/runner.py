@@ -13,7 +13,11 @@ SIGTERM and SIGKILL on the whole process group so that no orphan worker keeps a 
 
 The registry of runs is one small JSON file per run directory under ``paths.state_dir()/runs``. A run
 directory moved while it runs is found again through its processes (their working directory moves
-along) and re-registered; the supervisor moves the entry along too when the attempt ends.
+along, and so do the log files their stdout and stderr go to) and re-registered; the supervisor moves the
+entry along too when the attempt ends. ``stop`` finds a run whose manifest is damaged the same way.
+
+A run started by hand (``bash single_node.sh``) has no manifest: it is known from its processes, and
+``logs/by_hand.json`` keeps what was seen of the latest one, so that its end is not taken for "never".
 """
 
 from __future__ import annotations
@@ -596,13 +600,105 @@ def run_status(run_dir: str | os.PathLike[str]) -> RunInfo:
         info.pid, info.pgid, info.host = leader.pid, leader.pgid, socket.gethostname()
         info.started_at = _start_time(leader.start_ticks)
         info.started_boottime, info.boot_id = leader.start_ticks / _CLK_TCK, boot_id()
+        _note_hand_run(run_dir, leader, info)
         return info
-    if out_dir is not None and (out_dir / "all_results.json").is_file():
+    record = hand_run_record(run_dir)
+    if record is not None and record.get("ended_at") and out_dir is not None and any(
+            _mtime(out_dir / name) > record["ended_at"] + 5 for name in (TRAINER_LOG, "all_results.json")):
+        record = None  # written by a later run by hand that nobody saw: only its files tell
+    since = None
+    if record is not None:
+        # Seen running by hand (by `runs`, `monitor` or `stop`) and gone since: what is known of it.
+        info.how = "by hand"
+        info.pid, info.pgid, info.host = record.get("pid"), record.get("pgid"), record.get("host")
+        info.started_at, info.ended_at = record.get("started_at"), record.get("ended_at")
+        info.started_boottime, info.boot_id = record.get("started_boottime"), record.get("boot_id")
+        since = info.started_at
+
+    def this_runs(path: Path) -> bool:
+        """Written by the run seen (not left over from an earlier training in the same output_dir)."""
+        return since is None or _mtime(path) >= since - 1
+
+    if last is not None and out_dir is not None and not this_runs(out_dir / TRAINER_LOG):
+        last, info.step, info.total_steps = None, None, None
+    if out_dir is not None and (out_dir / "all_results.json").is_file() and this_runs(out_dir / "all_results.json"):
         info.status, info.how = "finished", "by hand"
+    elif record is not None:
+        when = "before its first logging step" if last is None else "before its last step"
+        logs = [str(path) for path in hand_run_logs(run_dir)]
+        output = f"; its output: {', '.join(logs)}" if logs else ""
+        if record.get("stop_requested_at"):
+            info.status = "stopped"
+            info.note = f"started by hand, stopped by `minicpm-tui stop` {when}; exit code not known{output}"
+        else:
+            info.status = "died"
+            info.note = (f"started by hand (pid {info.pid}); it ended {when} and its exit code is not known here"
+                         f"{output}")
     elif last is not None:
         info.status, info.how = "died", "by hand"
         info.note = "trainer_log.jsonl stops before the last step and no process is left"
     return info
+
+
+def _mtime(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return 0.0
+
+
+HAND_RECORD = "logs/by_hand.json"  # what `runs`, `monitor` and `stop` saw of a run started by hand
+_HAND_TYPES: dict[str, tuple[type, ...]] = {
+    **dict.fromkeys(("pid", "pgid", "start_ticks"), (int,)),
+    **dict.fromkeys(("started_at", "started_boottime", "seen_at", "stop_requested_at", "ended_at"), (int, float)),
+    **dict.fromkeys(("host", "boot_id", "stdout", "stderr"), (str,)),
+}
+
+
+def hand_run_record(run_dir: str | os.PathLike[str]) -> dict[str, Any] | None:
+    """The last run started by hand that was seen in ``run_dir`` (its well-typed fields), or None."""
+    try:
+        data = json.loads((Path(run_dir) / HAND_RECORD).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(data, dict) or type(data.get("pid")) is not int:
+        return None
+    return {key: value for key, value in data.items()
+            if key in _HAND_TYPES and isinstance(value, _HAND_TYPES[key]) and not isinstance(value, bool)}
+
+
+def hand_run_logs(run_dir: str | os.PathLike[str]) -> list[Path]:
+    """The files a run started by hand wrote its stdout and stderr to (when they were redirected to files)."""
+    record = hand_run_record(run_dir) or {}
+    out: list[Path] = []
+    for key in ("stderr", "stdout"):
+        value = record.get(key)
+        if value and Path(value) not in out and Path(value).is_file():
+            out.append(Path(value))
+    return out
+
+
+def _note_hand_run(run_dir: Path, leader: ProcInfo, info: RunInfo, **changes: Any) -> None:
+    """Record a run started by hand that is seen alive (once per run), so that its end is not taken for
+    "never": its processes are all there is of it. A folder that cannot be written is left as it is."""
+    record = hand_run_record(run_dir)
+    if record is not None and (record.get("pid"), record.get("start_ticks"), record.get("boot_id")) == (
+            leader.pid, leader.start_ticks, info.boot_id):
+        if not changes:
+            return
+    else:
+        record = {"pid": leader.pid, "pgid": leader.pgid, "start_ticks": leader.start_ticks,
+                  "started_at": info.started_at, "started_boottime": info.started_boottime,
+                  "boot_id": info.boot_id, "host": info.host, "seen_at": time.time()}
+        for fd, key in ((1, "stdout"), (2, "stderr")):
+            with contextlib.suppress(OSError):
+                target = os.readlink(f"/proc/{leader.pid}/fd/{fd}")
+                if target.startswith("/") and os.path.isfile(target):
+                    record[key] = target
+    record.update(changes)
+    with contextlib.suppress(OSError):
+        (run_dir / "logs").mkdir(exist_ok=True)
+        write_atomic(run_dir / HAND_RECORD, json.dumps(record, indent=2, sort_keys=True) + "\n")
 
 
 def age_since(started_at: float | None, started_boottime: float | None = None,
@@ -649,17 +745,50 @@ def _start_time(start_ticks: int) -> float | None:
     return time.time() - uptime + start_ticks / _CLK_TCK
 
 
+def _places(pid: int) -> list[str] | None:
+    """Where a process works: its working directory, then the files its stdout and stderr go to. A rename of
+    their folder takes all of them along, a copy none (a launched attempt writes to ``logs/attempt-N.*.log``,
+    so a training script that ``cd``s elsewhere is still tied to its run directory). None when the working
+    directory cannot be read."""
+    try:
+        places = [os.readlink(f"/proc/{pid}/cwd")]
+    except OSError:
+        return None
+    for fd in (1, 2):
+        with contextlib.suppress(OSError):
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+            if target.startswith("/") and not target.endswith(" (deleted)") and target not in places:
+                places.append(target)
+    return places
+
+
+def _run_dirs_of(pid: int) -> list[Path]:
+    """The run directories a process works for: for each of its places, the nearest folder (itself or above)
+    that is a run directory. A run directory nested in another is its own processes' only."""
+    out: list[Path] = []
+    for place in _places(pid) or []:
+        if place.endswith(" (deleted)"):
+            continue
+        path = Path(place)
+        for folder in (path, *path.parents):
+            if is_run_dir(folder):
+                if folder not in out:
+                    out.append(folder)
+                break
+    return out
+
+
 def _works_elsewhere(procs: list[ProcInfo], run_dir: Path) -> str | None:
-    """The folder a run's processes work in when none of them works in ``run_dir`` (else None)."""
+    """The folder a run's processes work in when none of them works for ``run_dir`` (else None): neither its
+    working directory nor its stdout/stderr files are there."""
     other = None
     for p in procs:
-        try:
-            cwd = os.readlink(f"/proc/{p.pid}/cwd")
-        except OSError:
+        places = _places(p.pid)
+        if places is None:
             return None  # cannot tell: take them as this run's
-        if cwd == str(run_dir) or cwd.startswith(str(run_dir) + os.sep):
+        if any(place == str(run_dir) or place.startswith(str(run_dir) + os.sep) for place in places):
             return None
-        other = other or cwd
+        other = other or places[0]
     return other
 
 
@@ -757,20 +886,18 @@ def _has_attempt(run_dir: Path, tag: str) -> bool:
 
 def _moved_to(data: dict[str, Any], key: str, tagged: dict[str, list[int]]) -> tuple[Path, str] | None:
     """Where a registered run directory that left its path lives now (and its attempt's run tag), if a
-    process of that attempt is still alive: ``mv`` takes the processes' working directory along (the
-    supervisor's is the run directory itself), and the manifest there must hold that attempt (so a copy
-    is never taken for it)."""
+    process of that attempt is still alive: ``mv`` takes the processes' working directory and their open
+    log files along (the supervisor's working directory is the run directory itself; the training's stdout
+    and stderr are its logs/attempt-N files even where its script works elsewhere, and they are all that
+    is left once the supervisor was killed), and the manifest there must hold that attempt (so a copy is
+    never taken for it)."""
     tag = data.get("run_tag")
     # Entries written before run tags were recorded: every tag starts with the key of the launch's path.
     tags = [tag] if isinstance(tag, str) and tag in tagged else [t for t in tagged if t.startswith(key + "-")]
     for tag in tags:
         for pid in tagged[tag]:
-            try:
-                cwd = Path(os.readlink(f"/proc/{pid}/cwd"))
-            except OSError:
-                continue
-            for folder in (cwd, *cwd.parents):
-                if is_run_dir(folder) and _has_attempt(folder, tag):
+            for folder in _run_dirs_of(pid):
+                if _has_attempt(folder, tag):
                     return folder, tag
     return None
 
@@ -1078,12 +1205,78 @@ def _signal(pid: int, sig: int, group: bool = False) -> None:
             os.kill(pid, sig)
 
 
+def _term_targets(procs: list[ProcInfo], pgid: int | None) -> tuple[list[int], list[int]]:
+    """Process groups and single processes to send SIGTERM: the launch group (torchrun passes it on to each
+    worker's group), and each top process of the run outside it whose parent is gone (a worker whose
+    torchrun died, the launch group itself when it is not known): its group if it leads one, else itself."""
+    pids = {p.pid for p in procs}
+    groups, singles = ([pgid] if pgid else []), []
+    for p in procs:
+        if p.pgid == pgid or p.ppid in pids or p.pgid in groups:
+            continue
+        if p.pgid == p.pid:
+            groups.append(p.pid)
+        else:
+            singles.append(p.pid)
+    return groups, singles
+
+
+def _terminate(procs: Callable[[], list[ProcInfo]], pgid: int | None, grace: float, term_timeout: float,
+               act: Callable[[str], None]) -> bool:
+    """Finish-the-step-and-save, then SIGTERM, then SIGKILL; True when none of ``procs()`` is left."""
+    targets = graceful_targets(procs()) if grace > 0 else []
+    gone = False
+    if targets:
+        act(f"asked {len(targets)} training process(es) (pid {', '.join(map(str, targets))}) to stop after "
+            f"the current step and save (SIGABRT, LLaMA-Factory's abort); waiting up to {grace:.0f} s")
+        for pid in targets:
+            _signal(pid, signal.SIGABRT)
+        gone = _wait_gone(procs, grace)
+        if gone:
+            act("the run ended after its current step")
+    elif grace > 0:
+        act("no training process takes the graceful abort yet (still starting, or launched by hand "
+            "without LLAMABOARD_ENABLED); terminating")
+    if not gone:
+        # torchrun turns SIGTERM into a SIGTERM to each worker's own process group.
+        groups, singles = _term_targets(procs(), pgid)
+        said = f"process group {groups[0]}" if groups == [pgid] else f"process group(s) {groups}"
+        act(f"sent SIGTERM to {said}{f' and pid {singles}' if singles else ''}; waiting up to {term_timeout:.0f} s")
+        for group_id in groups:
+            _signal(group_id, signal.SIGTERM, group=True)
+        for pid in singles:
+            _signal(pid, signal.SIGTERM)
+        gone = _wait_gone(procs, term_timeout)
+    if not gone:
+        left = procs()
+        groups = sorted({p.pgid for p in left if p.pgid == p.pid or (pgid and p.pgid == pgid)})
+        act(f"sent SIGKILL to {len(left)} remaining process(es) of the run (groups {groups})")
+        for group_id in groups:
+            _signal(group_id, signal.SIGKILL, group=True)
+        for p in left:
+            _signal(p.pid, signal.SIGKILL)
+        gone = _wait_gone(procs, 10)
+    return gone
+
+
+def _wait_supervisor(run_dir: Path, timeout: float = 15.0) -> None:
+    """Let the supervisor record the end (it holds logs/.run.lock while it lives)."""
+    deadline = time.time() + timeout
+    while time.time() < deadline and _lock_held(run_dir):
+        time.sleep(0.1)
+
+
 def stop(run_dir: str | os.PathLike[str], *, grace: float = 60.0, term_timeout: float = 15.0,
          say: Callable[[str], None] | None = None) -> StopResult:
     """Stop a run: finish-the-step-and-save first, then SIGTERM, then SIGKILL to its process group."""
     run_dir = Path(run_dir).expanduser().resolve()
     say = say or (lambda _text: None)
-    info = run_status(run_dir)
+    try:
+        info = run_status(run_dir)
+    except UserError as exc:
+        if exc.where is None or not exc.where.startswith(str(run_dir / MANIFEST)):
+            raise
+        return _stop_without_manifest(run_dir, exc, grace, term_timeout, say)
     result = StopResult(run_dir=run_dir, was=info.status, status=info.status)
     if info.status not in LIVE:
         result.actions.append(f"not running ({info.status}); nothing to stop")
@@ -1104,6 +1297,9 @@ def stop(run_dir: str | os.PathLike[str], *, grace: float = 60.0, term_timeout: 
     cur = manifest.current if manifest is not None else {}
     if manifest is not None:
         _update_current(run_dir, {"stop_requested_at": time.time()})
+    hand = proc_info(info.pid) if info.how == "by hand" and info.pid else None
+    if hand is not None:
+        _note_hand_run(run_dir, hand, info, stop_requested_at=time.time())
 
     def procs() -> list[ProcInfo]:
         return _attempt_procs(cur) if cur else processes_of(pgid)
@@ -1112,43 +1308,79 @@ def stop(run_dir: str | os.PathLike[str], *, grace: float = 60.0, term_timeout: 
         result.actions.append(text)
         say(text)
 
-    targets = graceful_targets(procs()) if grace > 0 else []
-    gone = False
-    if targets:
-        act(f"asked {len(targets)} training process(es) (pid {', '.join(map(str, targets))}) to stop after "
-            f"the current step and save (SIGABRT, LLaMA-Factory's abort); waiting up to {grace:.0f} s")
-        for pid in targets:
-            _signal(pid, signal.SIGABRT)
-        gone = _wait_gone(procs, grace)
-        if gone:
-            act("the run ended after its current step")
-    elif grace > 0:
-        act("no training process takes the graceful abort yet (still starting, or launched by hand "
-            "without LLAMABOARD_ENABLED); terminating")
-    if not gone:
-        # torchrun turns SIGTERM into a SIGTERM to each worker's own process group.
-        act(f"sent SIGTERM to process group {pgid}; waiting up to {term_timeout:.0f} s")
-        _signal(pgid, signal.SIGTERM, group=True)
-        gone = _wait_gone(procs, term_timeout)
-    if not gone:
-        left = procs()
-        groups = sorted({p.pgid for p in left if p.pgid == p.pid or p.pgid == pgid})
-        act(f"sent SIGKILL to {len(left)} remaining process(es) of the run (groups {groups})")
-        for group_id in groups:
-            _signal(group_id, signal.SIGKILL, group=True)
-        for p in left:
-            _signal(p.pid, signal.SIGKILL)
-        gone = _wait_gone(procs, 10)
+    gone = _terminate(procs, pgid, grace, term_timeout, act)
     result.left = [p.pid for p in procs()]
     if result.left:
         act(f"processes of the run still alive: {result.left} (uninterruptible I/O? check `ps -o stat`)")
     # Let the supervisor record the end; if it is gone, record it ourselves.
-    deadline = time.time() + 15
-    while time.time() < deadline and _lock_held(run_dir):
-        time.sleep(0.1)
+    _wait_supervisor(run_dir)
     manifest = RunManifest.load(run_dir)
     if manifest is not None and manifest.status in LIVE:
         _update_current(run_dir, {"status": "stopped", "ended_at": time.time()})
+    if hand is not None and gone:
+        _note_hand_run(run_dir, hand, info, ended_at=time.time())
     result.status = run_status(run_dir).status if info.how != "by hand" else ("stopped" if gone else "running")
     act(f"run is {result.status}")
+    return result
+
+
+def _unrecorded_procs(run_dir: Path) -> tuple[Callable[[], list[ProcInfo]], str] | None:
+    """The live processes of a run directory found without its manifest, and how they were found; None when
+    there are none.
+
+    Provably this run's: the attempts (run tags) of which some process works for this very folder (its
+    working directory or its stdout/stderr files are here, and no run directory nested in it is nearer;
+    the supervisor's working directory is the run directory, and a copy's processes work at the original),
+    with every process carrying those tags and their descendants; the supervisor is left to end by itself.
+    Else the processes started by hand from here."""
+    tags: set[str] = set()
+    supervisors: set[int] = set()
+    for tag, pids in _tagged_processes().items():
+        if any(run_dir in _run_dirs_of(pid) for pid in pids):
+            tags.add(tag)
+            for pid in pids:
+                info = proc_info(pid)
+                if info is not None and any(part.endswith("run_supervisor.py") for part in info.cmdline):
+                    supervisors.add(pid)
+    if tags:
+        def tagged() -> list[ProcInfo]:
+            seen: dict[int, ProcInfo] = {}
+            for tag in sorted(tags):
+                seen.update({p.pid: p for p in processes_of(None, tag, exclude=supervisors)})
+            return sorted(seen.values(), key=lambda p: p.pid)
+
+        if tagged():
+            return tagged, f"by their run tag ({', '.join(sorted(tags))}) and working directory"
+    hand = _hand_processes(run_dir)
+    if hand:
+        pgid = min(hand, key=lambda p: p.start_ticks).pgid
+        return (lambda: processes_of(pgid)), "started by hand from this folder"
+    return None
+
+
+def _stop_without_manifest(run_dir: Path, damage: UserError, grace: float, term_timeout: float,
+                           say: Callable[[str], None]) -> StopResult:
+    """``stop`` for a run whose manifest cannot be read: a runaway training must still be stoppable."""
+    found = _unrecorded_procs(run_dir)
+    if found is None:
+        raise UserError(f"{damage.message}, and no process of this run is alive (none carries a run tag of this "
+                        "folder, none was started by hand here): nothing to stop", where=damage.where,
+                        fix=damage.fix)
+    procs, how = found
+    result = StopResult(run_dir=run_dir, was="running", status="running")
+
+    def act(text: str) -> None:
+        result.actions.append(text)
+        say(text)
+
+    pids = [p.pid for p in procs()]
+    act(f"{damage.where}: {damage.message}; stopping the run without it: {len(pids)} process(es) found "
+        f"{how} (pid {', '.join(map(str, pids))})")
+    gone = _terminate(procs, None, grace, term_timeout, act)
+    result.left = [p.pid for p in procs()]
+    if result.left:
+        act(f"processes of the run still alive: {result.left} (uninterruptible I/O? check `ps -o stat`)")
+    _wait_supervisor(run_dir)
+    result.status = "stopped" if gone else "running"
+    act(f"run is {result.status}; its manifest is left as it was: {damage.fix}")
     return result

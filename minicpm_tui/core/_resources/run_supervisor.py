@@ -203,10 +203,16 @@ def main() -> int:
         while _leftovers(pgid, tag) and time.time() < end:
             time.sleep(0.2)
         _kill_all(_leftovers(pgid, tag), signal.SIGKILL)
-    with open(os.path.join(run_dir, MANIFEST), encoding="utf-8") as handle:
-        current = next(a for a in json.load(handle)["attempts"] if a["attempt"] == attempt_no)
-    status = "stopped" if current.get("stop_requested_at") else "finished" if exit_code == 0 else "failed"
-    update_manifest(run_dir, attempt_no, {"status": status, "exit_code": exit_code, "ended_at": time.time()})
+    try:
+        with open(os.path.join(run_dir, MANIFEST), encoding="utf-8") as handle:
+            current = next(a for a in json.load(handle)["attempts"] if a["attempt"] == attempt_no)
+        status = "stopped" if current.get("stop_requested_at") else "finished" if exit_code == 0 else "failed"
+        update_manifest(run_dir, attempt_no, {"status": status, "exit_code": exit_code, "ended_at": time.time()})
+    except (OSError, ValueError, LookupError, TypeError, AttributeError, NameError, StopIteration) as exc:
+        # Damaged or removed meanwhile (`stop` still stops such a run): say so in our log, not as a traceback.
+        _log(run_dir, f"attempt {attempt_no}: ended with exit code {exit_code}; cannot record it in {MANIFEST}: "
+                      f"{type(exc).__name__}: {exc}")
+        return 0
     _log(run_dir, f"attempt {attempt_no}: {status}, exit code {exit_code}")
     if registry:
         follow_move(registry, launched_in)
