@@ -913,7 +913,7 @@ def _finish(report: ValidationReport, col: _Collector, layout: str, nan_seen: bo
         for pr in problems:
             if report.file_error is None:
                 report.file_error = pr
-            error(None, pr.field, pr.message, pr.fix, pr.kind)
+            error(pr.record, pr.field, pr.message, pr.fix, pr.kind)
     if report.file_error is not None and report.file_error.kind in WHOLE_KINDS:
         report.valid, report.invalid = 0, records
         if keep_indices:
