@@ -109,8 +109,8 @@ def test_a_template_not_known_here_gets_its_files_checked_and_a_note(tmp_path):
     f = _jsonl(tmp_path / "qa.jsonl", [_qa(0, img=["cat.png"])])
     rep = validate_entry("qa", {"file_name": f.name, **QA_IMG}, tmp_path, media=media_reading("llava"))
     assert rep.file_error is None and rep.errors[0].kind == "media_missing"
-    assert rep.notes == ["whether template llava reads images is not known here (no LLaMA-Factory to ask): only "
-                         "that their files exist is checked"]
+    assert rep.notes == ["whether template llava reads images is not known here (no LLaMA-Factory here has that "
+                         "template): only that their files exist is checked"]
 
 
 def test_media_for_asks_llamafactory_only_for_other_templates(monkeypatch):

@@ -57,13 +57,18 @@ def llamafactory_facts() -> dict:
 
         facts["templates"] = sorted(TEMPLATES)
         facts["cpm_templates"] = {name: name in TEMPLATES for name in CPM_TEMPLATES}
-        # The media each template's mm plugin takes (a token set): data/mm_plugin.py raises "This model does
-        # not support image input" for the others.
-        facts["template_media"] = {name: [key for key, attr in MEDIA_TOKENS
-                                          if getattr(getattr(tpl, "mm_plugin", None), attr, None) is not None]
-                                   for name, tpl in TEMPLATES.items()}
     except BaseException as exc:
         facts["templates_error"] = _err(exc)
+    else:
+        # The media each template's mm plugin takes (its token is set): data/mm_plugin.py raises "This model
+        # does not support image input" for the others. {} when unreadable: every template is then unknown.
+        facts["template_media"] = {}
+        try:
+            facts["template_media"] = {name: [key for key, attr in MEDIA_TOKENS
+                                              if getattr(getattr(tpl, "mm_plugin", None), attr, None) is not None]
+                                       for name, tpl in TEMPLATES.items()}
+        except BaseException as exc:
+            facts["template_media_error"] = _err(exc)
     try:
         from llamafactory import hparams
 

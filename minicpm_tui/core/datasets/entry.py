@@ -170,8 +170,8 @@ def read_entry(entry: Any, lf_version: str | None = None, media: MediaReading | 
         reading.notes.append(f"split {split!r}: LLaMA-Factory reads only that slice; every record is checked")
     mapped = [key for key in MEDIA_KEYS if columns[key]]
     if mapped and media is not None and media.accepts is None:
-        reading.notes.append(f"whether {media.who()} {', '.join(mapped)} is not known here (no LLaMA-Factory to "
-                             "ask): only that their files exist is checked")
+        reading.notes.append(f"whether {media.who()} {', '.join(mapped)} is not known here (no LLaMA-Factory here "
+                             "has that template): only that their files exist is checked")
     # Keys LLaMA-Factory looks up in every record (or turn): unset, its load fails and no record can be read.
     required: list[tuple[str, str, str]] = []
     if formatting in ("sharegpt", "openai"):

@@ -20,9 +20,12 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from minicpm_tui.core.datasets.formats import MEDIA_KEYS
+from minicpm_tui.core.datasets.formats import MEDIA_KEYS, Shape
+
+if TYPE_CHECKING:
+    from minicpm_tui.core.datasets.validate import Issue
 
 # column key -> the modality LLaMA-Factory's plugin names ("This model does not support image input")
 MODALITY = {"images": "image", "videos": "video", "audios": "audio"}
@@ -101,7 +104,7 @@ def _old_converter(lf_version: str | None) -> bool:
     return bool(release) and release < (0, 9, 3)
 
 
-def media_checker(check: Any, shape: Any) -> Any:
+def media_checker(check: Any, shape: Shape) -> Any:
     """``check`` (a record checker of ``validate.make_checker``) that also reads an entry's media columns.
 
     A kept record with media the template does not read, and in 0.9.2 any record with a null media value,
@@ -152,7 +155,7 @@ def media_checker(check: Any, shape: Any) -> Any:
     return checked
 
 
-def media_problems(shape: Any, facts: dict[str, Any] | None) -> list[Any]:
+def media_problems(shape: Shape | None, facts: dict[str, Any] | None) -> list[Issue]:
     """The whole-load failures ``media_checker`` noted: one issue (kind "load") per media field."""
     from minicpm_tui.core.datasets.validate import Issue
 
