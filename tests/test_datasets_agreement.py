@@ -5,7 +5,8 @@ processor per record) over every (file, stage) pair. Agreement means:
 - LLaMA-Factory keeps record i  <=>  we call record i valid;
 - a record LLaMA-Factory raises on (which would kill a real run) is one we call invalid;
 - a file whose load fails in LLaMA-Factory is one we report as not ok;
-- a file we reject as a whole is one LLaMA-Factory fails on or keeps nothing of.
+- a file we reject as a whole is one LLaMA-Factory fails on or keeps nothing of, or one whose load we
+  fail at a record that LLaMA-Factory's processor raises on (inside ``dataset.map`` that stops the run).
 Each corpus file is also validated through the dataset_info.json entry LLaMA-Factory reads it with
 (``validate_file(entry=...)``), and so are files with hand-written entries that map their own column and
 tag names (``datasets_corpus/custom_entries.py``): both must agree the same way.
@@ -57,6 +58,10 @@ def compare(ours, lf: dict) -> str | None:
     if ours.shape is None or ours.file_error is not None:
         if lf["status"] == "crash":
             return None
+        err = ours.file_error
+        if err is not None and err.kind == "load" and err.record is not None and err.record < len(lf["kept"]) \
+                and isinstance(lf["kept"][err.record], str):
+            return None  # the record we name raises in LF's preprocessing, which stops the real run as a whole
         kept = [k for k in lf["kept"] if k is True]
         return None if not kept else f"we reject the file ({ours.file_error.message}) but LF keeps {len(kept)}"
     if lf["status"] == "crash":
@@ -141,6 +146,24 @@ def test_openai_entries_agree_with_llamafactory(tmp_path, tiny_model_cpm3):
     for name in ("unknown_role", "tool_content_null", "readme_tags_tool_turn", "bad_tool_calls",
                  "arguments_mixed_types", "default_columns"):
         assert by_id[f"custom:openai_{name}"]["status"] == "crash", name
+
+
+@pytest.mark.integration
+def test_media_entries_agree_with_llamafactory(tmp_path, tiny_model_cpm3):
+    """Media columns read by a text template (custom_entries._media_cases): LLaMA-Factory's preprocessing
+    raises "This model does not support image input" on the first kept record with media, and we fail the
+    whole load there, naming that record and the user's field."""
+    problems, results = corpus_disagreements(tmp_path, tiny_model_cpm3, only="media")
+    assert not problems, "\n".join(problems)
+    by_id = {r["id"]: r for r in results}
+    assert by_id["custom:media_none"]["kept"] == [True, True, True]  # [], null and no field: no media
+    assert by_id["custom:media_empty_lists"]["kept"] == [True, True]
+    kept = by_id["custom:media_image_for_text_template"]["kept"]
+    assert kept[0] is True and kept[2] is True and "This model does not support image input" in kept[1]
+    assert by_id["custom:media_image_in_dropped_record"]["kept"] == [True, False]
+    assert all("does not support video input" in k for k in by_id["custom:media_video_string"]["kept"])
+    assert "does not support audio input" in by_id["custom:media_audio_kto"]["kept"][1]
+    assert "does not support image input" in by_id["custom:media_image_dpo"]["kept"][0]
 
 
 def _jsonl(path: Path, records: list) -> None:

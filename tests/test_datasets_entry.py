@@ -123,14 +123,13 @@ def test_entry_problems_fail_the_whole_file(tmp_path, entry, field, words):
 
 
 def test_entry_warnings_and_notes(tmp_path):
-    f = _jsonl(tmp_path / "qa.jsonl", [{"question": "q", "answer": "a", "img": "x.png"}])
+    f = _jsonl(tmp_path / "qa.jsonl", [{"question": "q", "answer": "a"}])
     rep = validate_file(f, entry={"file_name": str(f), "split": "train[:10]",
-                                  "columns": {"prompt": "question", "response": "answer", "output": "answer",
-                                              "images": "img"}})
+                                  "columns": {"prompt": "question", "response": "answer", "output": "answer"}})
     assert rep.ok
     assert [(w.field, w.kind) for w in rep.warnings] == [("columns.output", "entry_key")]
     assert "use 'response'" in rep.warnings[0].fix
-    assert len(rep.notes) == 2 and "only that slice" in rep.notes[0] and "images" in rep.notes[1]
+    assert len(rep.notes) == 1 and "only that slice" in rep.notes[0]
     assert rep.to_json()["notes"] == rep.notes and any(line.startswith("note: ") for line in rep.lines())
 
 

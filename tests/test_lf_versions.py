@@ -80,6 +80,9 @@ def test_introspection_reads_each_release(release):
     assert info.has_template("cpm") and info.has_template("cpm3")
     assert info.has_template("cpm4") == (_tuple(version) >= (0, 9, 3))
     assert {"template", "deepspeed", "pref_beta", "cutoff_len", "trust_remote_code"} <= info.all_keys
+    # the media each template's plugin takes: none for MiniCPM's text templates, images/videos for MiniCPM-V
+    assert info.template_media["cpm"] == info.template_media["cpm3"] == []
+    assert info.template_media["minicpm_v"] == ["images", "videos"]
     # doctor in the same environment: ready, with the release's own MiniCPM templates named
     report = run_doctor(python=python)
     checks = {check.name: check for check in report.checks}
@@ -109,31 +112,48 @@ def test_matrix_passes_each_release_parser(tmp_path, release):
     assert all("train.yaml: LLaMA-Factory's argument parser" in r.checked for r in reports)
 
 
-def test_dataset_verdicts_agree_with_each_release(tmp_path, release):
+def _agreeing_results(tmp_path: Path, release, only: str | None = None) -> list[dict]:
+    """The corpus (or only its custom entries whose name starts with ``only``) through the release's own loader and ours, with
+    the release's template: LLaMA-Factory's results, once they agree with ours."""
     version, python, info = release
     tokenizer = tiny_model_dir("cpm3", python=python)
     template = "cpm4" if info.has_template("cpm4") else "cpm3"
     problems, results = corpus_disagreements(tmp_path, tokenizer, python=python, template=template,
-                                             lf_version=version)
+                                             lf_version=version, only=only)
     assert not problems, f"LLaMA-Factory {version}:\n" + "\n".join(problems)
+    return results
+
+
+def test_dataset_verdicts_agree_with_each_release(tmp_path, release):
+    results = _agreeing_results(tmp_path, release)
     assert any(r["status"] == "crash" for r in results) and any(r["status"] == "ok" for r in results)
 
 
 def test_openai_entries_on_each_release(tmp_path, release):
     """``"formatting": "openai"``: refused as a whole before 0.9.4 ('Dataset converter openai not found'), and
     0.9.4's converter fails on a file where some assistant turns have tool_calls and others not; ours agree."""
-    version, python, info = release
-    tokenizer = tiny_model_dir("cpm3", python=python)
-    template = "cpm4" if info.has_template("cpm4") else "cpm3"
-    problems, results = corpus_disagreements(tmp_path, tokenizer, python=python, template=template,
-                                             lf_version=version, only="openai")
-    assert not problems, f"LLaMA-Factory {version}:\n" + "\n".join(problems)
+    version = release[0]
+    results = _agreeing_results(tmp_path, release, only="openai")
     sft = next(r for r in results if r["id"] == "custom:openai_sft")
     if _tuple(version) < (0, 9, 4):
         assert all(r["status"] == "crash" for r in results)
         assert "Dataset converter openai not found" in sft["error"]
     elif _tuple(version) == (0, 9, 4):
         assert sft["status"] == "crash" and "NoneType" in sft["error"]
+
+
+def test_media_entries_on_each_release(tmp_path, release):
+    """Media columns read by a text template (custom_entries._media_cases): every release's plugin raises on
+    media it has no token for; 0.9.2's converter also fails the whole load on a null media value."""
+    version = release[0]
+    results = _agreeing_results(tmp_path, release, only="media")
+    by_id = {r["id"]: r for r in results}
+    assert "does not support image input" in by_id["custom:media_image_for_text_template"]["kept"][1]
+    none = by_id["custom:media_none"]
+    if _tuple(version) < (0, 9, 3):
+        assert none["status"] == "crash" and "IndexError" in none["error"]
+    else:
+        assert none["kept"] == [True, True, True]
 
 
 # One real training per (release, case); together they cover SFT with `cpm`, DPO with its reference model,

@@ -4,7 +4,8 @@ A folder is one dataset of all its files (sharded data), as LLaMA-Factory reads 
 `minicpm-tui validate --dataset-info DIR|dataset_info.json NAME` checks a registered dataset through its
 entry (formatting, ranking, columns, tags): the file LLaMA-Factory will load, read the way it reads it.
 An ``"formatting": "openai"`` entry is read by the installed release's OpenAI converter (none before 0.9.4:
-exit 1 with one line saying so).
+exit 1 with one line saying so). Media columns (images, videos, audios) an entry maps are read as
+``--template`` reads them (default: MiniCPM's text templates, which stop LLaMA-Factory on any media).
 
 Exit codes: 0 every record is usable, 1 some record (or the file) is not, 2 usage error.
 """
@@ -32,7 +33,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cutoff-len", type=int,
                         help="report the share of records longer than this many tokens (needs --tokenizer)")
     parser.add_argument("--tokenizer", help="local model/tokenizer folder for token-length statistics")
-    parser.add_argument("--template", help="LLaMA-Factory template for token counts and --preview, e.g. cpm4 (needs --tokenizer)")
+    parser.add_argument("--template", help="LLaMA-Factory template for token counts and --preview, e.g. cpm4 (needs "
+                        "--tokenizer); with --dataset-info it also decides which media columns (images, videos, "
+                        "audios) are read (default: the presets' text templates, which read none)")
+    parser.add_argument("--media-dir", help="with --dataset-info: LLaMA-Factory's media_dir, where media files are "
+                        "looked up (default: the dataset_info.json folder)")
     parser.add_argument("--preview", type=int, metavar="N", default=0,
                         help="render the first N usable records through --template, marking trained/masked text "
                         "(needs --tokenizer and --template)")
@@ -80,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
         vmod.MAX_ERRORS_PER_KIND = args.max_errors
     if args.cutoff_len is not None and args.cutoff_len < 1:
         raise UserError("must be a positive number of tokens", where="--cutoff-len", fix="e.g. --cutoff-len 2048")
-    if (args.cutoff_len or args.template) and not args.tokenizer:
+    if (args.cutoff_len or (args.template and not args.dataset_info)) and not args.tokenizer:
         raise UserError("needs --tokenizer", where="--cutoff-len/--template",
                         fix="pass --tokenizer PATH (a local model or tokenizer folder)")
     if args.preview and not (args.tokenizer and args.template):
@@ -94,15 +99,19 @@ def run(args: argparse.Namespace) -> int:
 
         info_path, info = load_dataset_info(args.dataset_info)
         entry = find_entry(info, args.file, str(info_path))
-        lf_version = None
-        if isinstance(entry, dict) and entry.get("formatting") == "openai":  # its meaning depends on the release
+        from minicpm_tui.core.datasets.media import entry_maps_media, media_for
+
+        lf_version = media = None
+        if entry_maps_media(entry):  # which media are read depends on the template (and nulls on the release)
+            media = media_for(args.template, media_dir=args.media_dir)
+        if isinstance(entry, dict) and (entry.get("formatting") == "openai" or media is not None):
             from minicpm_tui.core.lfinfo import installed_lf_version
 
             lf_version = installed_lf_version()
         bar = _Bar()
         try:
             report = validate_entry(args.file, entry, info_path.parent, stage=args.stage, lf_version=lf_version,
-                                    fmt=args.fmt, progress=bar, **options)
+                                    media=media, fmt=args.fmt, progress=bar, **options)
         finally:
             bar.close()
     else:

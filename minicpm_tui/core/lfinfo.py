@@ -121,6 +121,12 @@ class LFInfo:
         return name in self.templates
 
     @property
+    def template_media(self) -> dict[str, list[str]] | None:
+        """Template -> the media columns (images, videos, audios) its mm plugin takes; None: not introspected."""
+        media = self.raw.get("llamafactory", {}).get("template_media")
+        return dict(media) if isinstance(media, dict) else None
+
+    @property
     def hparams(self) -> dict[str, list[str]]:
         return dict(self.raw.get("llamafactory", {}).get("hparams", {}))
 
@@ -193,7 +199,9 @@ def lf_info(python: str | None = None, source: str | None = None, *, refresh: bo
     path = cache_dir() / "lfinfo" / f"{key}.json"
     if not refresh and path.is_file():
         try:
-            return LFInfo(json.loads(path.read_text(encoding="utf-8")))
+            cached = LFInfo(json.loads(path.read_text(encoding="utf-8")))
+            if cached.template_media is not None:  # else written before the media were introspected
+                return cached
         except (OSError, ValueError):
             pass
     raw = run_introspection(python, source)

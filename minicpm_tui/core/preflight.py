@@ -108,11 +108,15 @@ def _bash_n(run_dir: Path, report: PreflightReport) -> None:
     report.checked.append("scripts: bash -n")
 
 
-def _check_datasets(run_dir: Path, stage: str | None, report: PreflightReport, lf_version: str | None = None) -> None:
+def _check_datasets(run_dir: Path, stage: str | None, report: PreflightReport, lf_version: str | None = None,
+                    resolved: dict[str, Any] | None = None, python: str | None = None) -> None:
     """Each dataset through its dataset_info.json entry (columns, tags, ranking), as LLaMA-Factory reads it;
-    ``lf_version`` (the release the run directory was written for) decides what an openai entry means."""
+    ``lf_version`` (the release the run directory was written for) decides what an openai entry means;
+    the template (and model) in ``resolved`` (generated.json), else train.yaml's, which media columns are
+    read (asked of ``python``'s LLaMA-Factory for a template that is not MiniCPM's)."""
     try:
         from minicpm_tui.core.datasets.entry import read_entry, validate_entry
+        from minicpm_tui.core.datasets.media import entry_maps_media, media_for
     except ImportError:
         report.notes.append("datasets core not available: data files not validated")
         return
@@ -126,8 +130,16 @@ def _check_datasets(run_dir: Path, stage: str | None, report: PreflightReport, l
         report.problems.append(Problem("dataset_info.json", "is not a JSON object of dataset entries",
                                        fix="regenerate the run directory"))
         return
+    media = None
+    if any(entry_maps_media(entry) for entry in registry.values()):
+        resolved = resolved or {}
+        cfg = _train_yaml(run_dir)
+        template, model = resolved.get("template") or cfg.get("template"), resolved.get("model_name")
+        media_dir = cfg.get("media_dir")  # relative to the run directory, where the scripts cd to
+        media = media_for(template if isinstance(template, str) else None, model if isinstance(model, str) else None,
+                          run_dir / media_dir if isinstance(media_dir, str) else None, python)
     for name, entry in registry.items():
-        reading = read_entry(entry, lf_version)
+        reading = read_entry(entry, lf_version, media)
         if reading.skipped:  # remote data: LLaMA-Factory reads it at start
             report.notes.append(f"dataset {name!r} not validated: {reading.skipped}")
             continue
@@ -173,7 +185,8 @@ def preflight_many(run_dirs: list[str | os.PathLike[str]], *, datasets: bool = T
             resolved = resolved if isinstance(resolved, dict) else {}
             stage = resolved.get("stage") or _stage_of(run)
             version = resolved.get("lf_version")
-            _check_datasets(run, stage, report, version if isinstance(version, str) else None)
+            _check_datasets(run, stage, report, version if isinstance(version, str) else None, resolved,
+                            run_dir_python(meta))
     # One LLaMA-Factory subprocess per training Python: each run is parsed by the release it trains with.
     by_python: dict[str, list[dict[str, Any]]] = {}
     for job in jobs:
@@ -197,14 +210,19 @@ def preflight_many(run_dirs: list[str | os.PathLike[str]], *, datasets: bool = T
     return reports
 
 
-def _stage_of(run: Path) -> str | None:
+def _train_yaml(run: Path) -> dict[str, Any]:
+    """train.yaml's keys, {} when it cannot be read (the LLaMA-Factory check reports that)."""
     import yaml
 
     try:
         cfg = yaml.safe_load((run / "train.yaml").read_text(encoding="utf-8"))
     except (OSError, yaml.YAMLError):
-        return None
-    return cfg.get("stage") if isinstance(cfg, dict) else None
+        return {}
+    return cfg if isinstance(cfg, dict) else {}
+
+
+def _stage_of(run: Path) -> str | None:
+    return _train_yaml(run).get("stage")
 
 
 def preflight(run_dir: str | os.PathLike[str], *, datasets: bool = True, lf_source: str | None = None

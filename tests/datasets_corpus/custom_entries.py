@@ -214,6 +214,41 @@ def _cases() -> dict[str, tuple[list[Any] | str, dict[str, Any], str]]:
                                        {"columns": {"prompt": "question", "response": "answer",
                                                     "history": "past"}}, "sft")
     cases.update(_openai_cases())
+    cases.update(_media_cases())
+    return cases
+
+
+def _media_cases() -> dict[str, tuple[list[Any] | str, dict[str, Any], str]]:
+    """Entries that map media columns, read by a text template (the agreement runs cpm3/cpm4): any kept
+    record with media stops LLaMA-Factory's preprocessing (mm_plugin.py), [] and null are no media (0.9.2
+    fails on null: converter.py)."""
+    qa = {"prompt": "question", "response": "answer"}
+    cases: dict[str, tuple[list[Any] | str, dict[str, Any], str]] = {}
+    cases["media_none"] = ([{"question": "q0", "answer": "a0", "img": []},
+                            {"question": "q1", "answer": "a1", "img": None},
+                            {"question": "q2", "answer": "a2"}], {"columns": {**qa, "images": "img"}}, "sft")
+    cases["media_empty_lists"] = ([{"question": f"q{i}", "answer": "a", "img": [], "vid": []} for i in range(2)],
+                                  {"columns": {**qa, "images": "img", "videos": "vid"}}, "sft")
+    cases["media_image_for_text_template"] = ([
+        {"question": "q0", "answer": "a0", "img": []},
+        {"question": "<image>what is it?", "answer": "a cat", "img": ["cat.png"]},  # raises: the run stops
+        {"question": "q2", "answer": "a2", "img": []},
+    ], {"columns": {**qa, "images": "img"}}, "sft")
+    cases["media_image_in_dropped_record"] = ([
+        {"question": "q0", "answer": "a0", "img": []},
+        {"question": "q1", "answer": None, "img": ["cat.png"]},  # dropped before the plugin sees it
+    ], {"columns": {**qa, "images": "img"}}, "sft")
+    cases["media_video_string"] = ([
+        {"dialog": _turns(("me", "q"), ("bot", "a")), "clip": ""},  # a string is one video, even ""
+        {"dialog": _turns(("me", "q"), ("bot", "a")), "clip": "x.mp4"},
+    ], {"formatting": "sharegpt", "columns": {"messages": "dialog", "videos": "clip"}, "tags": ME_BOT}, "sft")
+    cases["media_audio_kto"] = ([
+        {"question": "q0", "answer": "a0", "ok": True, "wav": []},
+        {"question": "q1", "answer": "a1", "ok": False, "wav": ["a.wav"]},
+    ], {"columns": {**qa, "kto_tag": "ok", "audios": "wav"}}, "kto")
+    cases["media_image_dpo"] = ([
+        {"q": "q0", "good": "y", "bad": "n", "img": ["cat.png"]},
+    ], {"ranking": True, "columns": {"prompt": "q", "chosen": "good", "rejected": "bad", "images": "img"}}, "dpo")
     return cases
 
 

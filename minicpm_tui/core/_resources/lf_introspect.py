@@ -18,6 +18,7 @@ import warnings
 PACKAGES = ["torch", "transformers", "llamafactory", "deepspeed", "peft", "trl", "datasets", "accelerate",
             "tokenizers", "flash-attn", "flash_attn", "bitsandbytes", "torchaudio", "torchvision", "liger-kernel"]
 CPM_TEMPLATES = ["cpm", "cpm3", "cpm4", "minicpm5", "minicpm_v", "minicpm_o"]
+MEDIA_TOKENS = (("images", "image_token"), ("videos", "video_token"), ("audios", "audio_token"))
 
 
 def _err(exc: BaseException) -> str:
@@ -58,6 +59,16 @@ def llamafactory_facts() -> dict:
         facts["cpm_templates"] = {name: name in TEMPLATES for name in CPM_TEMPLATES}
     except BaseException as exc:
         facts["templates_error"] = _err(exc)
+    else:
+        # The media each template's mm plugin takes (its token is set): data/mm_plugin.py raises "This model
+        # does not support image input" for the others. {} when unreadable: every template is then unknown.
+        facts["template_media"] = {}
+        try:
+            facts["template_media"] = {name: [key for key, attr in MEDIA_TOKENS
+                                              if getattr(getattr(tpl, "mm_plugin", None), attr, None) is not None]
+                                       for name, tpl in TEMPLATES.items()}
+        except BaseException as exc:
+            facts["template_media_error"] = _err(exc)
     try:
         from llamafactory import hparams
 

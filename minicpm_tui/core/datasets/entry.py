@@ -33,6 +33,7 @@ from minicpm_tui.core.datasets.formats import (
     Shape,
     json_kind,
 )
+from minicpm_tui.core.datasets.media import MediaReading
 from minicpm_tui.core.datasets.register import INFO_NAME
 from minicpm_tui.core.datasets.validate import Issue, ValidationReport
 from minicpm_tui.core.errors import UserError
@@ -110,11 +111,13 @@ OPENAI_FIX = ("register the file as sharegpt with role/content tags instead (`mi
               "--dataset-dir DIR` does)")
 
 
-def read_entry(entry: Any, lf_version: str | None = None) -> EntryReading:
+def read_entry(entry: Any, lf_version: str | None = None, media: MediaReading | None = None) -> EntryReading:
     """The shape and problems of one dataset_info.json entry, as LLaMA-Factory reads a local file through it.
 
-    ``lf_version``: the release that will read it (None: unknown, read as 0.9.5 does); only the
-    ``openai`` formatting depends on it (none before 0.9.4, a different tool_calls test in 0.9.4).
+    ``lf_version``: the release that will read it (None: unknown, read as 0.9.5 does); the ``openai``
+    formatting depends on it (none before 0.9.4, a different tool_calls test in 0.9.4), and so do null media
+    (0.9.2 fails on them). ``media``: the template that trains it and where media files are (``media.py``);
+    None: the presets' text templates, which read no images, videos or audios.
     """
     if not isinstance(entry, dict):
         return EntryReading(None, errors=[_issue("", "is not a JSON object; LLaMA-Factory cannot read it",
@@ -165,9 +168,10 @@ def read_entry(entry: Any, lf_version: str | None = None) -> EntryReading:
                                      "(datasets: Unknown split)", "remove split, or set it to \"train\""))
     elif split != "train":
         reading.notes.append(f"split {split!r}: LLaMA-Factory reads only that slice; every record is checked")
-    media = [key for key in MEDIA_KEYS if columns[key]]
-    if media:
-        reading.notes.append(f"the media columns ({', '.join(media)}) are not checked (multimodal data)")
+    mapped = [key for key in MEDIA_KEYS if columns[key]]
+    if mapped and media is not None and media.accepts is None:
+        reading.notes.append(f"whether {media.who()} {', '.join(mapped)} is not known here (no LLaMA-Factory here "
+                             "has that template): only that their files exist is checked")
     # Keys LLaMA-Factory looks up in every record (or turn): unset, its load fails and no record can be read.
     required: list[tuple[str, str, str]] = []
     if formatting in ("sharegpt", "openai"):
@@ -199,7 +203,8 @@ def read_entry(entry: Any, lf_version: str | None = None) -> EntryReading:
         reading.shape = Shape(formatting, ranking=ranking, kto_key=columns["kto_tag"],
                               messages_key=(columns["messages"] or "") if sharegpt else "",
                               tags=tags if sharegpt else {}, columns=columns,
-                              converter="openai" if formatting == "openai" else None, lf_version=lf_version)
+                              converter="openai" if formatting == "openai" else None, lf_version=lf_version,
+                              media=(media or MediaReading()) if mapped else None)
     return reading
 
 
@@ -243,9 +248,11 @@ def refuse_skipped(reading: EntryReading, where: str) -> None:
 
 
 def validate_entry(name: str, entry: Any, dataset_dir: str | os.PathLike[str], stage: str | None = None,
-                   lf_version: str | None = None, **kwargs: Any) -> ValidationReport:
+                   lf_version: str | None = None, media: MediaReading | None = None,
+                   **kwargs: Any) -> ValidationReport:
     """Validate dataset ``name``'s data through its entry, as LLaMA-Factory loads it from ``dataset_dir``.
 
+    ``media``: see ``read_entry``; its media_dir defaults to ``dataset_dir``, as in LLaMA-Factory.
     Raises UserError when there is nothing to validate: the entry names no file or the release
     ``lf_version`` cannot read it (openai formatting before 0.9.4) (exit 1), or its data is not a local
     file (``EntryReading.skipped``, exit 2).
@@ -254,8 +261,10 @@ def validate_entry(name: str, entry: Any, dataset_dir: str | os.PathLike[str], s
     from minicpm_tui.core.datasets.validate import validate_file
 
     where = f"{Path(dataset_dir) / INFO_NAME}: {name}"
-    reading = entry if isinstance(entry, EntryReading) else read_entry(entry, lf_version)
+    reading = entry if isinstance(entry, EntryReading) else read_entry(entry, lf_version, media)
     refuse_skipped(reading, where)
+    if reading.shape is not None and reading.shape.media is not None:
+        reading.shape.media = reading.shape.media.with_media_dir(dataset_dir)
     if reading.file_name is None or reading.refused:
         first = next(e for e in reading.errors if e.field == "formatting") if reading.refused else reading.errors[0]
         raise UserError(f"{first.field + ': ' if first.field else ''}{first.message}", where=where, fix=first.fix,

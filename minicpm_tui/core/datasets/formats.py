@@ -52,6 +52,9 @@ class Shape:
     # (``openai_lf.py``); None: the alpaca / sharegpt converters.
     converter: str | None = None
     lf_version: str | None = None  # the release that reads it, where known (its converter differs by release)
+    # an entry's: which media the template reads and where their files are (``media.MediaReading``);
+    # None: read as the presets' text templates
+    media: Any = None
 
     @property
     def formatting(self) -> str:

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from minicpm_tui.core.datasets.formats import (
+    MEDIA_KEYS,
     SHAREGPT_TAGS,
     STAGES,
     Shape,
@@ -117,8 +118,9 @@ class ValidationReport:
         err = self.file_error
         if err is not None:
             # an entry's issue names a field of the entry or of the records ("columns.response: is not set")
-            fld = f"{err.field}: " if err.kind == "entry" and err.field else ""
-            return (f"{err.file}: " if err.file else "") + fld + err.message
+            fld = f"{err.field}: " if err.kind in ("entry", "load") and err.field else ""
+            at = f"record {err.record}: " if err.kind == "load" and err.record is not None else ""
+            return (f"{err.file}: " if err.file else "") + at + fld + err.message
         if not self.records:
             return "holds no records"
         if self.invalid and self.errors:
@@ -244,10 +246,16 @@ def make_checker(shape: Shape, stage: str):
     if shape.converter == "openai":
         from minicpm_tui.core.datasets.openai_lf import openai_checker
 
-        return openai_checker(shape, stage)
-    if shape.style == "alpaca":
-        return _alpaca_checker(shape, stage)
-    return _sharegpt_checker(shape, stage)
+        check = openai_checker(shape, stage)
+    elif shape.style == "alpaca":
+        check = _alpaca_checker(shape, stage)
+    else:
+        check = _sharegpt_checker(shape, stage)
+    if shape.columns is not None and any(shape.columns.get(k) for k in MEDIA_KEYS):
+        from minicpm_tui.core.datasets.media import media_checker
+
+        check = media_checker(check, shape)
+    return check
 
 
 def _alpaca_checker(shape: Shape, stage: str):
@@ -636,9 +644,8 @@ def _release_problems(shape: Shape | None, facts: dict[str, int | None] | None) 
 
     if version_tuple(shape.lf_version) >= (0, 9, 5) or facts["calls_key"] is None or facts["no_calls"] is None:
         return []
-    return [Issue(facts["no_calls"], "tool_calls", f"is missing or null on an assistant turn of record "
-                  f"{facts['no_calls']} while other turns "
-                  f"have it; LLaMA-Factory {shape.lf_version}'s OpenAI converter takes len() of it and the whole "
+    return [Issue(facts["no_calls"], "tool_calls", "is missing or null on an assistant turn here while other "
+                  f"turns have it; LLaMA-Factory {shape.lf_version}'s OpenAI converter takes len() of it and the whole "
                   "load fails (TypeError; fixed in 0.9.5)", "give every assistant turn \"tool_calls\": [] "
                   "(or upgrade LLaMA-Factory to 0.9.5)", "load")]
 
@@ -899,10 +906,14 @@ def _finish(report: ValidationReport, col: _Collector, layout: str, nan_seen: bo
         if records:
             problems += _absent_problems(report.shape, scan.absent, report.columns)
             problems += _release_problems(report.shape, scan.facts)
+            if scan.facts is not None:
+                from minicpm_tui.core.datasets.media import media_problems
+
+                problems += media_problems(report.shape, scan.facts)
         for pr in problems:
             if report.file_error is None:
                 report.file_error = pr
-            error(None, pr.field, pr.message, pr.fix, pr.kind)
+            error(pr.record, pr.field, pr.message, pr.fix, pr.kind)
     if report.file_error is not None and report.file_error.kind in WHOLE_KINDS:
         report.valid, report.invalid = 0, records
         if keep_indices:
