@@ -207,3 +207,12 @@ def test_export_keys_exist_in_the_installed_llamafactory(lf, tmp_path):
     config = export.export_config(plan, lf.all_keys)
     assert set(config) <= lf.all_keys and plan.notes == []
     assert os.path.basename(config["export_dir"]) == "merged"
+
+
+def test_the_run_directorys_readme_names_the_export_step(tmp_path, lf):
+    generate(demo_recipe("sft", "lora"), tmp_path / "lora", info=lf, preflight=False)
+    text = (tmp_path / "lora" / "README.md").read_text()
+    assert "## Export (after training)\n    minicpm-tui export .  " in text and "merged/" in text
+    generate(demo_recipe("sft", "full"), tmp_path / "full", info=lf, preflight=False)
+    text = (tmp_path / "full" / "README.md").read_text()
+    assert "nothing to merge: output/ is the model" in text and "## Export" not in text
