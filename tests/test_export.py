@@ -216,3 +216,20 @@ def test_the_run_directorys_readme_names_the_export_step(tmp_path, lf):
     generate(demo_recipe("sft", "full"), tmp_path / "full", info=lf, preflight=False)
     text = (tmp_path / "full" / "README.md").read_text()
     assert "nothing to merge: output/ is the model" in text and "## Export" not in text
+
+
+def test_a_later_smoke_attempt_does_not_hide_the_finished_training(lora_run, tmp_path):
+    """The wizard launches its smoke run through the runner (TRAIN_YAML=smoke/train.yaml): an attempt of its
+    own, after which the run reads "finished" whatever the real training did."""
+    copy = tmp_path / "copy"
+    shutil.copytree(lora_run, copy, ignore=shutil.ignore_patterns("merged"))
+    try:
+        runner.launch(copy, env={"TRAIN_YAML": "smoke/train.yaml"}, command=[sys.executable, "-c", "pass"])
+        wait_status(copy, ("finished",), timeout=60)
+    finally:
+        kill_run(copy)
+    plan = export.plan_export(copy)
+    assert (plan.source, plan.status, plan.notes) == (copy / "output", "finished", [])
+    shutil.rmtree(copy / "output")
+    with pytest.raises(UserError, match=r"no LoRA adapter .*\(status finished\)"):
+        export.plan_export(copy)

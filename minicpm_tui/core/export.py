@@ -124,9 +124,10 @@ def _base_model(run_dir: Path, cfg: dict[str, Any]) -> str:
 
 
 def _training_state(run_dir: Path) -> tuple[str, bool]:
-    """(status, whether the real training ended by saving its model: finished, or stopped gracefully).
+    """(status of the real training, whether it ended by saving its model: finished, or stopped gracefully).
 
-    A smoke run launched through the runner writes to smoke/output and says nothing of output_dir."""
+    Refuses while anything of the run is live. A smoke run launched through the runner (the wizard does)
+    is an attempt of its own that writes to smoke/output: it says nothing of output_dir."""
     from minicpm_tui.core import runner
 
     info = runner.run_status(run_dir)
@@ -135,16 +136,17 @@ def _training_state(run_dir: Path) -> tuple[str, bool]:
         raise UserError(f"training is still {info.status} (pid {pid}, {info.how}): there is no final adapter yet",
                         where=str(run_dir), exit_code=1,
                         fix=f"wait for it (`minicpm-tui monitor {run_dir}`) or stop it (`minicpm-tui stop "
-                            f"{run_dir}`; it saves the model), then export; or export a saved checkpoint of it "
-                            "from a copy of the run directory")
+                            f"{run_dir}`, which saves the model), then export")
     manifest = runner.RunManifest.load(run_dir)
     attempts = manifest.attempts if manifest is not None else []
     for number, attempt in reversed(list(enumerate(attempts))):
         if str(attempt.get("train_yaml") or "train.yaml") != "train.yaml":
             continue  # a smoke run (TRAIN_YAML=smoke/train.yaml): it never writes output_dir
-        status = info.status if number == len(attempts) - 1 else str(attempt.get("status"))
-        return info.status, status in ("finished", "stopped")
-    return info.status, info.status == "finished" and not attempts
+        status = info.status if number == len(attempts) - 1 else str(attempt.get("status") or "unknown")
+        return status, status in ("finished", "stopped")
+    if attempts:
+        return "never", False  # only smoke runs so far
+    return info.status, info.status == "finished"
 
 
 def _checkpoint(output_dir: Path, value: str) -> tuple[Path, str]:
@@ -207,7 +209,8 @@ def _pick_source(plan: ExportPlan, done: bool, checkpoint: str | None) -> None:
         return
     if lora and out.is_dir() and (out / ADAPTER_CONFIG).is_file():
         raise UserError(f"{out} has {ADAPTER_CONFIG} but no adapter weights", where=str(out),
-                        fix="the save was cut short: pass --checkpoint N to export a complete checkpoint")
+                        fix=f"the save was cut short and no checkpoint-N is complete: train again "
+                            f"(`minicpm-tui run {plan.run_dir}`)")
     status = "never launched" if plan.status == "never" else f"status {plan.status}"
     raise UserError(f"no {what} yet in {out} or its checkpoint-N folders ({status})", where=str(plan.run_dir),
                     exit_code=1, fix=f"train first (`minicpm-tui run {plan.run_dir}`); a checkpoint-N appears every "
@@ -218,8 +221,9 @@ def _check_out(plan: ExportPlan, raw: str | None) -> Path:
     out = Path(raw).expanduser().absolute() if raw else plan.run_dir / DEFAULT_OUT
     where = f"--out {raw}" if raw else str(out)
     precious = [plan.run_dir, plan.output_dir] + ([plan.source] if plan.source else [])
+    real = out.resolve()
     for keep in precious:
-        if keep == out or out in keep.parents:
+        if keep.resolve() == real or real in keep.resolve().parents:
             raise UserError(f"would replace {keep}, which export reads from", where=where,
                             fix="choose a new folder for the merged model (the default is RUN_DIR/merged)")
     if out.exists() and not out.is_dir():
@@ -384,6 +388,9 @@ def run_export(plan: ExportPlan, *, say: Callable[[str], None] = print, known_ke
             raise UserError("LLaMA-Factory's export exited 0 but wrote no config.json and weights",
                             where=str(plan.log_path), exit_code=1, fix="read the log; nothing was written to " + str(out))
         os.chmod(tmp, 0o755 & ~_umask())
+        if out.exists() and not plan.force:
+            raise UserError("appeared while exporting (another export?)", where=str(out), exit_code=1,
+                            fix="choose another --out, or pass --force to replace it")
         if out.exists():  # --force: the old export goes only once the new one is complete
             old = Path(tempfile.mkdtemp(prefix=f".{out.name[:40]}.old-", dir=out.parent))
             os.replace(out, old / out.name)
