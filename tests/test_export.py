@@ -1,7 +1,8 @@
 """`minicpm-tui export`: merge a LoRA run into its base model, or refuse in one line.
 
 One real LoRA training of the tiny model (2 steps, launched through the runner like `minicpm-tui run`)
-is shared by the module; one real export of it through the CLI, checked in the training Python: the
+is shared by the module, with MiniCPM 1B/2B's `cpm` template, which LLaMA-Factory 0.9.5 lacks (so the
+export has to register it, as the training did); one real export of it through the CLI, checked in the training Python: the
 merged weights are the base weights plus each adapter's scaled B @ A, and the logits differ from the
 base model's. The refusals are read from the same run directory where they need a trained one.
 """
@@ -42,10 +43,10 @@ def _refusal(proc: subprocess.CompletedProcess[str], code: int, *words: str) -> 
 
 
 @pytest.fixture(scope="module")
-def lora_run(tmp_path_factory, tiny_model_cpm3, lf) -> Path:
+def lora_run(tmp_path_factory, tiny_model_cpm, lf) -> Path:
     """A tiny LoRA SFT run that really trained (2 steps, a checkpoint at each), finished through the runner."""
     run_dir = tmp_path_factory.mktemp("export") / "run"
-    recipe = demo_recipe("sft", "lora", model=str(tiny_model_cpm3), precision="fp32", save_steps=1,
+    recipe = demo_recipe("sft", "lora", model=str(tiny_model_cpm), template="cpm", precision="fp32", save_steps=1,
                          learning_rate=0.01, extra_args={"use_cpu": True})
     generate(recipe, run_dir, info=lf, preflight=False)
     try:
@@ -93,21 +94,25 @@ CHECK = textwrap.dedent("""
 
 
 @pytest.mark.integration
-def test_export_merges_the_final_adapter_into_the_base(lora_run, tiny_model_cpm3):
+def test_export_merges_the_final_adapter_into_the_base(lora_run, tiny_model_cpm, lf):
     proc = _cli(str(lora_run))
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr
     merged = lora_run / "merged"
     assert f"merged model written to {merged}" in proc.stdout
     assert "Merged 1 adapter(s)" in proc.stdout  # LLaMA-Factory's own output, streamed
+    if not lf.has_template("cpm"):  # 0.9.5: export.yaml alone would fail in `llamafactory-cli export`, and says so
+        assert "registered chat template(s) missing from this LLaMA-Factory: cpm" in proc.stdout
+        assert "Template cpm is missing from this LLaMA-Factory: run it with minicpm-tui export" in \
+            (lora_run / "export.yaml").read_text()
     assert (merged / "config.json").is_file() and (merged / "model.safetensors").is_file()
     assert not [p for p in lora_run.iterdir() if p.name.startswith(".merged")]  # the temp folder is gone
     cfg = (lora_run / "export.yaml").read_text()
     for line in ("adapter_name_or_path: output\n", "finetuning_type: lora\n", "export_dir: merged\n",
-                 "export_device: cpu\n", "export_legacy_format: false\n", "template: cpm4\n",
-                 "trust_remote_code: false\n", f"model_name_or_path: {tiny_model_cpm3}\n"):
+                 "export_device: cpu\n", "export_legacy_format: false\n", "template: cpm\n",
+                 "trust_remote_code: false\n", f"model_name_or_path: {tiny_model_cpm}\n"):
         assert line in cfg, cfg
     assert (lora_run / export.EXPORT_LOG).is_file()
-    check = subprocess.run([training_python(), "-c", CHECK, str(tiny_model_cpm3), str(lora_run / "output"),
+    check = subprocess.run([training_python(), "-c", CHECK, str(tiny_model_cpm), str(lora_run / "output"),
                             str(merged)], capture_output=True, text=True, timeout=300, env=offline_env())
     assert check.returncode == 0, check.stderr[-3000:]
     facts = json.loads(check.stdout.strip().splitlines()[-1])
@@ -188,11 +193,11 @@ def test_refuses_a_missing_base_model(tmp_path):
     _refusal(_cli(str(run_dir)), 2, "model_name_or_path", "base model folder", "is missing")
 
 
-def test_full_fine_tune_has_nothing_to_merge(tmp_path, tiny_model_cpm3):
-    run_dir = _hand_run(tmp_path, finetuning_type="full", output_dir=str(tiny_model_cpm3))
+def test_full_fine_tune_has_nothing_to_merge(tmp_path, tiny_model_cpm):
+    run_dir = _hand_run(tmp_path, finetuning_type="full", output_dir=str(tiny_model_cpm))
     proc = _cli(str(run_dir))
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.strip() == (f"full fine-tune: nothing to merge; the servable model is {tiny_model_cpm3} "
+    assert proc.stdout.strip() == (f"full fine-tune: nothing to merge; the servable model is {tiny_model_cpm} "
                                    "(the model saved at the end)")
     assert not (run_dir / "merged").exists() and not (run_dir / "export.yaml").exists()
     (tmp_path / "untrained").mkdir()

@@ -68,6 +68,7 @@ class ExportPlan:
     export_size: int = DEFAULT_EXPORT_SIZE_GB
     carried: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    template_from_entry: bool = False  # a chat template this LLaMA-Factory lacks (export_entry.py registers it)
 
     @property
     def nothing_to_merge(self) -> bool:
@@ -273,6 +274,8 @@ def plan_export(run_dir: str | os.PathLike[str], *, out: str | None = None, chec
                         fix="set the chat template the model was trained with (e.g. cpm4)")
     _pick_source(plan, done, checkpoint)
     plan.carried = {key: cfg[key] for key in CARRIED_KEYS if key in cfg}
+    resolved = meta.get("resolved")
+    plan.template_from_entry = isinstance(resolved, dict) and bool(resolved.get("template_from_entry"))
     if device == "cpu" and plan.carried.get("flash_attn") == "fa2":
         plan.carried["flash_attn"] = "sdpa"
         plan.notes.append("flash_attn: fa2 needs a GPU; the merge on the CPU loads the model with sdpa")
@@ -324,8 +327,10 @@ def render_export_yaml(plan: ExportPlan, known_keys: set[str] | None = None) -> 
     header = (f"# LLaMA-Factory merge config for {plan.run_dir.name}: its LoRA adapter ({kind}) merged into the "
               "base model.\n"
               f"# Written by minicpm-tui {__version__} (`minicpm-tui export`, which rewrites it on each export); "
-              "relative paths are\n# relative to this folder. By hand, from here: llamafactory-cli export "
-              f"{EXPORT_YAML}\n")
+              "relative paths are\n# relative to this folder. "
+              + (f"Template {plan.template} is missing from this LLaMA-Factory: run it with minicpm-tui export, "
+                 "which registers it.\n" if plan.template_from_entry else
+                 f"By hand, from here: llamafactory-cli export {EXPORT_YAML}\n"))
     return header + yaml.safe_dump(export_config(plan, known_keys), allow_unicode=True, sort_keys=False)
 
 

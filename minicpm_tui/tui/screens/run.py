@@ -42,6 +42,8 @@ class RunScreen(WizardStep):
 `single_node.sh`, on the CPU, for a few steps (about a minute; no GPU, no download). **l** launches
 the real training detached: it survives closing this window, the terminal and the SSH session.
 Both open the live monitor; **d** there detaches, `minicpm-tui monitor RUN_DIR` reattaches.
+Once a LoRA run has finished (or was stopped), the palette (**ctrl+p**) offers **run: export merged model**:
+`minicpm-tui export RUN_DIR`, the adapter merged into the base model in RUN_DIR/merged.
 """
     BINDINGS = [*WizardStep.BINDINGS, *keys.RUN]
 
