@@ -28,6 +28,7 @@ SUBCOMMANDS: dict[str, str] = {
     "runs": "list the runs known on this machine",
     "monitor": "follow a run's progress, losses and GPUs (TUI, or --plain over SSH)",
     "stop": "stop a run gracefully, then its whole process group",
+    "export": "merge a finished LoRA run's adapter into its base model, ready to serve",
 }
 
 EXIT_USAGE = 2

@@ -184,6 +184,23 @@ def test_real_training_on_each_release(tmp_path, release, case, test_home, monke
     if "zero_stage" in CASES[case]:
         shards = {p.name for p in result.output_dir.glob("checkpoint-2/global_step2/*")}
         assert {f"zero_pp_rank_{r}_mp_rank_00_optim_states.pt" for r in (0, 1)} <= shards, shards
+    if CASES[case]["method"] == "lora" and "zero_stage" not in CASES[case]:
+        _export_on_release(run, result.output_dir, python, info, tmp_path / "merged")
+
+
+def _export_on_release(run: Path, adapter: Path, python: str, info, out: Path) -> None:
+    """`minicpm-tui export`'s merge of the smoke's adapter into its tiny base, in the release's own Python:
+    export.yaml's keys pass its parser and export_entry.py runs its export_model."""
+    from minicpm_tui.core.export import ExportPlan, run_export
+
+    tiny = tiny_model_dir("cpm", python=python)
+    plan = ExportPlan(run_dir=run, python=python, finetuning_type="lora", base_model=str(tiny), template="cpm",
+                      output_dir=adapter, status="finished", source=adapter, source_kind="final", out=out,
+                      carried={"trust_remote_code": True, "flash_attn": "sdpa"})
+    lines: list[str] = []
+    assert run_export(plan, say=lines.append, known_keys=info.all_keys) == out
+    assert plan.notes == [] and any("Merged 1 adapter(s)" in line for line in lines), lines[-20:]
+    assert (out / "config.json").is_file() and any(out.glob("model*.safetensors")), sorted(out.iterdir())
 
 
 def test_preflight_applies_the_releases_own_dependency_check(tmp_path, monkeypatch):

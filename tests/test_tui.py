@@ -826,12 +826,21 @@ async def test_the_run_step_lists_only_the_actions_it_has(no_draft, tmp_path):
         text = screen_text(app)
         assert "proves the whole chain on the CPU in a minute" in text and "launch the real training" in text
         assert "open the monitor" not in text and app.screen.check_action("monitor", ()) is False
+        assert "run: export merged model" not in [c.title for c in app.screen.palette_commands()]
         _finished_run(run_dir, 60)  # a run was started from it (and has finished)
         app.push_screen(app.runs_screen())  # away and back: the text is drawn again
         await settle(app, pilot)
         await pilot.press("escape")
         await settle(app, pilot)
         assert screen_name(app) == "RunScreen" and "open the monitor" in screen_text(app)
+        # A LoRA run that ended: export is offered; it runs `minicpm-tui export` in a worker and shows its one
+        # line (here train.yaml names no base model, so a refusal).
+        assert "run: export merged model" in [c.title for c in app.screen.palette_commands()]
+        app.screen.action_export()
+        await settle(app, pilot, 6)
+        said = [n.message for n in app._notifications if "model_name_or_path" in n.message]
+        assert said and said[-1].startswith(f"{run_dir / 'train.yaml'}: model_name_or_path: no base model"), said
+        assert app.screen.exporting is False
 
 
 async def test_the_plan_fits_80x24_when_nothing_fits(no_draft):
@@ -845,3 +854,4 @@ async def test_the_plan_fits_80x24_when_nothing_fits(no_draft):
         peak = [line for line in lines if "peak" in line and "NO FIT" in line]
         assert peak and "G/14G" in peak[0], "\n".join(lines)  # the label, the bar and the value in one line
         assert not [line for line in lines if line.strip(" │▄▆█▂").strip() == "NO FIT"]
+

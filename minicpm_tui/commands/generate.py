@@ -92,7 +92,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"  note: {note}")
     if reports:
         print(f"  preflight passed ({', '.join(reports[0].checked)})")
-    print(f"next: minicpm-tui smoke {written[0].parent}   then   minicpm-tui run {written[0].parent}")
+    run_dir = written[0].parent
+    after = "" if recipe.method == "full" else f"   then   minicpm-tui export {run_dir}"
+    print(f"next: minicpm-tui smoke {run_dir}   then   minicpm-tui run {run_dir}{after}")
     return 0
 
 

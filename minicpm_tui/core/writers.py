@@ -674,7 +674,7 @@ that checkpoint. A stop saves the model, not a checkpoint.
 
 ## Monitor
     minicpm-tui monitor .          # or: tail -f {_one_line(recipe.output_dir)}/trainer_log.jsonl
-
+{_readme_export(recipe)}
 ## Files
 train.yaml          LLaMA-Factory arguments, each non-obvious value with its reason
 {ds}single_node.sh      torchrun on one machine (every setting overridable from the environment)
@@ -686,6 +686,16 @@ recipe.yaml         every choice, to regenerate with `minicpm-tui generate recip
 generated.json      facts minicpm-tui's smoke run and runner read
 Secrets (HF_TOKEN...) are never written here; export them in the shell that launches.
 {"" if not notes else chr(10) + "## Notes" + chr(10) + notes}"""
+
+
+def _readme_export(recipe: Recipe) -> str:
+    if recipe.method == "full":
+        return (f"\n## Serve\nA full fine-tune has nothing to merge: {_one_line(recipe.output_dir)}/ is the model "
+                "(`minicpm-tui export .` says so).\n")
+    return ("\n## Export (after training)\n"
+            "    minicpm-tui export .           # LoRA adapter + base model -> merged/, a model you can serve\n"
+            f"It writes export.yaml and takes the final adapter in {_one_line(recipe.output_dir)}/, else the newest "
+            "checkpoint-N.\n")
 
 
 # -- generate --------------------------------------------------------------------------------------

@@ -42,6 +42,8 @@ class RunScreen(WizardStep):
 `single_node.sh`, on the CPU, for a few steps (about a minute; no GPU, no download). **l** launches
 the real training detached: it survives closing this window, the terminal and the SSH session.
 Both open the live monitor; **d** there detaches, `minicpm-tui monitor RUN_DIR` reattaches.
+Once a LoRA run has finished (or was stopped), the palette (**ctrl+p**) offers **run: export merged model**:
+`minicpm-tui export RUN_DIR`, the adapter merged into the base model in RUN_DIR/merged.
 """
     BINDINGS = [*WizardStep.BINDINGS, *keys.RUN]
 
@@ -52,9 +54,16 @@ Both open the live monitor; **d** there detaches, `minicpm-tui monitor RUN_DIR` 
             self.run_dir = run_dir
             self.error = error
 
+    class Exported(Message):
+        def __init__(self, ok: bool, text: str) -> None:
+            super().__init__()
+            self.ok = ok
+            self.text = text
+
     def __init__(self) -> None:
         super().__init__()
         self.starting = False
+        self.exporting = False
         self.launched: Path | None = None
 
     @property
@@ -174,9 +183,48 @@ Both open the live monitor; **d** there detaches, `minicpm-tui monitor RUN_DIR` 
         except Exception:
             return None
 
+    def can_export(self) -> bool:
+        """A LoRA run of this run directory that ended (finished, or stopped: both save the model)."""
+        if self.run_dir is None or self.starting or self.exporting or self.state.method == "full":
+            return False
+        from minicpm_tui.core.runner import run_status
+
+        try:
+            return run_status(self.run_dir).status in ("finished", "stopped")
+        except Exception:
+            return False
+
+    def action_export(self) -> None:
+        if self.can_export():
+            self.exporting = True
+            self.notify(f"Merging the adapter into the base model: {self.run_dir}/merged …", timeout=8)
+            self._export(self.run_dir)
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="export")
+    def _export(self, run_dir: Path) -> None:
+        """`minicpm-tui export RUN_DIR` as a subprocess: LLaMA-Factory runs there, never in the TUI."""
+        import subprocess
+        import sys
+
+        try:
+            proc = subprocess.run([sys.executable, "-m", "minicpm_tui", "export", str(run_dir)], capture_output=True,
+                                  text=True, stdin=subprocess.DEVNULL)
+            lines = (proc.stdout if proc.returncode == 0 else proc.stderr or proc.stdout).strip().splitlines()
+            text = lines[-1] if lines else f"export exited with code {proc.returncode}"
+            self.post_message(self.Exported(proc.returncode == 0, text.removeprefix("minicpm-tui: error: ")))
+        except Exception as exc:
+            self.post_message(self.Exported(False, one_line(exc)))
+
+    def on_run_screen_exported(self, message: Exported) -> None:
+        self.exporting = False
+        self.notify(message.text, severity="information" if message.ok else "error", timeout=12)
+
     def palette_commands(self):
         from textual.app import SystemCommand
 
+        if self.can_export():
+            yield SystemCommand("run: export merged model", "Merge the LoRA adapter into the base model "
+                                "(minicpm-tui export)", self.action_export)
         if self.check_action("smoke", ()):
             yield SystemCommand("run: smoke run", "A tiny model on the CPU through the real scripts", self.action_smoke)
             yield SystemCommand("run: launch", "The real training, detached", self.action_launch)

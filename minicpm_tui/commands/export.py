@@ -1,0 +1,55 @@
+"""`minicpm-tui export RUN_DIR`: merge the run's LoRA adapter into its base model, ready to serve.
+
+Writes RUN_DIR/export.yaml and runs LLaMA-Factory's export in the run's training Python, into a folder
+beside --out that is renamed into place only when it succeeded. A full or freeze fine-tune has nothing
+to merge: it says which folder to serve and exits 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from minicpm_tui.core.export import DEFAULT_EXPORT_SIZE_GB, DEFAULT_OUT, DEVICES
+
+    parser.add_argument("run_dir", metavar="RUN_DIR", help="a run directory whose training has ended")
+    parser.add_argument("--out", "-o", metavar="DIR",
+                        help=f"where the merged model goes (default RUN_DIR/{DEFAULT_OUT}; refused if it exists)")
+    parser.add_argument("--force", action="store_true",
+                        help="replace an existing --out, once the new export has succeeded")
+    parser.add_argument("--checkpoint", metavar="N|PATH",
+                        help="export output_dir/checkpoint-N, or a checkpoint folder (default: the final adapter "
+                        "when training finished, else the newest checkpoint)")
+    parser.add_argument("--device", choices=DEVICES, default="cpu",
+                        help="where LLaMA-Factory merges: cpu (default; needs the model's size in RAM) or auto "
+                        "(the GPUs)")
+    parser.add_argument("--export-size", type=int, default=DEFAULT_EXPORT_SIZE_GB, metavar="GB",
+                        help=f"largest weight shard in GB (default {DEFAULT_EXPORT_SIZE_GB})")
+    parser.add_argument("--dry-run", action="store_true", help="print export.yaml instead of writing and merging")
+
+
+def run(args: argparse.Namespace) -> int:
+    from minicpm_tui.core import export
+
+    plan = export.plan_export(args.run_dir, out=args.out, checkpoint=args.checkpoint, force=args.force,
+                              device=args.device, export_size=args.export_size)
+    if plan.nothing_to_merge:
+        print(export.nothing_to_merge_text(plan))
+        return 0
+    if args.dry_run:
+        from minicpm_tui.core.lfinfo import lf_info, require_lf
+
+        text = export.render_export_yaml(plan, require_lf(lf_info(plan.python)).all_keys or None)
+        for note in plan.notes:
+            print(f"minicpm-tui: note: {note}", file=sys.stderr)
+        sys.stdout.write(text)
+        return 0
+    for note in plan.notes:
+        print(f"note: {note}", flush=True)
+    print(f"export: merging {plan.source} into {plan.base_model} -> {plan.out} (log {plan.log_path})", flush=True)
+    out = export.run_export(plan, say=lambda line: print(f"  {line}", flush=True))
+    print(f"merged model written to {out}; load it with transformers' from_pretrained"
+          + (" (trust_remote_code=True)" if plan.carried.get("trust_remote_code") else ""))
+    return 0
