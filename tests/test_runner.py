@@ -694,3 +694,136 @@ def test_a_moved_run_whose_supervisor_was_killed_is_found_by_its_training_alone(
         assert runner.proc_info(worker[0].pid) is None
     finally:
         moved.rename(run_dir)
+
+
+@pytest.mark.parametrize("damage", ['{"attempts": [', '{"attempts": "x"}'])
+def test_runs_and_the_monitor_say_a_run_with_a_damaged_manifest_is_running(damage, runs, capsys):
+    # `runs` and the monitor said "unknown" (with the damage) while its training kept the GPUs, and never that
+    # it was alive: `stop` found its processes, they did not. They find them the same way now, say the manifest
+    # is damaged and how to go on, and never write over it.
+    from minicpm_tui.cli import main
+    from minicpm_tui.core.monitor import RunFollower
+
+    run_dir = runs("damaged", "echo training-output >&2\n" + FAKE_TORCHRUN.format(python=sys.executable))
+    manifest = runner.launch(run_dir)
+    _wait_worker(run_dir)
+    pids = sorted(p.pid for p in runner._attempt_procs(manifest.current))
+    (run_dir / runner.MANIFEST).write_text(damage)
+    runner.watch_run(run_dir)
+    info = runner.run_status(run_dir)
+    assert (info.status, info.attempt, info.pgid) == ("running", 1, manifest.pgid), info
+    assert f"pid {', '.join(map(str, pids))}" in info.note and "minicpm-tui stop" in info.note
+    assert f"{run_dir / runner.MANIFEST}" in info.note and "restore it from a backup" in info.note
+    assert runner.run_pids(run_dir) == pids
+    assert main(["runs"]) == 0
+    row = capsys.readouterr().out.splitlines()[1]
+    assert row.startswith("running") and str(pids[-1]) in row and "still stops it" in row, row
+    snap = RunFollower(run_dir).poll()
+    assert (snap.status, snap.attempt, snap.note) == ("running", 1, info.note)
+    assert "training-output" in snap.log_tail  # the attempt's stderr, found through its processes
+    assert main(["monitor", str(run_dir), "--once", "--no-gpu"]) == 0
+    out = capsys.readouterr().out
+    assert "running" in out and "note: " in out and "still stops it" in out
+    with pytest.raises(UserError, match="already running"):
+        runner.launch(run_dir)
+    assert (run_dir / runner.MANIFEST).read_text() == damage
+    assert main(["stop", str(run_dir), "--grace", "0", "--timeout", "5"]) == 0
+    capsys.readouterr()
+    assert (run_dir / runner.MANIFEST).read_text() == damage
+    # Nothing of it is left: the damage again, as before.
+    assert [(r.status, r.note.split(": ")[0]) for r in runner.list_runs()] == [
+        ("unknown", str(run_dir / runner.MANIFEST))]
+
+
+def test_stop_lists_a_run_started_by_hand_in_runs(runs):
+    # `runs` and `monitor` put a run started by hand into the registry when they see it; `stop` did not, so a
+    # run stopped right away was never listed (its end was recorded, but nobody was shown it).
+    run_dir = runs("unlisted", "sleep 60\n")
+    (run_dir / "train.yaml").write_text("output_dir: out\n")
+    proc = subprocess.Popen(["bash", "single_node.sh"], cwd=run_dir, start_new_session=True)
+    try:
+        wait_for(lambda: runner.run_status(run_dir).status == "running", 10, "seen")
+        assert runner.list_runs() == []
+        said: list[str] = []
+        assert runner.stop(run_dir, grace=0, term_timeout=5, say=said.append).status == "stopped"
+        assert proc.wait(5) is not None
+        assert [(r.run_dir, r.status, r.how) for r in runner.list_runs()] == [(run_dir, "stopped", "by hand")]
+        assert not any("will not list" in text for text in said)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+def test_a_run_started_by_hand_after_a_launched_attempt_is_seen_and_stopped(runs, tmp_path, capsys):
+    # An earlier `minicpm-tui run` attempt ended, then the user ran `bash single_node.sh` by hand in the same
+    # folder: `runs` showed the old attempt's end and `stop` said "not running" while it trained. A nested run
+    # directory's and a copy's runs by hand are never taken for it (a nested one named by its absolute path,
+    # from elsewhere, was, even without a manifest).
+    import shutil
+
+    from minicpm_tui.cli import main
+    from minicpm_tui.core.monitor import RunFollower
+
+    run_dir = runs("over", 'echo "by hand: ${NAP:-0}" >&2\nsleep "${NAP:-0}"\n')
+    (run_dir / "train.yaml").write_text("output_dir: out\n")
+    nested = runs("over/nested", "sleep 60\n")
+    (nested / "train.yaml").write_text("output_dir: out\n")
+    copy = tmp_path / "over-copy"
+    procs: list[subprocess.Popen] = []
+
+    def by_hand(folder: Path, cwd: Path, **kw) -> subprocess.Popen:
+        procs.append(subprocess.Popen(["bash", str(folder / "single_node.sh")], cwd=cwd, start_new_session=True,
+                                      env={**os.environ, "NAP": "60"}, **kw))
+        return procs[-1]
+
+    try:
+        by_hand(nested, tmp_path)
+        wait_for(lambda: runner.run_status(nested).status == "running", 10, "nested seen")
+        assert runner.run_status(run_dir).status == "never"
+        runner.launch(run_dir)
+        assert wait_status(run_dir, ("finished",), 30).how == "minicpm-tui"
+        shutil.copytree(run_dir, copy, ignore=shutil.ignore_patterns("nested"))
+        by_hand(copy, copy)
+        wait_for(lambda: runner.run_status(copy).status == "running", 10, "copy seen")
+        before = (run_dir / runner.MANIFEST).read_text()
+        # A viewer left open on its train.yaml is no training.
+        viewer = subprocess.Popen(["tail", "-f", "train.yaml"], cwd=run_dir, start_new_session=True,
+                                  stdout=subprocess.DEVNULL)
+        try:
+            assert runner.run_status(run_dir).status == "finished"  # nested, copy, viewer: not this folder's
+        finally:
+            viewer.kill()
+            viewer.wait()
+        log = run_dir / "train.log"
+        with open(log, "w") as handle:
+            hand = by_hand(run_dir, run_dir, stdout=handle, stderr=subprocess.STDOUT)
+        wait_for(lambda: "by hand: 60" in log.read_text(), 10, "output")
+        info = runner.run_status(run_dir)
+        assert (info.status, info.how, info.pid, info.pgid) == ("running", "by hand", hand.pid, hand.pid), info
+        assert "attempt 1 of `minicpm-tui run` had ended (finished)" in info.note
+        runner.watch_run(run_dir)
+        assert main(["runs"]) == 0
+        assert any(line.startswith("running") and str(run_dir) + "  [by hand]" in line
+                   for line in capsys.readouterr().out.splitlines())
+        snap = RunFollower(run_dir).poll()
+        assert (snap.status, snap.pid) == ("running", hand.pid) and "by hand: 60" in snap.log_tail
+        assert runner.run_pids(run_dir) == sorted(p.pid for p in runner.processes_of(hand.pid))
+        result = runner.stop(run_dir, grace=0, term_timeout=5)
+        assert (result.was, result.status, result.left) == ("running", "stopped", [])
+        assert hand.wait(5) is not None
+        assert all(p.poll() is None for p in procs if p is not hand)
+        assert runner.run_status(nested).status == runner.run_status(copy).status == "running"
+        info = runner.run_status(run_dir)
+        assert (info.status, info.how, info.pid) == ("stopped", "by hand", hand.pid)
+        assert "attempt 1 of `minicpm-tui run` had ended (finished)" in info.note
+        assert (run_dir / runner.MANIFEST).read_text() == before  # the attempt's record is left as it was
+        # A later `minicpm-tui run` is the story again.
+        runner.launch(run_dir, env={"NAP": "0"})
+        info = wait_status(run_dir, ("finished",), 30)
+        assert (info.how, info.attempt) == ("minicpm-tui", 2)
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()

@@ -23,6 +23,7 @@ from typing import Any
 
 from minicpm_tui.core import runner
 from minicpm_tui.core.diagnose import Diagnosis, diagnose, read_tail
+from minicpm_tui.core.errors import UserError
 
 PHASES = ("starting", "tokenizing", "loading model", "training", "evaluating", "saving", "done", "failed",
           "stopped")
@@ -223,22 +224,42 @@ class RunFollower:
 
     # -- wiring ----------------------------------------------------------
     def _attach(self) -> None:
-        manifest = runner.RunManifest.load(self.run_dir)
-        attempt = manifest.current.get("attempt") if manifest and manifest.attempts else 0
+        info = self._info
+        try:
+            manifest = runner.RunManifest.load(self.run_dir)
+        except UserError:
+            manifest = None  # damaged: the runner found the run's processes without it (info.logs)
+        hand = info is not None and info.how == "by hand"
+        if hand:
+            # Started by hand (maybe after a launched attempt): none of the manifest's attempts is this run.
+            attempt: Any = ("by hand", info.pid)
+        else:
+            attempt = manifest.current.get("attempt") if manifest and manifest.attempts else 0
         out_dir = runner.output_dir_of(self.run_dir)
         if self._jsonl is None and out_dir is not None:
             self._jsonl = TextFollower(out_dir / runner.TRAINER_LOG)
             self.snapshot.output_dir = str(out_dir)
         if attempt != self._attempt:
             # A new attempt (resume): its own log files; phases start over, metrics continue.
+            first = self._attempt is None
             self._attempt = attempt
             self._logs = []
-            current = manifest.current if manifest is not None else {}
+            current = manifest.current if manifest is not None and not hand else {}
             if self._jsonl is not None and current and not current.get("resume"):
                 # A fresh start: lines an earlier training left in trainer_log.jsonl are not this run's.
                 self._jsonl.start_at(runner.trainer_log_start(self._jsonl.path, current.get("trainer_log_from")))
                 self._reset_metrics()
-            if manifest is not None and manifest.attempts:
+            elif self._jsonl is not None and hand and (manifest is not None or not first) and info is not None:
+                # A run by hand after another run: what trainer_log.jsonl held before it started is not its.
+                path = self._jsonl.path
+                try:
+                    st = os.stat(path)
+                    older = info.started_at is not None and st.st_mtime < info.started_at - 1
+                except OSError:
+                    st, older = None, False
+                self._jsonl.start_at(st.st_size if st is not None and older else 0)
+                self._reset_metrics()
+            if current:
                 for path in (manifest.stderr_log, manifest.stdout_log):
                     if path is not None:
                         self._logs.append(TextFollower(path, carriage_returns=True))
@@ -248,9 +269,10 @@ class RunFollower:
                 self.snapshot.phases_seen = ["starting"]
             self._diagnosed = False
             self.snapshot.diagnosis = None
-        if manifest is None and not self._logs:
-            # Started by hand with its output redirected to files: those are its logs.
-            self._logs = [TextFollower(path, carriage_returns=True) for path in runner.hand_run_logs(self.run_dir)]
+        if (hand or manifest is None) and not self._logs and info is not None:
+            # Started by hand with its output redirected to files, or found without its manifest: those are
+            # its logs.
+            self._logs = [TextFollower(path, carriage_returns=True) for path in info.logs]
 
     def _reset_metrics(self) -> None:
         for name in _METRIC_FIELDS:

@@ -14,10 +14,13 @@ SIGTERM and SIGKILL on the whole process group so that no orphan worker keeps a 
 The registry of runs is one small JSON file per run directory under ``paths.state_dir()/runs``. A run
 directory moved while it runs is found again through its processes (their working directory moves
 along, and so do the log files their stdout and stderr go to) and re-registered; the supervisor moves the
-entry along too when the attempt ends. ``stop`` finds a run whose manifest is damaged the same way.
+entry along too when the attempt ends. A run whose manifest is damaged is found the same way: ``stop``
+stops it, ``runs`` and the monitor show it running; nothing writes over the damaged file.
 
 A run started by hand (``bash single_node.sh``) has no manifest: it is known from its processes, and
 ``logs/by_hand.json`` keeps what was seen of the latest one, so that its end is not taken for "never".
+One started in a folder whose recorded attempt has ended is found the same way (by its processes that no
+launch tagged) and shown instead of that attempt while it is the later of the two.
 """
 
 from __future__ import annotations
@@ -289,7 +292,10 @@ def run_pids(run_dir: str | os.PathLike[str]) -> list[int]:
     info = run_status(run_dir)
     if info.status not in LIVE:
         return []
-    manifest = RunManifest.load(info.run_dir)
+    if _manifest_damage(info.run_dir) is not None:
+        found = _unrecorded_procs(info.run_dir)
+        return sorted(p.pid for p in found[0]()) if found else []
+    manifest = RunManifest.load(info.run_dir) if info.how != "by hand" else None
     if manifest is not None and manifest.attempts:
         return sorted(p.pid for p in _attempt_procs(manifest.current))
     return sorted(p.pid for p in processes_of(info.pgid))
@@ -522,6 +528,8 @@ class RunInfo:
     # from it is immune to wall-clock steps.
     started_boottime: float | None = None
     boot_id: str | None = None
+    # Where its output goes when the manifest does not say (a run started by hand, a damaged manifest).
+    logs: list[Path] = field(default_factory=list)
 
     @property
     def progress(self) -> str:
@@ -551,81 +559,145 @@ class RunInfo:
                 "age": self.age, "how": self.how, "note": self.note, "gone": self.gone}
 
 
-def _hand_processes(run_dir: Path) -> list[ProcInfo]:
-    """Processes of a run started by hand (`bash single_node.sh`, torchrun ... train.yaml) from run_dir."""
+def _belongs(place: str | os.PathLike[str], run_dir: Path) -> bool:
+    """A path is this run directory's: the folder itself or inside it, with no run directory nested in
+    between (a nested run directory's files are its own; a copy or a sibling is never inside)."""
+    path = Path(place)
+    if path != run_dir and run_dir not in path.parents:
+        return False
+    for folder in (path, *path.parents):
+        if folder == run_dir:
+            return True
+        if is_run_dir(folder):
+            return False
+    return False
+
+
+# What runs a training by hand: a shell running the script, Python (torchrun's own shebang), a launcher.
+_HAND_PROGRAMS = ("bash", "sh", "dash", "zsh", "torchrun", "llamafactory-cli", "deepspeed", "accelerate")
+
+
+def _hand_processes(run_dir: Path, untagged: bool = False) -> list[ProcInfo]:
+    """Processes of a run started by hand (`bash single_node.sh`, torchrun ... train.yaml) for run_dir: they
+    work in it, or name one of its files, and no run directory nested in it is nearer. ``untagged``: only
+    processes that no launched attempt (of any run directory) started."""
     me = os.getpid()
     markers = (LAUNCH_SCRIPT, "train.yaml", "torchrun", "llamafactory", "launcher.py", "multi_node.sh")
     found = []
-    text_dir = str(run_dir)
+    text_dir = str(run_dir) + os.sep
     for p in all_procs():
         if p.pid == me or not p.cmdline:
             continue
         joined = " ".join(p.cmdline)
-        if not any(m in joined for m in markers):
-            continue
+        program = os.path.basename(p.cmdline[0])
+        if not any(m in joined for m in markers) or not (program in _HAND_PROGRAMS or program.startswith("python")):
+            continue  # `vim train.yaml` or `less single_node.sh` in the folder is no training
         try:
             cwd = os.readlink(f"/proc/{p.pid}/cwd")
         except OSError:
             cwd = ""
-        if cwd == text_dir or text_dir + "/" in joined:
-            found.append(p)
+        named = [arg[arg.index(text_dir):] for arg in p.cmdline if text_dir in arg]
+        if not (cwd and _belongs(cwd, run_dir)) and not any(_belongs(path, run_dir) for path in named):
+            continue
+        if untagged and _run_tag_of(p.pid):
+            continue
+        found.append(p)
     return found
+
+
+def _manifest_damage(run_dir: Path) -> UserError | None:
+    """The error that run_dir's manifest cannot be read (truncated, not JSON, the wrong shape), or None."""
+    try:
+        RunManifest.load(run_dir)
+    except UserError as exc:
+        if exc.where is not None and exc.where.startswith(str(run_dir / MANIFEST)):
+            return exc
+        raise
+    return None
 
 
 def run_status(run_dir: str | os.PathLike[str]) -> RunInfo:
     """The live status of a run directory: from its manifest, its lock, its processes, its logs."""
     run_dir = Path(run_dir).expanduser().resolve()
+    damage = _manifest_damage(run_dir)
+    if damage is not None:
+        return _damaged_status(run_dir, damage)
     manifest = RunManifest.load(run_dir)
     out_dir = output_dir_of(run_dir)
-    current = manifest.current if manifest is not None and manifest.attempts else {}
-    last = last_trainer_log(out_dir, current.get("trainer_log_from"))
+    if manifest is None or not manifest.attempts:
+        # No manifest: maybe started by hand.
+        return _hand_status(run_dir, out_dir)
+    cur = manifest.current
+    last = last_trainer_log(out_dir, cur.get("trainer_log_from"))
     info = RunInfo(run_dir=run_dir, status="never", output_dir=out_dir)
     if last:
         info.step, info.total_steps = last.get("current_steps"), last.get("total_steps")
-    if manifest is not None and manifest.attempts:
-        cur = manifest.current
-        info.attempt = int(cur.get("attempt", len(manifest.attempts)))
-        info.exit_code, info.pid, info.pgid = cur.get("exit_code"), cur.get("pid"), cur.get("pgid")
-        info.host, info.started_at, info.ended_at = cur.get("host"), cur.get("started_at"), cur.get("ended_at")
-        info.started_boottime, info.boot_id = cur.get("started_boottime"), cur.get("boot_id")
-        info.status = cur.get("status") or "unknown"
-        if info.status in LIVE:
-            info.status, info.note = _live_status(run_dir, cur)
+    info.attempt = int(cur.get("attempt", len(manifest.attempts)))
+    info.exit_code, info.pid, info.pgid = cur.get("exit_code"), cur.get("pid"), cur.get("pgid")
+    info.host, info.started_at, info.ended_at = cur.get("host"), cur.get("started_at"), cur.get("ended_at")
+    info.started_boottime, info.boot_id = cur.get("started_boottime"), cur.get("boot_id")
+    info.status = cur.get("status") or "unknown"
+    if info.status in LIVE:
+        info.status, info.note = _live_status(run_dir, cur)
+    if info.status in LIVE:
         return info
-    # No manifest: maybe started by hand.
-    procs = _hand_processes(run_dir)
+    # The recorded attempt has ended: the folder may have been run by hand since (`bash single_node.sh`).
+    return _hand_status(run_dir, out_dir, after=info) or info
+
+
+def _hand_status(run_dir: Path, out_dir: Path | None, after: RunInfo | None = None) -> RunInfo | None:
+    """A run started by hand in run_dir: alive (its processes), or seen alive and ended since (its record).
+
+    ``after``: the manifest's attempt, which has ended; then only a run by hand that no launch started and
+    that is later than that attempt counts, and None means there is none (the attempt is the story)."""
+    last = last_trainer_log(out_dir)
+    info = RunInfo(run_dir=run_dir, status="never", output_dir=out_dir)
+    if last:
+        info.step, info.total_steps = last.get("current_steps"), last.get("total_steps")
+    since: float | None = None
+
+    def this_runs(path: Path) -> bool:
+        """Written by the run seen (not left over from an earlier training in the same output_dir)."""
+        return since is None or _mtime(path) >= since - 1
+
+    earlier = "" if after is None else f"; attempt {after.attempt} of `minicpm-tui run` had ended ({after.status})"
+    procs = _hand_processes(run_dir, untagged=after is not None)
     if procs:
         leader = min(procs, key=lambda p: p.start_ticks)
         info.status, info.how = "running", "by hand"
         info.pid, info.pgid, info.host = leader.pid, leader.pgid, socket.gethostname()
-        info.started_at = _start_time(leader.start_ticks)
+        info.started_at = since = _start_time(leader.start_ticks)
         info.started_boottime, info.boot_id = leader.start_ticks / _CLK_TCK, boot_id()
+        if out_dir is not None and not this_runs(out_dir / TRAINER_LOG):
+            info.step, info.total_steps = None, None
+        if after is not None:
+            info.note = f"started by hand (pid {leader.pid}){earlier}"
         _note_hand_run(run_dir, leader, info)
+        info.logs = hand_run_logs(run_dir)
         return info
     record = hand_run_record(run_dir)
     if record is not None and record.get("ended_at") and out_dir is not None and any(
             _mtime(out_dir / name) > record["ended_at"] + 5 for name in (TRAINER_LOG, "all_results.json")):
         record = None  # written by a later run by hand that nobody saw: only its files tell
-    since = None
+    if after is not None and (record is None or (record.get("started_at") or 0) <= (after.started_at or 0)):
+        return None
     if record is not None:
         # Seen running by hand (by `runs`, `monitor` or `stop`) and gone since: what is known of it.
         info.how = "by hand"
         info.pid, info.pgid, info.host = record.get("pid"), record.get("pgid"), record.get("host")
         info.started_at, info.ended_at = record.get("started_at"), record.get("ended_at")
         info.started_boottime, info.boot_id = record.get("started_boottime"), record.get("boot_id")
+        info.logs = hand_run_logs(run_dir)
         since = info.started_at
-
-    def this_runs(path: Path) -> bool:
-        """Written by the run seen (not left over from an earlier training in the same output_dir)."""
-        return since is None or _mtime(path) >= since - 1
 
     if last is not None and out_dir is not None and not this_runs(out_dir / TRAINER_LOG):
         last, info.step, info.total_steps = None, None, None
     if out_dir is not None and (out_dir / "all_results.json").is_file() and this_runs(out_dir / "all_results.json"):
         info.status, info.how = "finished", "by hand"
+        info.note = earlier.lstrip("; ")
     elif record is not None:
         when = "before its first logging step" if last is None else "before its last step"
-        logs = [str(path) for path in hand_run_logs(run_dir)]
+        logs = [str(path) for path in info.logs]
         output = f"; its output: {', '.join(logs)}" if logs else ""
         if record.get("stop_requested_at"):
             info.status = "stopped"
@@ -634,9 +706,48 @@ def run_status(run_dir: str | os.PathLike[str]) -> RunInfo:
             info.status = "died"
             info.note = (f"started by hand (pid {info.pid}); it ended {when} and its exit code is not known here"
                          f"{output}")
+        info.note += earlier
     elif last is not None:
         info.status, info.how = "died", "by hand"
         info.note = "trainer_log.jsonl stops before the last step and no process is left"
+    return info
+
+
+def _damaged_status(run_dir: Path, damage: UserError) -> RunInfo:
+    """A run whose manifest cannot be read: running when processes of it are alive (found as `stop` finds
+    them), else the damage itself (a UserError). The manifest is never written here."""
+    found = _unrecorded_procs(run_dir)
+    if found is None:
+        raise damage
+    procs, how = found
+    alive = procs()
+    if not alive:
+        raise damage
+    out_dir = output_dir_of(run_dir)
+    info = RunInfo(run_dir=run_dir, status="running", output_dir=out_dir)
+    last = last_trainer_log(out_dir)
+    if last:
+        info.step, info.total_steps = last.get("current_steps"), last.get("total_steps")
+    leader = min(alive, key=lambda p: p.start_ticks)
+    info.pid, info.pgid, info.host = leader.pid, leader.pgid, socket.gethostname()
+    info.started_at = _start_time(leader.start_ticks)
+    info.started_boottime, info.boot_id = leader.start_ticks / _CLK_TCK, boot_id()
+    tag = _run_tag_of(leader.pid) or ""
+    number = tag.split("-")[1] if tag.count("-") >= 2 else ""
+    if number.isdigit():
+        info.attempt = int(number)
+    else:
+        info.how = "by hand"
+    pids = ", ".join(str(p.pid) for p in alive)
+    info.note = (f"{damage.where}: {damage.message}; {len(alive)} process(es) of the run are alive, found {how} "
+                 f"(pid {pids}): `minicpm-tui stop {run_dir}` still stops it; the manifest is left as it is: "
+                 f"{damage.fix}")
+    for p in alive:
+        for fd in (2, 1):
+            with contextlib.suppress(OSError):
+                target = Path(os.readlink(f"/proc/{p.pid}/fd/{fd}"))
+                if target not in info.logs and target.is_file() and _belongs(target, run_dir):
+                    info.logs.append(target)
     return info
 
 
@@ -1271,12 +1382,10 @@ def stop(run_dir: str | os.PathLike[str], *, grace: float = 60.0, term_timeout: 
     """Stop a run: finish-the-step-and-save first, then SIGTERM, then SIGKILL to its process group."""
     run_dir = Path(run_dir).expanduser().resolve()
     say = say or (lambda _text: None)
-    try:
-        info = run_status(run_dir)
-    except UserError as exc:
-        if exc.where is None or not exc.where.startswith(str(run_dir / MANIFEST)):
-            raise
-        return _stop_without_manifest(run_dir, exc, grace, term_timeout, say)
+    damage = _manifest_damage(run_dir)
+    if damage is not None:
+        return _stop_without_manifest(run_dir, damage, grace, term_timeout, say)
+    info = run_status(run_dir)
     result = StopResult(run_dir=run_dir, was=info.status, status=info.status)
     if info.status not in LIVE:
         result.actions.append(f"not running ({info.status}); nothing to stop")
@@ -1308,13 +1417,16 @@ def stop(run_dir: str | os.PathLike[str], *, grace: float = 60.0, term_timeout: 
         result.actions.append(text)
         say(text)
 
+    if info.how == "by hand":
+        _register_seen(run_dir, act)  # as `runs` and `monitor` do: its end is listed
+
     gone = _terminate(procs, pgid, grace, term_timeout, act)
     result.left = [p.pid for p in procs()]
     if result.left:
         act(f"processes of the run still alive: {result.left} (uninterruptible I/O? check `ps -o stat`)")
     # Let the supervisor record the end; if it is gone, record it ourselves.
     _wait_supervisor(run_dir)
-    manifest = RunManifest.load(run_dir)
+    manifest = RunManifest.load(run_dir) if info.how != "by hand" else None  # a hand run is no attempt of it
     if manifest is not None and manifest.status in LIVE:
         _update_current(run_dir, {"status": "stopped", "ended_at": time.time()})
     if hand is not None and gone:
@@ -1322,6 +1434,17 @@ def stop(run_dir: str | os.PathLike[str], *, grace: float = 60.0, term_timeout: 
     result.status = run_status(run_dir).status if info.how != "by hand" else ("stopped" if gone else "running")
     act(f"run is {result.status}")
     return result
+
+
+def _register_seen(run_dir: Path, act: Callable[[str], None]) -> None:
+    """List a run that `stop` found by its processes (started by hand, or with a damaged manifest) in
+    `runs`, as `monitor` does; a registry that cannot be written is said, not an error."""
+    if not is_run_dir(run_dir):
+        return
+    try:
+        register_run(run_dir, how="watched")
+    except UserError as exc:
+        act(f"`minicpm-tui runs` will not list this run: {exc.one_line()}")
 
 
 def _unrecorded_procs(run_dir: Path) -> tuple[Callable[[], list[ProcInfo]], str] | None:
@@ -1376,6 +1499,7 @@ def _stop_without_manifest(run_dir: Path, damage: UserError, grace: float, term_
     pids = [p.pid for p in procs()]
     act(f"{damage.where}: {damage.message}; stopping the run without it: {len(pids)} process(es) found "
         f"{how} (pid {', '.join(map(str, pids))})")
+    _register_seen(run_dir, act)
     gone = _terminate(procs, None, grace, term_timeout, act)
     result.left = [p.pid for p in procs()]
     if result.left:
