@@ -194,3 +194,29 @@ def test_preflight_reads_the_run_directorys_template_and_media_dir(tmp_path):
     _check_datasets(tmp_path, "sft", report, "0.9.5", {"template": "cpm4", "model_name": "MiniCPM4-8B"})
     (problem,) = report.problems
     assert "record 0: img: MiniCPM4-8B (template cpm4) reads no images" in problem.one_line()
+    # One line with the fix LLaMA-Factory's refusal needs: the record is named, no "validate for record numbers".
+    assert problem.fix.startswith('remove "images" from the entry\'s columns') and "validate" not in problem.fix
+
+
+def test_preflight_advice_names_the_users_dataset_info_not_generates_staging_copy(tmp_path):
+    """generate checks a folder beside the target that is removed when it fails: the way to list the unusable
+    records names the dataset_info.json the entry came from (or the data file it was registered from)."""
+    from minicpm_tui.core.preflight import PreflightReport, _check_datasets
+
+    staging, source = tmp_path / ".run.x1", tmp_path / "data"
+    _jsonl(source / "qa.jsonl", [_qa(0), {"question": "q1"}])
+    (source / "dataset_info.json").write_text(json.dumps({"qa": {"file_name": "qa.jsonl", "columns": {
+        "prompt": "question", "response": "answer"}}}), encoding="utf-8")
+    staging.mkdir()
+    (staging / "dataset_info.json").write_text(json.dumps({
+        "qa": {"file_name": str(source / "qa.jsonl"), "columns": {"prompt": "question", "response": "answer"}},
+        "other": {"file_name": str(source / "qa.jsonl"), "columns": {"prompt": "question", "response": "answer"}}}),
+        encoding="utf-8")
+    report = PreflightReport(run_dir=staging)
+    _check_datasets(staging, "sft", report, "0.9.5", {}, source_info=source / "dataset_info.json")
+    registered, from_file = report.problems
+    assert f"validate --dataset-info {source / 'dataset_info.json'} qa`" in registered.fix
+    assert f"validate {source / 'qa.jsonl'} --stage sft`" in from_file.fix
+    assert str(staging) not in registered.one_line() + from_file.one_line()
+    # The wizard's Review step shows it in its own words (its Dataset step lists the records).
+    assert registered.one_line(tui=True).endswith("; the Dataset step lists the unusable records")

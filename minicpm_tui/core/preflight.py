@@ -35,10 +35,13 @@ class Problem:
     message: str
     key: str | None = None
     fix: str = ""
+    fix_tui: str | None = None  # the fix in the wizard's words, where the CLI's would mean nothing there
 
-    def one_line(self) -> str:
+    def one_line(self, tui: bool = False) -> str:
+        """``file: key: message; fix``; ``tui``: the fix in the wizard's words where it has them."""
         where = f"{self.file}: {self.key}" if self.key else self.file
-        return f"{where}: {self.message}" + (f"; {self.fix}" if self.fix else "")
+        fix = (self.fix_tui or self.fix) if tui else self.fix
+        return f"{where}: {self.message}" + (f"; {fix}" if fix else "")
 
 
 @dataclass
@@ -63,7 +66,8 @@ class PreflightReport:
             more = f" (and {len(self.problems) - 1} more)" if len(self.problems) > 1 else ""
             raise UserError(f"preflight failed: {first.message}{more}",
                             where=f"{first.file}: {first.key}" if first.key else first.file,
-                            fix=first.fix or "see `minicpm-tui run --check RUN_DIR`", exit_code=1)
+                            fix=first.fix or "see `minicpm-tui run --check RUN_DIR`", fix_tui=first.fix_tui,
+                            exit_code=1)
 
 
 def _lf_check(jobs: list[dict[str, Any]], python: str, lf_source: str | None = None, timeout: float = 600
@@ -109,11 +113,14 @@ def _bash_n(run_dir: Path, report: PreflightReport) -> None:
 
 
 def _check_datasets(run_dir: Path, stage: str | None, report: PreflightReport, lf_version: str | None = None,
-                    resolved: dict[str, Any] | None = None, python: str | None = None) -> None:
+                    resolved: dict[str, Any] | None = None, python: str | None = None,
+                    source_info: Path | None = None) -> None:
     """Each dataset through its dataset_info.json entry (columns, tags, ranking), as LLaMA-Factory reads it;
     ``lf_version`` (the release the run directory was written for) decides what an openai entry means;
     the template (and model) in ``resolved`` (generated.json), else train.yaml's, which media columns are
-    read (asked of ``python``'s LLaMA-Factory for a template that is not MiniCPM's)."""
+    read (asked of ``python``'s LLaMA-Factory for a template that is not MiniCPM's). ``source_info``: the
+    dataset_info.json the entries were copied from (generate checks a folder that is gone when it fails:
+    the advice names the user's registry instead)."""
     try:
         from minicpm_tui.core.datasets.entry import read_entry, validate_entry
         from minicpm_tui.core.datasets.media import entry_maps_media, media_for
@@ -153,14 +160,35 @@ def _check_datasets(run_dir: Path, stage: str | None, report: PreflightReport, l
         report.notes.extend(f"dataset {name!r}: {w.field}: {w.message}" for w in result.warnings
                             if w.kind == "openai_system_prompt")
         if not result.ok:
-            report.problems.append(Problem("dataset_info.json", f"dataset {name!r} ({result.file}): {result.summary()}",
-                                           key=name, fix="run `minicpm-tui validate --dataset-info "
-                                           f"{shlex.quote(str(info_path))} {shlex.quote(name)}` for record numbers"))
+            report.problems.append(_dataset_problem(name, result, stage, info_path, source_info))
     report.checked.append("datasets: validated through their dataset_info.json entries")
 
 
+def _dataset_problem(name: str, result: Any, stage: str | None, info_path: Path, source_info: Path | None
+                     ) -> Problem:
+    """A dataset that would fail: an issue LLaMA-Factory stops on (it names its record) with its own fix,
+    else the way to list the unusable records."""
+    message = f"dataset {name!r} ({result.file}): {result.summary()}"
+    err = result.file_error
+    if err is not None and err.fix:
+        return Problem("dataset_info.json", message, key=name, fix=err.fix)
+    if source_info is not None:
+        info_path = source_info
+        try:
+            known = name in json.loads(info_path.read_text(encoding="utf-8"))
+        except (OSError, ValueError, TypeError):
+            known = False
+        if not known:  # generate registered it from a data file of that name
+            command = f"validate {shlex.quote(str(result.file))}" + (f" --stage {stage}" if stage else "")
+            return Problem("dataset_info.json", message, key=name, fix=f"run `minicpm-tui {command}` for record "
+                           "numbers", fix_tui="the Dataset step lists the unusable records")
+    return Problem("dataset_info.json", message, key=name, fix="run `minicpm-tui validate --dataset-info "
+                   f"{shlex.quote(str(info_path))} {shlex.quote(name)}` for record numbers",
+                   fix_tui="the Dataset step lists the unusable records")
+
+
 def preflight_many(run_dirs: list[str | os.PathLike[str]], *, datasets: bool = True,
-                   lf_source: str | None = None) -> list[PreflightReport]:
+                   lf_source: str | None = None, source_info: Path | None = None) -> list[PreflightReport]:
     """Preflight several run directories with ONE LLaMA-Factory subprocess."""
     start = time.monotonic()
     reports = []
@@ -186,7 +214,7 @@ def preflight_many(run_dirs: list[str | os.PathLike[str]], *, datasets: bool = T
             stage = resolved.get("stage") or _stage_of(run)
             version = resolved.get("lf_version")
             _check_datasets(run, stage, report, version if isinstance(version, str) else None, resolved,
-                            run_dir_python(meta))
+                            run_dir_python(meta), source_info)
     # One LLaMA-Factory subprocess per training Python: each run is parsed by the release it trains with.
     by_python: dict[str, list[dict[str, Any]]] = {}
     for job in jobs:
@@ -225,6 +253,6 @@ def _stage_of(run: Path) -> str | None:
     return _train_yaml(run).get("stage")
 
 
-def preflight(run_dir: str | os.PathLike[str], *, datasets: bool = True, lf_source: str | None = None
-              ) -> PreflightReport:
-    return preflight_many([run_dir], datasets=datasets, lf_source=lf_source)[0]
+def preflight(run_dir: str | os.PathLike[str], *, datasets: bool = True, lf_source: str | None = None,
+              source_info: Path | None = None) -> PreflightReport:
+    return preflight_many([run_dir], datasets=datasets, lf_source=lf_source, source_info=source_info)[0]

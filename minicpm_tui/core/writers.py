@@ -756,7 +756,9 @@ def generate(recipe: Recipe, out_dir: str | os.PathLike[str], force: bool = Fals
         if preflight:
             from minicpm_tui.core.preflight import preflight as run_preflight
 
-            report = run_preflight(tmp, lf_source=recipe.lf_source or None)
+            # The advice names the user's dataset_info.json, not the copy in this folder (gone if it fails).
+            report = run_preflight(tmp, lf_source=recipe.lf_source or None,
+                                   source_info=recipe.resolve_path(recipe.dataset_dir) / "dataset_info.json")
             report.run_dir = out
             if reports is not None:
                 reports.append(report)

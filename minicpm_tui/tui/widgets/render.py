@@ -205,7 +205,7 @@ def render_preflight(report: Any, commands: str) -> RenderableType:
     if problems:
         parts.append(Text(f"Preflight found {len(problems)} problem{'s' * (len(problems) != 1)}; "
                           "nothing was written", style="bold"))
-        parts += [Text(f"! {problem.one_line()}") for problem in problems]
+        parts += [Text(f"! {problem.one_line(tui=True)}") for problem in problems]
     else:
         parts.append(Text("Preflight passed", style="bold"))
     parts += [Text(f"ok {checked}", style="dim") for checked in report.checked or []]
