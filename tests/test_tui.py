@@ -573,6 +573,64 @@ async def test_the_runs_list_shows_its_enter_key(no_draft, tmp_path, monkeypatch
         assert screen_name(app) == "RunsScreen"
 
 
+async def test_the_runs_list_and_the_monitor_show_a_damaged_manifests_advice(no_draft, tmp_path, monkeypatch):
+    """A run whose run_manifest.json is damaged while its processes live is `running` with a note (what is
+    wrong, how to stop it, what to do with the manifest): the runs table has no note column, so the note
+    never showed there, and the monitor's status line cut it at 80 columns. A * marks the row, the selected
+    run's note is wrapped under the table, the monitor wraps it too, in the TUI's words (its x key)."""
+    from types import SimpleNamespace
+
+    from _runner_util import kill_run, wait_for, write_script
+
+    from minicpm_tui.core import runner
+
+    run_dir = tmp_path / "damaged"
+    write_script(run_dir, "sleep 120\n")
+    (run_dir / "train.yaml").write_text("output_dir: out\n")
+    try:
+        runner.launch(run_dir)
+        wait_for(lambda: runner.run_status(run_dir).pid is not None, 15, "launched")
+        (run_dir / runner.MANIFEST).write_text('{"attempts": [')
+        wait_for(lambda: runner.run_status(run_dir).status == "running", 15, "seen through its processes")
+        quiet = SimpleNamespace(status="finished", progress="3/3 (100%)", age="1m", exit_code=0,
+                                run_dir=tmp_path / "quiet", note="")
+        monkeypatch.setattr(runner, "list_runs", lambda *a, **k: [runner.run_status(run_dir), quiet])
+        app = MiniCPMApp(use_draft=False, open_runs=True)
+        async with app.run_test(size=SIZE) as pilot:
+            await settle(app, pilot)
+            text = screen_text(app)
+            assert all(len(line.rstrip()) <= 80 for line in text.splitlines())
+            joined = " ".join(text.split())
+            assert "running *" in text and "finished *" not in text
+            assert f"* {runner.MANIFEST}: cannot read the run manifest" in joined, text
+            assert "x (Stop run) in the monitor still stops it" in joined and "restore it from a backup" in joined
+            assert "minicpm-tui stop" not in joined  # the CLI's words are the CLI's
+            await pilot.press("down")  # the other run has no note: its line is empty
+            await pilot.pause()
+            assert "cannot read the run manifest" not in screen_text(app)
+            await pilot.press("up", "enter")
+            await settle(app, pilot)
+            assert screen_name(app) == "MonitorScreen"
+            for _ in range(20):
+                if app.screen.snap is not None:
+                    break
+                await pilot.pause(0.2)
+            await settle(app, pilot)
+            joined = " ".join(screen_text(app).split())
+            assert "x (Stop run) in the monitor still stops it" in joined and "(the run's history is lost)" in joined
+            # Stopped (as x does), nothing of it is left: the damage itself, wrapped, where the note was.
+            runner.stop(run_dir, grace=0, term_timeout=5)
+            app.screen.follower = None  # read the status again now
+            app.screen.poll()
+            await settle(app, pilot)
+            text = screen_text(app)
+            joined = " ".join(text.split())
+            assert "cannot read the run:" in text and "still stops it" not in joined
+            assert "restore it from a backup or delete it" in joined, text
+    finally:
+        kill_run(run_dir)
+
+
 async def test_the_model_step_does_not_wait_for_the_template_lookup(no_draft, monkeypatch):
     """The first lookup of LLaMA-Factory's templates takes seconds (a subprocess); Next needs only the model."""
     import threading

@@ -126,6 +126,7 @@ class RunSnapshot:
     log_tail: list[str] = field(default_factory=list)
     diagnosis: Diagnosis | None = None
     note: str = ""
+    note_tui: str = ""  # the note in the TUI's words (runner.RunInfo.note_tui), "" when it is the same
     time: float = 0.0
 
     @property
@@ -291,6 +292,7 @@ class RunFollower:
         info = self._info
         snap.status, snap.exit_code, snap.pid, snap.pgid = info.status, info.exit_code, info.pid, info.pgid
         snap.host, snap.attempt, snap.how, snap.note = info.host, info.attempt, info.how, info.note
+        snap.note_tui = info.note_tui
         snap.started_at, snap.ended_at = info.started_at, info.ended_at
         if not snap.phases_seen:
             snap.phases_seen.append("starting")
@@ -361,7 +363,7 @@ class RunFollower:
         if total:
             snap.total_steps = int(total.group(1).replace(",", ""))
         if _RESUME.search(line):
-            snap.note = line.split(">>")[-1].strip()
+            snap.note, snap.note_tui = line.split(">>")[-1].strip(), ""
         if "Training completed" in line:
             self._completed = True
         for phase, pattern in _PHASE_RULES:

@@ -523,6 +523,7 @@ class RunInfo:
     total_steps: int | None = None
     how: str = "minicpm-tui"  # or "by hand" (bash single_node.sh seen in the process table)
     note: str = ""
+    note_tui: str = ""  # the note in the TUI's words where it names a CLI command ("" when the note is the same)
     gone: bool = False  # registered, but the run directory is no longer there (listed with include_missing)
     # The start on the boot clock (seconds since boot, suspend included) of boot ``boot_id``: an age
     # from it is immune to wall-clock steps.
@@ -739,9 +740,13 @@ def _damaged_status(run_dir: Path, damage: UserError) -> RunInfo:
     else:
         info.how = "by hand"
     pids = ", ".join(str(p.pid) for p in alive)
-    info.note = (f"{damage.where}: {damage.message}; {len(alive)} process(es) of the run are alive, found {how} "
-                 f"(pid {pids}): `minicpm-tui stop {run_dir}` still stops it; the manifest is left as it is: "
-                 f"{damage.fix}")
+    said = f"{damage.where}: {damage.message}; {len(alive)} process(es) of the run are alive"
+    info.note = (f"{said}, found {how} (pid {pids}): `minicpm-tui stop {run_dir}` still stops it; the manifest is "
+                 f"left as it is: {damage.fix}")
+    # The TUI shows the run directory beside the note: the manifest is named within it.
+    said = said.replace(f"{run_dir}{os.sep}", "", 1)
+    info.note_tui = (f"{said} (pid {pids}): x (Stop run) in the monitor still stops it; the manifest is left as it "
+                     f"is: {damage.fix}")
     for p in alive:
         for fd in (2, 1):
             with contextlib.suppress(OSError):

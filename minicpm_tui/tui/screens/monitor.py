@@ -74,6 +74,8 @@ Reattach any time with `minicpm-tui monitor RUN_DIR`, or from the runs list (pal
         yield Static(Text(f" monitor  {self.run_dir.name}", style="bold"), id="stepbar")
         with Horizontal(id="mon-top"):
             yield Static("reading the run…", id="mon-phase")
+        # The run's note (a damaged manifest, a run started by hand) wrapped: the status line cuts it at 80 columns.
+        yield Static("", id="mon-note", classes="-none")
         yield ProgressBar(total=100, show_eta=False, id="mon-progress")
         yield Static("", id="mon-metrics")
         with Horizontal(classes="spark-row"):
@@ -117,7 +119,11 @@ Reattach any time with `minicpm-tui monitor RUN_DIR`, or from the runs list (pal
 
     def on_monitor_screen_polled(self, message: Polled) -> None:
         if message.error:
-            self.query_one("#mon-phase", Static).update(Text(f"cannot read the run: {message.error}", style="bold"))
+            # The error on the wrapped line (the status line cuts it at 80 columns), in place of a stale note.
+            self.query_one("#mon-phase", Static).update(Text("cannot read the run:", style="bold"))
+            note = self.query_one("#mon-note", Static)
+            note.update(Text(message.error))
+            note.remove_class("-none")
             return
         self.snap = snap = message.snap
         self.show_snapshot(snap)
@@ -131,9 +137,10 @@ Reattach any time with `minicpm-tui monitor RUN_DIR`, or from the runs list (pal
         status.append(f"  {snap.phase}", style="bold")
         if snap.exit_code is not None:
             status.append(f"  exit {snap.exit_code}")
-        if snap.note:
-            status.append(f"  {snap.note}", style="italic")
         self.query_one("#mon-phase", Static).update(status)
+        note = self.query_one("#mon-note", Static)
+        note.update(Text(snap.note_tui or snap.note, style="italic"))
+        note.set_class(not snap.note, "-none")
         bar = self.query_one("#mon-progress", ProgressBar)
         if snap.total_steps:
             bar.update(total=snap.total_steps, progress=snap.step or 0)

@@ -17,7 +17,9 @@ from minicpm_tui.tui.widgets.render import one_line
 
 class RunsScreen(Screen):
     HELP_TITLE = "Runs"
-    HELP = "Every run this machine knows (launched here, or started by hand from a watched run directory)."
+    HELP = ("Every run this machine knows (launched here, or started by hand from a watched run directory). "
+            "A status marked * has a note (a damaged run_manifest.json, a run started by hand): the line under "
+            "the table shows the selected run's.")
     BINDINGS = keys.RUNS
 
     class Listed(Message):
@@ -25,6 +27,11 @@ class RunsScreen(Screen):
             super().__init__()
             self.runs = runs
             self.error = error
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.notes: dict[str, str] = {}  # run directory -> its note, in the TUI's words
+        self.error = ""
 
     def compose(self) -> ComposeResult:
         yield Static(" runs on this machine", id="stepbar")
@@ -53,13 +60,32 @@ class RunsScreen(Screen):
     def on_runs_screen_listed(self, message: Listed) -> None:
         table = self.query_one(DataTable)
         table.clear()
+        self.notes = {}
         for run in message.runs:
+            # The note (a damaged manifest with the run still alive, a run started by hand) has no column:
+            # a * on the status, the selected run's note on the line under the table.
+            note = getattr(run, "note_tui", "") or getattr(run, "note", "")
+            if note:
+                self.notes[str(run.run_dir)] = note
             # the runner's age: boot clock when it can, never negative after a wall-clock step
-            table.add_row(run.status, run.progress, run.age, "-" if run.exit_code is None else str(run.exit_code),
-                          str(run.run_dir), key=str(run.run_dir))
-        note = message.error or ("" if message.runs else "No runs yet: the wizard's last step launches one.")
-        self.query_one("#runs-note", Static).update(note)
+            table.add_row(run.status + (" *" if note else ""), run.progress, run.age,
+                          "-" if run.exit_code is None else str(run.exit_code), str(run.run_dir),
+                          key=str(run.run_dir))
+        self.error = message.error or ("" if message.runs else "No runs yet: the wizard's last step launches one.")
+        self.show_note()
         self.refresh_bindings()
+
+    def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
+        self.show_note()
+
+    def show_note(self) -> None:
+        """The selected run's note (wrapped under the table), else the list's own message."""
+        table = self.query_one(DataTable)
+        note = ""
+        if table.row_count:
+            row = table.coordinate_to_cell_key(table.cursor_coordinate).row_key
+            note = self.notes.get(str(row.value), "")
+        self.query_one("#runs-note", Static).update(f"* {note}" if note else self.error)
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if action == "open":
