@@ -901,6 +901,55 @@ async def test_the_run_step_lists_only_the_actions_it_has(no_draft, tmp_path):
         assert app.screen.exporting is False
 
 
+async def test_export_asks_before_replacing_merged_and_holds_the_launch_while_it_runs(no_draft, tmp_path,
+                                                                                      monkeypatch):
+    """The CLI refuses an existing RUN_DIR/merged ("pass --force"), which the TUI cannot pass: it asks
+    instead. While the export runs (a worker) the Run step says so and holds back the launch, whose training
+    would write into the output_dir the export reads."""
+    import subprocess
+    import threading
+
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    _finished_run(run_dir, 60)
+    (run_dir / "merged").mkdir()
+    calls: list[list[str]] = []
+    release = threading.Event()
+
+    def fake_run(argv, **kwargs):
+        calls.append(argv)
+        release.wait(30)
+        return subprocess.CompletedProcess(argv, 0, stdout=f"merged model written to {run_dir / 'merged'}\n",
+                                           stderr="")
+
+    monkeypatch.setattr(subprocess, "run", fake_run)
+    app = MiniCPMApp(use_draft=False, state=demo_state(run_dir=str(run_dir)))
+    async with app.run_test(size=SIZE) as pilot:
+        await at_step(app, pilot, 6)
+        app.screen.action_export()
+        await pilot.pause()
+        assert screen_name(app) == "ConfirmScreen" and "merged exists" in screen_text(app)
+        await pilot.press("escape")  # keep it: nothing runs
+        await pilot.pause()
+        assert screen_name(app) == "RunScreen" and not calls and app.screen.exporting is False
+        app.screen.action_export()
+        await pilot.pause()
+        await pilot.click("#yes")
+        for _ in range(50):
+            if calls:
+                break
+            await pilot.pause(0.05)
+        assert calls and calls[0][-2:] == [str(run_dir), "--force"], calls
+        assert "Exporting: merging the adapter" in screen_text(app)
+        assert app.screen.check_action("launch", ()) is False and "an export is running" in app.screen.why_not("launch")
+        assert "run: export merged model" not in [c.title for c in app.screen.palette_commands()]
+        release.set()
+        await settle(app, pilot)
+        assert app.screen.exporting is False and "Exporting" not in screen_text(app)
+        assert app.screen.check_action("launch", ())
+        assert any(n.message.startswith("merged model written to") for n in app._notifications)
+
+
 async def test_the_plan_fits_80x24_when_nothing_fits(no_draft):
     app = MiniCPMApp(use_draft=False, state=demo_state(hardware="preset:1x-t4-16gb", model="MiniCPM3-4B",
                                                         method="full", plan_overrides={"zero_stage": 0,

@@ -43,7 +43,8 @@ class RunScreen(WizardStep):
 the real training detached: it survives closing this window, the terminal and the SSH session.
 Both open the live monitor; **d** there detaches, `minicpm-tui monitor RUN_DIR` reattaches.
 Once a LoRA run has finished (or was stopped), the palette (**ctrl+p**) offers **run: export merged model**:
-`minicpm-tui export RUN_DIR`, the adapter merged into the base model in RUN_DIR/merged.
+`minicpm-tui export RUN_DIR`, the adapter merged into the base model in RUN_DIR/merged (it asks before
+replacing an earlier export; the launch waits until it is done).
 """
     BINDINGS = [*WizardStep.BINDINGS, *keys.RUN]
 
@@ -87,6 +88,9 @@ Once a LoRA run has finished (or was stopped), the palette (**ctrl+p**) offers *
         if self.check_action("monitor", ()):  # only once a run was started here
             text.append("m  ", style="bold reverse")
             text.append("  open the monitor of the latest run here\n\n")
+        if self.exporting:
+            text.append("Exporting: merging the adapter into the base model in merged/ (minutes; log in "
+                        "logs/export.log)…\n\n", style="bold")
         text.append(f"Later: minicpm-tui monitor {self.run_dir}", style="dim")
         return text
 
@@ -97,6 +101,8 @@ Once a LoRA run has finished (or was stopped), the palette (**ctrl+p**) offers *
         self.refresh_bindings()
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "launch" and self.exporting:
+            return False  # the training would write into the output_dir the export reads
         if action in ("smoke", "launch"):
             return self.run_dir is not None and not self.starting
         if action == "monitor":
@@ -110,6 +116,8 @@ Once a LoRA run has finished (or was stopped), the palette (**ctrl+p**) offers *
             return "this is the last step"
         if self.run_dir is None and action in ("smoke", "launch", "monitor"):
             return "no run directory yet: write it on the Review step (^w)"
+        if action == "launch" and self.exporting:
+            return "an export is running: it reads the training's output_dir"
         if action in ("smoke", "launch"):
             return "a run is starting"
         if action == "monitor":
@@ -195,19 +203,42 @@ Once a LoRA run has finished (or was stopped), the palette (**ctrl+p**) offers *
             return False
 
     def action_export(self) -> None:
-        if self.can_export():
-            self.exporting = True
-            self.notify(f"Merging the adapter into the base model: {self.run_dir}/merged …", timeout=8)
-            self._export(self.run_dir)
+        if not self.can_export():
+            return
+        from minicpm_tui.core.export import DEFAULT_OUT
+
+        out = self.run_dir / DEFAULT_OUT
+        if not out.exists():
+            self.begin_export(False)
+            return
+        from minicpm_tui.tui.screens.confirm import ConfirmScreen
+
+        # The CLI refuses an existing out ("pass --force"): here the question is asked instead.
+        def answer(yes: bool | None) -> None:
+            if yes:
+                self.begin_export(True)
+
+        self.app.push_screen(ConfirmScreen(f"{out} exists (an earlier export). Replace it? The old one is removed "
+                                           "only once the new export has succeeded.", yes="Replace it",
+                                           no="Keep it", danger=True), answer)
+
+    def begin_export(self, force: bool) -> None:
+        if not self.can_export():
+            return
+        self.exporting = True
+        self.query_one("#run-text", Static).update(self.intro())
+        self.refresh_bindings()
+        self._export(self.run_dir, force)
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="export")
-    def _export(self, run_dir: Path) -> None:
+    def _export(self, run_dir: Path, force: bool = False) -> None:
         """`minicpm-tui export RUN_DIR` as a subprocess: LLaMA-Factory runs there, never in the TUI."""
         import subprocess
         import sys
 
         try:
-            proc = subprocess.run([sys.executable, "-m", "minicpm_tui", "export", str(run_dir)], capture_output=True,
+            proc = subprocess.run([sys.executable, "-m", "minicpm_tui", "export", str(run_dir),
+                                   *(["--force"] if force else [])], capture_output=True,
                                   text=True, stdin=subprocess.DEVNULL)
             lines = (proc.stdout if proc.returncode == 0 else proc.stderr or proc.stdout).strip().splitlines()
             text = lines[-1] if lines else f"export exited with code {proc.returncode}"
@@ -217,6 +248,9 @@ Once a LoRA run has finished (or was stopped), the palette (**ctrl+p**) offers *
 
     def on_run_screen_exported(self, message: Exported) -> None:
         self.exporting = False
+        if not self.starting:
+            self.query_one("#run-text", Static).update(self.intro())
+        self.refresh_bindings()
         self.notify(message.text, severity="information" if message.ok else "error", timeout=12)
 
     def palette_commands(self):
