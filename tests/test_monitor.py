@@ -159,6 +159,35 @@ def test_plain_monitor_of_a_failed_run_exits_with_its_code_and_diagnosis(replay_
     assert data["diagnosis"]["kind"] == "missing_template"
 
 
+def test_plain_monitor_of_a_run_started_by_hand(tmp_path, state_home):
+    """README: a run started by hand (`bash single_node.sh > train.log 2>&1`) is known from its processes, and
+    its end shows as died or stopped with its output's file. --once said "attempt 0" and "elapsed -" for
+    it (the trainer's clock, which a run still loading has not started); piped, --plain never said the note."""
+    from _runner_util import wait_for, write_script
+
+    run_dir = tmp_path / "hand"
+    write_script(run_dir, "echo hand-output >&2\nsleep 3\n")
+    (run_dir / "train.yaml").write_text("output_dir: out\n")
+    with open(run_dir / "train.log", "w") as log:
+        proc = subprocess.Popen(["bash", "single_node.sh"], cwd=run_dir, stdout=log, stderr=log,
+                                start_new_session=True)
+    try:
+        wait_for(lambda: runner.run_status(run_dir).status == "running", 10, "seen by its processes")
+        once = _monitor(run_dir, "--once", "--no-gpu")
+        head, _, timing = once.stdout.splitlines()[:3]
+        assert head == f"{run_dir}  pid {proc.pid}  by hand", once.stdout
+        assert timing.startswith("elapsed 0:00:0"), once.stdout
+        piped = _monitor(run_dir, "--plain", "--interval", "0.2", "--no-gpu")
+        notes = [line for line in piped.stdout.splitlines() if " note: " in line]
+        assert len(notes) == 1 and f"note: started by hand (pid {proc.pid}); it ended before its first" in notes[0]
+        assert str(run_dir / "train.log") in notes[0]
+        assert piped.stdout.splitlines()[-1] == "run died" and piped.returncode == 1, piped.stdout
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, 9)
+        proc.wait()
+
+
 def test_monitor_of_a_run_never_started_and_a_missing_dir(tmp_path, state_home):
     (tmp_path / "idle").mkdir()
     (tmp_path / "idle" / "train.yaml").write_text("output_dir: output\n")

@@ -58,9 +58,13 @@ def _gpu_sampler(run_dir: Path, enabled: bool) -> Any:
 def _block(snap: Any, gpu: Any) -> list[str]:
     from minicpm_tui.core.monitor import fmt_seconds, status_line
 
-    lines = [f"{snap.run_dir}  attempt {snap.attempt}  pid {snap.pid or '-'}  {snap.how or ''}".rstrip(),
+    # A run started by hand has no attempt number (0); its elapsed time is the run's own, as in the TUI
+    # (the trainer's clock starts at the first step: "-" for a run that is still loading).
+    attempt = f"  attempt {snap.attempt}" if snap.attempt else ""
+    elapsed = snap.wall_s if snap.wall_s is not None else snap.elapsed_s
+    lines = [f"{snap.run_dir}{attempt}  pid {snap.pid or '-'}  {snap.how or ''}".rstrip(),
              status_line(snap),
-             f"elapsed {fmt_seconds(snap.elapsed_s)}  remaining {fmt_seconds(snap.remaining_s)}  "
+             f"elapsed {fmt_seconds(elapsed)}  remaining {fmt_seconds(snap.remaining_s)}  "
              f"phases {' > '.join(snap.phases_seen)}"]
     if gpu is not None:
         lines.append(gpu.summary())
@@ -102,6 +106,7 @@ def plain_loop(run_dir: Path, *, interval: float = 2.0, gpu: bool = True, wait: 
     follower = RunFollower(run_dir, status_every=max(interval, 0.5))
     sampler = _gpu_sampler(run_dir, gpu)
     last_line = ""
+    last_note = ""
     last_phase = ""
     last_print = 0.0
     drawn = 0
@@ -127,6 +132,9 @@ def plain_loop(run_dir: Path, *, interval: float = 2.0, gpu: bool = True, wait: 
                 for phase in snap.phases_seen[snap.phases_seen.index(last_phase) + 1 if last_phase else 0:]:
                     out.write(f"{time.strftime('%H:%M:%S')} phase: {phase}\n")
                     last_phase = phase
+                if snap.note and snap.note != last_note:  # a damaged manifest, a run started by hand
+                    out.write(f"{time.strftime('%H:%M:%S')} note: {snap.note}\n")
+                    last_note = snap.note
                 if sample is not None and not sample.ok and not gpu_note_shown:
                     out.write(f"{time.strftime('%H:%M:%S')} gpu: {sample.summary()}\n")
                     gpu_note_shown = True
