@@ -894,6 +894,8 @@ async def test_the_run_step_lists_only_the_actions_it_has(no_draft, tmp_path):
         # A LoRA run that ended: export is offered; it runs `minicpm-tui export` in a worker and shows its one
         # line (here train.yaml names no base model, so a refusal).
         assert "run: export merged model" in [c.title for c in app.screen.palette_commands()]
+        assert "run: export merged model: the adapter merged into the base" in screen_text(app)  # said, not hidden
+        assert all(len(line.rstrip()) <= 80 for line in screen_text(app).splitlines())
         app.screen.action_export()
         await settle(app, pilot, 6)
         said = [n.message for n in app._notifications if "model_name_or_path" in n.message]
@@ -946,6 +948,10 @@ async def test_export_asks_before_replacing_merged_and_holds_the_launch_while_it
         release.set()
         await settle(app, pilot)
         assert app.screen.exporting is False and "Exporting" not in screen_text(app)
+        (run_dir / "merged" / "config.json").write_text("{}")  # what a real export leaves
+        app.screen.on_screen_resume()
+        await pilot.pause()
+        assert f"Merged model: {run_dir / 'merged'}" in app.screen.intro().plain
         assert app.screen.check_action("launch", ())
         assert any(n.message.startswith("merged model written to") for n in app._notifications)
 

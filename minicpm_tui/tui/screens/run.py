@@ -91,6 +91,12 @@ replacing an earlier export; the launch waits until it is done).
         if self.exporting:
             text.append("Exporting: merging the adapter into the base model in merged/ (minutes; log in "
                         "logs/export.log)…\n\n", style="bold")
+        elif self.can_export():  # the palette's entry, said where it can be seen (one line at 80 columns)
+            text.append("^p ", style="bold reverse")
+            text.append("  run: export merged model: the adapter merged into the base, in merged/\n\n")
+        merged = self.run_dir / "merged"
+        if not self.exporting and (merged / "config.json").is_file():
+            text.append(f"Merged model: {merged}\n\n")
         text.append(f"Later: minicpm-tui monitor {self.run_dir}", style="dim")
         return text
 

@@ -48,6 +48,11 @@ class RunsScreen(Screen):
     def action_refresh(self) -> None:
         self._list()
 
+    def on_screen_resume(self) -> None:
+        # Back from a run's monitor (where it may have been stopped): its status and age move on.
+        if self.is_mounted and self.query_one(DataTable).row_count:
+            self._list()
+
     @work(thread=True, exclusive=True, exit_on_error=False, group="runs")
     def _list(self) -> None:
         try:
