@@ -662,3 +662,28 @@ def test_register_a_folder(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "first: shard-3.jsonl: record 1: output" in err and len(err.strip().splitlines()) == 1
     assert "Traceback" not in err and "bad" not in json.loads((ddir / "dataset_info.json").read_text())
+
+
+def test_register_refuses_a_path_or_a_list_as_the_name(tmp_path, capsys):
+    # A path typed into "register as" was registered as a dataset named "/tmp/.../ds"; a comma makes
+    # train.yaml's `dataset:` two names. An "org/name" key is a fine name.
+    ddir = tmp_path / "d"
+    for bad, why in ((str(tmp_path / "ds"), "that is a path"), ("./ds", "that is a path"),
+                     ("a,b", "comma")):
+        assert main(["register", str(CORPUS / "good_alpaca.json"), "--name", bad, "--dataset-dir", str(ddir)]) == 2
+        err = capsys.readouterr().err.strip()
+        assert why in err and "--name" in err and len(err.splitlines()) == 1
+    assert not (ddir / "dataset_info.json").exists()
+    assert main(["register", str(CORPUS / "good_alpaca.json"), "--name", "org/mine", "--dataset-dir", str(ddir)]) == 0
+
+
+def test_register_the_same_file_with_other_settings_says_so(tmp_path, capsys):
+    ddir = tmp_path / "d"
+    ddir.mkdir()
+    file = ddir / "a.json"
+    file.write_bytes((CORPUS / "good_alpaca.json").read_bytes())
+    (ddir / "dataset_info.json").write_text(json.dumps({"mine": {"file_name": "a.json", "columns": {
+        "prompt": "instruction", "response": "output"}}}), encoding="utf-8")
+    assert main(["register", str(file), "--name", "mine", "--dataset-dir", str(ddir)]) == 1
+    err = capsys.readouterr().err
+    assert "already registered for this file with other settings" in err and "--force" in err

@@ -104,6 +104,13 @@ def register_dataset(file: str | os.PathLike[str], name: str, dataset_dir: str |
 
     if not name or any(c in name for c in "\"\\\n\r\t") or name != name.strip():
         raise UserError(f"bad dataset name {name!r}", where="--name", fix="use letters, digits, - _ or .")
+    if "," in name:  # the `dataset:` key of train.yaml is a comma-separated list of these names
+        raise UserError(f"bad dataset name {name!r}: LLaMA-Factory reads a comma as a list of datasets",
+                        where="--name", fix="use letters, digits, - _ or .")
+    if name.startswith(("/", "~", "./", "../")):  # an "org/name" key is fine; a path typed as the name is not
+        raise UserError(f"bad dataset name {name!r}: that is a path; the name is what train.yaml's `dataset:` "
+                        "says", where="--name", fix="give a short name such as my_sft (the file is the FILE "
+                        "argument)", fix_tui="type a short name such as my_sft; the file is chosen above")
     file = Path(file)
     ddir = Path(dataset_dir)
     if ddir.exists() and not ddir.is_dir():
@@ -135,8 +142,11 @@ def register_dataset(file: str | os.PathLike[str], name: str, dataset_dir: str |
         if current[name] == entry:
             return RegisterResult(path, name, entry, False, None, report)
         if not force:
-            raise UserError(f"a different dataset is already registered as {name!r} (file_name "
-                            f"{current[name].get('file_name') if isinstance(current[name], dict) else '?'})",
+            known = current[name].get("file_name") if isinstance(current[name], dict) else None
+            what = (f"{name!r} is already registered for this file with other settings (the entry differs)"
+                    if known == entry.get("file_name") else
+                    f"a different dataset is already registered as {name!r} (file_name {known or '?'})")
+            raise UserError(what,
                             where=str(path), fix="pick another --name, or pass --force to replace it", exit_code=1,
                             fix_tui="type another name to register it as")
         start, end, indent = spans[name]
