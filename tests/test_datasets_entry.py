@@ -385,3 +385,48 @@ def test_cli_bad_dataset_info_files(tmp_path, capsys):
     assert main(["validate", "--dataset-info", str(tmp_path), "x"]) == 2
     err = capsys.readouterr().err
     assert "is not a JSON object of dataset entries" in err and "Traceback" not in err
+
+
+def test_openai_fast_path_is_the_full_check(monkeypatch):
+    """The openai checker's fast path gives the full check's verdict, warnings, lengths and facts for every
+    record (random ones, flawed and clean, through several entries and stages), and takes most clean ones
+    without the full check."""
+    import random
+
+    from datasets_corpus.openai_fuzz import entries, record
+
+    from minicpm_tui.core.datasets import openai_lf
+    from minicpm_tui.core.datasets import validate as validate_mod
+    from minicpm_tui.core.datasets.entry import read_entry
+
+    full_calls = [0]
+    real = validate_mod.messages_problem
+
+    def counted(*args, **kwargs):  # the first thing the full check does
+        full_calls[0] += 1
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(validate_mod, "messages_problem", counted)
+    rng = random.Random(11)
+    records = [json.loads(json.dumps(record(rng))) for _ in range(1500)]
+    accepted = 0
+    for entry, stage in entries():
+        shape = read_entry({"file_name": "x.jsonl", **entry}, "0.9.5").shape
+        fast, ref = openai_lf.openai_checker(shape, stage), openai_lf.openai_checker(shape, stage)
+        for i, rec in enumerate(records):
+            got: list = []
+            want: list = []
+            before = full_calls[0]
+            verdict = fast(rec, i, lambda *a, out=got: out.append(a), lambda *a, out=got: out.append(("lens", a)))
+            took_fast = full_calls[0] == before
+            assert verdict == ref.full(rec, i, lambda *a, out=want: out.append(a),
+                                       lambda *a, out=want: out.append(("lens", a))), (i, rec)
+            assert got == want and fast.facts == ref.facts, (i, rec)
+            accepted += took_fast
+            assert not took_fast or verdict is None
+    valid = 0
+    for entry, stage in entries():
+        shape = read_entry({"file_name": "x.jsonl", **entry}, "0.9.5").shape
+        ref = openai_lf.openai_checker(shape, stage)
+        valid += sum(ref.full(rec, i, lambda *a: None, lambda *a: None) is None for i, rec in enumerate(records))
+    assert accepted > 0.8 * valid > 0

@@ -76,16 +76,21 @@ def openai_checker(shape: Shape, stage: str):
     # then), and the JSON kind of the calls' arguments where first seen (Arrow fails on two kinds).
     facts: dict[str, Any] = {"calls_key": None, "no_calls": None, "args_kind": None, "args_at": None}
 
-    def content_problem(c: Any, role: str, fld: str) -> tuple[str, str, str, str] | None:
+    def name(at: int | str, leaf: str) -> str:
+        """A field's name, built only for an issue: ``messages[j].leaf`` (a turn) or ``chosen.leaf``."""
+        return f"{mkey}[{at}].{leaf}" if type(at) is int else f"{at}.{leaf}"
+
+    def content_problem(c: Any, role: str, at: int | str, leaf: str) -> tuple[str, str, str, str] | None:
         """What the template does with one aligned turn's content."""
         if type(c) is not str:
             what = "is missing" if c is None else f"is a JSON {json_kind(c)}, not a string"
-            return (fld, what + " (LLaMA-Factory's template raises on it)", "write every turn's content as text",
-                    "type")
+            return (name(at, leaf), what + " (LLaMA-Factory's template raises on it)",
+                    "write every turn's content as text", "type")
         if role == "function":
             problem = _function_json_problem(c)
             if problem:
-                return (fld, problem, "write [{\"name\": ..., \"arguments\": {...}}] as JSON text", "function_call")
+                return (name(at, leaf), problem, "write [{\"name\": ..., \"arguments\": {...}}] as JSON text",
+                        "function_call")
         return None
 
     def check(rec: Any, idx: int, warn, lens) -> tuple[str, str, str, str] | None:
@@ -106,16 +111,16 @@ def openai_checker(shape: Shape, stage: str):
             return (sys_field, f"is a JSON {json_kind(system)}, not a string; LLaMA-Factory's OpenAI converter "
                     "fails adding to it", "write the system prompt as text", "type")
         chars = len(system) if type(system) is str else 0
-        aligned: list[tuple[str, Any, str]] = []  # (LLaMA-Factory role, content, the field it came from)
-        pending: list[tuple[Any, str]] = []  # tool turns waiting to be merged
+        # (LLaMA-Factory role, content, the turn it came from, its field there); names are built for issues only
+        aligned: list[tuple[str, Any, int | str, str]] = []
+        pending: list[tuple[Any, int, str]] = []  # tool turns waiting to be merged
         for j in range(start, n):
             m = msgs[j]
-            fld = f"{mkey}[{j}]"
             role, content = m.get(role_tag), m.get(content_tag)
             if role is not None and type(role) is not str:
-                return (f"{fld}.{role_tag}", f"is a JSON {json_kind(role)}, not a role name", "write the role as "
+                return (name(j, role_tag), f"is a JSON {json_kind(role)}, not a role name", "write the role as "
                         "text", "type")
-            cfield = f"{fld}.{content_tag}"
+            leaf = content_tag
             if "tool_calls" in m and facts["calls_key"] is None:
                 facts["calls_key"] = idx
             if role in calls_roles:
@@ -125,7 +130,7 @@ def openai_checker(shape: Shape, stage: str):
                 if calls:
                     problem = _calls_problem(calls)
                     if problem:
-                        return (f"{fld}.tool_calls", problem[0], problem[1], "tool_calls")
+                        return (name(j, "tool_calls"), problem[0], problem[1], "tool_calls")
                     for c in calls:
                         args = c["function"].get("arguments")
                         if args is None:
@@ -134,39 +139,39 @@ def openai_checker(shape: Shape, stage: str):
                         if facts["args_kind"] is None:
                             facts["args_kind"], facts["args_at"] = kind, idx
                         elif kind != facts["args_kind"]:
-                            return (f"{fld}.tool_calls", f"has arguments that are a JSON {kind} here but a "
+                            return (name(j, "tool_calls"), f"has arguments that are a JSON {kind} here but a "
                                     f"{facts['args_kind']} in record {facts['args_at']}; LLaMA-Factory's loader "
                                     "(Arrow) fails on a field with mixed types", "write every call's arguments "
                                     "the same way (a JSON object)", "mixed_types")
                     content = json.dumps([c["function"] for c in calls], ensure_ascii=False)
-                    role, cfield = function, f"{fld}.tool_calls"
+                    role, leaf = function, "tool_calls"
                     if any(type(c["function"].get("arguments")) is str for c in calls):
-                        warn(idx, f"{fld}.tool_calls", "has arguments as a JSON string (the OpenAI API's way); "
+                        warn(idx, name(j, leaf), "has arguments as a JSON string (the OpenAI API's way); "
                              "LLaMA-Factory encodes them again, so the model learns the arguments as one quoted "
                              "string", "write arguments as a JSON object", "tool_arguments_string")
             if role == observation:
-                pending.append((content, cfield))
+                pending.append((content, j, leaf))
                 continue
             if pending:
-                for c, f in pending:
+                for c, at, lf in pending:
                     if type(c) is not str:
                         what = "is missing" if c is None else f"is a JSON {json_kind(c)}, not a string"
-                        return (f, f"{what}; LLaMA-Factory's OpenAI converter joins the tool responses as text "
-                                "and fails", "write every tool response as text", "type")
-                aligned.append(("observation", "\n</tool_response>\n<tool_response>\n".join(c for c, _ in pending),
-                                pending[0][1]))
+                        return (name(at, lf), f"{what}; LLaMA-Factory's OpenAI converter joins the tool responses "
+                                "as text and fails", "write every tool response as text", "type")
+                aligned.append(("observation", "\n</tool_response>\n<tool_response>\n".join(c for c, _, _ in pending),
+                                pending[0][1], pending[0][2]))
                 pending = []
             if role not in tag_map:
-                return (f"{fld}.{role_tag}", f"is {role!r}, which is not a role tag of this entry ({known}); "
+                return (name(j, role_tag), f"is {role!r}, which is not a role tag of this entry ({known}); "
                         "LLaMA-Factory's OpenAI converter fails on it (KeyError) and the whole load with it",
                         "use one of the entry's tags, or map this role in its tags block "
                         "(e.g. \"observation_tag\": \"tool\")", "role")
-            aligned.append((tag_map[role], content, cfield))
+            aligned.append((tag_map[role], content, j, leaf))
         if pending:
-            warn(idx, pending[0][1].rsplit(".", 1)[0], f"{'is a tool turn' if len(pending) == 1 else 'starts tool turns'}"
+            warn(idx, f"{mkey}[{pending[0][1]}]", f"{'is a tool turn' if len(pending) == 1 else 'starts tool turns'}"
                  " at the end of the conversation; LLaMA-Factory's OpenAI converter drops it without a word",
                  "end the conversation with the assistant's answer to the tool result", "tool_dropped")
-        for i, (role, _c, fld) in enumerate(aligned):
+        for i, (role, _c, at, _lf) in enumerate(aligned):
             want = _ODD if i % 2 == 0 else _EVEN
             if role not in want:
                 if role == "system":
@@ -176,7 +181,7 @@ def openai_checker(shape: Shape, stage: str):
                     what = f"reads as {role!r} but turn {i} (after the system prompt, tool turns merged) must be " \
                            f"{' or '.join(want)}: turns must alternate user, assistant, user, ..."
                     fix = "reorder or merge the turns so they alternate (LLaMA-Factory skips the record)"
-                return (fld.rsplit(".", 1)[0] + f".{role_tag}", what, fix, "role_order")
+                return (name(at, role_tag), what, fix, "role_order")
         count = len(aligned)
         if ranking and count % 2 == 0:
             return (mkey, f"has {count} turns after the system prompt (tool turns merged); DPO needs an odd number "
@@ -188,7 +193,7 @@ def openai_checker(shape: Shape, stage: str):
             return (mkey, what, "end every conversation with the assistant's answer (LLaMA-Factory skips the "
                     "record otherwise)", "turn_count")
         label = rec.get(kto_col) if kto_col else None
-        answers: list[tuple[str, Any, str]] = []
+        answers: list[tuple[str, Any, int | str, str]] = []
         if kto_col and type(label) is bool:
             if stage == "sft":
                 return _kto_in_sft(kto_col)
@@ -207,7 +212,7 @@ def openai_checker(shape: Shape, stage: str):
                          "\"assistant\" or \"function\" literally, logs it, keeps the record and trains the answer as "
                          f"a {tag_map[role]} turn", "use \"assistant\" (and \"assistant_tag\": \"assistant\")",
                          "dpo_role")
-                answers.append((tag_map[role], v.get(content_tag), f"{key}.{content_tag}"))
+                answers.append((tag_map[role], v.get(content_tag), key, content_tag))
         elif stage == "dpo":
             key = next(k for k in pair_keys if type(rec.get(k)) is not dict)
             v = rec.get(key)
@@ -216,12 +221,12 @@ def openai_checker(shape: Shape, stage: str):
                     f"write {key} as {{{role_tag!r}: {assistant!r}, {content_tag!r}: \"...\"}}", "dpo_shape")
         elif stage == "kto":
             return _kto_label_problem(kto_col, label)
-        for role, c, fld in aligned + answers:
-            problem = content_problem(c, role, fld)
+        for role, c, at, leaf in aligned + answers:
+            problem = content_problem(c, role, at, leaf)
             if problem:
                 return problem
             if not c:
-                warn(idx, fld, "is empty", "fill in the turn or drop it", "empty")
+                warn(idx, name(at, leaf), "is empty", "fill in the turn or drop it", "empty")
             chars += len(c)
         if tools:
             problem = _tools_problem(tools)
@@ -230,6 +235,124 @@ def openai_checker(shape: Shape, stage: str):
         lens(chars, count + (1 if answers else 0))
         return None
 
-    check.facts = facts  # type: ignore[attr-defined]
-    return check
+    # The common case in one tight pass that builds no strings: turns with text, tool calls whose functions
+    # have a name and non-string arguments (of the kind seen so far), tool turns answered by the next turn,
+    # which the full check above would accept without a warning. Anything else, valid or not, goes to the
+    # full check, which alone words errors and warnings; the facts are noted only once the record is
+    # accepted, as the full check, having read every turn, notes them.
+    calls_ok = function is not None and function != observation and tag_map.get(function) == "function"
+    sep = len("\n</tool_response>\n<tool_response>\n")
+    encode = json.JSONEncoder(ensure_ascii=False).encode  # json.dumps(..., ensure_ascii=False), less overhead
+    passed_tools = [""]  # the last tool list that passed: records often share one
+
+    def fast(rec: Any, idx: int, warn, lens) -> tuple[str, str, str, str] | None:
+        if type(rec) is not dict:
+            return check(rec, idx, warn, lens)
+        msgs = rec.get(mkey)
+        if type(msgs) is not list or not msgs or type(msgs[0]) is not dict:
+            return check(rec, idx, warn, lens)
+        n = len(msgs)
+        start = 0
+        if system_tag is not None and msgs[0].get(role_tag) == system_tag:
+            system, start = msgs[0].get(content_tag), 1
+        else:
+            system = rec.get(system_key) if system_key else ""
+        chars = 0
+        if system:
+            if type(system) is not str:
+                return check(rec, idx, warn, lens)
+            chars = len(system)
+        calls_key = no_calls = False
+        args_kind, new_kind = facts["args_kind"], False
+        pos = pending = 0  # aligned turns so far; tool turns waiting to be merged
+        for j in range(start, n):
+            m = msgs[j]
+            if type(m) is not dict:
+                return check(rec, idx, warn, lens)
+            role = m.get(role_tag)
+            if type(role) is not str:
+                return check(rec, idx, warn, lens)
+            if "tool_calls" in m:
+                calls_key = True
+            calls = None
+            if role in calls_roles:
+                calls = m.get("tool_calls")
+                if calls is None:
+                    no_calls = True
+                elif calls:
+                    if not calls_ok or type(calls) is not list:
+                        return check(rec, idx, warn, lens)
+                    for call in calls:
+                        fn = call.get("function") if type(call) is dict else None
+                        if type(fn) is not dict or "name" not in fn or "arguments" not in fn:
+                            return check(rec, idx, warn, lens)
+                        args = fn["arguments"]
+                        if args is not None:
+                            if type(args) is str:
+                                return check(rec, idx, warn, lens)
+                            kind = json_kind(args)
+                            if args_kind is None:
+                                args_kind, new_kind = kind, True
+                            elif kind != args_kind:
+                                return check(rec, idx, warn, lens)
+            if not calls:
+                c = m.get(content_tag)
+                if type(c) is not str or not c:
+                    return check(rec, idx, warn, lens)
+                if role == observation:
+                    pending += 1
+                    chars += len(c)
+                    continue
+            if pending:
+                if pos % 2:
+                    return check(rec, idx, warn, lens)
+                chars += sep * (pending - 1)
+                pos += 1
+                pending = 0
+            if calls:
+                if pos % 2 == 0:
+                    return check(rec, idx, warn, lens)
+                chars += len(encode([call["function"] for call in calls]))
+            elif tag_map.get(role) != ("assistant" if pos % 2 else "user"):
+                return check(rec, idx, warn, lens)
+            else:
+                chars += len(c)
+            pos += 1
+        if pending or ((pos % 2 == 0) if ranking else (pos == 0 or pos % 2)):
+            return check(rec, idx, warn, lens)
+        label = rec.get(kto_col) if kto_col else None
+        answers = 0
+        if kto_col and type(label) is bool:
+            if stage != "kto":
+                return check(rec, idx, warn, lens)
+        elif ranking and type(rec.get(pair_keys[0])) is dict and type(rec.get(pair_keys[1])) is dict:
+            for key in pair_keys:
+                v = rec[key]
+                role, c = v.get(role_tag), v.get(content_tag)
+                if type(role) is not str or role not in _EVEN or tag_map.get(role) != "assistant" \
+                        or type(c) is not str or not c:
+                    return check(rec, idx, warn, lens)
+                chars += len(c)
+            answers = 1
+        elif stage != "sft":
+            return check(rec, idx, warn, lens)
+        tools = rec.get(tools_key) if tools_key else ""
+        if isinstance(tools, (dict, list)):
+            tools = json.dumps(tools, ensure_ascii=False)
+        if tools and tools != passed_tools[0]:
+            if _tools_problem(tools):
+                return check(rec, idx, warn, lens)
+            passed_tools[0] = tools
+        if calls_key and facts["calls_key"] is None:
+            facts["calls_key"] = idx
+        if no_calls and facts["no_calls"] is None:
+            facts["no_calls"] = idx
+        if new_kind:
+            facts["args_kind"], facts["args_at"] = args_kind, idx
+        lens(chars, pos + answers)
+        return None
+
+    fast.facts = facts  # type: ignore[attr-defined]
+    fast.full = check  # type: ignore[attr-defined]
+    return fast
 
