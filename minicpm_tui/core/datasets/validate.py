@@ -744,16 +744,19 @@ def _reading(entry: dict[str, Any] | EntryReading | None, fmt: str | None, where
     return reading
 
 
-def _entry_issues(report: ValidationReport, col: _Collector, reading: EntryReading) -> None:
-    """The entry's warnings and notes first; its errors too when no record can be read through it."""
+def _entry_issues(report: ValidationReport, col: _Collector, reading: EntryReading, *,
+                  errors: bool = False) -> None:
+    """The entry's warnings and notes first; its errors too when no record can be read through it, or
+    always with ``errors`` (a folder, whose files then read the entry without its issues). The first
+    error is the report's file error."""
     for w in reading.warnings:
         col.warn(None, w.field, w.message, w.fix, w.kind)
     report.notes.extend(reading.notes)
-    if reading.shape is None:
+    if errors or reading.shape is None:
         for e in reading.errors:
             if report.file_error is None:
                 report.file_error = e
-            col.error(None, e.field, e.message, e.fix, e.kind)
+            col.error(e.record, e.field, e.message, e.fix, e.kind, e.file)
 
 
 class _ScanResult:
