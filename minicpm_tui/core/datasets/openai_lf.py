@@ -17,7 +17,12 @@ from the sharegpt one in ways that change verdicts, so it is replayed here step 
   thinking off" appended unless it says "detailed thinking on/off"; with tools -> "\\n" appended.
   A truthy system prompt that is not a string fails the load. Tools may be a JSON list (dumped).
 
-Records are read as Arrow hands them over: a key another message has is null here.
+Records are read as Arrow hands them over: a key another message has is null here. Arrow reads a column
+as one schema for the whole file, so two rules need the whole file (``openai_problems``): a call whose
+function lacks "name" or "arguments" is fine when some call has it (null then) and stops the run in the
+template's function formatter when none has (KeyError); and tool lists written as JSON (not text) share
+one struct, so a tool lacking a parameter name (or "required") some other tool has gets it as null, which
+the default tool formatter (the MiniCPM templates') raises on.
 """
 
 from __future__ import annotations
@@ -48,6 +53,80 @@ def _calls_problem(calls: Any) -> tuple[str, str] | None:
     return None
 
 
+# What the template's function formatter reads of each call's function, and the fact naming the first record
+# with a call that has it.
+CALL_KEYS = (("name", "name_key"), ("arguments", "args_key"))
+
+
+def _tool_parts(tools: list[Any]) -> tuple[tuple[str, frozenset[str], bool], ...] | None:
+    """Each tool of a JSON tool list as Arrow's struct sees it: (its path: "" or "function" for an OpenAI
+    {"type": "function", "function": ...} wrapper, its parameter names, whether it has "required"); None
+    for a list the tool checks refuse anyway."""
+    out = []
+    for tool in tools:
+        if type(tool) is not dict:
+            return None
+        path, fn = ("function", tool.get("function")) if tool.get("type") == "function" else ("", tool)
+        params = fn.get("parameters") if type(fn) is dict else None
+        props = params.get("properties") if type(params) is dict else None
+        if type(props) is not dict:
+            return None
+        out.append((path, frozenset(props), "required" in params))
+    return tuple(out)
+
+
+def merge_tool_facts(into: dict[str, Any] | None, part: dict[str, Any], base: int) -> dict[str, Any]:
+    """The ``facts["tools"]`` of a file from those of its chunks (``part``'s records start at ``base``)."""
+    into = into or {"names": {}, "required": {}, "kept": {}}
+    for path, names in part["names"].items():
+        into["names"].setdefault(path, set()).update(names)
+    for path, req in part["required"].items():
+        into["required"][path] = into["required"].get(path, False) or req
+    for parts, idx in part["kept"].items():
+        into["kept"].setdefault(parts, idx + base)
+    return into
+
+
+def openai_problems(shape: Shape | None, facts: dict[str, Any] | None) -> list[Any]:
+    """What Arrow's one schema per file makes of kept records (see the module doc): one issue (kind "load",
+    the run stops at that record) per rule."""
+    from minicpm_tui.core.datasets.validate import Issue
+
+    if shape is None or shape.converter != "openai" or not facts:
+        return []
+    out = []
+    for key, fact in CALL_KEYS:
+        at = facts.get(f"no_{key}")
+        if at is not None and facts.get(fact) is None:
+            out.append(Issue(at, facts[f"no_{key}_field"], f"has a call whose function has no \"{key}\", and no call "
+                             f"in the file has one: LLaMA-Factory's loader (Arrow) then reads the calls without "
+                             f"that field and the template's function formatter raises on this record (KeyError: "
+                             f"'{key}'), which stops the run", f"give every call's function \"{key}\" "
+                             + ("(an object, {} for a call without arguments)" if key == "arguments" else
+                                "(the tool's name)"), "load"))
+    tools = facts.get("tools")
+    first: tuple[int, list[str]] | None = None
+    for parts, idx in (tools or {}).get("kept", {}).items():
+        if first is not None and first[0] <= idx:
+            continue
+        for path, names, req in parts:
+            union = tools["names"][path]
+            if union - names or (union and not req and tools["required"][path]):
+                first = (idx, sorted(union - names))
+                break
+    if first is not None:
+        tools_key = shape.column("tools") or ""
+        lacking = first[1]
+        what = f"the parameters other records' tools have ({', '.join(map(repr, lacking[:5]))}" \
+            f"{', ...' if len(lacking) > 5 else ''}) as null, which" if lacking else \
+            "\"required\": null (other records' tools have it), which"
+        out.append(Issue(first[0], tools_key, f"is a JSON list of tools, read by LLaMA-Factory's loader (Arrow) "
+                         f"as one schema for the whole file: a tool here gets {what} the template's tool formatter "
+                         "raises on, and the run stops at this record", "write each record's tools as JSON text "
+                         "(json.dumps of the list): text keeps every record's own tools", "load"))
+    return out
+
+
 def openai_checker(shape: Shape, stage: str):
     """The per-record check for a ``formatting: openai`` entry (``validate.make_checker``)."""
     from minicpm_tui.core.datasets.validate import (
@@ -73,8 +152,40 @@ def openai_checker(shape: Shape, stage: str):
     kto_col = shape.kto_column(stage)  # the converter reads an entry's kto_tag at every stage
     ranking = shape.ranking
     # For file-level rules: the first record with a tool_calls key, with an answer without one (0.9.4 fails
-    # then), and the JSON kind of the calls' arguments where first seen (Arrow fails on two kinds).
-    facts: dict[str, Any] = {"calls_key": None, "no_calls": None, "args_kind": None, "args_at": None}
+    # then), and the JSON kind of the calls' arguments where first seen (Arrow fails on two kinds); the
+    # first record with a call that has a name / arguments key, and the first kept one with a call without
+    # it (and that call's field); the tool lists' struct ("tools": openai_problems).
+    facts: dict[str, Any] = {"calls_key": None, "no_calls": None, "args_kind": None, "args_at": None,
+                             "name_key": None, "args_key": None, "no_name": None, "no_name_field": None,
+                             "no_arguments": None, "no_arguments_field": None, "tools": None}
+
+    def note_calls(calls: Any, idx: int) -> None:
+        """Which call keys Arrow's schema has: any call's, in any turn, valid record or not."""
+        if type(calls) is list:
+            for c in calls:
+                fn = c.get("function") if type(c) is dict else None
+                if type(fn) is dict:
+                    for key, fact in CALL_KEYS:
+                        if facts[fact] is None and key in fn:
+                            facts[fact] = idx
+
+    def note_tools(tools: list[Any]) -> tuple[tuple[str, frozenset[str], bool], ...] | None:
+        """A JSON tool list's part in the column's struct (every record's, valid or not)."""
+        parts = _tool_parts(tools)
+        if parts:
+            known_tools = facts["tools"] = facts["tools"] or {"names": {}, "required": {}, "kept": {}}
+            for path, names, req in parts:
+                known_tools["names"].setdefault(path, set()).update(names)
+                known_tools["required"][path] = known_tools["required"].get(path, False) or req
+        return parts
+
+    def kept(idx: int, parts: Any, lacking: dict[str, str] | None) -> None:
+        """A record the converter keeps: its tool list's parts and calls without a key, for openai_problems."""
+        if parts:
+            facts["tools"]["kept"].setdefault(parts, idx)
+        for key, fld in (lacking or {}).items():
+            if facts[f"no_{key}"] is None:
+                facts[f"no_{key}"], facts[f"no_{key}_field"] = idx, fld
 
     def name(at: int | str, leaf: str) -> str:
         """A field's name, built only for an issue: ``messages[j].leaf`` (a turn) or ``chosen.leaf``."""
@@ -98,6 +209,13 @@ def openai_checker(shape: Shape, stage: str):
         if problem:
             return problem
         msgs = rec[mkey]
+        if facts["name_key"] is None or facts["args_key"] is None:
+            for m in msgs:
+                if "tool_calls" in m:
+                    note_calls(m["tool_calls"], idx)
+        tool_list = rec.get(tools_key) if tools_key else None
+        parts = note_tools(tool_list) if type(tool_list) is list else None
+        lacking: dict[str, str] | None = None  # call keys a call here lacks -> that call's field
         n = len(msgs)
         start = 0
         if system_tag is not None and n and msgs[0].get(role_tag) == system_tag:
@@ -143,7 +261,15 @@ def openai_checker(shape: Shape, stage: str):
                                     f"{facts['args_kind']} in record {facts['args_at']}; LLaMA-Factory's loader "
                                     "(Arrow) fails on a field with mixed types", "write every call's arguments "
                                     "the same way (a JSON object)", "mixed_types")
-                    content = json.dumps([c["function"] for c in calls], ensure_ascii=False)
+                    fns = [c["function"] for c in calls]
+                    if any(key not in fn for fn in fns for key, _ in CALL_KEYS):
+                        # Arrow fills a key some call has with null; whether one has it is the file's matter
+                        fns = [{**fn, **{key: None for key, _ in CALL_KEYS if key not in fn}} for fn in fns]
+                        for key, _ in CALL_KEYS:
+                            if any(key not in c["function"] for c in calls):
+                                lacking = lacking or {}
+                                lacking.setdefault(key, name(j, "tool_calls"))
+                    content = json.dumps(fns, ensure_ascii=False)
                     role, leaf = function, "tool_calls"
                     if any(type(c["function"].get("arguments")) is str for c in calls):
                         warn(idx, name(j, leaf), "has arguments as a JSON string (the OpenAI API's way); "
@@ -232,6 +358,7 @@ def openai_checker(shape: Shape, stage: str):
             problem = _tools_problem(tools)
             if problem:
                 return (tools_key or "", problem[0], problem[1], "tools")
+        kept(idx, parts, lacking)
         lens(chars, count + (1 if answers else 0))
         return None
 
@@ -257,6 +384,8 @@ def openai_checker(shape: Shape, stage: str):
             system, start = msgs[0].get(content_tag), 1
         else:
             system = rec.get(system_key) if system_key else ""
+        tool_list = rec.get(tools_key) if tools_key else None
+        parts = note_tools(tool_list) if type(tool_list) is list else None
         chars = 0
         if system:
             if type(system) is not str:
@@ -274,6 +403,8 @@ def openai_checker(shape: Shape, stage: str):
                 return check(rec, idx, warn, lens)
             if "tool_calls" in m:
                 calls_key = True
+                if facts["name_key"] is None or facts["args_key"] is None:
+                    note_calls(m["tool_calls"], idx)
             calls = None
             if role in calls_roles:
                 calls = m.get("tool_calls")
@@ -349,6 +480,8 @@ def openai_checker(shape: Shape, stage: str):
             facts["no_calls"] = idx
         if new_kind:
             facts["args_kind"], facts["args_at"] = args_kind, idx
+        if parts:
+            kept(idx, parts, None)
         lens(chars, pos + answers)
         return None
 

@@ -911,8 +911,9 @@ def _finish(report: ValidationReport, col: _Collector, layout: str, nan_seen: bo
             problems += _release_problems(report.shape, scan.facts)
             if scan.facts is not None:
                 from minicpm_tui.core.datasets.media import media_problems
+                from minicpm_tui.core.datasets.openai_lf import openai_problems
 
-                problems += media_problems(report.shape, scan.facts)
+                problems += openai_problems(report.shape, scan.facts) + media_problems(report.shape, scan.facts)
         for pr in problems:
             if report.file_error is None:
                 report.file_error = pr
@@ -1097,7 +1098,11 @@ def _validate_parallel(p: Path, stage: str | None, fmt: str | None, progress: Pr
                     and facts["args_kind"] != chunk_facts["args_kind"]:
                 return None  # a mixed-types error across chunks: the sequential path words it
             for k, v in chunk_facts.items():
-                if v is not None and facts[k] is None:
+                if isinstance(v, dict):  # the openai tool lists' struct
+                    from minicpm_tui.core.datasets.openai_lf import merge_tool_facts
+
+                    facts[k] = merge_tool_facts(facts[k], v, base_rec)
+                elif v is not None and facts[k] is None:
                     facts[k] = v if isinstance(v, str) else v + base_rec
         absent = set(chunk_absent) if absent is None else absent & chunk_absent
         if sigs is not None:
