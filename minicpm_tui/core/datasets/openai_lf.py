@@ -384,8 +384,8 @@ def openai_checker(shape: Shape, stage: str):
             system, start = msgs[0].get(content_tag), 1
         else:
             system = rec.get(system_key) if system_key else ""
-        tool_list = rec.get(tools_key) if tools_key else None
-        parts = note_tools(tool_list) if type(tool_list) is list else None
+        tools = rec.get(tools_key) if tools_key else None
+        parts = note_tools(tools) if type(tools) is list else None
         chars = 0
         if system:
             if type(system) is not str:
@@ -467,7 +467,6 @@ def openai_checker(shape: Shape, stage: str):
             answers = 1
         elif stage != "sft":
             return check(rec, idx, warn, lens)
-        tools = rec.get(tools_key) if tools_key else ""
         if isinstance(tools, (dict, list)):
             tools = json.dumps(tools, ensure_ascii=False)
         if tools and tools != passed_tools[0]:
