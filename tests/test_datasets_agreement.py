@@ -146,6 +146,18 @@ def test_openai_entries_agree_with_llamafactory(tmp_path, tiny_model_cpm3):
     for name in ("unknown_role", "tool_content_null", "readme_tags_tool_turn", "bad_tool_calls",
                  "arguments_mixed_types", "default_columns"):
         assert by_id[f"custom:openai_{name}"]["status"] == "crash", name
+    # Arrow's one schema per file: a call key no call has raises in the template, one some call has is null;
+    # JSON tool lists get each other's parameter names (and "required") as null, which the tool formatter raises on
+    assert _kept(by_id, "args_in_no_call")[1].startswith("raise KeyError: 'arguments'")
+    assert _kept(by_id, "name_in_no_call")[0].startswith("raise KeyError: 'name'")
+    assert _kept(by_id, "args_in_some_calls") == _kept(by_id, "name_in_some_calls") == [True, True]
+    assert "AttributeError" in _kept(by_id, "tools_params_differ")[0] and _kept(by_id, "tools_params_differ")[2]
+    assert "TypeError" in _kept(by_id, "tools_required_differs")[0]
+    assert _kept(by_id, "tools_params_differ_as_text") == [True, True]
+
+
+def _kept(by_id: dict, name: str) -> list:
+    return by_id[f"custom:openai_{name}"]["kept"]
 
 
 @pytest.mark.integration

@@ -385,3 +385,108 @@ def test_cli_bad_dataset_info_files(tmp_path, capsys):
     assert main(["validate", "--dataset-info", str(tmp_path), "x"]) == 2
     err = capsys.readouterr().err
     assert "is not a JSON object of dataset entries" in err and "Traceback" not in err
+
+
+def test_openai_fast_path_is_the_full_check(monkeypatch):
+    """The openai checker's fast path gives the full check's verdict, warnings, lengths and facts for every
+    record (random ones, flawed and clean, through several entries and stages), and takes most clean ones
+    without the full check."""
+    import random
+
+    from datasets_corpus.openai_fuzz import entries, record
+
+    from minicpm_tui.core.datasets import openai_lf
+    from minicpm_tui.core.datasets import validate as validate_mod
+    from minicpm_tui.core.datasets.entry import read_entry
+
+    full_calls = [0]
+    real = validate_mod.messages_problem
+
+    def counted(*args, **kwargs):  # the first thing the full check does
+        full_calls[0] += 1
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(validate_mod, "messages_problem", counted)
+    rng = random.Random(11)
+    records = [json.loads(json.dumps(record(rng))) for _ in range(1500)]
+    accepted = 0
+    for entry, stage in entries():
+        shape = read_entry({"file_name": "x.jsonl", **entry}, "0.9.5").shape
+        fast, ref = openai_lf.openai_checker(shape, stage), openai_lf.openai_checker(shape, stage)
+        for i, rec in enumerate(records):
+            got: list = []
+            want: list = []
+            before = full_calls[0]
+            verdict = fast(rec, i, lambda *a, out=got: out.append(a), lambda *a, out=got: out.append(("lens", a)))
+            took_fast = full_calls[0] == before
+            assert verdict == ref.full(rec, i, lambda *a, out=want: out.append(a),
+                                       lambda *a, out=want: out.append(("lens", a))), (i, rec)
+            assert got == want and fast.facts == ref.facts, (i, rec)
+            accepted += took_fast
+            assert not took_fast or verdict is None
+    valid = 0
+    for entry, stage in entries():
+        shape = read_entry({"file_name": "x.jsonl", **entry}, "0.9.5").shape
+        ref = openai_lf.openai_checker(shape, stage)
+        valid += sum(ref.full(rec, i, lambda *a: None, lambda *a: None) is None for i, rec in enumerate(records))
+    assert accepted > 0.8 * valid > 0
+
+
+def _calling(function: dict) -> dict:
+    return {"role": "assistant", "content": None, "tool_calls": [{"id": "c", "type": "function", "function": function}]}
+
+
+def test_openai_calls_without_arguments_follow_the_files_schema(tmp_path):
+    """Arrow reads one schema per file: a call without "arguments" (or "name") reads as null where some call has
+    it, and the template's function formatter raises (KeyError) where none has: the run stops at that record."""
+    def records(*functions: dict) -> list[dict]:
+        return [{"messages": _oa(("user", "t?"), _calling(fn), ("tool", "1"), ("assistant", "y"))} for fn in functions]
+
+    f = _jsonl(tmp_path / "some.jsonl", records({"name": "f", "arguments": {"x": 1}}, {"name": "f"}, {"arguments": {}}))
+    rep = validate_file(f, entry={"file_name": str(f), **OA}, keep_indices=True)
+    assert rep.ok and rep.valid == 3
+    f = _jsonl(tmp_path / "none.jsonl", [{"messages": _oa(("user", "q"), ("assistant", "a"))},
+                                         *records({"name": "f"}, {"name": "g"})])
+    rep = validate_file(f, entry={"file_name": str(f), **OA}, keep_indices=True)
+    assert rep.file_error.kind == "load" and rep.file_error.record == 1 and rep.valid == 0
+    line = rep.file_error.line(str(f))
+    assert line.startswith(f"{f}:record 1: messages[1].tool_calls: has a call whose function has no \"arguments\"")
+    assert "KeyError: 'arguments'" in line and "{} for a call without arguments" in line
+    # the record that raises is one the converter keeps: a dropped record with such a call is no stop
+    f = _jsonl(tmp_path / "dropped.jsonl", [{"messages": _oa(("user", "t?"), _calling({"name": "f"}), ("tool", "1"),
+                                                             ("assistant", "y"), ("user", "and?"))},
+                                            {"messages": _oa(("user", "q"), ("assistant", "a"))}])
+    rep = validate_file(f, entry={"file_name": str(f), **OA}, keep_indices=True)
+    assert rep.file_error is None and rep.invalid_indices == [0] and rep.errors[0].kind == "turn_count"
+
+
+def test_openai_tool_lists_as_json_share_one_struct(tmp_path, monkeypatch):
+    """Tool lists written as JSON (the converter dumps them) are one Arrow struct per file: a tool lacking a
+    parameter name or "required" that another record's tool has gets it as null; the tool formatter raises."""
+    tz = {"name": "t", "parameters": {"type": "object", "properties": {"tz": {"type": "string"}}}}
+    city = {"name": "w", "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}
+    both = {"name": "b", "parameters": {"type": "object", "properties": {"tz": {}, "city": {}}}}
+    chat = _oa(("user", "q"), ("assistant", "a"))
+    entry = {**OA, "columns": {"messages": "messages", "tools": "tools"}}
+    f = _jsonl(tmp_path / "differ.jsonl", [{"messages": chat, "tools": [both]}, {"messages": chat},
+                                           {"messages": chat, "tools": [tz]}, {"messages": chat, "tools": [city]}])
+    rep = validate_file(f, entry={"file_name": str(f), **entry}, keep_indices=True)
+    assert rep.file_error.record == 2 and rep.file_error.field == "tools" and rep.valid == 0
+    assert "('city') as null" in rep.file_error.message and "json.dumps" in rep.file_error.fix
+    required = {**tz, "parameters": {**tz["parameters"], "required": ["tz"]}}
+    f = _jsonl(tmp_path / "required.jsonl", [{"messages": chat, "tools": [required]}, {"messages": chat, "tools": [tz]}])
+    rep = validate_file(f, entry={"file_name": str(f), **entry})
+    assert rep.file_error.record == 1 and "\"required\": null" in rep.file_error.message
+    # as JSON text every record keeps its own tools; the same struct everywhere is fine too
+    f = _jsonl(tmp_path / "text.jsonl", [{"messages": chat, "tools": json.dumps([t])} for t in (tz, city, required)])
+    assert validate_file(f, entry={"file_name": str(f), **entry}).ok
+    f = _jsonl(tmp_path / "same.jsonl", [{"messages": chat, "tools": [both]}, {"messages": chat, "tools": [both, both]}])
+    assert validate_file(f, entry={"file_name": str(f), **entry}).ok
+    # split into chunks, the struct is merged: the parallel report is the sequential one
+    records = [{"messages": chat, "tools": [tz]}] * 1500 + [{"messages": chat, "tools": [city]}] * 1500
+    f = _jsonl(tmp_path / "big.jsonl", records)
+    seq = validate_file(f, entry={"file_name": str(f), **entry}, parallel_min_bytes=None)
+    ran = _parallel_results(monkeypatch)
+    par = validate_file(f, entry={"file_name": str(f), **entry}, parallel_min_bytes=0, workers=2)
+    assert ran and ran[-1] is not None
+    assert seq.file_error.record == par.file_error.record == 0 and seq.summary() == par.summary()

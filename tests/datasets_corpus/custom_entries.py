@@ -85,6 +85,52 @@ def _openai_cases() -> dict[str, tuple[list[Any] | str, dict[str, Any], str]]:
         {"messages": _oa(("user", "t?"), _call(arguments={"tz": "UTC"}), ("tool", "1"), ("assistant", "y"))},
         {"messages": _oa(("user", "t?"), _call(arguments='{"tz": "UTC"}'), ("tool", "1"), ("assistant", "y"))},
     ], oa, "sft")
+    # -- what Arrow makes of the calls and tools: every record gets every key some record has -----------------
+    def calling(function: dict[str, Any]) -> dict[str, Any]:
+        return {"role": "assistant", "content": None, "tool_calls": [{"id": "c1", "type": "function",
+                                                                      "function": function}]}
+
+    # Every answer has tool_calls ([] when it calls nothing), so 0.9.4's converter reads these files too.
+    answer = {"role": "assistant", "content": "y", "tool_calls": []}
+    # no call has an `arguments` key: the function struct has none, the template's function formatter raises
+    cases["openai_args_in_no_call"] = ([
+        {"messages": _oa(("user", "q"), answer)},  # kept
+        {"messages": _oa(("user", "t?"), calling({"name": "get_time"}), ("tool", "1"), answer)},  # raises
+    ], oa, "sft")
+    # some calls have arguments: Arrow gives the others `"arguments": null`, which the formatter encodes
+    cases["openai_args_in_some_calls"] = ([
+        {"messages": _oa(("user", "t?"), calling({"name": "get_time", "arguments": {"tz": "UTC"}}), ("tool", "1"),
+                         answer)},  # kept
+        {"messages": _oa(("user", "t?"), calling({"name": "get_time"}), ("tool", "1"), answer)},  # kept
+    ], oa, "sft")
+    # the same for `name`: null where some call has one (kept), a KeyError where none has
+    cases["openai_name_in_some_calls"] = ([
+        {"messages": _oa(("user", "t?"), calling({"name": "get_time", "arguments": {}}), ("tool", "1"), answer)},
+        {"messages": _oa(("user", "t?"), calling({"arguments": {}}), ("tool", "1"), answer)},  # kept
+    ], oa, "sft")
+    cases["openai_name_in_no_call"] = ([
+        {"messages": _oa(("user", "t?"), calling({"arguments": {}}), ("tool", "1"), answer)},  # raises
+    ], oa, "sft")
+    # tool lists as JSON (dumped by the converter) whose parameters differ between records: Arrow fills the
+    # missing ones with null, so record 0's tools gain `"city": null`, which the default tool formatter reads
+    tz = {"name": "get_time", "parameters": {"type": "object", "properties": {"tz": {"type": "string"}}}}
+    city = {"name": "get_weather", "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}
+    cases["openai_tools_params_differ"] = ([
+        {"messages": _oa(("user", "q"), ("assistant", "a")), "tools": [tz]},
+        {"messages": _oa(("user", "q"), ("assistant", "a")), "tools": [city]},
+        {"messages": _oa(("user", "q"), ("assistant", "a"))},  # no tools: kept
+    ], oa, "sft")
+    # the same parameters, "required" in one tool only: the other gets "required": null
+    cases["openai_tools_required_differs"] = ([
+        {"messages": _oa(("user", "q"), ("assistant", "a")), "tools": [tz]},  # raises
+        {"messages": _oa(("user", "q"), ("assistant", "a")),
+         "tools": [{**tz, "parameters": {**tz["parameters"], "required": ["tz"]}}]},  # kept
+    ], oa, "sft")
+    # the same tool lists as JSON text: each record's own, nothing filled in
+    cases["openai_tools_params_differ_as_text"] = ([
+        {"messages": _oa(("user", "q"), ("assistant", "a")), "tools": json.dumps([tz])},
+        {"messages": _oa(("user", "q"), ("assistant", "a")), "tools": json.dumps([city])},
+    ], oa, "sft")
     cases["openai_default_columns"] = ([{"messages": _oa(("user", "q"), ("assistant", "a"))}],
                                        {"formatting": "openai"}, "sft")  # reads `conversations`, from/value
     return cases

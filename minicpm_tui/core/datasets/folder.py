@@ -36,6 +36,7 @@ from minicpm_tui.core.datasets.validate import (
     Issue,
     ValidationReport,
     _Collector,
+    _entry_issues,
 )
 
 if TYPE_CHECKING:
@@ -205,11 +206,7 @@ def validate_folder(folder: str | os.PathLike[str], stage: str | None = None, fm
         col.error(issue.record, issue.field, issue.message, issue.fix, issue.kind, issue.file)
 
     if entry is not None:
-        for w in entry.warnings:
-            col.warn(None, w.field, w.message, w.fix, w.kind)
-        report.notes.extend(entry.notes)
-        for e in entry.errors:
-            fail(e)
+        _entry_issues(report, col, entry, errors=True)
         if entry.shape is None:
             return report
         entry = entry.without_issues()

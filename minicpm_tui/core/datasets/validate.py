@@ -744,16 +744,19 @@ def _reading(entry: dict[str, Any] | EntryReading | None, fmt: str | None, where
     return reading
 
 
-def _entry_issues(report: ValidationReport, col: _Collector, reading: EntryReading) -> None:
-    """The entry's warnings and notes first; its errors too when no record can be read through it."""
+def _entry_issues(report: ValidationReport, col: _Collector, reading: EntryReading, *,
+                  errors: bool = False) -> None:
+    """The entry's warnings and notes first; its errors too when no record can be read through it, or
+    always with ``errors`` (a folder, whose files then read the entry without its issues). The first
+    error is the report's file error."""
     for w in reading.warnings:
         col.warn(None, w.field, w.message, w.fix, w.kind)
     report.notes.extend(reading.notes)
-    if reading.shape is None:
+    if errors or reading.shape is None:
         for e in reading.errors:
             if report.file_error is None:
                 report.file_error = e
-            col.error(None, e.field, e.message, e.fix, e.kind)
+            col.error(e.record, e.field, e.message, e.fix, e.kind, e.file)
 
 
 class _ScanResult:
@@ -908,8 +911,9 @@ def _finish(report: ValidationReport, col: _Collector, layout: str, nan_seen: bo
             problems += _release_problems(report.shape, scan.facts)
             if scan.facts is not None:
                 from minicpm_tui.core.datasets.media import media_problems
+                from minicpm_tui.core.datasets.openai_lf import openai_problems
 
-                problems += media_problems(report.shape, scan.facts)
+                problems += openai_problems(report.shape, scan.facts) + media_problems(report.shape, scan.facts)
         for pr in problems:
             if report.file_error is None:
                 report.file_error = pr
@@ -1094,7 +1098,11 @@ def _validate_parallel(p: Path, stage: str | None, fmt: str | None, progress: Pr
                     and facts["args_kind"] != chunk_facts["args_kind"]:
                 return None  # a mixed-types error across chunks: the sequential path words it
             for k, v in chunk_facts.items():
-                if v is not None and facts[k] is None:
+                if isinstance(v, dict):  # the openai tool lists' struct
+                    from minicpm_tui.core.datasets.openai_lf import merge_tool_facts
+
+                    facts[k] = merge_tool_facts(facts[k], v, base_rec)
+                elif v is not None and facts[k] is None:
                     facts[k] = v if isinstance(v, str) else v + base_rec
         absent = set(chunk_absent) if absent is None else absent & chunk_absent
         if sigs is not None:
