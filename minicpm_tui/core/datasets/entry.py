@@ -272,3 +272,24 @@ def validate_entry(name: str, entry: Any, dataset_dir: str | os.PathLike[str], s
     # LLaMA-Factory: os.path.join(dataset_dir, file_name), so an absolute file_name stands on its own.
     path = Path(dataset_dir) / Path(reading.file_name).expanduser()
     return validate_file(path, stage=stage, entry=reading, **kwargs)
+
+
+def validate_registered(name: str, entry: Any, dataset_dir: str | os.PathLike[str], stage: str | None = None,
+                        template: str | None = None, model: str | None = None,
+                        media_dir: str | os.PathLike[str] | None = None, **kwargs: Any) -> ValidationReport:
+    """``validate_entry`` with what the entry's reading depends on found here, as the CLI and the wizard do.
+
+    The media columns it maps are read as ``template`` (``model``'s, for the message) reads them (None:
+    MiniCPM's text templates, which read none), looked up in ``media_dir`` (default: ``dataset_dir``); an
+    openai entry, or one with media, is read as the installed LLaMA-Factory release reads it.
+    """
+    from minicpm_tui.core.datasets.media import entry_maps_media, media_for
+
+    lf_version = media = None
+    if entry_maps_media(entry):  # which media are read depends on the template (and nulls on the release)
+        media = media_for(template, model, media_dir=media_dir)
+    if isinstance(entry, dict) and (entry.get("formatting") == "openai" or media is not None):
+        from minicpm_tui.core.lfinfo import installed_lf_version
+
+        lf_version = installed_lf_version()
+    return validate_entry(name, entry, dataset_dir, stage=stage, lf_version=lf_version, media=media, **kwargs)
