@@ -33,6 +33,18 @@ def screen_text(app) -> str:
     return "\n".join(strip.text for strip in app.screen._compositor.render_strips())
 
 
+def pane_text(app, selector: str) -> str:
+    """All that a Static holds (also what its pane scrolls out of view), as plain text on one line."""
+    import io
+
+    from rich.console import Console
+
+    console = Console(width=400, file=io.StringIO(), color_system=None)
+    with console.capture() as captured:
+        console.print(app.screen.query_one(selector).content)
+    return " ".join(captured.get().split())
+
+
 def screen_name(app) -> str:
     return type(app.screen).__name__
 
@@ -986,6 +998,8 @@ def _registry(folder: Path) -> Path:
     (folder / "pics.jsonl").write_text(json.dumps({"question": "q", "answer": "a", "pics": ["x.png"]}) + "\n",
                                        encoding="utf-8")
     (folder / "x.png").write_bytes(b"\x89PNG")
+    said = [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]
+    (folder / "oa.jsonl").write_text(json.dumps({"messages": said}) + "\n", encoding="utf-8")
     info = {
         "qa_renamed": {"file_name": "qa.jsonl", "columns": {"prompt": "question", "response": "answer"}},
         "chat_broken": {"file_name": "chat.jsonl", "formatting": "sharegpt", "columns": {"messages": "turns"},
@@ -994,6 +1008,9 @@ def _registry(folder: Path) -> Path:
         "pics": {"file_name": "pics.jsonl", "columns": {"prompt": "question", "response": "answer",
                                                         "images": "pics"}},
         "hub": {"hf_hub_url": "someone/their-data", "formatting": "sharegpt"},
+        "oa": {"file_name": "oa.jsonl", "formatting": "openai", "columns": {"messages": "messages"},
+               "tags": {"role_tag": "role", "content_tag": "content", "user_tag": "user",
+                        "assistant_tag": "assistant"}},
     }
     (folder / "dataset_info.json").write_text(json.dumps(info), encoding="utf-8")
     return folder / "dataset_info.json"
@@ -1054,8 +1071,8 @@ async def test_the_dataset_step_picks_a_registered_entry_and_validates_it_as_reg
         await settle(app, pilot)
         assert screen_name(app) == "PlanScreen"
     assert json.loads(info.read_text())["qa_renamed"]["columns"] == {"prompt": "question", "response": "answer"}
-    assert sorted(p.name for p in info.parent.iterdir()) == ["chat.jsonl", "dataset_info.json", "pics.jsonl",
-                                                             "qa.jsonl", "x.png"]  # nothing written
+    assert sorted(p.name for p in info.parent.iterdir()) == ["chat.jsonl", "dataset_info.json", "oa.jsonl",
+                                                             "pics.jsonl", "qa.jsonl", "x.png"]  # none written
     # The recipe names the entry and its folder; generate copies the entry into the run directory.
     from minicpm_tui.core.writers import generate
     from minicpm_tui.tui.build import build_recipe
@@ -1081,6 +1098,11 @@ async def test_a_registered_entry_chosen_before_is_validated_again(no_draft, tmp
         await at_step(app, pilot, 2)
         listing = app.screen.query_one("#ds-demos")
         assert listing.highlighted_option.id == "entry:chat_broken" and app.screen.report.invalid == 1
+        # An openai entry: read by the installed release's converter; what it adds (or that this release
+        # lacks it) is said with the wizard's controls, not a command line.
+        await _pick(app, pilot, "oa")
+        text = pane_text(app, "#ds-report")
+        assert "openai" in text and "minicpm-tui register" not in text and "^g" in text, text
         app.screen.start("demo:demo_sft")
         await settle(app, pilot)
         await type_in(app, pilot, "#ds-file", str(info))  # listed, not read as data

@@ -109,6 +109,8 @@ OPENAI_WARNING = ("LLaMA-Factory's OpenAI converter adds \"detailed thinking off
                   "text")
 OPENAI_FIX = ("register the file as sharegpt with role/content tags instead (`minicpm-tui register FILE --name NAME "
               "--dataset-dir DIR` does)")
+OPENAI_FIX_TUI = ("register the file as sharegpt with role/content tags instead (type its path in the Dataset "
+                  "step and register it, ^g)")
 
 
 def read_entry(entry: Any, lf_version: str | None = None, media: MediaReading | None = None) -> EntryReading:
@@ -268,6 +270,7 @@ def validate_entry(name: str, entry: Any, dataset_dir: str | os.PathLike[str], s
     if reading.file_name is None or reading.refused:
         first = next(e for e in reading.errors if e.field == "formatting") if reading.refused else reading.errors[0]
         raise UserError(f"{first.field + ': ' if first.field else ''}{first.message}", where=where, fix=first.fix,
+                        fix_tui=first.fix.replace(OPENAI_FIX, OPENAI_FIX_TUI) if reading.refused else None,
                         exit_code=1)
     # LLaMA-Factory: os.path.join(dataset_dir, file_name), so an absolute file_name stands on its own.
     path = Path(dataset_dir) / Path(reading.file_name).expanduser()
