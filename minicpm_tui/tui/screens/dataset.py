@@ -171,7 +171,7 @@ chosen model's template reads them) and used as registered: nothing is written. 
                 side.border_title = "Dataset"
                 options = [Option(f"{name}  (demo)", id=f"demo:{name}") for name in self.demos]
                 yield OptionList(*options, id="ds-demos", compact=True)
-                yield Label("registered: ^t dataset_info", classes="hint", id="ds-registry")
+                yield Label("registered: ^t dataset_info", classes="hint")  # its entries go in the list
                 yield Label("file or folder (^o browse):", classes="hint")  # 28 columns at most
                 yield Input(placeholder="~/data/train.jsonl", id="ds-file", compact=True,
                             suggester=PathSuggester((".json", ".jsonl", ".csv", ".parquet")))
@@ -296,7 +296,6 @@ chosen model's template reads them) and used as registered: nothing is written. 
             return
         self.registry, self.entries, self.verdicts = Path(message.path), message.info, {}
         self.state.dataset_info = message.path
-        self.query_one("#ds-registry", Label).update(clip_left(f"registered: {message.path}", LIST_WIDTH + 2))
         demos = self.query_one("#ds-demos", OptionList)
         options = [Option(f"{name}  (demo)", id=f"demo:{name}") for name in self.demos]
         options.append(Option(clip_left(f"─ {self.registry.parent.name or self.registry.parent}/"
