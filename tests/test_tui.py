@@ -33,6 +33,18 @@ def screen_text(app) -> str:
     return "\n".join(strip.text for strip in app.screen._compositor.render_strips())
 
 
+def pane_text(app, selector: str) -> str:
+    """All that a Static holds (also what its pane scrolls out of view), as plain text on one line."""
+    import io
+
+    from rich.console import Console
+
+    console = Console(width=400, file=io.StringIO(), color_system=None)
+    with console.capture() as captured:
+        console.print(app.screen.query_one(selector).content)
+    return " ".join(captured.get().split())
+
+
 def screen_name(app) -> str:
     return type(app.screen).__name__
 
@@ -51,6 +63,15 @@ async def until_polled(app, pilot) -> None:
         if app.screen.snap is not None and app.screen.snap.losses:
             return
         await pilot.pause(0.2)
+
+
+async def type_in(app, pilot, selector: str, value: str) -> None:
+    """Type a value into an input box and press Enter, then wait for what it starts."""
+    box = app.screen.query_one(selector)
+    box.focus()
+    box.value = value
+    await pilot.press("enter")
+    await settle(app, pilot)
 
 
 async def at_step(app, pilot, step: int) -> None:
@@ -779,11 +800,7 @@ async def test_the_tui_says_its_own_controls_in_core_errors(no_draft, tmp_path):
     app = MiniCPMApp(use_draft=False, state=demo_state(hardware="preset:1x-t4-16gb"))
     async with app.run_test(size=SIZE) as pilot:
         await settle(app, pilot)
-        box = app.screen.query_one("#hw-file")
-        box.focus()
-        box.value = str(tmp_path)
-        await pilot.press("enter")
-        await settle(app, pilot)
+        await type_in(app, pilot, "#hw-file", str(tmp_path))
         # (The command that writes a saved probe is named: it is run on the machine to plan for.)
         assert "is a folder" in app.screen.error and "--hardware" not in app.screen.error, app.screen.error
         assert app.screen.error.startswith("hardware (Hardware step): ")
@@ -968,3 +985,125 @@ async def test_the_plan_fits_80x24_when_nothing_fits(no_draft):
         assert peak and "G/14G" in peak[0], "\n".join(lines)  # the label, the bar and the value in one line
         assert not [line for line in lines if line.strip(" │▄▆█▂").strip() == "NO FIT"]
 
+
+
+def _registry(folder: Path) -> Path:
+    """A dataset_info.json as an existing LLaMA-Factory setup has them: the user's own field names."""
+    folder.mkdir()
+    rows = [{"question": f"q{i}", "answer": f"a{i}"} for i in range(3)]
+    (folder / "qa.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    turns = [{"speaker": "me", "text": "hi"}, {"speaker": "bot", "text": "hello"}]
+    chats = [{"turns": turns}, {"turns": [{"speaker": "me"}, {"speaker": "bot", "text": "x"}]}]
+    (folder / "chat.jsonl").write_text("".join(json.dumps(r) + "\n" for r in chats), encoding="utf-8")
+    (folder / "pics.jsonl").write_text(json.dumps({"question": "q", "answer": "a", "pics": ["x.png"]}) + "\n",
+                                       encoding="utf-8")
+    (folder / "x.png").write_bytes(b"\x89PNG")
+    said = [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]
+    (folder / "oa.jsonl").write_text(json.dumps({"messages": said}) + "\n", encoding="utf-8")
+    info = {
+        "qa_renamed": {"file_name": "qa.jsonl", "columns": {"prompt": "question", "response": "answer"}},
+        "chat_broken": {"file_name": "chat.jsonl", "formatting": "sharegpt", "columns": {"messages": "turns"},
+                        "tags": {"role_tag": "speaker", "content_tag": "text", "user_tag": "me",
+                                 "assistant_tag": "bot"}},
+        "pics": {"file_name": "pics.jsonl", "columns": {"prompt": "question", "response": "answer",
+                                                        "images": "pics"}},
+        "hub": {"hf_hub_url": "someone/their-data", "formatting": "sharegpt"},
+        "oa": {"file_name": "oa.jsonl", "formatting": "openai", "columns": {"messages": "messages"},
+               "tags": {"role_tag": "role", "content_tag": "content", "user_tag": "user",
+                        "assistant_tag": "assistant"}},
+    }
+    (folder / "dataset_info.json").write_text(json.dumps(info), encoding="utf-8")
+    return folder / "dataset_info.json"
+
+
+async def _pick(app, pilot, name: str) -> None:
+    """Highlight an entry in the list, as the arrow keys do, and wait for its validation."""
+    listing = app.screen.query_one("#ds-demos")
+    listing.highlighted = listing.get_option_index(f"entry:{name}")
+    await settle(app, pilot)
+
+
+async def test_the_dataset_step_picks_a_registered_entry_and_validates_it_as_registered(no_draft, tmp_path,
+                                                                                       monkeypatch):
+    from minicpm_tui.tui.screens.dataset import DatasetScreen
+    from minicpm_tui.tui.screens.filepicker import FilePickerScreen
+
+    monkeypatch.setattr(DatasetScreen, "_preview", lambda *_: None)  # no template subprocess for this
+    info = _registry(tmp_path / "lf_data")
+    app = MiniCPMApp(use_draft=False, state=demo_state())
+    async with app.run_test(size=SIZE) as pilot:
+        await at_step(app, pilot, 2)
+        assert app.screen.check_action("pick_registered", ()) is True
+        await pilot.press("ctrl+t")
+        await pilot.pause()  # (not settle: the file tree's loader worker lives as long as the tree)
+        assert isinstance(app.screen, FilePickerScreen) and "dataset_info.json" in screen_text(app)
+        app.screen.dismiss(info.parent)  # Enter on the folder holding it
+        await settle(app, pilot)
+        # The first entry: its renamed columns are read, so it validates; nothing is registered.
+        screen = app.screen
+        assert screen_name(app) == "DatasetScreen" and screen.key == "entry:qa_renamed"
+        assert screen.report.ok and screen.report.valid == 3 and screen.ready(), screen.blocked_reason
+        text = screen_text(app)
+        for shown in ("qa_renamed", "alpaca", "qa.jsonl", "✓ 3 ok", "chat_broken", "sharegpt",
+                      "remote: not checked"):
+            assert shown in text, shown
+        assert all(len(line) <= 80 for line in text.splitlines())
+        assert screen.check_action("register", ()) is False  # registered already: no ^g
+        assert (app.state.dataset_info, app.state.dataset_name) == (str(info), "qa_renamed")
+        # A broken record: the record and the user's own field name.
+        await _pick(app, pilot, "chat_broken")
+        assert screen.report.invalid == 1  # (Next as for any data with some unusable records)
+        text = screen_text(app)
+        assert "record 1" in text and "text" in text and "! 1 bad" in text, text
+        # Media for a text template: refused, with the fix.
+        await _pick(app, pilot, "pics")
+        assert screen.report.file_error is not None and not screen.ready()
+        err = screen.report.file_error
+        assert (err.record, err.field) == (0, "pics") and "reads no images" in err.message
+        assert err.fix.startswith('remove "images" from the entry\'s columns')
+        assert "reads no images" in screen_text(app) and "✗ won't load" in screen_text(app)
+        # A remote one: listed, not checked here, and Next takes it.
+        await _pick(app, pilot, "hub")
+        assert screen.report is None and screen.ready() and "Not checked" in screen_text(app)
+        await _pick(app, pilot, "qa_renamed")
+        assert screen.ready()
+        await pilot.press("ctrl+n")
+        await settle(app, pilot)
+        assert screen_name(app) == "PlanScreen"
+    assert json.loads(info.read_text())["qa_renamed"]["columns"] == {"prompt": "question", "response": "answer"}
+    assert sorted(p.name for p in info.parent.iterdir()) == ["chat.jsonl", "dataset_info.json", "oa.jsonl",
+                                                             "pics.jsonl", "qa.jsonl", "x.png"]  # none written
+    # The recipe names the entry and its folder; generate copies the entry into the run directory.
+    from minicpm_tui.core.writers import generate
+    from minicpm_tui.tui.build import build_recipe
+
+    recipe = build_recipe(app.state)
+    assert recipe.datasets == ["qa_renamed"] and Path(recipe.dataset_dir) == info.parent
+    generate(recipe, tmp_path / "run", preflight=False)
+    copied = json.loads((tmp_path / "run" / "dataset_info.json").read_text())
+    assert copied == {"qa_renamed": {"file_name": str((info.parent / "qa.jsonl").resolve()),
+                                     "columns": {"prompt": "question", "response": "answer"}}}
+
+
+async def test_a_registered_entry_chosen_before_is_validated_again(no_draft, tmp_path, monkeypatch):
+    """From a draft (or Back): the registry is listed again, the chosen entry highlighted and validated;
+    a dataset_info.json typed in the file box is listed rather than read as data."""
+    from minicpm_tui.tui.screens.dataset import DatasetScreen
+
+    monkeypatch.setattr(DatasetScreen, "_preview", lambda *_: None)
+    info = _registry(tmp_path / "lf_data")
+    state = demo_state(dataset_info=str(info), dataset_file="entry:chat_broken", dataset_name="chat_broken")
+    app = MiniCPMApp(use_draft=False, state=state)
+    async with app.run_test(size=SIZE) as pilot:
+        await at_step(app, pilot, 2)
+        listing = app.screen.query_one("#ds-demos")
+        assert listing.highlighted_option.id == "entry:chat_broken" and app.screen.report.invalid == 1
+        # An openai entry: read by the installed release's converter; what it adds (or that this release
+        # lacks it) is said with the wizard's controls, not a command line.
+        await _pick(app, pilot, "oa")
+        text = pane_text(app, "#ds-report")
+        assert "openai" in text and "minicpm-tui register" not in text and "^g" in text, text
+        app.screen.start("demo:demo_sft")
+        await settle(app, pilot)
+        await type_in(app, pilot, "#ds-file", str(info))  # listed, not read as data
+        assert app.screen.key == "entry:qa_renamed" and app.screen.report.ok

@@ -95,23 +95,15 @@ def run(args: argparse.Namespace) -> int:
 
     options = {"keep_indices": bool(args.preview), "token_sample": args.sample if args.tokenizer else 0}
     if args.dataset_info:
-        from minicpm_tui.core.datasets.entry import find_entry, load_dataset_info, validate_entry
+        from minicpm_tui.core.datasets.entry import find_entry, load_dataset_info, validate_registered
 
         info_path, info = load_dataset_info(args.dataset_info)
         entry = find_entry(info, args.file, str(info_path))
-        from minicpm_tui.core.datasets.media import entry_maps_media, media_for
-
-        lf_version = media = None
-        if entry_maps_media(entry):  # which media are read depends on the template (and nulls on the release)
-            media = media_for(args.template, media_dir=args.media_dir)
-        if isinstance(entry, dict) and (entry.get("formatting") == "openai" or media is not None):
-            from minicpm_tui.core.lfinfo import installed_lf_version
-
-            lf_version = installed_lf_version()
         bar = _Bar()
         try:
-            report = validate_entry(args.file, entry, info_path.parent, stage=args.stage, lf_version=lf_version,
-                                    media=media, fmt=args.fmt, progress=bar, **options)
+            report = validate_registered(args.file, entry, info_path.parent, stage=args.stage,
+                                         template=args.template, media_dir=args.media_dir, fmt=args.fmt,
+                                         progress=bar, **options)
         finally:
             bar.close()
     else:

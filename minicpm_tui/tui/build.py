@@ -11,6 +11,7 @@ from typing import Any
 from minicpm_tui.tui.state import WizardState
 
 PROBE = "probe"
+ENTRY = "entry:"  # state.dataset_file of a dataset chosen from a dataset_info.json
 
 
 def recipe_values(state: WizardState) -> dict[str, Any]:
@@ -26,6 +27,8 @@ def recipe_values(state: WizardState) -> dict[str, Any]:
         from minicpm_tui.tui.screens.dataset import demo_dir
 
         values["dataset_dir"] = str(demo_dir())
+    elif state.dataset_file.startswith(ENTRY):  # registered there: its folder is LLaMA-Factory's dataset_dir
+        values["dataset_dir"] = str(Path(state.dataset_info).expanduser().absolute().parent)
     elif state.dataset_file:
         values["dataset_dir"] = str(Path(state.dataset_file).expanduser().absolute().parent)
     hw = state.hardware

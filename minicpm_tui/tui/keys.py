@@ -45,6 +45,8 @@ DATASET = [
     _b("ctrl+o", "browse", "Browse", "dataset.browse", "Pick the dataset file from a file tree"),
     _b("ctrl+g", "register", "Register", "dataset.register",
        "Register the file in a dataset_info.json (merge, backup, atomic)"),
+    _b("ctrl+t", "pick_registered", "Registered", "dataset.registered",
+       "Pick a dataset already registered in a dataset_info.json (used as it is registered there)"),
 ]
 
 REVIEW = [

@@ -31,9 +31,11 @@ class WizardState:
     model: str = ""
     method: str = "lora"
     stage: str = "sft"
-    # Dataset: a file, or a demo's name in the shipped data/dataset_info.json.
+    # Dataset: a file, a demo's name in the shipped data/dataset_info.json ("demo:NAME"), or an entry of
+    # the dataset_info.json in ``dataset_info`` ("entry:NAME"), used as it is registered there.
     dataset_file: str = ""
     dataset_name: str = ""
+    dataset_info: str = ""
     dataset_ok: bool = False
     suggested_cutoff: int | None = None
     # Plan overrides the person typed (field -> value); empty means "as recommended".

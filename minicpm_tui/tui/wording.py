@@ -71,3 +71,13 @@ def in_tui_words(exc: BaseException) -> str:
         return f"{type(exc).__name__}: {exc}"
     return exc.one_line(where=control(exc.where) if exc.where else None,
                         fix=exc.fix_tui or flags_as_fields(exc.fix or ""))
+
+
+def issue_fix(issue: dict) -> str:
+    """A datasets issue's fix (``Issue.to_json``) in the wizard's words: the core's own wording for the
+    wizard where a fix names a command, else the fix with each flag named as the wizard's field."""
+    if issue.get("kind") == "openai_system_prompt":
+        from minicpm_tui.core.datasets.entry import OPENAI_FIX_TUI
+
+        return OPENAI_FIX_TUI
+    return flags_as_fields(str(issue.get("fix") or ""))

@@ -109,6 +109,8 @@ OPENAI_WARNING = ("LLaMA-Factory's OpenAI converter adds \"detailed thinking off
                   "text")
 OPENAI_FIX = ("register the file as sharegpt with role/content tags instead (`minicpm-tui register FILE --name NAME "
               "--dataset-dir DIR` does)")
+OPENAI_FIX_TUI = ("register the file as sharegpt with role/content tags instead (type its path in the Dataset "
+                  "step and register it, ^g)")
 
 
 def read_entry(entry: Any, lf_version: str | None = None, media: MediaReading | None = None) -> EntryReading:
@@ -268,7 +270,29 @@ def validate_entry(name: str, entry: Any, dataset_dir: str | os.PathLike[str], s
     if reading.file_name is None or reading.refused:
         first = next(e for e in reading.errors if e.field == "formatting") if reading.refused else reading.errors[0]
         raise UserError(f"{first.field + ': ' if first.field else ''}{first.message}", where=where, fix=first.fix,
+                        fix_tui=first.fix.replace(OPENAI_FIX, OPENAI_FIX_TUI) if reading.refused else None,
                         exit_code=1)
     # LLaMA-Factory: os.path.join(dataset_dir, file_name), so an absolute file_name stands on its own.
     path = Path(dataset_dir) / Path(reading.file_name).expanduser()
     return validate_file(path, stage=stage, entry=reading, **kwargs)
+
+
+def validate_registered(name: str, entry: Any, dataset_dir: str | os.PathLike[str], stage: str | None = None,
+                        template: str | None = None, model: str | None = None,
+                        media_dir: str | os.PathLike[str] | None = None, **kwargs: Any) -> ValidationReport:
+    """``validate_entry`` with what the entry's reading depends on found here, as the CLI and the wizard do.
+
+    The media columns it maps are read as ``template`` (``model``'s, for the message) reads them (None:
+    MiniCPM's text templates, which read none), looked up in ``media_dir`` (default: ``dataset_dir``); an
+    openai entry, or one with media, is read as the installed LLaMA-Factory release reads it.
+    """
+    from minicpm_tui.core.datasets.media import entry_maps_media, media_for
+
+    lf_version = media = None
+    if entry_maps_media(entry):  # which media are read depends on the template (and nulls on the release)
+        media = media_for(template, model, media_dir=media_dir)
+    if isinstance(entry, dict) and (entry.get("formatting") == "openai" or media is not None):
+        from minicpm_tui.core.lfinfo import installed_lf_version
+
+        lf_version = installed_lf_version()
+    return validate_entry(name, entry, dataset_dir, stage=stage, lf_version=lf_version, media=media, **kwargs)

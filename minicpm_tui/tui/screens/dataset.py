@@ -1,13 +1,15 @@
-"""Step 3: the dataset: a bundled demo, a file or a folder of files, validated in the background, previewed,
-registered."""
+"""Step 3: the dataset: a bundled demo, a file or a folder of files, or an entry of an existing
+dataset_info.json, validated in the background, previewed, registered (a file; an entry is used as it is)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from pathlib import Path
 from typing import Any
 
+from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical, VerticalScroll
@@ -16,11 +18,13 @@ from textual.widgets import Input, Label, OptionList, ProgressBar, Static
 from textual.widgets.option_list import Option
 
 from minicpm_tui.tui import keys
+from minicpm_tui.tui.build import ENTRY
 from minicpm_tui.tui.screens.base import WizardStep
 from minicpm_tui.tui.widgets.pathinput import PathSuggester
 from minicpm_tui.tui.widgets.render import one_line, render_preview, render_validation
 
 FILE = "file"
+LIST_WIDTH = 26  # the side pane's list at 80 columns, less its scrollbar
 
 
 def demo_datasets() -> dict[str, dict[str, Any]]:
@@ -47,6 +51,57 @@ def suggested_name(path: str) -> str:
     return Path(path).stem.replace("-", "_").replace(" ", "_")
 
 
+def clip_left(text: str, width: int) -> str:
+    """The end of ``text`` in ``width`` columns (a path's file name matters most)."""
+    return text if len(text) <= width else "…" + text[len(text) - width + 1:]
+
+
+def remote_key(entry: Any) -> str:
+    """The key (hf_hub_url, ...) of an entry whose data LLaMA-Factory fetches, "" for a local one."""
+    from minicpm_tui.core.datasets.entry import REMOTE_KEYS
+
+    return next((k for k in REMOTE_KEYS if k in entry), "") if isinstance(entry, dict) else ""
+
+
+def entry_kind(entry: Any) -> str:
+    """Its formatting, and "ranking" for preference data: what LLaMA-Factory reads it as."""
+    if not isinstance(entry, dict):
+        return "not an object"
+    return f"{entry.get('formatting', 'alpaca')}{' ranking' if entry.get('ranking') is True else ''}"
+
+
+def entry_verdict(report: Any, error: str | None) -> tuple[str, str]:
+    """A short verdict on a validated entry for its line in the list, and its style."""
+    if error or report is None:
+        return "✗ refused", "bold red"
+    if report.file_error is not None:
+        return "✗ won't load", "bold red"
+    if not report.valid:
+        return "✗ no usable", "bold red"
+    if report.invalid:
+        return f"! {report.invalid:,} bad", "bold yellow"
+    return f"✓ {report.valid:,} ok", "bold green"
+
+
+def entry_prompt(name: str, entry: Any, verdict: tuple[str, str] | None = None) -> Text:
+    """Two lines: the name and formatting, then the file (or remote source) and the verdict."""
+    kind = entry_kind(entry)
+    text = Text(clip_left(name, LIST_WIDTH - len(kind) - 1), style="bold")
+    text.append(" " * max(1, LIST_WIDTH - len(text.plain) - len(kind)) + kind, style="dim")
+    remote = remote_key(entry)
+    if remote:
+        verdict = ("remote: not checked", "italic")
+        source = f"{remote.split('_', 1)[0]} {entry[remote]}"
+    else:
+        file_name = entry.get("file_name") if isinstance(entry, dict) else None
+        source = file_name if isinstance(file_name, str) else "no file_name"
+    label, style = verdict or ("", "")
+    text.append("\n " + clip_left(source, LIST_WIDTH - 1 - (len(label) + 1 if label else 0)))
+    if label:
+        text.append(" " * max(1, LIST_WIDTH - len(text.plain.split("\n")[1]) - len(label)) + label, style=style)
+    return text
+
+
 class DatasetScreen(WizardStep):
     STEP = 2
     HELP_TITLE = "3 Dataset"
@@ -57,6 +112,11 @@ The data is validated in the background exactly the way LLaMA-Factory will read 
 stage: errors name the file, the record, the field and the fix. The preview renders a few records
 through the chat template; trained parts are marked, masked parts dimmed. A file (or folder) of yours
 is registered in the `dataset_info.json` beside it (merged, backed up) under the name you give.
+Already registered in a `dataset_info.json` (an existing LLaMA-Factory setup)? Ctrl+T picks it (or the
+folder holding it; typing its path works too) and lists its entries: name, formatting, file and, once
+validated, a verdict. Each is checked through its entry (columns, tags, openai formatting, media as the
+chosen model's template reads them) and used as registered: nothing is written. Remote entries
+(hf_hub_url...) are listed but not checked here; LLaMA-Factory fetches them when training starts.
 """
     BINDINGS = [*WizardStep.BINDINGS, *keys.DATASET]
 
@@ -79,6 +139,14 @@ is registered in the `dataset_info.json` beside it (merged, backed up) under the
             self.preview = preview
             self.error = error
 
+    class RegistryLoaded(Message):
+        def __init__(self, path: str, info: dict[str, Any], error: str | None, wanted: str) -> None:
+            super().__init__()
+            self.path = path
+            self.info = info
+            self.error = error
+            self.wanted = wanted
+
     class Registered(Message):
         def __init__(self, name: str, dataset_dir: str, error: str | None) -> None:
             super().__init__()
@@ -93,6 +161,9 @@ is registered in the `dataset_info.json` beside it (merged, backed up) under the
         self.error: str | None = None
         self.busy = False
         self.key = ""
+        self.registry: Path | None = None  # the dataset_info.json whose entries are listed
+        self.entries: dict[str, Any] = {}
+        self.verdicts: dict[str, tuple[str, str]] = {}
 
     def body(self) -> ComposeResult:
         with Horizontal(classes="body"):
@@ -100,6 +171,7 @@ is registered in the `dataset_info.json` beside it (merged, backed up) under the
                 side.border_title = "Dataset"
                 options = [Option(f"{name}  (demo)", id=f"demo:{name}") for name in self.demos]
                 yield OptionList(*options, id="ds-demos", compact=True)
+                yield Label("registered: ^t dataset_info", classes="hint")  # its entries go in the list
                 yield Label("file or folder (^o browse):", classes="hint")  # 28 columns at most
                 yield Input(placeholder="~/data/train.jsonl", id="ds-file", compact=True,
                             suggester=PathSuggester((".json", ".jsonl", ".csv", ".parquet")))
@@ -116,7 +188,15 @@ is registered in the `dataset_info.json` beside it (merged, backed up) under the
         self.query_one("#ds-progress").display = False
         demos = self.query_one("#ds-demos", OptionList)
         name = self.state.dataset_name
-        if self.state.dataset_file and not self.state.dataset_file.startswith("demo:"):
+        if self.state.dataset_info:  # its entries are listed again (and the one chosen validated)
+            wanted = self.state.dataset_file if self.state.dataset_file.startswith(ENTRY) else ""
+            self._load_registry(self.state.dataset_info, wanted)
+        if self.state.dataset_file.startswith(ENTRY):
+            self.key, self.busy = self.state.dataset_file, True  # validated once its registry is read
+            demos.highlighted = None
+            self.query_one("#ds-report", Static).update(Text(f"Reading {self.state.dataset_info}…"))
+            self.update_nav()
+        elif self.state.dataset_file and not self.state.dataset_file.startswith("demo:"):
             self.query_one("#ds-file", Input).value = self.state.dataset_file
             self.query_one("#ds-name", Input).value = name
             self.start(self.state.dataset_file)
@@ -152,6 +232,11 @@ is registered in the `dataset_info.json` beside it (merged, backed up) under the
     @on(Input.Submitted, "#ds-file")
     def file_given(self, event: Input.Submitted) -> None:
         path = event.value.strip()
+        from minicpm_tui.core.datasets.register import INFO_NAME
+
+        if Path(path).name == INFO_NAME:  # a registry: list its entries instead
+            self._load_registry(str(Path(path).expanduser()), "")
+            return
         if path:
             # A name we filled in for the previous file follows the new one; a name typed is kept.
             name_input = self.query_one("#ds-name", Input)
@@ -174,6 +259,64 @@ is registered in the `dataset_info.json` beside it (merged, backed up) under the
 
         self.app.push_screen(FilePickerScreen(Path(self.state.dataset_file or ".").expanduser()), picked)
 
+    # -- a registered dataset -----------------------------------------------------------
+    def action_pick_registered(self) -> None:
+        from minicpm_tui.tui.screens.filepicker import FilePickerScreen
+
+        def picked(path: Path | None) -> None:
+            if path is not None:
+                self._load_registry(str(path), "")
+
+        start = self.registry or Path(self.state.dataset_file if not self.state.dataset_file.startswith(
+            ("demo:", ENTRY)) else ".")
+        self.app.push_screen(FilePickerScreen(start.expanduser(), registry=True), picked)
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="registry")
+    def _load_registry(self, path: str, wanted: str) -> None:
+        from minicpm_tui.core.datasets.entry import load_dataset_info
+
+        try:
+            info_path, info = load_dataset_info(path)
+        except Exception as exc:
+            self.post_message(self.RegistryLoaded(path, {}, one_line(exc), wanted))
+            return
+        self.post_message(self.RegistryLoaded(str(info_path.absolute()), info, None, wanted))
+
+    def on_dataset_screen_registry_loaded(self, message: RegistryLoaded) -> None:
+        if message.error:
+            self.notify(message.error, severity="error", timeout=8)
+            if message.wanted and message.wanted == self.key:  # the entry chosen before cannot be read now
+                self.busy = False
+                self.error = message.error
+                self.query_one("#ds-report", Static).update(f"[b]Cannot use it:[/b] {message.error}")
+                self.update_nav()
+            return
+        if not message.info:
+            self.notify(f"{message.path} registers no dataset", severity="warning")
+            return
+        self.registry, self.entries, self.verdicts = Path(message.path), message.info, {}
+        self.state.dataset_info = message.path
+        demos = self.query_one("#ds-demos", OptionList)
+        options = [Option(f"{name}  (demo)", id=f"demo:{name}") for name in self.demos]
+        options.append(Option(clip_left(f"─ {self.registry.parent.name or self.registry.parent}/"
+                                        f"{self.registry.name}", LIST_WIDTH), disabled=True))
+        options += [Option(entry_prompt(name, entry), id=f"{ENTRY}{name}") for name, entry in self.entries.items()]
+        demos.set_options(options)
+        wanted = message.wanted if message.wanted.removeprefix(ENTRY) in self.entries else \
+            f"{ENTRY}{next(iter(self.entries))}"
+        self.start(wanted)
+        demos.highlighted = demos.get_option_index(wanted)
+        demos.focus()
+
+    def _set_verdict(self, key: str, verdict: tuple[str, str]) -> None:
+        name = key.removeprefix(ENTRY)
+        if name not in self.entries:
+            return
+        self.verdicts[name] = verdict
+        with contextlib.suppress(Exception):  # the list was rebuilt for another registry meanwhile
+            self.query_one("#ds-demos", OptionList).replace_option_prompt(
+                key, entry_prompt(name, self.entries[name], verdict))
+
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if action == "register":
             return not self.register_refusal()
@@ -184,6 +327,8 @@ is registered in the `dataset_info.json` beside it (merged, backed up) under the
         usable, the data loadable as a whole), said before the key is offered rather than after."""
         if not self.key or self.key.startswith("demo:"):
             return "a demo is registered already; type a file of yours to register it"
+        if self.key.startswith(ENTRY):
+            return "it is registered already; Next uses it as it is"
         if self.busy:
             return "validating…"
         if self.report is None:
@@ -202,6 +347,9 @@ is registered in the `dataset_info.json` beside it (merged, backed up) under the
         self.report = None
         self.error = None
         self.busy = True
+        if key.startswith(ENTRY):
+            self._start_entry(key)
+            return
         if key.startswith("demo:"):
             name = key.removeprefix("demo:")
             self.state.dataset_name = name
@@ -219,8 +367,35 @@ is registered in the `dataset_info.json` beside it (merged, backed up) under the
         self.update_nav()
         self._validate(key, path, self.state.stage)
 
+    def _start_entry(self, key: str) -> None:
+        """An entry of the listed dataset_info.json: checked through it, as LLaMA-Factory reads it."""
+        name = key.removeprefix(ENTRY)
+        entry = self.entries[name]
+        self.state.dataset_file, self.state.dataset_name = key, name
+        self.state.dataset_info = str(self.registry)
+        self.state.dataset_ok = False
+        self.query_one("#ds-preview", Static).update("")
+        remote = remote_key(entry)
+        if remote:  # LLaMA-Factory fetches it when training starts: nothing here to read
+            self.busy = False
+            said = Text.assemble((name, "bold"), f" ({entry_kind(entry)}): its data comes from {remote} "
+                                 f"{entry[remote]!r}. ", ("Not checked locally:", "italic"), " LLaMA-Factory "
+                                 "fetches it when training starts, so the machine that trains must reach it.")
+            self.query_one("#ds-report", Static).update(said)
+            self.changed()
+            return
+        self.query_one("#ds-progress", ProgressBar).update(progress=0)
+        self.query_one("#ds-report", Static).update(Text(f"Validating {name} through its entry for "
+                                                         f"{self.state.stage}…"))
+        self.update_nav()
+        self._validate(key, None, self.state.stage, (name, entry, self.registry.parent))
+
     @work(thread=True, exclusive=True, exit_on_error=False, group="dataset")
-    def _validate(self, key: str, path: Path, stage: str) -> None:
+    def _validate(self, key: str, path: Path | None, stage: str,
+                  registered: tuple[str, Any, Path] | None = None) -> None:
+        """``path`` (a file or folder), or ``registered``: (name, entry, dataset_dir) of a dataset_info.json
+        entry, read through the core function `minicpm-tui validate --dataset-info` uses, with the media
+        rules of the chosen model's template."""
         from minicpm_tui.core.datasets import validate_file
 
         last = [0.0]
@@ -232,11 +407,39 @@ is registered in the `dataset_info.json` beside it (merged, backed up) under the
                 self.post_message(self.Progress(float(done) / float(total)))
 
         try:
-            report = validate_file(path, stage=stage, progress=progress)
+            if registered is None:
+                report = validate_file(path, stage=stage, progress=progress)
+            else:
+                from minicpm_tui.core.datasets.entry import validate_registered
+                from minicpm_tui.core.datasets.media import entry_maps_media
+
+                name, entry, dataset_dir = registered
+                template = model = None
+                if entry_maps_media(entry):  # only then does the template matter
+                    template, model = self.model_template()
+                report = validate_registered(name, entry, dataset_dir, stage=stage, template=template,
+                                             model=model, progress=progress)
         except Exception as exc:
             self.post_message(self.Validated(key, None, one_line(exc)))
             return
         self.post_message(self.Validated(key, report, None))
+
+    def model_template(self) -> tuple[str, str]:
+        """(the template the chosen model trains with, the model's name); a worker's call (it may ask
+        the training Python's LLaMA-Factory which templates it has)."""
+        from minicpm_tui.core import writers
+        from minicpm_tui.core.lfinfo import lf_info
+        from minicpm_tui.core.models import load_model
+        from minicpm_tui.core.recipe import Recipe
+
+        arch = load_model(self.state.model or "MiniCPM4-0.5B")
+        chosen = self.state.hparams.get("template")
+        recipe = Recipe(model=arch.name, **({"template": chosen} if isinstance(chosen, str) and chosen else {}))
+        try:
+            templates = lf_info().templates
+        except Exception:  # no LLaMA-Factory here: our own templates (train_entry.py registers them)
+            templates = []
+        return writers.choose_template(recipe, arch.chat_format, templates)[0], arch.name
 
     def on_dataset_screen_progress(self, message: Progress) -> None:
         bar = self.query_one("#ds-progress", ProgressBar)
@@ -251,6 +454,8 @@ is registered in the `dataset_info.json` beside it (merged, backed up) under the
         self.report = message.report
         self.error = message.error
         out = self.query_one("#ds-report", Static)
+        if message.key.startswith(ENTRY):
+            self._set_verdict(message.key, entry_verdict(message.report, message.error))
         if message.error:
             out.update(f"[b]Cannot use it:[/b] {message.error}")
         else:
@@ -268,17 +473,13 @@ is registered in the `dataset_info.json` beside it (merged, backed up) under the
         """A few records through the chat template (LLaMA-Factory's own code, in a subprocess), tokenized by
         the tiny model of the same chat format, so no download is needed."""
         try:
-            from minicpm_tui.core import writers
             from minicpm_tui.core.datasets import preview_records
-            from minicpm_tui.core.lfinfo import lf_info
             from minicpm_tui.core.models import load_model
-            from minicpm_tui.core.recipe import Recipe
             from minicpm_tui.core.tinymodel import tiny_model_dir
 
-            arch = load_model(self.state.model or "MiniCPM4-0.5B")
-            template, _, _ = writers.choose_template(Recipe(model=arch.name), arch.chat_format,
-                                                      lf_info().templates)
-            items = preview_records(report, tiny_model_dir(arch.chat_format), template, n=2, cutoff_len=256)
+            template, _ = self.model_template()
+            chat_format = load_model(self.state.model or "MiniCPM4-0.5B").chat_format
+            items = preview_records(report, tiny_model_dir(chat_format), template, n=2, cutoff_len=256)
         except Exception as exc:
             self.post_message(self.Previewed(key, None, one_line(exc)))
             return
@@ -323,6 +524,9 @@ is registered in the `dataset_info.json` beside it (merged, backed up) under the
         self.changed()
 
     def ready(self) -> bool:
+        if self.key.startswith(ENTRY) and not self.busy and self.error is None and \
+                remote_key(self.entries.get(self.key.removeprefix(ENTRY))):
+            return True  # fetched by LLaMA-Factory at start: nothing here to check
         if self.busy:
             self.blocked_reason = "validating…"
             return False
@@ -347,6 +551,8 @@ is registered in the `dataset_info.json` beside it (merged, backed up) under the
         from textual.app import SystemCommand
 
         yield SystemCommand("dataset: browse for a file", "A file tree", self.action_browse)
+        yield SystemCommand("dataset: pick a registered dataset", "An entry of an existing dataset_info.json, "
+                            "used as it is registered", self.action_pick_registered)
         if self.check_action("register", ()):
             yield SystemCommand("dataset: register", "In the dataset_info.json beside the file",
                                 self.action_register)

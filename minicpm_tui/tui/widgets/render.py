@@ -9,7 +9,7 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from minicpm_tui.tui.wording import flags_as_fields, in_tui_words
+from minicpm_tui.tui.wording import flags_as_fields, in_tui_words, issue_fix
 
 
 def one_line(exc: BaseException) -> str:
@@ -160,11 +160,23 @@ def render_validation(data: dict[str, Any]) -> RenderableType:
             line = Text(f"{where}{field}: ", style="bold")
             line.append(str(err.get("message", "")))
             if err.get("fix"):
-                line.append(f"; {err['fix']}", style="italic")
+                line.append(f"; {issue_fix(err)}", style="italic")
             parts.append(line)
         more = max(0, int(data.get("error_count") or len(errors)) - 8)
         if more:
             parts.append(Text(f"and {more:,} more", style="dim"))
+    warnings = data.get("warnings") or []
+    if warnings:  # e.g. an openai entry's added system prompt, a columns key LLaMA-Factory ignores
+        parts.append(Text("Warnings:", style="bold"))
+        for warn in warnings[:3]:
+            where = "" if warn.get("record") is None else f"record {warn['record']} "
+            line = Text(f"{where}{warn.get('field') or ''}: ", style="bold")
+            line.append(str(warn.get("message", "")))
+            if warn.get("fix"):
+                line.append(f"; {issue_fix(warn)}", style="italic")
+            parts.append(line)
+    for note in (data.get("notes") or [])[:2]:
+        parts.append(Text(f"note: {note}", style="dim"))
     return Group(*parts)
 
 
