@@ -300,3 +300,16 @@ def test_slurm_cpus_follow_preprocessing_workers_when_they_are_more(tmp_path, lf
     recipe = demo_recipe("sft", "lora", gpus=2, extra_args={"preprocessing_num_workers": 16})
     generate(recipe, tmp_path / "run", info=lf, preflight=False)
     assert "#SBATCH --cpus-per-task=16" in _slurm_lines(tmp_path / "run", "#SBATCH")
+
+
+def test_remote_entries_keep_their_hub_folder(tmp_path):
+    # Only hf_hub_url / ms_hub_url counted as remote: an om_hub_url, script_url or cloud_file_name entry had
+    # its hub "folder" turned into a local absolute path (and a stale file_name checked on disk).
+    from minicpm_tui.core.writers import dataset_entries
+
+    entries = {"om": {"om_hub_url": "someone/data", "folder": "sub"},
+               "script": {"script_url": "my_script", "file_name": "not_here.json"},
+               "cloud": {"cloud_file_name": "s3://bucket/data.json"}}
+    (tmp_path / "dataset_info.json").write_text(json.dumps(entries))
+    recipe = demo_recipe("sft", "lora", datasets=list(entries), dataset_dir=str(tmp_path))
+    assert dataset_entries(recipe) == entries

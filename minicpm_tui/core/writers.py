@@ -309,8 +309,13 @@ def dataset_entries(recipe: Recipe) -> dict[str, dict[str, Any]]:
         if not isinstance(entry, dict):
             raise UserError(f"the entry of dataset {name!r} is not a mapping", where=str(info_path))
         entry = dict(entry)
+        # A hub, script or cloud entry is loaded from there (LLaMA-Factory's get_dataset_list looks at these
+        # keys before file_name), and its "folder" is a folder of the hub dataset, not a local path.
+        from minicpm_tui.core.datasets.formats import REMOTE_KEYS
+
+        remote = any(entry.get(key) for key in REMOTE_KEYS)
         for key in ("file_name", "folder"):
-            if isinstance(entry.get(key), str) and not entry.get("hf_hub_url") and not entry.get("ms_hub_url"):
+            if isinstance(entry.get(key), str) and not remote:
                 target = Path(entry[key]).expanduser()
                 if not target.is_absolute():
                     target = data_dir / target

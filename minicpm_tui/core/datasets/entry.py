@@ -28,6 +28,7 @@ from minicpm_tui.core.datasets.formats import (
     COLUMN_KEYS,
     LF_COLUMN_DEFAULTS,
     MEDIA_KEYS,
+    REMOTE_KEYS,
     SHAREGPT_TAGS,
     TAG_KEYS,
     Shape,
@@ -38,7 +39,6 @@ from minicpm_tui.core.datasets.register import INFO_NAME
 from minicpm_tui.core.datasets.validate import Issue, ValidationReport
 from minicpm_tui.core.errors import UserError
 
-REMOTE_KEYS = ("hf_hub_url", "ms_hub_url", "om_hub_url", "script_url", "cloud_file_name")
 # What people put in ``columns`` by mistake: the standard field names instead of LLaMA-Factory's keys.
 _FIELD_TO_KEY = {"instruction": "prompt", "input": "query", "output": "response", "conversations": "messages",
                  "label": "kto_tag"}

@@ -33,6 +33,8 @@ COLUMN_KEYS = ("prompt", "query", "response", "history", "messages", "system", "
                "audios", "chosen", "rejected", "kto_tag")
 TAG_KEYS = tuple(SHAREGPT_TAGS)
 LF_COLUMN_DEFAULTS = {"prompt": "instruction", "query": "input", "response": "output", "messages": "conversations"}
+# Where LLaMA-Factory loads an entry from before it looks at file_name (data/parser.py get_dataset_list).
+REMOTE_KEYS = ("hf_hub_url", "ms_hub_url", "om_hub_url", "script_url", "cloud_file_name")
 MEDIA_KEYS = ("images", "videos", "audios")
 
 
