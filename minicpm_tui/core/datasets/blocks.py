@@ -37,7 +37,7 @@ _INDEX = re.compile(r"\[[0-9]+\]")
 _TRAILING_INDEX = re.compile(r"(\[[0-9]+\])+$")
 _BOOL = frozenset(("true", "false", "1", "0"))
 # Python types a scalar column takes without a second look, per Arrow type.
-_SAME = {"string": str, "int": int, "float": float, "bool": bool}
+_SAME: dict[Any, type] = {"string": str, "int": int, "float": float, "bool": bool}
 
 
 def second_block_start(path: str | Path, total: int, chunk: int | None = None) -> int | None:
@@ -59,18 +59,33 @@ def second_block_start(path: str | Path, total: int, chunk: int | None = None) -
             at += len(piece)
 
 
-def compile_type(t: Any) -> Any:
-    """``folder.value_type``'s type with struct fields as a dict (looked up per record)."""
+def add_types(sigs: dict[str, Any], rec: dict[str, Any]) -> None:
+    """Unify a first-block record's column types into ``sigs`` (``folder.value_type``'s types)."""
+    from minicpm_tui.core.datasets.folder import SCALAR_TYPES, unify_types, value_type
+
+    for k, v in rec.items():
+        t = SCALAR_TYPES.get(type(v)) or value_type(v)
+        cur = sigs.get(k)
+        if cur != t:
+            sigs[k] = t if cur is None else unify_types(cur, t)
+
+
+def _compiled(t: Any) -> tuple[Any, Any]:
+    """(the Python type that needs no second look, or None; the type with lists as ("list", item entry) and
+    structs as {field: entry})."""
     if type(t) is not tuple:
-        return t
+        return _SAME.get(t), t
     if t[0] == "list":
-        return ("list", compile_type(t[1]))
-    return {k: compile_type(v) for k, v in t[1]}
+        return None, ("list", _compiled(t[1]))
+    return None, {k: _compiled(v) for k, v in t[1]}
+
+
+def compile_schema(sigs: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
+    return {k: _compiled(t) for k, t in sigs.items()}
 
 
 def first_block(path: str | Path, total: int) -> tuple[int, int, dict[str, Any]] | None:
     """(where the second block starts, the first block's records, its column types compiled), or None."""
-    from minicpm_tui.core.datasets.folder import SCALAR_TYPES, unify_types, value_type
     from minicpm_tui.core.datasets.reader import RecordReader
 
     start = second_block_start(path, total)
@@ -80,14 +95,9 @@ def first_block(path: str | Path, total: int) -> tuple[int, int, dict[str, Any]]
     records = 0
     for _idx, rec in RecordReader(path, byte_range=(0, start)):
         records += 1
-        if type(rec) is not dict:
-            continue
-        for k, v in rec.items():
-            t = SCALAR_TYPES.get(type(v)) or value_type(v)
-            cur = sigs.get(k)
-            if cur != t:
-                sigs[k] = t if cur is None else unify_types(cur, t)
-    return start, records, {k: compile_type(t) for k, t in sigs.items()}
+        if type(rec) is dict:
+            add_types(sigs, rec)
+    return start, records, compile_schema(sigs)
 
 
 def _kind(v: Any) -> str:
@@ -96,59 +106,80 @@ def _kind(v: Any) -> str:
     return f"a JSON {json_kind(v)}"
 
 
-def _value_problem(v: Any, t: Any, path: str) -> tuple[str, str] | None:
-    """(path, what) where ``v`` does not cast to the first block's type ``t``, or None."""
-    if v is None or t == "mixed":
-        return None
+def _problem(v: Any, t: Any) -> tuple[list[str], str] | None:
+    """Where (path parts, innermost first) and how the non-null ``v`` does not cast to the first block's
+    compiled type ``t``, or None. Paths are only built on the way out of a failure."""
     tv = type(v)
-    if t == "null":
-        return path, "untyped"
     if type(t) is str:
-        if tv is _SAME.get(t) or t == "string" and tv is not list and tv is not dict:
+        if t == "mixed" or t == "string" and tv is not list and tv is not dict:
             return None
+        if t == "null":
+            return [], "untyped"
         if tv is list or tv is dict:
-            return path, f"is {_kind(v)} here but {'an' if t == 'int' else 'a'} {t} in the first block"
+            return [], f"is {_kind(v)} here but {'an' if t == 'int' else 'a'} {t} in the first block"
         if tv is str:
             ok = _INT.fullmatch(v) if t == "int" else _FLOAT.fullmatch(v) if t == "float" else v.lower() in _BOOL
-            return None if ok else (path, f"is the text {v[:40]!r} here, which the loader cannot turn into the "
-                                          f"{t} it is in the first block")
+            return None if ok else ([], f"is the text {v[:40]!r} here, which the loader cannot turn into the {t} "
+                                        "it is in the first block")
         if t == "int" and tv is float and not v.is_integer():
-            return path, f"is the fraction {v!r} here but an int in every record of the first block"
+            return [], f"is the fraction {v!r} here but an int in every record of the first block"
         return None
-    if type(t) is tuple:  # a list
+    if type(t) is tuple:  # ("list", item entry)
         if tv is not list:
-            return path, f"is {_kind(v)} here but a list in the first block"
-        item = t[1]
+            return [], f"is {_kind(v)} here but a list in the first block"
+        same, item = t[1]
+        flat = type(item) is dict
         for i, x in enumerate(v):
-            p = _value_problem(x, item, f"{path}[{i}]")
+            if x is None or type(x) is same:
+                continue
+            if flat and type(x) is dict:  # the usual list of messages: their fields looked at here, no calls
+                for k, y in x.items():
+                    entry = item.get(k)
+                    if entry is None or y is not None and type(y) is not entry[0]:
+                        break
+                else:
+                    continue
+            p = _problem(x, item)
             if p is not None:
+                p[0].append(f"[{i}]")
                 return p
         return None
     if tv is not dict:
-        return path, f"is {_kind(v)} here but an object in the first block"
+        return [], f"is {_kind(v)} here but an object in the first block"
+    return _fields_problem(v, t)
+
+
+def _fields_problem(v: dict[str, Any], t: dict[str, tuple[Any, Any]]) -> tuple[list[str], str] | None:
     for k, x in v.items():
-        sub = t.get(k)
-        if sub is None:
-            return f"{path}.{k}", "new"
-        if x is not None:
-            p = _value_problem(x, sub, f"{path}.{k}")
-            if p is not None:
-                return p
-    return None
-
-
-def record_problem(rec: dict[str, Any], schema: dict[str, Any]) -> tuple[str, str] | None:
-    """(field, what) where a record after the first block does not cast to its columns, or None."""
-    for k, v in rec.items():
-        t = schema.get(k)
-        if t is None:
-            return k, "new"
-        if v is None or type(t) is str and type(v) is _SAME.get(t):
+        entry = t.get(k)
+        if entry is None:
+            return [k], "new"
+        if x is None or type(x) is entry[0]:
             continue
-        p = _value_problem(v, t, k)
+        sub = entry[1]
+        if type(sub) is dict and type(x) is dict:  # an object of scalars (a chosen message): no calls
+            for kk, y in x.items():
+                e = sub.get(kk)
+                if e is None or y is not None and type(y) is not e[0]:
+                    break
+            else:
+                continue
+        p = _problem(x, sub)
         if p is not None:
+            p[0].append(k)
             return p
     return None
+
+
+def record_problem(rec: dict[str, Any], schema: dict[str, tuple[Any, Any]]) -> tuple[str, str] | None:
+    """(field, what) where a record after the first block does not cast to its columns (``compile_schema``),
+    or None."""
+    p = _fields_problem(rec, schema)
+    if p is None:
+        return None
+    parts, what = p
+    top = parts.pop()
+    return top + "".join(x if x.startswith("[") else "." + x for x in reversed(parts)), what
 
 
 def block_issue(idx: int, problem: tuple[str, str], first_records: int):

@@ -719,6 +719,13 @@ def validate_file(path: str | os.PathLike[str], stage: str | None = None, fmt: s
     block = _first_block(p, reader.total)
     if not token_sample and parallel_min_bytes is not None and reader.total >= parallel_min_bytes \
             and (workers or os.cpu_count() or 1) > 1:
+        if block is not None:  # chunks need the first block's types before they start
+            from minicpm_tui.core.datasets.blocks import first_block
+
+            try:
+                block = first_block(p, reader.total)
+            except (OSError, FileLevelError):
+                block = None
         merged = _validate_parallel(p, stage, fmt, progress, keep_indices, workers or os.cpu_count() or 1, schema,
                                     reading, block)
         if merged is not None:
@@ -738,20 +745,21 @@ def validate_file(path: str | os.PathLike[str], stage: str | None = None, fmt: s
     return report
 
 
-def _first_block(p: Path, total: int) -> tuple[int, int, dict[str, Any]] | None:
-    """For a JSON Lines file over one loader block (``blocks.py``): where the second block starts, the first
-    block's record count and column types; else None."""
-    from minicpm_tui.core.datasets.blocks import LOADER_CHUNK, first_block
+def _first_block(p: Path, total: int) -> tuple[int, int | None, dict[str, Any] | None] | None:
+    """For a JSON Lines file over one loader block (``blocks.py``): (where the second block starts, None, None)
+    (the scan learns the first block's records and column types as it reads them); else None."""
+    from minicpm_tui.core.datasets.blocks import LOADER_CHUNK, second_block_start
 
     if total <= LOADER_CHUNK or FILEEXT2TYPE.get(p.suffix[1:]) != "json":
         return None
-    with open(p, "rb") as f:
-        if f.read(4096).lstrip(b" \t\r\n\xef\xbb\xbf")[:1] == b"[":
-            return None  # a JSON array: read whole
     try:
-        return first_block(p, total)
-    except (OSError, FileLevelError):
+        with open(p, "rb") as f:
+            if f.read(4096).lstrip(b" \t\r\n\xef\xbb\xbf")[:1] == b"[":
+                return None  # a JSON array: read whole
+        start = second_block_start(p, total)
+    except OSError:
         return None
+    return None if start is None else (start, None, None)
 
 
 def _reading(entry: dict[str, Any] | EntryReading | None, fmt: str | None, where: str,
@@ -805,13 +813,14 @@ class _ScanResult:
 def _scan(report: ValidationReport, col: _Collector, reader: RecordReader, stage: str | None,
           fmt: str | None, keep_indices: bool, token_sample: int,
           shape: Shape | None = None, schema: bool = False,
-          block: tuple[int, int, dict[str, Any]] | None = None) -> _ScanResult:
+          block: tuple[int, int | None, dict[str, Any] | None] | None = None) -> _ScanResult:
     """The per-record loop. With ``shape`` given (a parallel chunk) the format is not detected.
 
     With ``schema`` it also infers each column's Arrow-like type, as the loader would over the file.
-    With ``block`` (``_first_block``) records after the loader's first block are checked against its types.
+    With ``block`` (``_first_block``) records after the loader's first block are checked against its types,
+    learnt from the records before (or given: a parallel chunk).
     """
-    from minicpm_tui.core.datasets.blocks import record_problem
+    from minicpm_tui.core.datasets.blocks import add_types, compile_schema, record_problem
     from minicpm_tui.core.datasets.folder import SCALAR_TYPES, unify_types, value_type
     from minicpm_tui.core.datasets.stats import StatsCollector
 
@@ -833,6 +842,9 @@ def _scan(report: ValidationReport, col: _Collector, reader: RecordReader, stage
     stage_problem: Issue | None = None
     absent = set(shape.read_columns()) if shape is not None else set()
     block_hit: tuple[int, tuple[str, str], int] | None = None
+    if block is not None:
+        block_start, block_records, block_schema = block
+        block_sigs: dict[str, Any] = {}
 
     def start(rec: Any) -> None:
         nonlocal shape, check, stage, stage_problem
@@ -890,10 +902,16 @@ def _scan(report: ValidationReport, col: _Collector, reader: RecordReader, stage
                                    "loader (Arrow) fails on a field with mixed types", f"make {k!r} a {seen[0]} in "
                                    "every record, or drop it", "mixed_types")
                         break
-                if block is not None and reader.pos >= block[0]:
-                    hit = record_problem(rec, block[2])
-                    if hit is not None:
-                        block_hit, block = (idx, hit, block[1]), None  # the first one stops the load
+                if block is not None:
+                    if reader.pos < block_start:
+                        if block_schema is None:
+                            add_types(block_sigs, rec)
+                    else:
+                        if block_schema is None:  # the first record after the first block
+                            block_schema, block_records = compile_schema(block_sigs), idx
+                        hit = record_problem(rec, block_schema)
+                        if hit is not None:
+                            block_hit, block = (idx, hit, block_records), None  # the first one stops the load
                 if sigs is not None:
                     for k, v in rec.items():
                         t = scalar_type(type(v)) or value_type(v)
