@@ -132,13 +132,8 @@ def _problem(v: Any, t: Any) -> tuple[list[str], str] | None:
         for i, x in enumerate(v):
             if x is None or type(x) is same:
                 continue
-            if flat and type(x) is dict:  # the usual list of messages: their fields looked at here, no calls
-                for k, y in x.items():
-                    entry = item.get(k)
-                    if entry is None or y is not None and type(y) is not entry[0]:
-                        break
-                else:
-                    continue
+            if flat and type(x) is dict and _plain(x, item):  # the usual list of messages
+                continue
             p = _problem(x, item)
             if p is not None:
                 p[0].append(f"[{i}]")
@@ -149,6 +144,15 @@ def _problem(v: Any, t: Any) -> tuple[list[str], str] | None:
     return _fields_problem(v, t)
 
 
+def _plain(x: dict[str, Any], fields: dict[str, tuple[Any, Any]]) -> bool:
+    """Whether every key of ``x`` is a field and every value null or of the field's own type (the fast path)."""
+    for k, y in x.items():
+        entry = fields.get(k)
+        if entry is None or y is not None and type(y) is not entry[0]:
+            return False
+    return True
+
+
 def _fields_problem(v: dict[str, Any], t: dict[str, tuple[Any, Any]]) -> tuple[list[str], str] | None:
     for k, x in v.items():
         entry = t.get(k)
@@ -157,13 +161,8 @@ def _fields_problem(v: dict[str, Any], t: dict[str, tuple[Any, Any]]) -> tuple[l
         if x is None or type(x) is entry[0]:
             continue
         sub = entry[1]
-        if type(sub) is dict and type(x) is dict:  # an object of scalars (a chosen message): no calls
-            for kk, y in x.items():
-                e = sub.get(kk)
-                if e is None or y is not None and type(y) is not e[0]:
-                    break
-            else:
-                continue
+        if type(sub) is dict and type(x) is dict and _plain(x, sub):  # an object of scalars (a chosen message)
+            continue
         p = _problem(x, sub)
         if p is not None:
             p[0].append(k)
