@@ -6,6 +6,7 @@ The job's "mode":
           also refuses ranking data for the wrong stage), then the stage's processor on each aligned
           record; reports per record whether it survives ("kept"), is dropped, or raises.
   align   load + align only, timed (the benchmark's reference path).
+  load    for each {dir, name, stage}: load + align only; "ok" with the rows, or "crash" with the error.
   tokens  token length of each record of {file} rendered for {stage} (with {template}), else of
           its plain text.
   preview {file} rendered through {template}: segments of text, trained on or masked.
@@ -110,6 +111,23 @@ def align(job: dict) -> dict:
             "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
 
+def load(job: dict) -> dict:
+    from llamafactory.data.loader import _get_merged_dataset
+
+    results = []
+    for item in job["jobs"]:
+        model_args, data_args, training_args = _args(item["dir"], item["name"], None, None, 1024, tempfile.mkdtemp())
+        try:
+            ds = _get_merged_dataset([item["name"]], model_args, data_args, training_args, LF_STAGE[item["stage"]])
+        except Exception as exc:  # noqa: BLE001 - the verdict is that it fails
+            cause = exc.__cause__ or exc.__context__
+            error = f"{type(exc).__name__}: {exc}" + (f" <- {type(cause).__name__}: {cause}" if cause else "")
+            results.append({"id": item["id"], "status": "crash", "error": " ".join(error.split())[:400]})
+        else:
+            results.append({"id": item["id"], "status": "ok", "rows": len(ds)})
+    return {"results": results}
+
+
 def _strings(value, out: list) -> None:
     if isinstance(value, str):
         out.append(value)
@@ -193,7 +211,7 @@ def main() -> int:
     os.environ.setdefault("HF_DATASETS_CACHE", tempfile.mkdtemp(prefix="lfcheck-cache-"))
     _quiet()
     try:
-        result = {"agree": agree, "align": align, "tokens": tokens, "preview": preview}[job["mode"]](job)
+        result = {"agree": agree, "align": align, "load": load, "tokens": tokens, "preview": preview}[job["mode"]](job)
     except Exception as exc:
         traceback.print_exc()
         print(MARK + json.dumps({"error": f"{type(exc).__name__}: {exc}"}))

@@ -182,6 +182,7 @@ class RecordReader:
         self.array_range = array_range
         self.split_ok = True
         self.lines_read = 0
+        self.pos = 0  # JSON Lines: the byte offset of the line of the record last yielded
         self.layout = "?"  # "array" | "lines" | "csv" | "parquet"
         self.dup_key: str | None = None
         self.nan_seen = False
@@ -252,6 +253,7 @@ class RecordReader:
                 if done >= stop - start:
                     break
                 lineno += 1
+                self.pos = start + done
                 done += len(line)
                 if done >= next_report:
                     self._report(done)

@@ -31,7 +31,13 @@ from minicpm_tui.core.datasets.formats import (
     detect_format,
     json_kind,
 )
-from minicpm_tui.core.datasets.reader import FileLevelError, Progress, RecordParseError, RecordReader
+from minicpm_tui.core.datasets.reader import (
+    FILEEXT2TYPE,
+    FileLevelError,
+    Progress,
+    RecordParseError,
+    RecordReader,
+)
 from minicpm_tui.core.errors import UserError
 
 if TYPE_CHECKING:
@@ -710,24 +716,50 @@ def validate_file(path: str | os.PathLike[str], stage: str | None = None, fmt: s
         report.file_error = Issue(None, "", f"cannot read it ({exc.strerror})", "check the permissions", "file")
         col.error(None, "", report.file_error.message, report.file_error.fix, "file")
         return report
+    block = _first_block(p, reader.total)
     if not token_sample and parallel_min_bytes is not None and reader.total >= parallel_min_bytes \
             and (workers or os.cpu_count() or 1) > 1:
+        if block is not None:  # chunks need the first block's types before they start
+            from minicpm_tui.core.datasets.blocks import first_block
+
+            try:
+                block = first_block(p, reader.total)
+            except (OSError, FileLevelError):
+                block = None
         merged = _validate_parallel(p, stage, fmt, progress, keep_indices, workers or os.cpu_count() or 1, schema,
-                                    reading)
+                                    reading, block)
         if merged is not None:
             merged.seconds = time.perf_counter() - started
             return merged
     if reading is None:
-        scan = _scan(report, col, reader, stage, fmt, keep_indices, token_sample, schema=schema)
+        scan = _scan(report, col, reader, stage, fmt, keep_indices, token_sample, schema=schema, block=block)
     else:
         shape = reading.shape
         stage, stage_problem = resolve_stage(shape, stage)
         report.shape, report.format, report.stage = shape, shape.name, stage
-        scan = _scan(report, col, reader, stage, None, keep_indices, token_sample, shape=shape, schema=schema)
+        scan = _scan(report, col, reader, stage, None, keep_indices, token_sample, shape=shape, schema=schema,
+                     block=block)
         scan.stage_problem = stage_problem
     _finish(report, col, reader.layout, reader.nan_seen, scan, keep_indices, reading)
     report.seconds = time.perf_counter() - started
     return report
+
+
+def _first_block(p: Path, total: int) -> tuple[int, int | None, dict[str, Any] | None] | None:
+    """For a JSON Lines file over one loader block (``blocks.py``): (where the second block starts, None, None)
+    (the scan learns the first block's records and column types as it reads them); else None."""
+    from minicpm_tui.core.datasets.blocks import LOADER_CHUNK, second_block_start
+
+    if total <= LOADER_CHUNK or FILEEXT2TYPE.get(p.suffix[1:]) != "json":
+        return None
+    try:
+        with open(p, "rb") as f:
+            if f.read(4096).lstrip(b" \t\r\n\xef\xbb\xbf")[:1] == b"[":
+                return None  # a JSON array: read whole
+        start = second_block_start(p, total)
+    except OSError:
+        return None
+    return None if start is None else (start, None, None)
 
 
 def _reading(entry: dict[str, Any] | EntryReading | None, fmt: str | None, where: str,
@@ -760,7 +792,8 @@ def _entry_issues(report: ValidationReport, col: _Collector, reading: EntryReadi
 
 
 class _ScanResult:
-    __slots__ = ("records", "valid", "columns", "stats", "stage", "stage_problem", "schema", "absent", "facts")
+    __slots__ = ("records", "valid", "columns", "stats", "stage", "stage_problem", "schema", "absent", "facts",
+                 "block")
 
     def __init__(self, records: int, valid: int, columns: dict[str, tuple[str, int]], stats: Any,
                  stage: str | None, stage_problem: Issue | None, schema: dict[str, Any] | None = None,
@@ -773,15 +806,21 @@ class _ScanResult:
         self.absent = absent if absent is not None else set()
         # what a checker noted for file-level rules (openai_lf: the first record of each kind of turn)
         self.facts = facts
+        # (record, (field, what), first block's records): the first record a later loader block fails on
+        self.block: tuple[int, tuple[str, str], int] | None = None
 
 
 def _scan(report: ValidationReport, col: _Collector, reader: RecordReader, stage: str | None,
           fmt: str | None, keep_indices: bool, token_sample: int,
-          shape: Shape | None = None, schema: bool = False) -> _ScanResult:
+          shape: Shape | None = None, schema: bool = False,
+          block: tuple[int, int | None, dict[str, Any] | None] | None = None) -> _ScanResult:
     """The per-record loop. With ``shape`` given (a parallel chunk) the format is not detected.
 
     With ``schema`` it also infers each column's Arrow-like type, as the loader would over the file.
+    With ``block`` (``_first_block``) records after the loader's first block are checked against its types,
+    learnt from the records before (or given: a parallel chunk).
     """
+    from minicpm_tui.core.datasets.blocks import add_types, compile_schema, record_problem
     from minicpm_tui.core.datasets.folder import SCALAR_TYPES, unify_types, value_type
     from minicpm_tui.core.datasets.stats import StatsCollector
 
@@ -802,6 +841,10 @@ def _scan(report: ValidationReport, col: _Collector, reader: RecordReader, stage
     pending: list[tuple[int, Any]] = []  # records before the shape is known (all non-objects)
     stage_problem: Issue | None = None
     absent = set(shape.read_columns()) if shape is not None else set()
+    block_hit: tuple[int, tuple[str, str], int] | None = None
+    if block is not None:
+        block_start, block_records, block_schema = block
+        block_sigs: dict[str, Any] = {}
 
     def start(rec: Any) -> None:
         nonlocal shape, check, stage, stage_problem
@@ -859,6 +902,16 @@ def _scan(report: ValidationReport, col: _Collector, reader: RecordReader, stage
                                    "loader (Arrow) fails on a field with mixed types", f"make {k!r} a {seen[0]} in "
                                    "every record, or drop it", "mixed_types")
                         break
+                if block is not None:
+                    if reader.pos < block_start:
+                        if block_schema is None:
+                            add_types(block_sigs, rec)
+                    else:
+                        if block_schema is None:  # the first record after the first block
+                            block_schema, block_records = compile_schema(block_sigs), idx
+                        hit = record_problem(rec, block_schema)
+                        if hit is not None:
+                            block_hit, block = (idx, hit, block_records), None  # the first one stops the load
                 if sigs is not None:
                     for k, v in rec.items():
                         t = scalar_type(type(v)) or value_type(v)
@@ -882,8 +935,10 @@ def _scan(report: ValidationReport, col: _Collector, reader: RecordReader, stage
               "not_object")
         if keep_indices:
             invalid_idx.append(pidx)
-    return _ScanResult(records, valid, columns, stats, stage, stage_problem, sigs, absent,
-                       getattr(check, "facts", None))
+    out = _ScanResult(records, valid, columns, stats, stage, stage_problem, sigs, absent,
+                      getattr(check, "facts", None))
+    out.block = block_hit
+    return out
 
 
 def _finish(report: ValidationReport, col: _Collector, layout: str, nan_seen: bool, scan: _ScanResult,
@@ -918,6 +973,13 @@ def _finish(report: ValidationReport, col: _Collector, layout: str, nan_seen: bo
             if report.file_error is None:
                 report.file_error = pr
             error(pr.record, pr.field, pr.message, pr.fix, pr.kind)
+    if scan.block is not None:
+        from minicpm_tui.core.datasets.blocks import block_issue
+
+        pr = block_issue(*scan.block)
+        if report.file_error is None:
+            report.file_error = pr
+        error(pr.record, pr.field, pr.message, pr.fix, pr.kind)
     if report.file_error is not None and report.file_error.kind in WHOLE_KINDS:
         report.valid, report.invalid = 0, records
         if keep_indices:
@@ -940,9 +1002,9 @@ def _init_worker(shared: Any) -> None:
     _shared_done = shared
 
 
-def _chunk_worker(task: tuple[str, int, int, int, Shape, str, bool, str, bool, bool]) -> tuple:
+def _chunk_worker(task: tuple[str, int, int, int, Shape, str, bool, str, bool, bool, Any]) -> tuple:
     """Validate the lines (or array records) in [start, stop) as if they were a file of their own."""
-    path, slot, start, stop, shape, stage, keep_indices, layout, last, schema = task
+    path, slot, start, stop, shape, stage, keep_indices, layout, last, schema, block = task
     done = _shared_done
 
     def progress(n: int, _total: int) -> None:
@@ -954,13 +1016,13 @@ def _chunk_worker(task: tuple[str, int, int, int, Shape, str, bool, str, bool, b
         reader = RecordReader(path, progress, array_range=(start, stop, last))
     else:
         reader = RecordReader(path, progress, byte_range=(start, stop))
-    scan = _scan(report, col, reader, stage, None, keep_indices, 0, shape=shape, schema=schema)
+    scan = _scan(report, col, reader, stage, None, keep_indices, 0, shape=shape, schema=schema, block=block)
     # Any file-level error, or a split the chunk could not confirm, sends the file back to
     # the sequential path (which names the error exactly as it always has).
     return (report.errors, report.error_counts, report.warnings, report.warning_counts, scan.records,
             scan.valid, scan.columns, scan.stats.chars, scan.stats.turns, report.invalid_indices,
             reader.lines_read, report.file_error is not None or not reader.split_ok, reader.nan_seen, scan.schema,
-            scan.absent, scan.facts)
+            scan.absent, scan.facts, scan.block)
 
 
 def _split_lines(path: Path, total: int, n: int) -> list[tuple[int, int]]:
@@ -1030,7 +1092,8 @@ def _split_array(path: Path, total: int, n: int) -> list[tuple[int, int]]:
 
 def _validate_parallel(p: Path, stage: str | None, fmt: str | None, progress: Progress | None,
                        keep_indices: bool, workers: int, schema: bool = False,
-                       reading: EntryReading | None = None) -> ValidationReport | None:
+                       reading: EntryReading | None = None,
+                       block: tuple[int, int, dict[str, Any]] | None = None) -> ValidationReport | None:
     """The report for a big JSON Lines file or JSON array from parallel chunks, or None to go sequential.
 
     Array chunks start at candidate record starts (``_split_array``); each chunk but the last
@@ -1067,7 +1130,8 @@ def _validate_parallel(p: Path, stage: str | None, fmt: str | None, progress: Pr
     # fork is cheap, but only safe in a single-threaded process (the TUI validates from a thread).
     ctx = mp.get_context("fork" if threading.active_count() == 1 else "spawn")
     shared = ctx.Array("q", len(ranges), lock=False)
-    tasks = [(str(p), i, a, b, shape, stage, keep_indices, layout, i == len(ranges) - 1, schema)
+    tasks = [(str(p), i, a, b, shape, stage, keep_indices, layout, i == len(ranges) - 1, schema,
+              block if layout == "lines" else None)
              for i, (a, b) in enumerate(ranges)]
     with ctx.Pool(len(ranges), initializer=_init_worker, initargs=(shared,)) as pool:
         pending = pool.map_async(_chunk_worker, tasks, chunksize=1)
@@ -1089,8 +1153,11 @@ def _validate_parallel(p: Path, stage: str | None, fmt: str | None, progress: Pr
     base_rec = base_line = records = valid = 0
     nan_seen = False
     facts: dict[str, int | None] | None = None  # each the first record over the chunks
+    block_hit = None  # the first chunk's
     for errors, error_counts, warnings, warning_counts, n, ok, cols, chars, turns, bad, lines, failed, nan, \
-            chunk_sigs, chunk_absent, chunk_facts in results:
+            chunk_sigs, chunk_absent, chunk_facts, chunk_block in results:
+        if chunk_block is not None and block_hit is None:
+            block_hit = (chunk_block[0] + base_rec, *chunk_block[1:])
         nan_seen = nan_seen or nan
         if chunk_facts is not None:
             facts = facts or dict.fromkeys(chunk_facts)
@@ -1142,6 +1209,7 @@ def _validate_parallel(p: Path, stage: str | None, fmt: str | None, progress: Pr
         base_line += lines
     if progress is not None:
         progress(total, total)
-    _finish(report, col, layout, nan_seen, _ScanResult(records, valid, columns, stats, stage, stage_problem, sigs,
-                                                       absent, facts), keep_indices, reading)
+    scan = _ScanResult(records, valid, columns, stats, stage, stage_problem, sigs, absent, facts)
+    scan.block = block_hit
+    _finish(report, col, layout, nan_seen, scan, keep_indices, reading)
     return report

@@ -1,0 +1,221 @@
+"""JSON Lines files bigger than one loader block: the columns and types the first block fixes.
+
+``datasets``' JSON builder (``datasets/packaged_modules/json/json.py``, ``Json._generate_tables``; the
+same file in datasets 3.2.0, 3.6.0 and 4.0.0, i.e. every LLaMA-Factory 0.9.2-0.9.5 environment) reads
+a JSON Lines file in blocks: ``f.read(chunksize)`` plus ``f.readline()`` to finish the line, with
+``JsonConfig.chunksize = 10 << 20`` (LLaMA-Factory passes no chunksize), so a block holds the lines that
+start at most ``chunksize`` bytes after its own start. pyarrow infers each block's schema alone, and the
+ArrowWriter (``ArrowWriter.write_table``) takes the first block's schema and casts every later block to
+it (``table.cast_table_to_schema`` / ``cast_array_to_feature``). What that does (experiments with the
+real loader in each of those environments, the same every time):
+- a top-level key, or a key of a nested object (a message, a tool call), that no record of the first
+  block has fails the whole load ("Couldn't cast ... column names don't match" / "Couldn't cast array of
+  type struct<...>"), even with a null value;
+- a column (or nested field, or list item) that is null or ``[]`` in every record of the first block has
+  the type null there, and any later value fails ("Couldn't cast array of type string to null");
+- an int column gets a later fraction (1.5) wrong ("Float value 1.5 was truncated"), 2.0 is fine; a
+  string, list or object where the first block has another of these three fails;
+- silently handled: keys missing later (null), float then int, a later number or boolean in a string
+  column ("5", "true"), a later digit string in an int column, "true"/"false"/"1"/"0" in a bool one.
+Within one block pyarrow unifies instead (new keys, int + float), and a string/number clash there
+fails the block (``validate``'s ``mixed_types``). A JSON array is read whole (pandas), so none of this
+applies to it. ``tests/test_datasets_blocks.py`` checks this model against the real loader.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+# datasets' JsonConfig.chunksize (10 MB): the loader's block. A module constant so tests can shrink it.
+LOADER_CHUNK = 10 << 20
+
+_INT = re.compile(r"-?[0-9]+")
+_FLOAT = re.compile(r"[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?|[+-]?(nan|inf|infinity)", re.I)
+_INDEX = re.compile(r"\[[0-9]+\]")
+_TRAILING_INDEX = re.compile(r"(\[[0-9]+\])+$")
+_BOOL = frozenset(("true", "false", "1", "0"))
+# Python types a scalar column takes without a second look, per Arrow type.
+_SAME: dict[Any, type] = {"string": str, "int": int, "float": float, "bool": bool}
+
+
+def second_block_start(path: str | Path, total: int, chunk: int | None = None) -> int | None:
+    """The byte offset where the loader's second block starts, or None when the file is one block."""
+    chunk = LOADER_CHUNK if chunk is None else chunk
+    if total <= chunk:
+        return None
+    with open(path, "rb") as f:
+        f.seek(chunk)
+        at = chunk
+        while True:
+            piece = f.read(1 << 16)
+            if not piece:
+                return None
+            nl = piece.find(b"\n")
+            if nl >= 0:
+                start = at + nl + 1
+                return start if start < total else None
+            at += len(piece)
+
+
+def add_types(sigs: dict[str, Any], rec: dict[str, Any]) -> None:
+    """Unify a first-block record's column types into ``sigs`` (``folder.value_type``'s types)."""
+    from minicpm_tui.core.datasets.folder import SCALAR_TYPES, unify_types, value_type
+
+    for k, v in rec.items():
+        t = SCALAR_TYPES.get(type(v)) or value_type(v)
+        cur = sigs.get(k)
+        if cur != t:
+            sigs[k] = t if cur is None else unify_types(cur, t)
+
+
+def _compiled(t: Any) -> tuple[Any, Any]:
+    """(the Python type that needs no second look, or None; the type with lists as ("list", item entry) and
+    structs as {field: entry})."""
+    if type(t) is not tuple:
+        return _SAME.get(t), t
+    if t[0] == "list":
+        return None, ("list", _compiled(t[1]))
+    return None, {k: _compiled(v) for k, v in t[1]}
+
+
+def compile_schema(sigs: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
+    return {k: _compiled(t) for k, t in sigs.items()}
+
+
+def first_block(path: str | Path, total: int) -> tuple[int, int, dict[str, Any]] | None:
+    """(where the second block starts, the first block's records, its column types compiled), or None."""
+    from minicpm_tui.core.datasets.reader import RecordReader
+
+    start = second_block_start(path, total)
+    if start is None:
+        return None
+    sigs: dict[str, Any] = {}
+    records = 0
+    for _idx, rec in RecordReader(path, byte_range=(0, start)):
+        records += 1
+        if type(rec) is dict:
+            add_types(sigs, rec)
+    return start, records, compile_schema(sigs)
+
+
+def _kind(v: Any) -> str:
+    from minicpm_tui.core.datasets.formats import json_kind
+
+    return f"a JSON {json_kind(v)}"
+
+
+def _problem(v: Any, t: Any) -> tuple[list[str], str] | None:
+    """Where (path parts, innermost first) and how the non-null ``v`` does not cast to the first block's
+    compiled type ``t``, or None. Paths are only built on the way out of a failure."""
+    tv = type(v)
+    if type(t) is str:
+        if t == "mixed" or t == "string" and tv is not list and tv is not dict:
+            return None
+        if t == "null":
+            return [], "untyped"
+        if tv is list or tv is dict:
+            return [], f"is {_kind(v)} here but {'an' if t == 'int' else 'a'} {t} in the first block"
+        if tv is str:
+            ok = _INT.fullmatch(v) if t == "int" else _FLOAT.fullmatch(v) if t == "float" else v.lower() in _BOOL
+            return None if ok else ([], f"is the text {v[:40]!r} here, which the loader cannot turn into the {t} "
+                                        "it is in the first block")
+        if t == "int" and tv is float and not v.is_integer():
+            return [], f"is the fraction {v!r} here but an int in every record of the first block"
+        return None
+    if type(t) is tuple:  # ("list", item entry)
+        if tv is not list:
+            return [], f"is {_kind(v)} here but a list in the first block"
+        same, item = t[1]
+        for i, x in enumerate(v):
+            if x is None or type(x) is same:
+                continue
+            p = _problem(x, item)
+            if p is not None:
+                p[0].append(f"[{i}]")
+                return p
+        return None
+    if tv is not dict:
+        return [], f"is {_kind(v)} here but an object in the first block"
+    return _fields_problem(v, t)
+
+
+def _ok(v: Any, t: Any) -> bool:
+    """Whether the non-null ``v`` (not of its field's own type) casts to ``t``: ``_problem``'s fast answer,
+    with no path built and no call per scalar (every record after the first block goes through it)."""
+    tv = type(v)
+    if tv is dict:
+        if type(t) is not dict:
+            return False
+        for k, x in v.items():
+            entry = t.get(k)
+            if entry is None or x is not None and type(x) is not entry[0] and not _ok(x, entry[1]):
+                return False
+        return True
+    if tv is list:
+        if type(t) is not tuple:
+            return False
+        same, item = t[1]
+        for x in v:  # noqa: SIM110 - a plain loop: no generator per list, on the hot path
+            if x is not None and type(x) is not same and not _ok(x, item):
+                return False
+        return True
+    return _problem(v, t) is None
+
+
+def _fields_problem(v: dict[str, Any], t: dict[str, tuple[Any, Any]]) -> tuple[list[str], str] | None:
+    for k, x in v.items():
+        entry = t.get(k)
+        if entry is None:
+            return [k], "new"
+        if x is None or type(x) is entry[0]:
+            continue
+        p = _problem(x, entry[1])
+        if p is not None:
+            p[0].append(k)
+            return p
+    return None
+
+
+def record_problem(rec: dict[str, Any], schema: dict[str, tuple[Any, Any]]) -> tuple[str, str] | None:
+    """(field, what) where a record after the first block does not cast to its columns (``compile_schema``),
+    or None."""
+    for k, v in rec.items():
+        entry = schema.get(k)
+        if entry is None or v is not None and type(v) is not entry[0] and not _ok(v, entry[1]):
+            break
+    else:
+        return None
+    p = _fields_problem(rec, schema)
+    if p is None:  # pragma: no cover - the two agree
+        return None
+    parts, what = p
+    top = parts.pop()
+    return top + "".join(x if x.startswith("[") else "." + x for x in reversed(parts)), what
+
+
+def block_issue(idx: int, problem: tuple[str, str], first_records: int):
+    """The whole-load issue (kind "load") for record ``idx``, the first after the first block that fails."""
+    from minicpm_tui.core.datasets.validate import Issue
+
+    field, what = problem
+    mb = LOADER_CHUNK / (1 << 20)
+    block = f"the first block that LLaMA-Factory's JSON Lines loader (datasets) reads ({mb:g} MB, records 0-" \
+            f"{first_records - 1})"
+    stops = "which stops the whole load"
+    if what == "new":
+        parent, _, name = field.rpartition(".")
+        where = "every record" if not parent else "every object at " + _INDEX.sub("[]", parent)
+        return Issue(idx, field, f"has the key {name!r}, which no record in {block} has there: the loader takes "
+                     f"the columns from that block and fails on a later one with others (\"Couldn't cast\"), {stops}",
+                     f"give {where} the key {name!r} (null where it has no value), or move this record to the top "
+                     "of the file", "load")
+    if what == "untyped":
+        field = _TRAILING_INDEX.sub("", field)
+        return Issue(idx, field, f"is null or [] in every record of {block}, so it has no type there, and this "
+                     f"record gives it one: the loader fails on it (\"Couldn't cast ... to null\"), {stops}",
+                     "move this record (or one like it) to the top of the file, or drop the key", "load")
+    return Issue(idx, field, f"{what} that {block.removeprefix('the first block that ')}: the loader casts every "
+                 f"later block to the first one's types and fails on this, {stops}", "give it one type in every "
+                 "record (numbers with a fraction anywhere: write them all as floats, e.g. 1.0)", "load")
