@@ -24,6 +24,7 @@ from typing import Any
 from minicpm_tui.core.errors import UserError
 from minicpm_tui.core.lfinfo import run_dir_python
 from minicpm_tui.core.resources import resource_script
+from minicpm_tui.core.rundir import read_train_yaml as _train_yaml
 
 MARK = "@@PREFLIGHT@@"
 SCRIPTS = ("single_node.sh", "multi_node.sh", "slurm.sbatch")
@@ -236,17 +237,6 @@ def preflight_many(run_dirs: list[str | os.PathLike[str]], *, datasets: bool = T
     for report in reports:
         report.duration_s = elapsed
     return reports
-
-
-def _train_yaml(run: Path) -> dict[str, Any]:
-    """train.yaml's keys, {} when it cannot be read (the LLaMA-Factory check reports that)."""
-    import yaml
-
-    try:
-        cfg = yaml.safe_load((run / "train.yaml").read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError):
-        return {}
-    return cfg if isinstance(cfg, dict) else {}
 
 
 def _stage_of(run: Path) -> str | None:

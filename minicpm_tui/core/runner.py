@@ -47,6 +47,7 @@ from minicpm_tui.core.atomic import write_atomic
 from minicpm_tui.core.errors import UserError, os_error
 from minicpm_tui.core.paths import state_dir
 from minicpm_tui.core.resources import resource_script
+from minicpm_tui.core.rundir import read_train_yaml as _train_yaml
 
 MANIFEST = "run_manifest.json"
 LAUNCH_SCRIPT = "single_node.sh"
@@ -385,19 +386,6 @@ def graceful_targets(procs: list[ProcInfo]) -> list[int]:
 # --------------------------------------------------------------------------------------------------
 # Run directory facts
 # --------------------------------------------------------------------------------------------------
-def _train_yaml(run_dir: Path, rel: str = "train.yaml") -> dict[str, Any]:
-    path = run_dir / rel
-    if not path.is_file():
-        return {}
-    try:
-        import yaml
-
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except Exception:
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
 def output_dir_of(run_dir: str | os.PathLike[str], train_yaml: str = "train.yaml") -> Path | None:
     """Where LLaMA-Factory writes: the manifest's record, else train.yaml's output_dir (relative paths are
     from the run directory, where the launch scripts cd)."""
