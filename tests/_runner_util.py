@@ -116,3 +116,40 @@ def make_replay_run(run_dir: Path, pause: float = 0.6, exit_code: int = 0, extra
     (run_dir / "replay.py").write_text(REPLAY)
     (run_dir / "train.yaml").write_text("output_dir: out\noverwrite_output_dir: true\n")
     return run_dir
+
+
+# A stand-in for LLaMA-Factory's training loop as it shows in output_dir: LogCallback's trainer_log.jsonl lines
+# (appended, one per logging step, with the trainer's clock since on_train_begin), then, when the loop ends,
+# save_metrics("train")'s train_results.json and all_results.json. Env: OUT, STEPS, TOTAL, FIRST (a resumed
+# run's first step), LOSS (the first loss), RESULTS=1, NAP (seconds asleep after the steps), CODE (exit code).
+FAKE_TRAINER = r'''
+import json, os, sys, time
+from datetime import timedelta
+
+out = os.environ.get("OUT", "out")
+os.makedirs(out, exist_ok=True)
+begin = time.time()
+total, loss = int(os.environ["TOTAL"]), float(os.environ.get("LOSS", "2.0"))
+for step in range(int(os.environ.get("FIRST", "1")), int(os.environ["STEPS"]) + 1):
+    elapsed = time.time() - begin
+    line = {"current_steps": step, "total_steps": total, "loss": round(loss / step, 4), "lr": 1e-4,
+            "epoch": step / total, "percentage": round(step / total * 100, 2),
+            "elapsed_time": str(timedelta(seconds=int(elapsed))),
+            "remaining_time": str(timedelta(seconds=int((total - step) * elapsed / step)))}
+    with open(os.path.join(out, "trainer_log.jsonl"), "a", encoding="utf-8") as handle:
+        handle.write(json.dumps(line) + "\n")
+    print(line, flush=True)
+if os.environ.get("RESULTS") == "1":
+    for name in ("train_results.json", "all_results.json"):
+        with open(os.path.join(out, name), "w") as handle:
+            json.dump({"train_loss": loss}, handle)
+time.sleep(float(os.environ.get("NAP", "0")))
+sys.exit(int(os.environ.get("CODE", "0")))
+'''
+
+
+def write_fake_trainer(run_dir: Path) -> str:
+    """Put the stand-in trainer into ``run_dir``; returns the single_node.sh line that runs it (as a child,
+    so the script's shell is what a run by hand shows in the process table)."""
+    (Path(run_dir) / "fake_trainer.py").write_text(FAKE_TRAINER)
+    return f'"{sys.executable}" fake_trainer.py\n'

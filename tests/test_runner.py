@@ -325,7 +325,7 @@ def test_run_started_by_hand_is_recognised_and_stoppable(runs):
     # Finished by hand: trainer_log with a last line and all_results.json.
     (run_dir / "out").mkdir()
     (run_dir / "out" / "trainer_log.jsonl").write_text('{"current_steps": 5, "total_steps": 5}\n')
-    assert runner.run_status(run_dir).status == "died"
+    assert runner.run_status(run_dir).status == "ended"  # gone without final results: outcome not known
     (run_dir / "out" / "all_results.json").write_text("{}")
     info = runner.run_status(run_dir)
     assert info.status == "finished" and info.progress == "5/5 (100%)"
@@ -359,7 +359,8 @@ def test_a_run_started_by_hand_and_ended_before_its_first_step_is_not_never(runs
         # A later run by hand that nobody saw wrote trainer_log.jsonl: the stopped one is not its story.
         later = time.time() + 60
         os.utime(old, (later, later))
-        assert runner.run_status(run_dir).note == "trainer_log.jsonl stops before the last step and no process is left"
+        info = runner.run_status(run_dir)
+        assert (info.status, info.progress) == ("ended", "5/9 (56%)") and "started by hand and not watched" in info.note
         os.utime(old, (time.time() - 3600, time.time() - 3600))
         # Seen running (by `runs`), then ended some other way (Ctrl+C): it died, and its output is its log.
         log = run_dir / "train.log"
@@ -827,3 +828,171 @@ def test_a_run_started_by_hand_after_a_launched_attempt_is_seen_and_stopped(runs
             if proc.poll() is None:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
+
+
+def _fake_trained(runs, name: str) -> Path:
+    """A run directory whose single_node.sh runs the stand-in trainer (tests/_runner_util.FAKE_TRAINER)."""
+    from _runner_util import write_fake_trainer
+
+    run_dir = runs(name, "")
+    write_script(run_dir, write_fake_trainer(run_dir))
+    (run_dir / "train.yaml").write_text("output_dir: out\n")
+    (run_dir / "generated.json").write_text("{}\n")  # what `generate` writes: older files are not a run's
+    return run_dir
+
+
+def _by_hand(run_dir: Path, **env: str) -> subprocess.CompletedProcess:
+    """`bash single_node.sh` to its end, with nothing of minicpm-tui looking while it runs."""
+    return subprocess.run(["bash", "single_node.sh"], cwd=run_dir, env={**os.environ, **env}, capture_output=True,
+                          text=True, timeout=60)
+
+
+def test_a_run_by_hand_that_nobody_saw_is_known_from_what_it_left(runs, capsys):
+    # It started and ended while no `runs`, `monitor` or `stop` looked: it showed `never` (or `died`), with no
+    # time, though trainer_log.jsonl and the final results in output_dir say how far it got, and when.
+    import io
+    import time
+
+    from minicpm_tui.cli import main
+    from minicpm_tui.commands.monitor import plain_loop
+    from minicpm_tui.core.monitor import RunFollower
+
+    run_dir = _fake_trained(runs, "unseen")
+    runner.watch_run(run_dir)  # listed, as after `runs --watch`; nothing looks while it runs
+    before = time.time()
+    assert _by_hand(run_dir, STEPS="3", TOTAL="5", CODE="1").returncode == 1  # a crash (or Ctrl+C) at step 3
+    assert not (run_dir / runner.HAND_RECORD).exists()  # nobody saw it alive
+    info = runner.run_status(run_dir)
+    assert (info.status, info.how, info.progress, info.exit_code, info.pid) == ("ended", "by hand", "3/5 (60%)",
+                                                                              None, None)
+    log = run_dir / "out" / runner.TRAINER_LOG
+    assert info.ended_at == log.stat().st_mtime and before - 1 <= info.started_at <= info.ended_at
+    assert time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(info.ended_at)) in info.note
+    assert "no process is left and it wrote no final results, so how it ended" in info.note
+    assert main(["runs"]) == 0
+    line = [row for row in capsys.readouterr().out.splitlines() if str(run_dir) in row][0]
+    assert line.split()[:3] == ["ended", "-", "3/5"] and "[by hand]" in line, line
+    snap = RunFollower(run_dir).poll()
+    assert (snap.status, snap.phase, snap.step, snap.ended) == ("ended", "ended", 3, True)
+    assert [step for step, _ in snap.losses] == [1, 2, 3] and snap.wall_s is not None
+    out = io.StringIO()  # not a terminal: a line per change, then the end
+    assert plain_loop(run_dir, interval=0.1, gpu=False, out=out) == 1  # outcome unknown: not a success
+    assert out.getvalue().splitlines()[-1] == "run ended: final loss 0.6667, steps 3/5"
+
+    # Again by hand in the same output_dir: its lines go under the first run's; it finishes all its steps.
+    assert _by_hand(run_dir, STEPS="4", TOTAL="4", LOSS="1.0", RESULTS="1").returncode == 0
+    info = runner.run_status(run_dir)
+    assert (info.status, info.progress) == ("finished", "4/4 (100%)")
+    assert info.note.startswith("started by hand and not watched; LLaMA-Factory wrote its final results at ")
+    snap = RunFollower(run_dir).poll()
+    assert snap.losses == [(1, 1.0), (2, 0.5), (3, 0.3333), (4, 0.25)] and snap.phase == "done"  # its own only
+    # Results written before the last step: LLaMA-Factory's abort (or early stopping) ended it cleanly.
+    (run_dir / "out" / "all_results.json").unlink()
+    (run_dir / "out" / "train_results.json").unlink()
+    assert _by_hand(run_dir, STEPS="2", TOTAL="6", RESULTS="1").returncode == 0
+    info = runner.run_status(run_dir)
+    assert (info.status, info.progress) == ("stopped", "2/6 (33%)") and "before its last step" in info.note
+    # A copy of an old output_dir under a freshly generated folder is no run of it.
+    later = time.time() + 5
+    os.utime(run_dir / "generated.json", (later, later))
+    assert runner.run_status(run_dir).status == "never"
+
+
+def test_a_run_by_hand_after_launched_attempts_is_told_from_their_files(runs):
+    # The attempts' own files in output_dir are theirs (the manifest knows when they ran), and a smoke attempt
+    # writes to smoke/output: a later run by hand writes train.yaml's output_dir, under attempt 1's lines.
+    import time
+
+    from minicpm_tui.core.monitor import RunFollower
+
+    run_dir = _fake_trained(runs, "after")
+    runner.launch(run_dir, env={"STEPS": "5", "TOTAL": "5", "RESULTS": "1"})
+    info = wait_status(run_dir, ("finished",), 30)
+    assert (info.how, info.attempt, info.progress, info.note) == ("minicpm-tui", 1, "5/5 (100%)", "")
+    smoke_out = run_dir / "smoke" / "output"
+    runner.launch(run_dir, env={"OUT": str(smoke_out), "STEPS": "2", "TOTAL": "2", "RESULTS": "1"},
+                  output_dir=smoke_out)
+    info = wait_status(run_dir, ("finished",), 30)
+    assert (info.how, info.attempt, info.progress) == ("minicpm-tui", 2, "2/2 (100%)")
+    time.sleep(1.1)  # the attempt's last write and the run by hand's first are not the same instant
+    assert _by_hand(run_dir, STEPS="2", TOTAL="5", LOSS="4.0", CODE="1").returncode == 1
+    info = runner.run_status(run_dir)
+    assert (info.status, info.how, info.progress, info.output_dir) == ("ended", "by hand", "2/5 (40%)",
+                                                                      run_dir / "out")
+    assert info.note.endswith("; attempt 2 of `minicpm-tui run` had ended (finished)")
+    snap = RunFollower(run_dir).poll()
+    assert (snap.status, snap.output_dir, snap.losses) == ("ended", str(run_dir / "out"), [(1, 4.0), (2, 2.0)])
+    # A later `minicpm-tui run` is the story again.
+    runner.launch(run_dir, env={"STEPS": "1", "TOTAL": "1", "RESULTS": "1"})
+    info = wait_status(run_dir, ("finished",), 30)
+    assert (info.how, info.attempt) == ("minicpm-tui", 3)
+
+
+def test_a_live_run_by_hand_shows_only_its_own_trainer_log_lines(runs):
+    # An earlier training in the same output_dir left its lines in trainer_log.jsonl (LLaMA-Factory appends
+    # without overwrite_output_dir): progress and loss mixed them with the new run's.
+    import time
+
+    from minicpm_tui.core.monitor import RunFollower
+
+    run_dir = _fake_trained(runs, "live")
+    assert _by_hand(run_dir, STEPS="7", TOTAL="9", LOSS="9.0", CODE="1").returncode == 1
+    time.sleep(1.1)
+    proc = subprocess.Popen(["bash", "single_node.sh"], cwd=run_dir, start_new_session=True, stdout=subprocess.DEVNULL,
+                            env={**os.environ, "STEPS": "0", "TOTAL": "9", "NAP": "60"})
+    try:
+        wait_for(lambda: runner.run_status(run_dir).status == "running", 10, "seen")
+        early = RunFollower(run_dir)
+        snap = early.poll()
+        assert (snap.step, snap.losses, runner.run_status(run_dir).progress) == (None, [], "-")  # not its lines
+        proc.kill()
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    wait_for(lambda: runner.run_status(run_dir).status != "running", 10, "gone")
+    proc = subprocess.Popen(["bash", "single_node.sh"], cwd=run_dir, start_new_session=True, stdout=subprocess.DEVNULL,
+                            env={**os.environ, "STEPS": "2", "TOTAL": "9", "LOSS": "1.0", "NAP": "60"})
+    try:
+        log = run_dir / "out" / runner.TRAINER_LOG
+        wait_for(lambda: log.read_text().count("\n") == 9, 10, "its two steps")
+        info = runner.run_status(run_dir)
+        assert (info.status, info.pid, info.progress) == ("running", proc.pid, "2/9 (22%)")
+        snap = RunFollower(run_dir).poll()
+        assert (snap.step, snap.losses) == (2, [(1, 1.0), (2, 0.5)])
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
+def test_newest_run_start_finds_where_the_latest_training_begins(tmp_path):
+    from datetime import timedelta
+
+    path = tmp_path / runner.TRAINER_LOG
+
+    def line(step: int, total: int = 9, elapsed: int = 0, **extra) -> str:
+        return json.dumps({"current_steps": step, "total_steps": total, "elapsed_time": str(timedelta(seconds=elapsed)),
+                           **extra}) + "\n"
+
+    first = line(1, loss=2.0) + line(2, elapsed=3, loss=1.5) + line(2, elapsed=4, eval_loss=1.4)
+    path.write_text(first)
+    assert runner.newest_run_start(path) == 0  # an eval line at the same step is the same run
+    again = line(1, loss=2.1) + line(2, elapsed=2, loss=1.6)  # a fresh start: steps and clock restart
+    with open(path, "a") as handle:
+        handle.write(again + "not json\n" + line(2, elapsed=2, train_loss=1.6))  # the end-of-training line
+    assert runner.newest_run_start(path) == len(first)
+    resumed = line(2, elapsed=0, loss=1.55) + line(3, elapsed=1, loss=1.2)  # from checkpoint-1: steps go on
+    with open(path, "a") as handle:
+        handle.write(resumed + '{"current_steps": 4, "tot')  # a torn line being written
+    start = len(first) + len(again) + len("not json\n") + len(line(2, elapsed=2, train_loss=1.6))
+    assert runner.newest_run_start(path) == start
+    assert runner.last_trainer_log(tmp_path, start=start)["current_steps"] == 3
+    other = line(9, total=20, elapsed=30, loss=0.5)  # another config: total_steps changes
+    with open(path, "a") as handle:
+        handle.write('al_steps": 9}\n' + line(3, elapsed=1, loss=1.2))  # the same step's loss twice: a new run
+    assert runner.newest_run_start(path) == path.stat().st_size - len(line(3, elapsed=1, loss=1.2))
+    with open(path, "a") as handle:
+        handle.write(other)
+    assert runner.newest_run_start(path) == path.stat().st_size - len(other)
+    path.write_text(again)  # overwrite_output_dir deleted it: a new file, one run
+    assert runner.newest_run_start(path) == 0
+    assert runner.newest_run_start(tmp_path / "missing.jsonl") == 0

@@ -4,6 +4,7 @@ the plain monitor piped to a file shows the phases in order and the final loss."
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shlex
@@ -171,3 +172,55 @@ def test_stop_with_a_damaged_manifest_still_ends_the_real_training(smoke_run):
     assert all(runner.proc_info(p.pid) is None for p in procs)
     rows = (out / "trainer_log.jsonl").read_text().splitlines()  # output_dir_of needs the manifest
     assert 0 < len(rows) < 5000
+
+
+def _log_rows(path: Path) -> list[dict]:
+    rows = []
+    for line in path.read_text().splitlines():
+        with contextlib.suppress(ValueError):  # a line torn by the kill
+            rows.append(json.loads(line))
+    return rows
+
+
+def test_runs_by_hand_that_nobody_watched_are_told_from_their_files(smoke_run):
+    # Real trainings through the generated single_node.sh, by hand, with nothing of minicpm-tui looking: one
+    # killed mid-run (no results: "ended", at the step it reached), then another in the same output_dir, whose
+    # lines LLaMA-Factory appends under the first one's in trainer_log.jsonl (no overwrite_output_dir).
+    import yaml
+
+    from minicpm_tui.core.monitor import RunFollower
+
+    run_dir, env = smoke_run(steps=3)
+    cfg = yaml.safe_load((run_dir / "smoke" / "train.yaml").read_text())
+    cfg.update(output_dir="output", overwrite_output_dir=False, max_steps=5000)  # the smoke's tiny model, by hand
+    (run_dir / "train.yaml").write_text(yaml.safe_dump(cfg))
+    env.pop("TRAIN_YAML")
+    hand_env = {**os.environ, **env}
+    log = run_dir / "output" / runner.TRAINER_LOG
+    proc = subprocess.Popen(["bash", "single_node.sh"], cwd=run_dir, env=hand_env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        wait_for(lambda: log.is_file() and len(_log_rows(log)) >= 3, 240, "three logged steps")
+    finally:
+        # kill -9 all of it: bash, torchrun and its worker (in a session of its own, but torchrun's child)
+        for p in runner.processes_of(proc.pid):
+            os.kill(p.pid, signal.SIGKILL)
+        proc.wait(30)
+    wait_for(lambda: not runner.processes_of(proc.pid) and not runner._hand_processes(run_dir.resolve()), 30, "gone")
+    reached = _log_rows(log)[-1]["current_steps"]
+    info = runner.run_status(run_dir)
+    assert not (run_dir / runner.HAND_RECORD).exists()  # nobody saw it alive
+    assert (info.status, info.how, info.step, info.total_steps) == ("ended", "by hand", reached, 5000), info
+    assert info.ended_at == log.stat().st_mtime and "wrote no final results" in info.note
+
+    done = subprocess.run(["bash", "single_node.sh", "max_steps=3"], cwd=run_dir, env=hand_env, capture_output=True,
+                          text=True, timeout=400)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    rows = _log_rows(log)
+    assert rows[0]["total_steps"] == 5000 and rows[-1]["total_steps"] == 3  # appended under the killed run's
+    info = runner.run_status(run_dir)
+    assert (info.status, info.how, info.progress) == ("finished", "by hand", "3/3 (100%)"), info
+    assert info.ended_at >= (run_dir / "output" / "all_results.json").stat().st_mtime
+    own = [(r["current_steps"], r["loss"]) for r in rows if r["total_steps"] == 3 and "loss" in r]
+    snap = RunFollower(run_dir).poll()
+    assert len(own) == 3 and snap.losses == own and (snap.step, snap.phase) == (3, "done"), snap.losses

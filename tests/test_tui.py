@@ -652,6 +652,38 @@ async def test_the_runs_list_and_the_monitor_show_a_damaged_manifests_advice(no_
         kill_run(run_dir)
 
 
+async def test_the_runs_list_and_the_monitor_show_a_run_by_hand_that_nobody_watched(no_draft, tmp_path, monkeypatch):
+    """A run started by hand that ended unseen, without final results: `ended` (its outcome is not known), with
+    the step it reached and a note saying what is known."""
+    import os
+
+    from _runner_util import write_fake_trainer, write_script
+
+    from minicpm_tui.core import runner
+
+    run_dir = tmp_path / "hand"
+    run_dir.mkdir()
+    write_script(run_dir, write_fake_trainer(run_dir))
+    (run_dir / "train.yaml").write_text("output_dir: out\n")
+    done = subprocess.run(["bash", "single_node.sh"], cwd=run_dir, env={**os.environ, "STEPS": "3", "TOTAL": "5",
+                                                                       "CODE": "1"}, capture_output=True, timeout=60)
+    assert done.returncode == 1
+    monkeypatch.setattr(runner, "list_runs", lambda *a, **k: [runner.run_status(run_dir)])
+    app = MiniCPMApp(use_draft=False, open_runs=True)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(app, pilot)
+        text = screen_text(app)
+        joined = " ".join(text.split())
+        assert "ended *" in text and "3/5 (60%)" in text, text
+        assert "* started by hand and not watched; its last trace in" in joined, text
+        await pilot.press("enter")
+        await settle(app, pilot)
+        assert screen_name(app) == "MonitorScreen"
+        await until_polled(app, pilot)
+        assert (app.screen.snap.status, app.screen.snap.phase, app.screen.snap.step) == ("ended", "ended", 3)
+        assert "how it ended (an error, Ctrl+C, a kill) is not known" in " ".join(screen_text(app).split())
+
+
 async def test_the_model_step_does_not_wait_for_the_template_lookup(no_draft, monkeypatch):
     """The first lookup of LLaMA-Factory's templates takes seconds (a subprocess); Next needs only the model."""
     import threading

@@ -26,7 +26,8 @@ from minicpm_tui.core.diagnose import Diagnosis, diagnose, read_tail
 from minicpm_tui.core.errors import UserError
 
 PHASES = ("starting", "tokenizing", "loading model", "training", "evaluating", "saving", "done", "failed",
-          "stopped")
+          "stopped", "ended")
+_FINAL_PHASES = ("done", "failed", "stopped", "ended")
 HISTORY = 2000  # points kept per metric series (sparklines); older ones are dropped
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 _MAX_LINE = 64 * 1024  # a runaway line without newline is cut, not buffered forever
@@ -92,7 +93,7 @@ class RunSnapshot:
     """Everything the monitor shows about a run at one instant."""
 
     run_dir: str
-    status: str = "never"  # runner statuses: starting running finished failed stopped died never
+    status: str = "never"  # runner.STATUSES
     phase: str = "starting"
     phases_seen: list[str] = field(default_factory=list)  # first occurrence order
     step: int | None = None
@@ -131,7 +132,7 @@ class RunSnapshot:
 
     @property
     def ended(self) -> bool:
-        return self.status in ("finished", "failed", "stopped", "died")
+        return self.status in runner.ENDED
 
     @property
     def wall_s(self) -> float | None:
@@ -161,22 +162,7 @@ _SNAPSHOT_FIELDS = [f.name for f in fields(RunSnapshot)]
 _METRIC_FIELDS = tuple(_SNAPSHOT_FIELDS[_SNAPSHOT_FIELDS.index("step"):_SNAPSHOT_FIELDS.index("vram_reserved_gib") + 1])
 
 
-def parse_hms(text: Any) -> float | None:
-    """"1 day, 2:03:04" / "0:00:12" / "03:12" -> seconds."""
-    if not isinstance(text, str) or not text:
-        return None
-    days = 0
-    m = re.match(r"(\d+) days?, (.*)", text)
-    if m:
-        days, text = int(m.group(1)), m.group(2)
-    try:
-        parts = [float(p) for p in text.split(":")]
-    except ValueError:
-        return None
-    seconds = 0.0
-    for part in parts:
-        seconds = seconds * 60 + part
-    return days * 86400 + seconds
+parse_hms = runner.parse_hms  # "1 day, 2:03:04" / "0:00:12" -> seconds
 
 
 # Phase markers: (phase, pattern). Checked per log line; the first match wins.
@@ -236,13 +222,13 @@ class RunFollower:
             attempt: Any = ("by hand", info.pid)
         else:
             attempt = manifest.current.get("attempt") if manifest and manifest.attempts else 0
-        out_dir = runner.output_dir_of(self.run_dir)
-        if self._jsonl is None and out_dir is not None:
+        # A run by hand writes where train.yaml says, which the runner tells (a smoke attempt wrote elsewhere).
+        out_dir = info.output_dir if hand else runner.output_dir_of(self.run_dir)
+        if out_dir is not None and (self._jsonl is None or self._jsonl.path != out_dir / runner.TRAINER_LOG):
             self._jsonl = TextFollower(out_dir / runner.TRAINER_LOG)
             self.snapshot.output_dir = str(out_dir)
         if attempt != self._attempt:
             # A new attempt (resume): its own log files; phases start over, metrics continue.
-            first = self._attempt is None
             self._attempt = attempt
             self._logs = []
             current = manifest.current if manifest is not None and not hand else {}
@@ -250,15 +236,19 @@ class RunFollower:
                 # A fresh start: lines an earlier training left in trainer_log.jsonl are not this run's.
                 self._jsonl.start_at(runner.trainer_log_start(self._jsonl.path, current.get("trainer_log_from")))
                 self._reset_metrics()
-            elif self._jsonl is not None and hand and (manifest is not None or not first) and info is not None:
-                # A run by hand after another run: what trainer_log.jsonl held before it started is not its.
+            elif self._jsonl is not None and hand and info is not None:
+                # A run by hand has no mark: its lines are the newest run's in trainer_log.jsonl (LLaMA-Factory
+                # appends after an earlier training's), and none at all while the file predates its start.
                 path = self._jsonl.path
                 try:
                     st = os.stat(path)
                     older = info.started_at is not None and st.st_mtime < info.started_at - 1
                 except OSError:
                     st, older = None, False
-                self._jsonl.start_at(st.st_size if st is not None and older else 0)
+                if st is not None and older:
+                    self._jsonl.start_at(st.st_size)
+                else:
+                    self._jsonl.start_at(runner.newest_run_start(path))
                 self._reset_metrics()
             if current:
                 for path in (manifest.stderr_log, manifest.stdout_log):
@@ -310,8 +300,9 @@ class RunFollower:
                 self._diagnosed = True
                 text = "\n".join(read_tail(f.path) for f in self._logs)
                 snap.diagnosis = diagnose(text, snap.exit_code, run_dir=self.run_dir)
-        elif snap.status == "stopped":
-            self._set_phase("stopped")
+        elif snap.status in ("stopped", "ended"):
+            # "ended": a run by hand that nobody watched, gone without results; how it ended is not known.
+            self._set_phase(snap.status)
         snap.losses = list(self._losses)
         snap.eval_losses = list(self._eval)
         snap.lrs = list(self._lrs)
@@ -331,7 +322,7 @@ class RunFollower:
     # -- parsing ---------------------------------------------------------
     def _set_phase(self, phase: str) -> None:
         snap = self.snapshot
-        if snap.phase in ("done", "failed", "stopped") and phase not in ("done", "failed", "stopped"):
+        if snap.phase in _FINAL_PHASES and phase not in _FINAL_PHASES:
             return
         if phase != snap.phase:
             self._phase_step = snap.step or 0

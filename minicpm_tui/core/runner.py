@@ -20,7 +20,11 @@ stops it, ``runs`` and the monitor show it running; nothing writes over the dama
 A run started by hand (``bash single_node.sh``) has no manifest: it is known from its processes, and
 ``logs/by_hand.json`` keeps what was seen of the latest one, so that its end is not taken for "never".
 One started in a folder whose recorded attempt has ended is found the same way (by its processes that no
-launch tagged) and shown instead of that attempt while it is the later of the two.
+launch tagged) and shown instead of that attempt while it is the later of the two. One that started and
+ended while nothing looked is known from what it left in output_dir (newer than the folder's generate and
+the attempt): how far it got and when, ``finished`` when LLaMA-Factory wrote its final results for all steps,
+else ``ended`` (outcome unknown). Its progress is read from its own lines of trainer_log.jsonl only
+(``newest_run_start``): LLaMA-Factory appends there after an earlier training's lines.
 """
 
 from __future__ import annotations
@@ -53,7 +57,10 @@ MANIFEST = "run_manifest.json"
 LAUNCH_SCRIPT = "single_node.sh"
 TRAINER_LOG = "trainer_log.jsonl"
 LIVE = ("starting", "running")
-STATUSES = ("starting", "running", "finished", "failed", "stopped", "died", "unknown", "never")
+# "ended": a run started by hand that nobody watched, gone without final results: only its files tell that it
+# ran (how far, and when), not how it ended.
+STATUSES = ("starting", "running", "finished", "failed", "stopped", "died", "ended", "unknown", "never")
+ENDED = ("finished", "failed", "stopped", "died", "ended")
 _CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 # A recorded start this far in the future still reads "0s" (another host's clock, a small step); further
 # ahead, the wall clock has stepped back and the age is not known from it.
@@ -398,6 +405,11 @@ def output_dir_of(run_dir: str | os.PathLike[str], train_yaml: str = "train.yaml
         pass
     if manifest_out:
         return manifest_out
+    return _yaml_output_dir(run_dir, train_yaml)
+
+
+def _yaml_output_dir(run_dir: Path, train_yaml: str = "train.yaml") -> Path | None:
+    """train.yaml's output_dir: where `bash single_node.sh` writes."""
     value = _train_yaml(run_dir, train_yaml).get("output_dir")
     if not value:
         return None
@@ -464,14 +476,15 @@ def trainer_log_start(path: Path, mark: dict[str, Any] | None) -> int:
     return mark["size"] if same else 0
 
 
-def last_trainer_log(output_dir: Path | None, mark: dict[str, Any] | None = None) -> dict[str, Any] | None:
+def last_trainer_log(output_dir: Path | None, mark: dict[str, Any] | None = None,
+                     start: int = 0) -> dict[str, Any] | None:
     """The last complete progress line of trainer_log.jsonl (integer current_steps and total_steps), read
-    from the file's tail only and never before ``mark`` (see trainer_log_start); garbage and torn lines
-    are skipped."""
+    from the file's tail only and never before ``mark`` (see trainer_log_start) or byte ``start``; garbage
+    and torn lines are skipped."""
     if output_dir is None:
         return None
     path = output_dir / TRAINER_LOG
-    start = trainer_log_start(path, mark)
+    start = max(start, trainer_log_start(path, mark))
     try:
         with open(path, "rb") as handle:
             handle.seek(0, os.SEEK_END)
@@ -481,13 +494,162 @@ def last_trainer_log(output_dir: Path | None, mark: dict[str, Any] | None = None
     except OSError:
         return None
     for line in reversed(lines):
-        try:
-            data = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(data, dict) and all(type(data.get(key)) is int for key in ("current_steps", "total_steps")):
+        data = _progress_line(line)
+        if data is not None:
             return data
     return None
+
+
+def _progress_line(raw: bytes) -> dict[str, Any] | None:
+    try:
+        data = json.loads(raw)
+    except ValueError:
+        return None
+    if isinstance(data, dict) and all(type(data.get(key)) is int for key in ("current_steps", "total_steps")):
+        return data
+    return None
+
+
+def parse_hms(text: Any) -> float | None:
+    """"1 day, 2:03:04" / "0:00:12" / "03:12" -> seconds (LogCallback writes str(timedelta))."""
+    if not isinstance(text, str) or not text:
+        return None
+    days = 0
+    m = re.match(r"(\d+) days?, (.*)", text)
+    if m:
+        days, text = int(m.group(1)), m.group(2)
+    try:
+        parts = [float(p) for p in text.split(":")]
+    except ValueError:
+        return None
+    seconds = 0.0
+    for part in parts:
+        seconds = seconds * 60 + part
+    return days * 86400 + seconds
+
+
+@dataclass
+class _RunScan:
+    """How far newest_run_start has read one trainer_log.jsonl, and what it needs to read on."""
+
+    inode: int
+    head: str  # digest of the file's first ``head_len`` bytes: a file replaced under the same inode is rescanned
+    head_len: int
+    scanned: int = 0  # bytes read (up to the last complete line)
+    start: int = 0  # where the newest run's lines begin
+    prev: tuple[int, int, float | None] | None = None  # the last progress line: steps, total, elapsed
+    loss_step: int | None = None  # the newest run's last step with a training loss
+
+
+_SCANS: dict[str, _RunScan] = {}
+_SCANS_LOCK = threading.Lock()
+
+
+def _new_run(prev: tuple[int, int, float | None], row: dict[str, Any], loss_step: int | None) -> bool:
+    """Whether ``row`` starts another training than the line before it. LLaMA-Factory's LogCallback appends
+    one line per logging step (and per eval, and a last one at the end), all at the trainer's global step and
+    with elapsed_time since on_train_begin: a new run restarts both, a resumed one restarts the clock (its
+    steps go on from the checkpoint's), another config changes total_steps, and a step logs its loss once."""
+    steps, total, elapsed = prev
+    now = parse_hms(row.get("elapsed_time"))
+    return (row["current_steps"] < steps or row["total_steps"] != total
+            or (now is not None and elapsed is not None and now < elapsed)
+            or ("loss" in row and loss_step is not None and row["current_steps"] <= loss_step))
+
+
+def newest_run_start(path: Path) -> int:
+    """Byte offset of trainer_log.jsonl where the newest training's lines begin (0: all of it is one run).
+
+    Without overwrite_output_dir LLaMA-Factory appends to the file (it only deletes it in on_init_end when
+    overwrite_output_dir is set), so a run started by hand after another one in the same output_dir adds its
+    lines under the earlier run's; a launch knows where its lines begin (trainer_log_mark), a run by hand has
+    only the lines themselves. Incremental: each call reads only what was appended since the last one."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return 0
+    with _SCANS_LOCK:
+        scan = _SCANS.get(str(path))
+    try:
+        if scan is None or scan.inode != st.st_ino or st.st_size < scan.scanned or (
+                _head_digest(path, scan.head_len) != scan.head):
+            head_len = min(st.st_size, 256)
+            scan = _RunScan(inode=st.st_ino, head=_head_digest(path, head_len), head_len=head_len)
+        else:
+            scan = _RunScan(**scan.__dict__)  # a copy: another thread may read the cached one
+        with open(path, "rb") as handle:
+            handle.seek(scan.scanned)
+            carry = b""
+            while True:
+                chunk = handle.read(1 << 20)
+                if not chunk:
+                    break
+                lines = (carry + chunk).split(b"\n")
+                carry = lines.pop()  # a torn last line waits for its end
+                for raw in lines:
+                    row = _progress_line(raw)
+                    if row is not None:
+                        if scan.prev is not None and _new_run(scan.prev, row, scan.loss_step):
+                            scan.start, scan.loss_step = scan.scanned, None
+                        scan.prev = (row["current_steps"], row["total_steps"], parse_hms(row.get("elapsed_time")))
+                        if "loss" in row:
+                            scan.loss_step = row["current_steps"]
+                    scan.scanned += len(raw) + 1
+        if scan.head_len < 256 and scan.scanned > scan.head_len:
+            scan.head_len = min(scan.scanned, 256)
+            scan.head = _head_digest(path, scan.head_len)
+    except OSError:
+        return 0
+    with _SCANS_LOCK:
+        _SCANS[str(path)] = scan
+    return scan.start
+
+
+# What LLaMA-Factory writes to output_dir once the training loop has ended (trainer.save_metrics("train")),
+# a stop by its abort signal included; a crash, Ctrl+C or kill -9 writes none.
+RESULT_FILES = ("train_results.json", "all_results.json")
+
+
+@dataclass
+class OutputTraces:
+    """What a training left in output_dir after some moment (files written later than it): the newest run's
+    last trainer_log.jsonl line, whether its final results were written, and when the last of them was."""
+
+    last: dict[str, Any] | None = None
+    results: bool = False
+    checkpoint: str | None = None
+    at: float | None = None  # mtime of the newest of them
+
+    @property
+    def finished(self) -> bool:
+        """LLaMA-Factory wrote its final results for all the steps it was set to train."""
+        return self.results and self.last is not None and self.last["current_steps"] >= self.last["total_steps"]
+
+
+def output_traces(out_dir: Path | None, after: float) -> OutputTraces:
+    """The traces in ``out_dir`` newer than ``after`` (a wall-clock time): trainer_log.jsonl (its newest
+    run's lines only), the final results, the saved model, checkpoint-N folders."""
+    traces = OutputTraces()
+    if out_dir is None or not out_dir.is_dir():
+        return traces
+    times = []
+    log = out_dir / TRAINER_LOG
+    if _mtime(log) > after:
+        traces.last = last_trainer_log(out_dir, start=newest_run_start(log))
+        times.append(_mtime(log))
+    for name in (*RESULT_FILES, *SAVED_MODEL_NAMES, "trainer_state.json"):
+        when = _mtime(out_dir / name)
+        if when > after:
+            times.append(when)
+            traces.results = traces.results or name in RESULT_FILES
+    for folder in checkpoints(out_dir):
+        # Its trainer_state.json (the save writes it), not the folder: deleting a file from it is no training.
+        when = _mtime(folder / "trainer_state.json")
+        if when > after:
+            times.append(when)
+            traces.checkpoint = folder.name
+    traces.at = max(times) if times else None
+    return traces
 
 
 # --------------------------------------------------------------------------------------------------
@@ -630,75 +792,123 @@ def run_status(run_dir: str | os.PathLike[str]) -> RunInfo:
         info.status, info.note = _live_status(run_dir, cur)
     if info.status in LIVE:
         return info
-    # The recorded attempt has ended: the folder may have been run by hand since (`bash single_node.sh`).
-    return _hand_status(run_dir, out_dir, after=info) or info
+    # The recorded attempt has ended: the folder may have been run by hand since (`bash single_node.sh`), which
+    # writes where train.yaml says (the attempt may have been a smoke run, writing to smoke/output).
+    return _hand_status(run_dir, _yaml_output_dir(run_dir), after=info,
+                        after_end=_attempt_end(run_dir, cur)) or info
 
 
-def _hand_status(run_dir: Path, out_dir: Path | None, after: RunInfo | None = None) -> RunInfo | None:
-    """A run started by hand in run_dir: alive (its processes), or seen alive and ended since (its record).
+def _attempt_end(run_dir: Path, cur: dict[str, Any]) -> float:
+    """When a launched attempt that has ended last did something: its recorded end, its logs' last write (an
+    attempt that died has no end recorded), the manifest's (the supervisor writes the end there), whichever
+    is latest; files in its output_dir up to then may be its own. File times count too, for a file server
+    whose clock is ahead of this machine's."""
+    times = [cur.get("ended_at") or 0.0, cur.get("started_at") or 0.0, _mtime(run_dir / MANIFEST)]
+    times += [_mtime(Path(cur[key])) for key in ("stdout", "stderr") if isinstance(cur.get(key), str)]
+    return max(times)
 
-    ``after``: the manifest's attempt, which has ended; then only a run by hand that no launch started and
-    that is later than that attempt counts, and None means there is none (the attempt is the story)."""
-    last = last_trainer_log(out_dir)
+
+def _when(stamp: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(stamp))
+
+
+def _hand_status(run_dir: Path, out_dir: Path | None, after: RunInfo | None = None,
+                 after_end: float = 0.0) -> RunInfo | None:
+    """A run started by hand in run_dir: alive (its processes), seen alive and ended since (its record), or
+    ended unseen (only its files in output_dir tell: trainer_log.jsonl, final results, checkpoints).
+
+    ``after``: the manifest's attempt, which has ended (last active at ``after_end``); then only a run by hand
+    that no launch started and that is later than that attempt counts, and None means there is none (the
+    attempt is the story)."""
     info = RunInfo(run_dir=run_dir, status="never", output_dir=out_dir)
-    if last:
-        info.step, info.total_steps = last.get("current_steps"), last.get("total_steps")
-    since: float | None = None
-
-    def this_runs(path: Path) -> bool:
-        """Written by the run seen (not left over from an earlier training in the same output_dir)."""
-        return since is None or _mtime(path) >= since - 1
-
+    log = out_dir / TRAINER_LOG if out_dir is not None else None
     earlier = "" if after is None else f"; attempt {after.attempt} of `minicpm-tui run` had ended ({after.status})"
     procs = _hand_processes(run_dir, untagged=after is not None)
     if procs:
         leader = min(procs, key=lambda p: p.start_ticks)
         info.status, info.how = "running", "by hand"
         info.pid, info.pgid, info.host = leader.pid, leader.pgid, socket.gethostname()
-        info.started_at = since = _start_time(leader.start_ticks)
+        info.started_at = _start_time(leader.start_ticks)
         info.started_boottime, info.boot_id = leader.start_ticks / _CLK_TCK, boot_id()
-        if out_dir is not None and not this_runs(out_dir / TRAINER_LOG):
-            info.step, info.total_steps = None, None
+        if log is not None and _mtime(log) >= (info.started_at or 0) - 1:
+            # Its lines only: an earlier training's may sit above them in the same file.
+            _set_progress(info, OutputTraces(last=last_trainer_log(out_dir, start=newest_run_start(log))))
         if after is not None:
             info.note = f"started by hand (pid {leader.pid}){earlier}"
         _note_hand_run(run_dir, leader, info)
         info.logs = hand_run_logs(run_dir)
         return info
+    # Files older than this are not a run by hand's: generate wrote the folder then, the attempt ran until then.
+    floor = max(_mtime(run_dir / "generated.json"), after_end + 1 if after is not None else 0.0)
     record = hand_run_record(run_dir)
-    if record is not None and record.get("ended_at") and out_dir is not None and any(
-            _mtime(out_dir / name) > record["ended_at"] + 5 for name in (TRAINER_LOG, "all_results.json")):
+    if record is not None and after is not None and (record.get("started_at") or 0) <= (after.started_at or 0):
+        record = None  # seen before the launched attempt, which is the later story
+    traces = output_traces(out_dir, (record.get("started_at") or 0) - 1) if record is not None else OutputTraces()
+    if record is not None and record.get("ended_at") and traces.at is not None and traces.at > record["ended_at"] + 5:
         record = None  # written by a later run by hand that nobody saw: only its files tell
-    if after is not None and (record is None or (record.get("started_at") or 0) <= (after.started_at or 0)):
-        return None
-    if record is not None:
-        # Seen running by hand (by `runs`, `monitor` or `stop`) and gone since: what is known of it.
-        info.how = "by hand"
-        info.pid, info.pgid, info.host = record.get("pid"), record.get("pgid"), record.get("host")
-        info.started_at, info.ended_at = record.get("started_at"), record.get("ended_at")
-        info.started_boottime, info.boot_id = record.get("started_boottime"), record.get("boot_id")
-        info.logs = hand_run_logs(run_dir)
-        since = info.started_at
+    if record is None:
+        traces = output_traces(out_dir, floor)
+        if traces.at is None:
+            return None if after is not None else info
+        return _unseen_hand_status(info, traces, earlier)
+    # Seen running by hand (by `runs`, `monitor` or `stop`) and gone since: what is known of it.
+    info.how = "by hand"
+    info.pid, info.pgid, info.host = record.get("pid"), record.get("pgid"), record.get("host")
+    info.started_at, info.ended_at = record.get("started_at"), record.get("ended_at")
+    info.started_boottime, info.boot_id = record.get("started_boottime"), record.get("boot_id")
+    info.logs = hand_run_logs(run_dir)
+    _set_progress(info, traces)
+    if traces.finished:
+        info.status, info.note = "finished", earlier.lstrip("; ")
+        return info
+    when = "before its first logging step" if traces.last is None else "before its last step"
+    logs = [str(path) for path in info.logs]
+    output = f"; its output: {', '.join(logs)}" if logs else ""
+    if record.get("stop_requested_at"):
+        info.status = "stopped"
+        info.note = f"started by hand, stopped by `minicpm-tui stop` {when}; exit code not known{output}"
+    elif traces.results:
+        info.status = "stopped"
+        info.note = (f"started by hand (pid {info.pid}); it saved its final results {when} (its abort signal or "
+                     f"early stopping ended it); exit code not known{output}")
+    else:
+        info.status = "died"
+        info.note = (f"started by hand (pid {info.pid}); it ended {when} and its exit code is not known here"
+                     f"{output}")
+    info.note += earlier
+    return info
 
-    if last is not None and out_dir is not None and not this_runs(out_dir / TRAINER_LOG):
-        last, info.step, info.total_steps = None, None, None
-    if out_dir is not None and (out_dir / "all_results.json").is_file() and this_runs(out_dir / "all_results.json"):
-        info.status, info.how = "finished", "by hand"
-        info.note = earlier.lstrip("; ")
-    elif record is not None:
-        when = "before its first logging step" if last is None else "before its last step"
-        logs = [str(path) for path in info.logs]
-        output = f"; its output: {', '.join(logs)}" if logs else ""
-        if record.get("stop_requested_at"):
-            info.status = "stopped"
-            info.note = f"started by hand, stopped by `minicpm-tui stop` {when}; exit code not known{output}"
-        else:
-            info.status = "died"
-            info.note = (f"started by hand (pid {info.pid}); it ended {when} and its exit code is not known here"
-                         f"{output}")
-        info.note += earlier
-    elif last is not None:
-        info.status, info.how = "died", "by hand"
-        info.note = "trainer_log.jsonl stops before the last step and no process is left"
+
+def _set_progress(info: RunInfo, traces: OutputTraces) -> None:
+    """Steps from the newest run's last trainer_log line, else from its newest checkpoint-N."""
+    if traces.last is not None:
+        info.step, info.total_steps = traces.last["current_steps"], traces.last["total_steps"]
+    elif traces.checkpoint is not None:
+        info.step = int(traces.checkpoint.split("-")[-1])
+
+
+def _unseen_hand_status(info: RunInfo, traces: OutputTraces, earlier: str) -> RunInfo:
+    """A run by hand that started and ended while nothing of ours looked: its output_dir's files are all
+    there is of it (how far it got and when), not its exit code."""
+    info.how, info.ended_at = "by hand", traces.at
+    _set_progress(info, traces)
+    elapsed = parse_hms((traces.last or {}).get("elapsed_time"))
+    if elapsed is not None and traces.at is not None:
+        info.started_at = traces.at - elapsed  # the trainer's clock: from on_train_begin, loading not counted
+    when = _when(traces.at or 0.0)
+    reached = f"step {info.step}/{info.total_steps or '?'}" if info.step is not None else "no logged step"
+    unseen = "started by hand and not watched"
+    if traces.finished:
+        info.status, info.note = "finished", f"{unseen}; LLaMA-Factory wrote its final results at {when}"
+    elif traces.results:
+        info.status = "stopped"
+        info.note = (f"{unseen}; it saved its final results at {reached} ({when}), before its last step: its "
+                     "abort signal or early stopping ended it")
+    else:
+        info.status = "ended"
+        info.note = (f"{unseen}; its last trace in {info.output_dir} is from {when} ({reached}); no process is left "
+                     "and it wrote no final results, so how it ended (an error, Ctrl+C, a kill) is not known")
+    info.note += earlier
     return info
 
 

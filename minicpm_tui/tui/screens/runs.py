@@ -19,7 +19,8 @@ class RunsScreen(Screen):
     HELP_TITLE = "Runs"
     HELP = ("Every run this machine knows (launched here, or started by hand from a watched run directory). "
             "A status marked * has a note (a damaged run_manifest.json, a run started by hand): the line under "
-            "the table shows the selected run's.")
+            "the table shows the selected run's. \"ended\": a run started by hand that ended while nothing "
+            "watched it, without final results; its files tell how far it got and when, not how it ended.")
     BINDINGS = keys.RUNS
 
     class Listed(Message):
