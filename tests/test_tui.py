@@ -1182,3 +1182,49 @@ async def test_a_registered_entry_chosen_before_is_validated_again(no_draft, tmp
         await settle(app, pilot)
         await type_in(app, pilot, "#ds-file", str(info))  # listed, not read as data
         assert app.screen.key == "entry:qa_renamed" and app.screen.report.ok
+
+
+async def test_a_dataset_folder_typed_as_data_lists_its_registered_datasets(no_draft, tmp_path, monkeypatch):
+    """A folder holding a dataset_info.json (LLaMA-Factory's dataset_dir), typed or browsed to as the data,
+    or left in a draft, is not read as data shards (its dataset_info.json would be one): its entries are
+    listed as ^t lists them, with a line saying why, and the first is validated through its entry."""
+    from minicpm_tui.tui.screens.dataset import DatasetScreen
+    from minicpm_tui.tui.screens.filepicker import FilePickerScreen
+
+    monkeypatch.setattr(DatasetScreen, "_preview", lambda *_: None)
+    info = _registry(tmp_path / "lf_data")
+    folder = info.parent
+    app = MiniCPMApp(use_draft=False, state=demo_state())
+    async with app.run_test(size=SIZE) as pilot:
+        await at_step(app, pilot, 2)
+        await type_in(app, pilot, "#ds-file", str(folder))
+        screen = app.screen
+        assert screen.key == "entry:qa_renamed" and screen.report.ok and screen.report.valid == 3
+        assert app.state.dataset_info == str(info) and app.state.dataset_file == "entry:qa_renamed"
+        assert screen.query_one("#ds-note").display
+        note = pane_text(app, "#ds-note")
+        assert note == (f"{folder} holds a dataset_info.json: a LLaMA-Factory dataset folder, not data shards. "
+                        "Its registered datasets are listed instead (as ^t does)."), note
+        assert screen.query_one("#ds-name").value == ""  # no name offered: nothing is to be registered
+        text = screen_text(app)
+        assert "chat_broken" in text and "✓ 3 ok" in text and "holds a" in text  # (the path wraps)
+        assert all(len(line) <= 80 for line in text.splitlines())
+        # Another choice: the line goes.
+        screen.start("demo:demo_sft")
+        await settle(app, pilot)
+        assert not screen.query_one("#ds-note").display
+        # The file tree's pick of the dataset_info.json itself: the same, said for the file.
+        await pilot.press("ctrl+o")
+        await pilot.pause()
+        assert isinstance(app.screen, FilePickerScreen)
+        app.screen.dismiss(info)
+        await settle(app, pilot)
+        assert screen.key == "entry:qa_renamed" and screen.report.ok
+        assert pane_text(app, "#ds-note").startswith(f"{info} is a dataset_info.json, not data. Its registered")
+        assert screen.query_one("#ds-file").value != str(info)  # not put in the box as a data file
+    # A draft that holds the folder as its data file: listed the same way on the way in.
+    app = MiniCPMApp(use_draft=False, state=demo_state(dataset_file=str(folder), dataset_name=""))
+    async with app.run_test(size=SIZE) as pilot:
+        await at_step(app, pilot, 2)
+        assert app.screen.key == "entry:qa_renamed" and app.screen.report.ok
+        assert app.state.dataset_info == str(info) and "holds a dataset_info.json" in pane_text(app, "#ds-note")
