@@ -389,6 +389,36 @@ def test_cli_bad_dataset_info_files(tmp_path, capsys):
     assert "is not a JSON object of dataset entries" in err and "Traceback" not in err
 
 
+@pytest.mark.parametrize("given", ["folder", "file"])
+def test_cli_validate_of_a_dataset_folder_points_to_its_entries(info_dir, given):
+    """`validate DIR` of LLaMA-Factory's dataset_dir (or of its dataset_info.json) is not read as data shards:
+    one line naming it, a few of its entries and the command to use; that command, as printed, works."""
+    import shlex
+    import subprocess
+    import sys
+
+    path = info_dir if given == "folder" else info_dir / "dataset_info.json"
+    proc = subprocess.run([sys.executable, "-m", "minicpm_tui", "validate", str(path)], capture_output=True,
+                          text=True, timeout=120)
+    err = proc.stderr.strip()
+    assert proc.returncode == 2 and proc.stdout == "" and len(err.splitlines()) == 1, (proc.returncode, err)
+    assert err.startswith(f"minicpm-tui: error: {path}: ") and "Traceback" not in err
+    assert ("not a folder of data shards" if given == "folder" else "dataset registry, not data") in err
+    assert "registers 7 dataset(s) ('qa', 'dlg', 'hub', 'nofile' and 3 more)" in err, err
+    command = err.split("; validate one through its entry: ", 1)[1]
+    assert command == f"minicpm-tui validate --dataset-info {shlex.quote(str(info_dir))} NAME", err
+    argv = shlex.split(command.replace("NAME", "dlg"))[1:]
+    follow = subprocess.run([sys.executable, "-m", "minicpm_tui", *argv], capture_output=True, text=True, timeout=120)
+    assert follow.returncode == 0 and "0 not usable" in follow.stdout, follow.stderr
+
+
+def test_cli_validate_of_an_empty_dataset_folder(tmp_path, capsys):
+    (tmp_path / "dataset_info.json").write_text("{}", encoding="utf-8")
+    assert main(["validate", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert f"{tmp_path}: is a LLaMA-Factory dataset folder" in err and "registers no dataset yet" in err, err
+
+
 def test_openai_fast_path_is_the_full_check(monkeypatch):
     """The openai checker's fast path gives the full check's verdict, warnings, lengths and facts for every
     record (random ones, flawed and clean, through several entries and stages), and takes most clean ones

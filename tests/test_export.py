@@ -238,3 +238,36 @@ def test_a_later_smoke_attempt_does_not_hide_the_finished_training(lora_run, tmp
     shutil.rmtree(copy / "output")
     with pytest.raises(UserError, match=r"no LoRA adapter .*\(status finished\)"):
         export.plan_export(copy)
+
+
+@pytest.mark.integration
+async def test_the_wizards_export_merges_while_another_step_is_shown(lora_run, tmp_path):
+    """The Run step's "run: export merged model", for real (the worker runs `minicpm-tui export`, which merges
+    with LLaMA-Factory), left for the Review step at once: the result is notified there, and the Run step
+    shows it when it is shown again."""
+    from _tui_util import settle
+
+    from minicpm_tui.tui.app import MiniCPMApp
+    from minicpm_tui.tui.state import WizardState
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(lora_run, run_dir, ignore=shutil.ignore_patterns("merged", ".merged*"))
+    state = WizardState(hardware="preset:1x-rtx4090", model="MiniCPM4-0.5B", dataset_name="demo_sft",
+                        dataset_file="demo:demo_sft", run_dir=str(run_dir))
+    app = MiniCPMApp(use_draft=False, state=state)
+    async with app.run_test(size=(80, 24)) as pilot:
+        app.goto_step(6)
+        await settle(app, pilot)
+        assert "run: export merged model" in [c.title for c in app.screen.palette_commands()]
+        app.screen.action_export()
+        app.goto_step(5)
+        await settle(app, pilot, timeout=400)
+        assert type(app.screen).__name__ == "ReviewScreen"
+        said = [n.message for n in app._notifications if n.message.startswith("export of run: ")]
+        assert said == [f"export of run: merged model written to {run_dir / 'merged'}; load it with "
+                        "transformers' from_pretrained"], [n.message for n in app._notifications]
+        assert app.state.export.ok and (run_dir / "merged" / "config.json").is_file()
+        app.goto_step(6)
+        await settle(app, pilot)
+        shown = app.screen.intro().plain
+        assert f"Export: merged model written to {run_dir / 'merged'}" in shown and "Exporting" not in shown

@@ -212,6 +212,39 @@ async def test_f1_help_lists_the_screen_keys(no_draft):
         assert screen_name(app) == "HardwareScreen"
 
 
+async def test_f1_help_shows_remapped_keys_and_agrees_with_textuals_active_bindings(no_draft):
+    """F1 reads the screen's and app's declared BINDINGS (public API), the keymap applied: each key that works
+    now is the one Textual's own Screen.active_bindings has for it, and a remapped key is shown remapped."""
+    from minicpm_tui.core.paths import config_dir
+    from minicpm_tui.tui.screens.help import help_keys, help_markdown
+
+    keymap = config_dir() / keys.KEYMAP_NAME
+    keymap.parent.mkdir(parents=True, exist_ok=True)
+    keymap.write_text(json.dumps({"wizard.next": "f8,ctrl+right", "app.help": "f2"}), encoding="utf-8")
+    try:
+        app = MiniCPMApp(use_draft=False, state=demo_state())
+        async with app.run_test(size=SIZE) as pilot:
+            await at_step(app, pilot, 2)  # the Dataset step: its own keys, some not available yet
+            rows = {does: (shown, why) for shown, does, why in help_keys(app.screen)}
+            assert rows["Go to the next step (when this one is complete)"][0] == "f8 / ^→"
+            assert rows["Help for this screen and its keys"][0] == "f2"
+            active = {(app.get_key_display(b.binding), b.binding.tooltip) for b in app.screen.active_bindings.values()
+                      if b.enabled and b.binding.id in keys.IDS}
+            assert active, app.screen.active_bindings
+            for shown, tooltip in active:
+                listed = next((row for does, row in rows.items() if does == tooltip), None)
+                assert listed is not None and shown in listed[0].split(" / ") and listed[1] is None, (shown, rows)
+            assert rows[keys.DATASET[0].tooltip] == ("^o", None)  # Browse: its own key, available
+            text = help_markdown(app.screen)
+            assert text.startswith("# 3 Dataset") and "| `f2` | Help for this screen and its keys |" in text
+            assert '| `^p` | Command palette: every action as "area: action" |' in text
+            await pilot.press("f2")
+            await pilot.pause()
+            assert screen_name(app) == "HelpScreen" and "`f8 / ^→`" in app.screen.text
+    finally:
+        keymap.unlink()
+
+
 def _demo_sft() -> str | None:
     from minicpm_tui.tui.screens.dataset import demo_datasets
 
@@ -956,24 +989,25 @@ async def test_export_asks_before_replacing_merged_and_holds_the_launch_while_it
                                                                                       monkeypatch):
     """The CLI refuses an existing RUN_DIR/merged ("pass --force"), which the TUI cannot pass: it asks
     instead. While the export runs (a worker) the Run step says so and holds back the launch, whose training
-    would write into the output_dir the export reads."""
-    import subprocess
+    would write into the output_dir the export reads. The export call (the CLI subprocess) is replaced at
+    its function, so that it ends when the test says; the worker around it is the real one."""
     import threading
+
+    from minicpm_tui.tui.screens import run
 
     run_dir = tmp_path / "run"
     run_dir.mkdir()
     _finished_run(run_dir, 60)
     (run_dir / "merged").mkdir()
-    calls: list[list[str]] = []
+    calls: list[tuple[Path, bool]] = []
     release = threading.Event()
 
-    def fake_run(argv, **kwargs):
-        calls.append(argv)
+    def fake_export(where: Path, force: bool = False) -> tuple[bool, str]:
+        calls.append((where, force))
         release.wait(30)
-        return subprocess.CompletedProcess(argv, 0, stdout=f"merged model written to {run_dir / 'merged'}\n",
-                                           stderr="")
+        return True, f"merged model written to {run_dir / 'merged'}"
 
-    monkeypatch.setattr(subprocess, "run", fake_run)
+    monkeypatch.setattr(run, "export_run_dir", fake_export)
     app = MiniCPMApp(use_draft=False, state=demo_state(run_dir=str(run_dir)))
     async with app.run_test(size=SIZE) as pilot:
         await at_step(app, pilot, 6)
@@ -990,19 +1024,60 @@ async def test_export_asks_before_replacing_merged_and_holds_the_launch_while_it
             if calls:
                 break
             await pilot.pause(0.05)
-        assert calls and calls[0][-2:] == [str(run_dir), "--force"], calls
+        assert calls == [(run_dir, True)], calls
         assert "Exporting: merging the adapter" in screen_text(app)
         assert app.screen.check_action("launch", ()) is False and "an export is running" in app.screen.why_not("launch")
         assert "run: export merged model" not in [c.title for c in app.screen.palette_commands()]
+        # Away to the Review step (the Run screen is replaced) and back while it runs: still said, still held.
+        app.goto_step(5)
+        await pilot.pause()
+        app.goto_step(6)
+        await pilot.pause()
+        assert screen_name(app) == "RunScreen" and "Exporting: merging the adapter" in screen_text(app)
+        assert app.screen.check_action("launch", ()) is False and len(calls) == 1
         release.set()
         await settle(app, pilot)
         assert app.screen.exporting is False and "Exporting" not in screen_text(app)
         (run_dir / "merged" / "config.json").write_text("{}")  # what a real export leaves
         app.screen.on_screen_resume()
         await pilot.pause()
-        assert f"Merged model: {run_dir / 'merged'}" in app.screen.intro().plain
+        # The export's own line stands for the merged model (not said twice).
+        assert f"Export: merged model written to {run_dir / 'merged'}" in app.screen.intro().plain
+        assert "Merged model:" not in app.screen.intro().plain
         assert app.screen.check_action("launch", ())
         assert any(n.message.startswith("merged model written to") for n in app._notifications)
+
+
+async def test_an_export_outlives_leaving_the_run_step(no_draft, tmp_path):
+    """The real `minicpm-tui export` subprocess in the real worker (a refusal: train.yaml names no base model,
+    which is what it costs under a second; a merge needs a trained run). The Run step is left before the
+    result can arrive (it needs the event loop, which this test holds until it awaits): the result is said
+    on the Review step and shown on the Run step when that is shown again. It is never put in the draft."""
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    _finished_run(run_dir, 60)
+    app = MiniCPMApp(use_draft=False, state=demo_state(run_dir=str(run_dir)))
+    async with app.run_test(size=SIZE) as pilot:
+        await at_step(app, pilot, 6)
+        app.screen.action_export()
+        app.goto_step(5)  # Esc's way back: the Run screen is replaced (its own workers would be cancelled)
+        assert app.state.export is not None and app.state.export.running
+        await settle(app, pilot, 6)
+        assert screen_name(app) == "ReviewScreen"
+        refusal = f"{run_dir / 'train.yaml'}: model_name_or_path: no base model"
+        said = [n for n in app._notifications if "model_name_or_path" in n.message]
+        assert len(said) == 1 and said[0].message.startswith(f"export of run: {refusal}"), said
+        assert said[0].severity == "error"
+        assert not app.state.export.running and not app.state.export.ok
+        assert app.state.export.text.startswith(refusal)
+        app.goto_step(6)
+        await settle(app, pilot)
+        assert screen_name(app) == "RunScreen" and app.screen.exporting is False
+        assert f"Export failed: {refusal}" in pane_text(app, "#run-text")
+        # It can be tried again from here (the palette offers it), and the draft never holds it.
+        assert "run: export merged model" in [c.title for c in app.screen.palette_commands()]
+        assert "export" not in app.state.to_dict()
+        assert WizardState.from_dict({**app.state.to_dict(), "export": {"run_dir": "x"}}).export is None
 
 
 async def test_the_plan_fits_80x24_when_nothing_fits(no_draft):
@@ -1139,3 +1214,49 @@ async def test_a_registered_entry_chosen_before_is_validated_again(no_draft, tmp
         await settle(app, pilot)
         await type_in(app, pilot, "#ds-file", str(info))  # listed, not read as data
         assert app.screen.key == "entry:qa_renamed" and app.screen.report.ok
+
+
+async def test_a_dataset_folder_typed_as_data_lists_its_registered_datasets(no_draft, tmp_path, monkeypatch):
+    """A folder holding a dataset_info.json (LLaMA-Factory's dataset_dir), typed or browsed to as the data,
+    or left in a draft, is not read as data shards (its dataset_info.json would be one): its entries are
+    listed as ^t lists them, with a line saying why, and the first is validated through its entry."""
+    from minicpm_tui.tui.screens.dataset import DatasetScreen
+    from minicpm_tui.tui.screens.filepicker import FilePickerScreen
+
+    monkeypatch.setattr(DatasetScreen, "_preview", lambda *_: None)
+    info = _registry(tmp_path / "lf_data")
+    folder = info.parent
+    app = MiniCPMApp(use_draft=False, state=demo_state())
+    async with app.run_test(size=SIZE) as pilot:
+        await at_step(app, pilot, 2)
+        await type_in(app, pilot, "#ds-file", str(folder))
+        screen = app.screen
+        assert screen.key == "entry:qa_renamed" and screen.report.ok and screen.report.valid == 3
+        assert app.state.dataset_info == str(info) and app.state.dataset_file == "entry:qa_renamed"
+        assert screen.query_one("#ds-note").display
+        note = pane_text(app, "#ds-note")
+        assert note == (f"{folder} holds a dataset_info.json: a LLaMA-Factory dataset folder, not data shards. "
+                        "Its registered datasets are listed instead (as ^t does)."), note
+        assert screen.query_one("#ds-name").value == ""  # no name offered: nothing is to be registered
+        text = screen_text(app)
+        assert "chat_broken" in text and "✓ 3 ok" in text and "holds a" in text  # (the path wraps)
+        assert all(len(line) <= 80 for line in text.splitlines())
+        # Another choice: the line goes.
+        screen.start("demo:demo_sft")
+        await settle(app, pilot)
+        assert not screen.query_one("#ds-note").display
+        # The file tree's pick of the dataset_info.json itself: the same, said for the file.
+        await pilot.press("ctrl+o")
+        await pilot.pause()
+        assert isinstance(app.screen, FilePickerScreen)
+        app.screen.dismiss(info)
+        await settle(app, pilot)
+        assert screen.key == "entry:qa_renamed" and screen.report.ok
+        assert pane_text(app, "#ds-note").startswith(f"{info} is a dataset_info.json, not data. Its registered")
+        assert screen.query_one("#ds-file").value != str(info)  # not put in the box as a data file
+    # A draft that holds the folder as its data file: listed the same way on the way in.
+    app = MiniCPMApp(use_draft=False, state=demo_state(dataset_file=str(folder), dataset_name=""))
+    async with app.run_test(size=SIZE) as pilot:
+        await at_step(app, pilot, 2)
+        assert app.screen.key == "entry:qa_renamed" and app.screen.report.ok
+        assert app.state.dataset_info == str(info) and "holds a dataset_info.json" in pane_text(app, "#ds-note")

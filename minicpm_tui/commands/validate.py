@@ -111,6 +111,11 @@ def run(args: argparse.Namespace) -> int:
             raise UserError("no such file or folder", where=args.file, fix="check the path")
         if not (Path(args.file).is_file() or Path(args.file).is_dir()):
             raise UserError("is neither a file nor a folder", where=args.file, fix="check the path")
+        from minicpm_tui.core.datasets.entry import registry_at, registry_refusal
+
+        info_path = registry_at(args.file)
+        if info_path is not None:  # a dataset_dir: its datasets are validated by name, through their entries
+            raise registry_refusal(args.file, info_path)
         bar = _Bar()
         try:
             report = validate_file(args.file, stage=args.stage, fmt=args.fmt, progress=bar, **options)

@@ -53,6 +53,7 @@ class MiniCPMApp(App[int]):
         self.draft_warned = False
         # While the saved draft is offered (or, with --runs, the wizard is not shown yet), it is not overwritten.
         self.draft_held = False
+        self.user_keymap: dict[str, str] = {}
 
     # -- start ---------------------------------------------------------------
     def get_default_screen(self) -> Screen:
@@ -67,7 +68,8 @@ class MiniCPMApp(App[int]):
 
     def on_mount(self) -> None:
         self.call_after_refresh(resume_gc)  # paused for a faster start (tui.gc_paused_for_startup)
-        self.set_keymap(keys.user_keymap())
+        self.user_keymap = keys.user_keymap()  # kept for F1 help, which lists every key as remapped
+        self.set_keymap(self.user_keymap)
         if self.monitor_dir is not None:
             return
         if self.open_runs_at_start:

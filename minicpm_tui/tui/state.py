@@ -18,6 +18,22 @@ from minicpm_tui.core.paths import config_dir
 
 DRAFT_NAME = "wizard-draft.json"
 DRAFT_VERSION = 1
+# Marks a field that lives for this session only: never written to the draft (an export that was running
+# when the draft was saved is not running when it is taken up again).
+SESSION_ONLY = "session_only"
+
+
+@dataclass
+class ExportStatus:
+    """The Run step's export of one run directory: running, or how it ended and its one line.
+
+    Kept here, not on the Run screen, because leaving the step removes that screen while the export
+    goes on: the step shows it again when it is shown again."""
+
+    run_dir: str
+    running: bool = True
+    ok: bool = False
+    text: str = ""
 
 
 @dataclass
@@ -47,14 +63,21 @@ class WizardState:
     run_dir: str = ""  # set once written
     # The recipe that was written there (build.recipe_digest): a choice changed since means rewrite first.
     run_digest: str = ""
+    # The latest export started from the Run step in this session (None: none yet).
+    export: ExportStatus | None = field(default=None, metadata={SESSION_ONLY: True})
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        session = _session_fields()
+        return {k: v for k, v in asdict(self).items() if k not in session}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> WizardState:
-        known = {f.name for f in fields(cls)}
+        known = {f.name for f in fields(cls)} - _session_fields()
         return cls(**{k: v for k, v in data.items() if k in known})
+
+
+def _session_fields() -> set[str]:
+    return {f.name for f in fields(WizardState) if f.metadata.get(SESSION_ONLY)}
 
 
 def draft_path() -> Path:

@@ -231,15 +231,43 @@ def load_dataset_info(path: str | os.PathLike[str]) -> tuple[Path, dict[str, Any
     return p, data
 
 
+def entry_names(info: dict[str, Any], most: int = 8) -> str:
+    """The first ``most`` registered names, quoted, and how many more there are."""
+    names = ", ".join(repr(str(k)) for k in list(info)[:most])
+    return names + (f" and {len(info) - most} more" if len(info) > most else "")
+
+
 def find_entry(info: dict[str, Any], name: str, where: str) -> Any:
     """The entry registered as ``name``, or a UserError that offers the closest name."""
     if name not in info:
         close = difflib.get_close_matches(name, [str(k) for k in info], n=1)
         raise UserError(f"no dataset {name!r} is registered here", where=where,
                         fix=f"did you mean {close[0]!r}?" if close else
-                        f"use one of {', '.join(map(repr, list(info)[:8]))}" if info else
+                        f"use one of {entry_names(info)}" if info else
                         "register one with `minicpm-tui register FILE --name NAME --dataset-dir DIR`")
     return info[name]
+
+
+def registry_at(path: str | os.PathLike[str]) -> Path | None:
+    """The dataset_info.json that ``path`` is, or that the folder ``path`` holds, else None. Such a folder is
+    LLaMA-Factory's dataset_dir (datasets registered by name), not a folder of data shards: read as shards,
+    its dataset_info.json would be taken for data."""
+    p = Path(path).expanduser()
+    info = p / INFO_NAME if p.is_dir() else p
+    return info if info.name == INFO_NAME and info.is_file() else None
+
+
+def registry_refusal(path: str | os.PathLike[str], info_path: Path) -> UserError:
+    """`validate PATH` of a dataset_info.json or its folder: name it, a few of its entries, and the command
+    that validates one of them through its entry."""
+    import shlex
+
+    _, info = load_dataset_info(info_path)
+    held = f"registers {len(info)} dataset(s) ({entry_names(info, 4)})" if info else "registers no dataset yet"
+    what = (f"is LLaMA-Factory's dataset registry, not data: it {held}" if Path(path).expanduser().is_file() else
+            f"is a LLaMA-Factory dataset folder, not a folder of data shards: its {INFO_NAME} {held}")
+    return UserError(what, where=str(path), fix="validate one through its entry: minicpm-tui validate "
+                     f"--dataset-info {shlex.quote(str(info_path.parent))} NAME")
 
 
 def refuse_skipped(reading: EntryReading, where: str) -> None:

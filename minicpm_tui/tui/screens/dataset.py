@@ -113,7 +113,7 @@ stage: errors name the file, the record, the field and the fix. The preview rend
 through the chat template; trained parts are marked, masked parts dimmed. A file (or folder) of yours
 is registered in the `dataset_info.json` beside it (merged, backed up) under the name you give.
 Already registered in a `dataset_info.json` (an existing LLaMA-Factory setup)? Ctrl+T picks it (or the
-folder holding it; typing its path works too) and lists its entries: name, formatting, file and, once
+folder holding it; typing or browsing to either works too) and lists its entries: name, formatting, file and, once
 validated, a verdict. Each is checked through its entry (columns, tags, openai formatting, media as the
 chosen model's template reads them) and used as registered: nothing is written. Remote entries
 (hf_hub_url...) are listed but not checked here; LLaMA-Factory fetches them when training starts.
@@ -140,12 +140,13 @@ chosen model's template reads them) and used as registered: nothing is written. 
             self.error = error
 
     class RegistryLoaded(Message):
-        def __init__(self, path: str, info: dict[str, Any], error: str | None, wanted: str) -> None:
+        def __init__(self, path: str, info: dict[str, Any], error: str | None, wanted: str, why: str = "") -> None:
             super().__init__()
             self.path = path
             self.info = info
             self.error = error
             self.wanted = wanted
+            self.why = why  # the line said above the report when a typed path was taken as this registry
 
     class Registered(Message):
         def __init__(self, name: str, dataset_dir: str, error: str | None) -> None:
@@ -179,6 +180,7 @@ chosen model's template reads them) and used as registered: nothing is written. 
                 yield Input(placeholder="my_dataset", id="ds-name", compact=True)
             with VerticalScroll(classes="pane main", id="ds-main") as main:
                 main.border_title = "Validation"
+                yield Static("", id="ds-note")
                 yield ProgressBar(total=1.0, show_eta=False, id="ds-progress")
                 yield Static("", id="ds-report")
                 yield Static("", id="ds-preview")
@@ -186,6 +188,7 @@ chosen model's template reads them) and used as registered: nothing is written. 
     def on_mount(self) -> None:
         super().on_mount()
         self.query_one("#ds-progress").display = False
+        self.query_one("#ds-note").display = False
         demos = self.query_one("#ds-demos", OptionList)
         name = self.state.dataset_name
         if self.state.dataset_info:  # its entries are listed again (and the one chosen validated)
@@ -199,7 +202,8 @@ chosen model's template reads them) and used as registered: nothing is written. 
         elif self.state.dataset_file and not self.state.dataset_file.startswith("demo:"):
             self.query_one("#ds-file", Input).value = self.state.dataset_file
             self.query_one("#ds-name", Input).value = name
-            self.start(self.state.dataset_file)
+            if not self.take_registry(self.state.dataset_file):  # a draft's dataset folder: its entries instead
+                self.start(self.state.dataset_file)
             demos.highlighted = None  # no demo is the choice
         else:
             wanted = f"demo:{name}" if name in self.demos else self._default_demo()
@@ -232,10 +236,7 @@ chosen model's template reads them) and used as registered: nothing is written. 
     @on(Input.Submitted, "#ds-file")
     def file_given(self, event: Input.Submitted) -> None:
         path = event.value.strip()
-        from minicpm_tui.core.datasets.register import INFO_NAME
-
-        if Path(path).name == INFO_NAME:  # a registry: list its entries instead
-            self._load_registry(str(Path(path).expanduser()), "")
+        if path and self.take_registry(path):
             return
         if path:
             # A name we filled in for the previous file follows the new one; a name typed is kept.
@@ -252,7 +253,7 @@ chosen model's template reads them) and used as registered: nothing is written. 
         from minicpm_tui.tui.screens.filepicker import FilePickerScreen
 
         def picked(path: Path | None) -> None:
-            if path is not None:
+            if path is not None and not self.take_registry(str(path)):
                 self.query_one("#ds-file", Input).value = str(path)
                 self.query_one("#ds-name", Input).value = suggested_name(str(path))
                 self.start(str(path))
@@ -260,6 +261,19 @@ chosen model's template reads them) and used as registered: nothing is written. 
         self.app.push_screen(FilePickerScreen(Path(self.state.dataset_file or ".").expanduser()), picked)
 
     # -- a registered dataset -----------------------------------------------------------
+    def take_registry(self, path: str) -> bool:
+        """A dataset_info.json, or a folder holding one, is LLaMA-Factory's dataset_dir, not data (as shards
+        its dataset_info.json would be read as a data file): list its entries, as ^t does, saying why."""
+        from minicpm_tui.core.datasets.entry import registry_at
+
+        info = registry_at(path)
+        if info is None:
+            return False
+        why = (f"{path} is a dataset_info.json, not data." if info == Path(path).expanduser() else
+               f"{path} holds a dataset_info.json: a LLaMA-Factory dataset folder, not data shards.")
+        self._load_registry(str(info), "", f"{why} Its registered datasets are listed instead (as ^t does).")
+        return True
+
     def action_pick_registered(self) -> None:
         from minicpm_tui.tui.screens.filepicker import FilePickerScreen
 
@@ -272,7 +286,7 @@ chosen model's template reads them) and used as registered: nothing is written. 
         self.app.push_screen(FilePickerScreen(start.expanduser(), registry=True), picked)
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="registry")
-    def _load_registry(self, path: str, wanted: str) -> None:
+    def _load_registry(self, path: str, wanted: str, why: str = "") -> None:
         from minicpm_tui.core.datasets.entry import load_dataset_info
 
         try:
@@ -280,7 +294,7 @@ chosen model's template reads them) and used as registered: nothing is written. 
         except Exception as exc:
             self.post_message(self.RegistryLoaded(path, {}, one_line(exc), wanted))
             return
-        self.post_message(self.RegistryLoaded(str(info_path.absolute()), info, None, wanted))
+        self.post_message(self.RegistryLoaded(str(info_path.absolute()), info, None, wanted, why))
 
     def on_dataset_screen_registry_loaded(self, message: RegistryLoaded) -> None:
         if message.error:
@@ -295,6 +309,7 @@ chosen model's template reads them) and used as registered: nothing is written. 
             self.notify(f"{message.path} registers no dataset", severity="warning")
             return
         self.registry, self.entries, self.verdicts = Path(message.path), message.info, {}
+        self.say_note(message.why)
         self.state.dataset_info = message.path
         demos = self.query_one("#ds-demos", OptionList)
         options = [Option(f"{name}  (demo)", id=f"demo:{name}") for name in self.demos]
@@ -307,6 +322,11 @@ chosen model's template reads them) and used as registered: nothing is written. 
         self.start(wanted)
         demos.highlighted = demos.get_option_index(wanted)
         demos.focus()
+
+    def say_note(self, text: str) -> None:
+        note = self.query_one("#ds-note", Static)
+        note.update(Text(f"{text}\n", style="italic"))  # a blank line before the report
+        note.display = bool(text)
 
     def _set_verdict(self, key: str, verdict: tuple[str, str]) -> None:
         name = key.removeprefix(ENTRY)
@@ -350,6 +370,7 @@ chosen model's template reads them) and used as registered: nothing is written. 
         if key.startswith(ENTRY):
             self._start_entry(key)
             return
+        self.say_note("")  # a demo or a file of the person's: the registry's note no longer applies
         if key.startswith("demo:"):
             name = key.removeprefix("demo:")
             self.state.dataset_name = name

@@ -9,7 +9,7 @@ a table's paging) are not listed: they are the widgets' own, and Tab/Enter are s
 from __future__ import annotations
 
 from textual.app import App, ComposeResult
-from textual.binding import Binding
+from textual.binding import Binding, BindingsMap
 from textual.containers import VerticalScroll
 from textual.dom import DOMNode
 from textual.screen import ModalScreen, Screen
@@ -31,17 +31,35 @@ def _available(app: App, namespace: DOMNode, action: str) -> bool:
     return bool(target.check_action(name, ()))
 
 
+def declared_bindings(node: DOMNode) -> BindingsMap:
+    """A screen's or the app's own bindings, from the public ``BINDINGS`` of each class along its MRO
+    merged as Textual merges them at class creation (``DOMNode._merge_bindings``: a subclass's binding
+    for a key replaces its bases'). Neither Screen, App nor ours sets ``inherit_bindings=False``."""
+    merged: dict[str, list[Binding]] = {}
+    for cls in reversed(type(node).__mro__):
+        if issubclass(cls, DOMNode):
+            merged.update(BindingsMap(cls.__dict__.get("BINDINGS", [])).key_to_bindings)
+    if isinstance(node, App) and node.ENABLE_COMMAND_PALETTE and not any(
+            b.action in _PALETTE_ACTIONS for bindings in merged.values() for b in bindings):
+        # Textual adds the palette's key in App.__init__, from these public class variables.
+        key = node.COMMAND_PALETTE_BINDING
+        merged.setdefault(key, []).append(Binding(key, "command_palette", "palette", show=False,
+                                                  key_display=node.COMMAND_PALETTE_DISPLAY))
+    return BindingsMap.from_keys(merged)
+
+
 def help_keys(screen: Screen) -> list[tuple[str, str, str | None]]:
     """(keys as shown, what it does, None or why it does nothing now), one row per binding id: the
     screen's bindings first, then the app's, with the person's keymap applied."""
     app = screen.app
+    # The keymap the app was given (MiniCPMApp keeps it; Textual's own copy is private).
+    keymap: dict[str, str] = getattr(app, "user_keymap", None) or {}
     rows: dict[str, tuple[list[str], str, str | None]] = {}
     for namespace in (screen, app):
-        # Textual (8.2) has no public accessor for a node's own bindings or the app's keymap; these are
-        # what its binding chain reads (Screen._binding_chain), without the focused widget's.
-        bindings = namespace._bindings.copy()
-        if app._keymap:
-            bindings.apply_keymap(app._keymap)
+        # Not Screen.active_bindings: it leaves out the keys whose action is unavailable now, which this lists.
+        bindings = declared_bindings(namespace)
+        if keymap:
+            bindings.apply_keymap(keymap)
         for _, binding in bindings:
             if not _ours(binding):
                 continue

@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Any
 
 from rich.text import Text
 from textual import work
-from textual.app import ComposeResult
+from textual.app import App, ComposeResult
 from textual.containers import VerticalScroll
 from textual.message import Message
 from textual.widgets import Static
 
 from minicpm_tui.tui import keys
 from minicpm_tui.tui.screens.base import WizardStep
+from minicpm_tui.tui.state import ExportStatus
 from minicpm_tui.tui.widgets.render import one_line
 
 
@@ -34,6 +36,48 @@ def start_smoke(run_dir: Path) -> Any:
     return runner.launch(run_dir, env=offline_env(dict(spec.env)), output_dir=spec.output_dir)
 
 
+def export_run_dir(run_dir: Path, force: bool = False) -> tuple[bool, str]:
+    """`minicpm-tui export RUN_DIR` as a subprocess (LLaMA-Factory runs there, never in the TUI):
+    whether it succeeded, and its last line."""
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-m", "minicpm_tui", "export", str(run_dir),
+                           *(["--force"] if force else [])], capture_output=True,
+                          text=True, stdin=subprocess.DEVNULL)
+    lines = (proc.stdout if proc.returncode == 0 else proc.stderr or proc.stdout).strip().splitlines()
+    text = lines[-1] if lines else f"export exited with code {proc.returncode}"
+    return proc.returncode == 0, text.removeprefix("minicpm-tui: error: ")
+
+
+def start_export(app: App, run_dir: Path, force: bool) -> None:
+    """Run the export in an app worker, not the Run screen's: leaving the step removes that screen (and
+    cancels its workers), while the export goes on and its result must still reach the app's state."""
+
+    def work_() -> None:
+        try:
+            ok, text = export_run_dir(run_dir, force)
+        except Exception as exc:
+            ok, text = False, one_line(exc)
+        with contextlib.suppress(RuntimeError):  # the app has exited meanwhile: nobody to tell
+            app.call_from_thread(export_finished, app, run_dir, ok, text)
+
+    app.run_worker(work_, thread=True, exclusive=True, group="export", exit_on_error=False)
+
+
+def export_finished(app: App, run_dir: Path, ok: bool, text: str) -> None:
+    """Keep the result in the state, redraw a Run step in the stack, and say it wherever the person is."""
+    state = getattr(app, "state", None)
+    if state is not None:
+        state.export = ExportStatus(str(run_dir), running=False, ok=ok, text=text)
+    for screen in app.screen_stack:
+        if isinstance(screen, RunScreen):
+            screen.redraw()
+    here = isinstance(app.screen, RunScreen)
+    app.notify(text if here else f"export of {run_dir.name}: {text}",
+               severity="information" if ok else "error", timeout=12)
+
+
 class RunScreen(WizardStep):
     STEP = 6
     HELP_TITLE = "7 Run"
@@ -44,7 +88,8 @@ the real training detached: it survives closing this window, the terminal and th
 Both open the live monitor; **d** there detaches, `minicpm-tui monitor RUN_DIR` reattaches.
 Once a LoRA run has finished (or was stopped), the palette (**ctrl+p**) offers **run: export merged model**:
 `minicpm-tui export RUN_DIR`, the adapter merged into the base model in RUN_DIR/merged (it asks before
-replacing an earlier export; the launch waits until it is done).
+replacing an earlier export; the launch waits until it is done). It goes on if you leave this step;
+its result is said when it ends and stays here.
 """
     BINDINGS = [*WizardStep.BINDINGS, *keys.RUN]
 
@@ -55,21 +100,25 @@ replacing an earlier export; the launch waits until it is done).
             self.run_dir = run_dir
             self.error = error
 
-    class Exported(Message):
-        def __init__(self, ok: bool, text: str) -> None:
-            super().__init__()
-            self.ok = ok
-            self.text = text
-
     def __init__(self) -> None:
         super().__init__()
         self.starting = False
-        self.exporting = False
         self.launched: Path | None = None
 
     @property
     def run_dir(self) -> Path | None:
         return Path(self.state.run_dir) if self.state.run_dir else None
+
+    def export_status(self) -> ExportStatus | None:
+        """The session's export of this run directory (the app's state: it outlives this screen)."""
+        export = self.state.export
+        return export if export is not None and self.run_dir is not None and \
+            Path(export.run_dir) == self.run_dir else None
+
+    @property
+    def exporting(self) -> bool:
+        export = self.export_status()
+        return export is not None and export.running
 
     def body(self) -> ComposeResult:
         with VerticalScroll(classes="body pane", id="run-main") as main:
@@ -94,14 +143,23 @@ replacing an earlier export; the launch waits until it is done).
         elif self.can_export():  # the palette's entry, said where it can be seen (one line at 80 columns)
             text.append("^p ", style="bold reverse")
             text.append("  run: export merged model: the adapter merged into the base, in merged/\n\n")
+        export = self.export_status()
+        if export is not None and not export.running:  # how the last export ended, also if it ended elsewhere
+            text.append("Export: " if export.ok else "Export failed: ", style="bold" if export.ok else "bold red")
+            text.append(f"{export.text}\n\n")
         merged = self.run_dir / "merged"
-        if not self.exporting and (merged / "config.json").is_file():
+        if not self.exporting and not (export and export.ok) and (merged / "config.json").is_file():
             text.append(f"Merged model: {merged}\n\n")
         text.append(f"Later: minicpm-tui monitor {self.run_dir}", style="dim")
         return text
 
     def on_screen_resume(self) -> None:
-        # Back from the monitor (or a dialog): a run may have started since the text was drawn.
+        # Back from the monitor (or a dialog): a run may have started (or an export ended) since it was drawn.
+        self.redraw()
+
+    def redraw(self) -> None:
+        if not self.is_mounted:  # just pushed: it draws from the state when composed
+            return
         if not self.starting:
             self.query_one("#run-text", Static).update(self.intro())
         self.refresh_bindings()
@@ -199,7 +257,8 @@ replacing an earlier export; the launch waits until it is done).
 
     def can_export(self) -> bool:
         """A LoRA run of this run directory that ended (finished, or stopped: both save the model)."""
-        if self.run_dir is None or self.starting or self.exporting or self.state.method == "full":
+        running = self.state.export is not None and self.state.export.running  # one export at a time
+        if self.run_dir is None or self.starting or running or self.state.method == "full":
             return False
         from minicpm_tui.core.runner import run_status
 
@@ -231,33 +290,9 @@ replacing an earlier export; the launch waits until it is done).
     def begin_export(self, force: bool) -> None:
         if not self.can_export():
             return
-        self.exporting = True
-        self.query_one("#run-text", Static).update(self.intro())
-        self.refresh_bindings()
-        self._export(self.run_dir, force)
-
-    @work(thread=True, exclusive=True, exit_on_error=False, group="export")
-    def _export(self, run_dir: Path, force: bool = False) -> None:
-        """`minicpm-tui export RUN_DIR` as a subprocess: LLaMA-Factory runs there, never in the TUI."""
-        import subprocess
-        import sys
-
-        try:
-            proc = subprocess.run([sys.executable, "-m", "minicpm_tui", "export", str(run_dir),
-                                   *(["--force"] if force else [])], capture_output=True,
-                                  text=True, stdin=subprocess.DEVNULL)
-            lines = (proc.stdout if proc.returncode == 0 else proc.stderr or proc.stdout).strip().splitlines()
-            text = lines[-1] if lines else f"export exited with code {proc.returncode}"
-            self.post_message(self.Exported(proc.returncode == 0, text.removeprefix("minicpm-tui: error: ")))
-        except Exception as exc:
-            self.post_message(self.Exported(False, one_line(exc)))
-
-    def on_run_screen_exported(self, message: Exported) -> None:
-        self.exporting = False
-        if not self.starting:
-            self.query_one("#run-text", Static).update(self.intro())
-        self.refresh_bindings()
-        self.notify(message.text, severity="information" if message.ok else "error", timeout=12)
+        self.state.export = ExportStatus(str(self.run_dir))
+        self.redraw()
+        start_export(self.app, self.run_dir, force)
 
     def palette_commands(self):
         from textual.app import SystemCommand
