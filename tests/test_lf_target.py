@@ -193,6 +193,23 @@ def test_bad_targets_are_one_line_errors(tmp_path):
     assert exc.value.one_line().startswith(f"{recipe}: lf_target: lf_target: no snapshot of LLaMA-Factory 0.9.1")
 
 
+def test_an_imported_yaml_is_checked_against_the_target(tmp_path):
+    """`generate --from-yaml OLD.yaml --lf-target R`: its keys are R's (save_safetensors: 0.9.3's, not
+    0.9.5's), with no LLaMA-Factory asked here."""
+    old = tmp_path / "old.yaml"
+    old.write_text("model_name_or_path: openbmb/MiniCPM4-0.5B\nstage: sft\nfinetuning_type: lora\n"
+                   f"dataset: demo_sft\ndataset_dir: {demo_recipe().dataset_dir}\nsave_safetensors: true\n")
+    env = {**os.environ, "MINICPM_TUI_TRAIN_PYTHON": str(tmp_path / "none" / "python")}
+    base = ("generate", "--from-yaml", str(old), "--hardware", "1x-a10-24gb", "--dry-run", "--lf-target")
+    proc = _cli(*base, "0.9.3", env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert yaml.safe_load(proc.stdout)["save_safetensors"] is True
+    proc = _cli(*base, "0.9.5", env=env)
+    assert proc.returncode == 1 and proc.stderr.strip() == (
+        f"minicpm-tui: error: {old}: keys unknown to the LLaMA-Factory 0.9.5 snapshot: save_safetensors; "
+        "remove or rename them, then import again")
+
+
 def test_doctor_save_refuses_to_overwrite_before_inspecting(tmp_path):
     box = tmp_path / "box.json"
     box.write_text("keep")
