@@ -37,29 +37,34 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from minicpm_tui.core import recipe as recipe_mod
+    from minicpm_tui.core.lftarget import INSTALLED
 
     if args.list:
         for name in recipe_mod.list_presets():
             print(name)
         return 0
     notes: list[str] = []
+    overrides = recipe_mod.recipe_overrides(args)
+    _absolute_target(overrides)
     if args.from_yaml:
-        from minicpm_tui.core.lfinfo import lf_info
+        from minicpm_tui.core.lftarget import target_info
 
-        info = lf_info()
+        # The keys it is checked against are the target's (--lf-target), not necessarily this machine's.
+        base = recipe_mod.Recipe(lf_target=str(overrides.get("lf_target") or INSTALLED),
+                                 lf_source=str(overrides.get("lf_source") or ""))
+        info = target_info(base)
         report = recipe_mod.import_lf_yaml(args.from_yaml, info.all_keys or None)
         recipe = report.recipe
         notes += [f"mapped {old} -> {new}" for old, new in report.mapped]
         notes += [f"dropped {key} (minicpm-tui derives it from the plan)" for key in report.dropped]
         if report.unknown:
-            raise UserError(f"keys unknown to the installed LLaMA-Factory: {', '.join(report.unknown)}",
+            raise UserError(f"keys unknown to {info.describe()}: {', '.join(report.unknown)}",
                             where=args.from_yaml, fix="remove or rename them, then import again", exit_code=1)
     elif args.recipe:
         recipe = recipe_mod.load_recipe(args.recipe)
     else:
         raise UserError("no recipe given", where="generate",
                         fix="pass a recipe.yaml or preset name (see --list), or --from-yaml OLD.yaml")
-    overrides = recipe_mod.recipe_overrides(args)
     if overrides:
         recipe = recipe_mod.apply_overrides(recipe, overrides)
     lr_note = recipe_mod.learning_rate_note(recipe)
@@ -91,11 +96,26 @@ def run(args: argparse.Namespace) -> int:
     for note in notes:
         print(f"  note: {note}")
     if reports:
-        print(f"  preflight passed ({', '.join(reports[0].checked)})")
+        print(f"  preflight passed{' here' if reports[0].target else ''} ({', '.join(reports[0].checked)})")
     run_dir = written[0].parent
+    if recipe.lf_target != INSTALLED:
+        print(f"next, on the machine that trains: minicpm-tui run --check {run_dir}   then   "
+              f"minicpm-tui run {run_dir}")
+        return 0
     after = "" if recipe.method == "full" else f"   then   minicpm-tui export {run_dir}"
     print(f"next: minicpm-tui smoke {run_dir}   then   minicpm-tui run {run_dir}{after}")
     return 0
+
+
+def _absolute_target(overrides: dict) -> None:
+    """A --lf-target FILE typed here means this folder's file, not one beside the recipe."""
+    from pathlib import Path
+
+    from minicpm_tui.core.lftarget import INSTALLED, known_releases
+
+    value = str(overrides.get("lf_target") or "").strip()
+    if value and value != INSTALLED and value not in known_releases() and Path(value).expanduser().exists():
+        overrides["lf_target"] = str(Path(value).expanduser().resolve())
 
 
 def _save_recipe(recipe: Recipe, raw: str, force: bool) -> None:

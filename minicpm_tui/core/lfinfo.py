@@ -96,9 +96,19 @@ def lf_source_env(source: str | os.PathLike[str] | None, base: dict[str, str] | 
 
 @dataclass
 class LFInfo:
-    """Facts about one training environment. ``raw`` keeps the whole introspection report."""
+    """Facts about one training environment. ``raw`` keeps the whole introspection report.
+
+    ``target``: empty when read from a Python here; else the recipe's ``lf_target`` (a release snapshot or a
+    saved report, ``core.lftarget``), facts about an environment elsewhere, described by ``label``.
+    """
 
     raw: dict[str, Any] = field(default_factory=dict)
+    target: str = ""
+    label: str = ""
+
+    def describe(self) -> str:
+        """``the installed LLaMA-Factory (0.9.5)``, or the target's label."""
+        return self.label or f"the installed LLaMA-Factory ({self.version})"
 
     @property
     def python(self) -> str:

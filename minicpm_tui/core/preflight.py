@@ -6,6 +6,10 @@
 - the datasets through the datasets core (``core.datasets.validate_file``) when it is available.
 - the scripts through ``bash -n``.
 Each problem names the file, the key and the fix.
+
+A run directory written for another LLaMA-Factory (``target``: a release snapshot or a ``doctor --save``
+report, ``core.lftarget``) cannot be proved by the parser here: train.yaml's keys and template are then
+checked against the target's facts, the rest is left to ``run --check`` where it trains (``not_checked``).
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from minicpm_tui.core.errors import UserError
-from minicpm_tui.core.lfinfo import run_dir_python
+from minicpm_tui.core.lfinfo import LFInfo, run_dir_python
 from minicpm_tui.core.resources import resource_script
 from minicpm_tui.core.rundir import read_train_yaml as _train_yaml
 
@@ -52,6 +56,13 @@ class PreflightReport:
     notes: list[str] = field(default_factory=list)
     checked: list[str] = field(default_factory=list)
     duration_s: float = 0.0
+    target: str = ""  # what it was checked against instead of a LLaMA-Factory here ("" = the real parser)
+    not_checked: list[str] = field(default_factory=list)
+
+    def target_note(self) -> str:
+        """What a check against a target leaves to the machine that trains, in one line."""
+        return (f"checked against {self.target}; not run here: {' and '.join(self.not_checked)} (they need that "
+                f"environment): run `minicpm-tui run --check {shlex.quote(str(self.run_dir))}` on the target machine")
 
     @property
     def ok(self) -> bool:
@@ -59,6 +70,7 @@ class PreflightReport:
 
     def to_json(self) -> dict[str, Any]:
         return {"run_dir": str(self.run_dir), "ok": self.ok, "checked": self.checked, "notes": self.notes,
+                "target": self.target or None, "not_checked": self.not_checked,
                 "problems": [p.__dict__ for p in self.problems], "duration_s": round(self.duration_s, 1)}
 
     def raise_for_problems(self) -> None:
@@ -115,16 +127,17 @@ def _bash_n(run_dir: Path, report: PreflightReport) -> None:
 
 def _check_datasets(run_dir: Path, stage: str | None, report: PreflightReport, lf_version: str | None = None,
                     resolved: dict[str, Any] | None = None, python: str | None = None,
-                    source_info: Path | None = None) -> None:
+                    source_info: Path | None = None, target: LFInfo | None = None) -> None:
     """Each dataset through its dataset_info.json entry (columns, tags, ranking), as LLaMA-Factory reads it;
     ``lf_version`` (the release the run directory was written for) decides what an openai entry means;
     the template (and model) in ``resolved`` (generated.json), else train.yaml's, which media columns are
     read (asked of ``python``'s LLaMA-Factory for a template that is not MiniCPM's). ``source_info``: the
     dataset_info.json the entries were copied from (generate checks a folder that is gone when it fails:
-    the advice names the user's registry instead)."""
+    the advice names the user's registry instead). ``target``: the media come from its facts, not from
+    ``python``'s LLaMA-Factory."""
     try:
         from minicpm_tui.core.datasets.entry import read_entry, validate_entry
-        from minicpm_tui.core.datasets.media import entry_maps_media, media_for
+        from minicpm_tui.core.datasets.media import entry_maps_media, media_for, media_reading
     except ImportError:
         report.notes.append("datasets core not available: data files not validated")
         return
@@ -144,8 +157,11 @@ def _check_datasets(run_dir: Path, stage: str | None, report: PreflightReport, l
         cfg = _train_yaml(run_dir)
         template, model = resolved.get("template") or cfg.get("template"), resolved.get("model_name")
         media_dir = cfg.get("media_dir")  # relative to the run directory, where the scripts cd to
-        media = media_for(template if isinstance(template, str) else None, model if isinstance(model, str) else None,
-                          run_dir / media_dir if isinstance(media_dir, str) else None, python)
+        template = template if isinstance(template, str) else None
+        model = model if isinstance(model, str) else None
+        folder = run_dir / media_dir if isinstance(media_dir, str) else None
+        media = (media_reading(template, model, target.template_media, folder) if target is not None
+                 else media_for(template, model, folder, python))
     for name, entry in registry.items():
         reading = read_entry(entry, lf_version, media)
         if reading.skipped:  # remote data: LLaMA-Factory reads it at start
@@ -188,9 +204,43 @@ def _dataset_problem(name: str, result: Any, stage: str | None, info_path: Path,
                    fix_tui="the Dataset step lists the unusable records")
 
 
+def _target_check(run: Path, target: LFInfo, report: PreflightReport) -> None:
+    """train.yaml's keys and template against ``target``'s facts (what needs no LLaMA-Factory here)."""
+    import difflib
+
+    from minicpm_tui.core.writers import REGISTERED_BY_ENTRY
+
+    cfg = _train_yaml(run)
+    if not cfg:
+        report.problems.append(Problem("train.yaml", "cannot be read as a mapping of key: value",
+                                       fix="regenerate the run directory"))
+        return
+    keys = target.all_keys
+    for key in cfg:
+        if str(key) not in keys:
+            close = difflib.get_close_matches(str(key), sorted(keys), n=1)
+            report.problems.append(Problem("train.yaml", f"is not an argument of {target.describe()}", key=str(key),
+                                           fix=f"did you mean {close[0]}?" if close else "remove it"))
+    template = cfg.get("template")
+    entry = REGISTERED_BY_ENTRY if (run / "train_entry.py").is_file() else ()
+    if template and template not in target.templates and template not in entry:
+        close = difflib.get_close_matches(str(template), target.templates, n=2)
+        report.problems.append(Problem("train.yaml", f"template {template!r} is not registered by "
+                                       f"{target.describe()}", key="template",
+                                       fix=f"use {' or '.join(close)}" if close else
+                                       "pick one it registers (`minicpm-tui doctor --json` there lists them)"))
+    report.checked.append(f"train.yaml: keys and template against {target.describe()}")
+    report.target = target.describe()
+    report.not_checked = ["LLaMA-Factory's own argument parser"]
+    if (run / "ds_config.json").is_file():
+        report.not_checked.append("DeepSpeed's config model")
+
+
 def preflight_many(run_dirs: list[str | os.PathLike[str]], *, datasets: bool = True,
-                   lf_source: str | None = None, source_info: Path | None = None) -> list[PreflightReport]:
-    """Preflight several run directories with ONE LLaMA-Factory subprocess."""
+                   lf_source: str | None = None, source_info: Path | None = None,
+                   target: LFInfo | None = None) -> list[PreflightReport]:
+    """Preflight several run directories with ONE LLaMA-Factory subprocess (none with ``target``: the run
+    directories were written for that LLaMA-Factory, not this machine's, and are checked against its facts)."""
     start = time.monotonic()
     reports = []
     jobs = []
@@ -205,9 +255,12 @@ def preflight_many(run_dirs: list[str | os.PathLike[str]], *, datasets: bool = T
         with contextlib.suppress(OSError, ValueError):
             meta = json.loads((run / "generated.json").read_text(encoding="utf-8"))
         meta = meta if isinstance(meta, dict) else {}
-        from_entry = ["cpm", "cpm3"] if (run / "train_entry.py").is_file() else []
-        jobs.append({"id": str(index), "cwd": str(run), "yaml": "train.yaml", "templates_from_entry": from_entry,
-                     "python": run_dir_python(meta)})
+        if target is None:
+            from_entry = ["cpm", "cpm3"] if (run / "train_entry.py").is_file() else []
+            jobs.append({"id": str(index), "cwd": str(run), "yaml": "train.yaml", "templates_from_entry": from_entry,
+                         "python": run_dir_python(meta)})
+        else:
+            _target_check(run, target, report)
         _bash_n(run, report)
         if datasets:
             resolved = meta.get("resolved")
@@ -215,7 +268,7 @@ def preflight_many(run_dirs: list[str | os.PathLike[str]], *, datasets: bool = T
             stage = resolved.get("stage") or _stage_of(run)
             version = resolved.get("lf_version")
             _check_datasets(run, stage, report, version if isinstance(version, str) else None, resolved,
-                            run_dir_python(meta), source_info)
+                            run_dir_python(meta), source_info, target)
     # One LLaMA-Factory subprocess per training Python: each run is parsed by the release it trains with.
     by_python: dict[str, list[dict[str, Any]]] = {}
     for job in jobs:
@@ -244,5 +297,6 @@ def _stage_of(run: Path) -> str | None:
 
 
 def preflight(run_dir: str | os.PathLike[str], *, datasets: bool = True, lf_source: str | None = None,
-              source_info: Path | None = None) -> PreflightReport:
-    return preflight_many([run_dir], datasets=datasets, lf_source=lf_source, source_info=source_info)[0]
+              source_info: Path | None = None, target: LFInfo | None = None) -> PreflightReport:
+    return preflight_many([run_dir], datasets=datasets, lf_source=lf_source, source_info=source_info,
+                          target=target)[0]

@@ -204,6 +204,12 @@ def _lora_target(value: str) -> str | None:
     return None
 
 
+def _lf_target(value: str) -> str | None:
+    from minicpm_tui.core.lftarget import check_lf_target
+
+    return _no_control(value) or check_lf_target(value)
+
+
 def _above_zero(value: Any) -> str | None:
     # 0 (or an underflow such as 1e-999) passes ">= 0" but trains nothing: every step leaves the weights as they are
     return None if value > 0 else f"must be above 0, got {value} (at 0 no step changes the weights)"
@@ -318,8 +324,12 @@ class Recipe:
     lf_source: str = opt("", "A LLaMA-Factory source checkout to use instead of the installed package "
                          "(its src/ goes on PYTHONPATH), as in OpenBMB's guide.", "llamafactory",
                          check=_no_control, advanced=True)
+    lf_target: str = opt("installed", "The LLaMA-Factory the run directory is written for: 'installed' (the "
+                         "training Python here), a release snapshot shipped with minicpm-tui (0.9.2 to 0.9.5), or "
+                         "a file saved by `minicpm-tui doctor --save` where it will train.", "llamafactory",
+                         check=_lf_target, advanced=True)
     extra_args: dict = opt({}, "Extra LLaMA-Factory keys written to train.yaml as-is (checked against the "
-                           "installed version).", "llamafactory", kind="dict", advanced=True)
+                           "keys of the lf_target LLaMA-Factory).", "llamafactory", kind="dict", advanced=True)
 
     # -- registry -------------------------------------------------------------------------
     @classmethod

@@ -105,6 +105,22 @@ def _read_run(run_dir: Path) -> tuple[dict[str, Any], dict[str, Any]]:
     return meta, cfg
 
 
+def _target_notes(meta: dict[str, Any], python: str) -> list[str]:
+    """A run directory written for another LLaMA-Factory (generate --lf-target) smoked with a different
+    release here proves the chain, not that release: say so."""
+    target = meta.get("lf_target")
+    wanted = meta.get("llamafactory")
+    if not isinstance(target, dict) or target.get("value") in (None, "installed") or not isinstance(wanted, str):
+        return []
+    from minicpm_tui.core.lfinfo import installed_lf_version
+
+    here = installed_lf_version(python)
+    if here == wanted:
+        return []
+    return [f"written for LLaMA-Factory {wanted} but smoked with {here or 'no LLaMA-Factory'} ({python}); "
+            "set TRAIN_PYTHON to a python with that release to prove it, or smoke it on the target machine"]
+
+
 def prepare_smoke(run_dir: str | os.PathLike[str], *, steps: int = 3, nproc: int | None = None,
                   cutoff_len: int = 64, master_port: int | None = None, nnodes: int = 1,
                   script: str = "single_node.sh") -> SmokeSpec:
@@ -155,6 +171,7 @@ def prepare_smoke(run_dir: str | os.PathLike[str], *, steps: int = 3, nproc: int
     for key in ("num_train_epochs", "val_size", "eval_strategy", "eval_steps", "per_device_eval_batch_size",
                 "save_steps", "save_total_limit", "quantization_bit", "fp16"):
         derived.pop(key, None)
+    notes += _target_notes(meta, python)
     if cfg.get("quantization_bit"):
         notes.append("QLoRA's 4-bit base needs a GPU: the smoke run trains plain LoRA")
     if cfg.get("fp16"):

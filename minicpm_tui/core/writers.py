@@ -76,6 +76,13 @@ class Resolved:
     cuda_visible_devices: str
     reasons: dict[str, str] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    lf_target: str = "installed"  # the recipe's lf_target: "installed", a release or a saved report
+    lf_checked_against: str = ""  # what the keys and templates were read from, in words
+
+    @property
+    def elsewhere(self) -> bool:
+        """Written for a LLaMA-Factory that is not this machine's (``lf_target`` is not installed)."""
+        return self.lf_target != "installed"
 
     @property
     def uses_deepspeed(self) -> bool:
@@ -98,8 +105,9 @@ def recipe_model(recipe: Recipe) -> Any:
     return arch, (arch.hub_id or model)
 
 
-def choose_template(recipe: Recipe, chat_format: str, templates: list[str]) -> tuple[str, bool, str]:
-    """(template, registered by our entry, reason)."""
+def choose_template(recipe: Recipe, chat_format: str, templates: list[str],
+                    who: str = "the installed LLaMA-Factory") -> tuple[str, bool, str]:
+    """(template, registered by our entry, reason); ``who`` names the LLaMA-Factory ``templates`` are from."""
     if recipe.template != AUTO:
         if recipe.template in templates:
             return recipe.template, False, "chosen in the recipe"
@@ -108,7 +116,7 @@ def choose_template(recipe: Recipe, chat_format: str, templates: list[str]) -> t
         import difflib
 
         close = difflib.get_close_matches(recipe.template, templates, n=3)
-        raise UserError(f"template {recipe.template!r} is not registered by the installed LLaMA-Factory",
+        raise UserError(f"template {recipe.template!r} is not registered by {who}",
                         where="recipe: template",
                         fix=f"use 'auto'{' or one of ' + ', '.join(close) if close else ''}")
     if chat_format == "cpm3":
@@ -162,14 +170,15 @@ def _planner_choice(recipe: Recipe, arch: Any, hardware: Any, gpus: int) -> tupl
 
 
 def resolve(recipe: Recipe, info: Any | None = None) -> Resolved:
-    """Fill every 'auto' from the model, the installed LLaMA-Factory and the planner."""
-    from minicpm_tui.core.lfinfo import lf_info, require_lf, training_python
+    """Fill every 'auto' from the model, the target LLaMA-Factory (``lf_target``) and the planner."""
+    from minicpm_tui.core.lfinfo import training_python
+    from minicpm_tui.core.lftarget import target_info
 
-    info = info or require_lf(lf_info(source=recipe.lf_source or None))
+    info = info or target_info(recipe)
     arch, model_path = recipe_model(recipe)
     reasons: dict[str, str] = {}
     notes: list[str] = []
-    template, from_entry, why = choose_template(recipe, arch.chat_format, info.templates)
+    template, from_entry, why = choose_template(recipe, arch.chat_format, info.templates, info.describe())
     reasons["template"] = why
     if recipe.trust_remote_code == AUTO:
         trust = bool(arch.remote_code)
@@ -178,6 +187,10 @@ def resolve(recipe: Recipe, info: Any | None = None) -> Resolved:
                                         "the model loads with transformers' own classes")
     else:
         trust = recipe.trust_remote_code == "true"
+    if info.target:
+        saved = f"; its python there was {info.python}" if info.python else ""
+        notes.append(f"written for {info.describe()}, not this machine's LLaMA-Factory: run `minicpm-tui run "
+                     f"--check RUN_DIR` where it trains, with TRAIN_PYTHON set to that environment's python{saved}")
     if recipe.method != "full" and recipe.lora_target != "all":
         arch.lora_params(recipe.lora_rank, recipe.lora_target)  # raises a UserError naming bad targets
 
@@ -258,8 +271,11 @@ def resolve(recipe: Recipe, info: Any | None = None) -> Resolved:
         template_from_entry=from_entry, trust_remote_code=trust, attention=arch.attention, gpus=gpus,
         nodes=recipe.nodes, zero_stage=zero, offload=offload, precision=precision, flash_attn=flash,
         gradient_checkpointing=gc_flag, micro_batch=micro, grad_accum=accum, nccl_env=nccl,
-        lf_version=info.version, training_python=info.python or training_python(),
+        lf_version=info.version,
+        # Written for elsewhere: no Python of this machine is the run's (its scripts take $TRAIN_PYTHON/python3).
+        training_python="" if info.target else (info.python or training_python()),
         cuda_visible_devices=visible, reasons=reasons, notes=notes,
+        lf_target=info.target or "installed", lf_checked_against=info.describe(),
     )
 
 
@@ -459,9 +475,12 @@ def render_train_yaml(recipe: Recipe, res: Resolved, known_keys: set[str] | None
                                 fix=f"remove {key} from extra_args; the recipe sets it")
             seen.add(key)
             if known_keys is not None and key not in known_keys:
-                raise UserError(f"key {key!r} does not exist in the installed LLaMA-Factory "
-                                f"({res.lf_version})", where="train.yaml",
-                                fix="remove it from extra_args, or install a LLaMA-Factory that has it")
+                who = res.lf_checked_against or f"the installed LLaMA-Factory ({res.lf_version})"
+                if key in recipe.extra_args:
+                    fix = "remove it from extra_args, or target a LLaMA-Factory that has it"
+                else:
+                    fix = "choose a recipe setting that release has, or another lf_target"
+                raise UserError(f"key {key!r} does not exist in {who}", where="train.yaml", fix=fix)
             text = _yaml_value(key, value)
             lines.append(f"{text}  # {_one_line(why)}" if why else text)
     return "\n".join(lines) + "\n"
@@ -503,6 +522,10 @@ q = shlex.quote
 
 def _python_default(res: Resolved) -> list[str]:
     """TRAIN_PYTHON: the environment's, else the training Python seen at generation, else python3."""
+    if not res.training_python:
+        return [f"# The Python that has LLaMA-Factory {_one_line(str(res.lf_version))}: $TRAIN_PYTHON, else python3 "
+                "(written on another machine,", "# so no Python path of that one is assumed).",
+                'TRAIN_PYTHON="${TRAIN_PYTHON:-python3}"']
     return [
         "# The Python that has LLaMA-Factory: $TRAIN_PYTHON, else the one minicpm-tui found, else python3.",
         'if [[ -z "${TRAIN_PYTHON:-}" ]]; then',
@@ -706,10 +729,10 @@ def _readme_export(recipe: Recipe) -> str:
 # -- generate --------------------------------------------------------------------------------------
 def render(recipe: Recipe, info: Any | None = None) -> tuple[dict[str, str], Resolved]:
     """All generated files' text (name -> content), without writing anything."""
-    from minicpm_tui.core.lfinfo import lf_info, require_lf
+    from minicpm_tui.core.lftarget import target_info
 
     recipe.validate()
-    info = info or require_lf(lf_info(source=recipe.lf_source or None))
+    info = info or target_info(recipe)
     res = resolve(recipe, info)
     known = info.all_keys or None
     files = {
@@ -727,7 +750,10 @@ def render(recipe: Recipe, info: Any | None = None) -> tuple[dict[str, str], Res
     meta = {"generator": f"minicpm-tui {__version__}", "llamafactory": res.lf_version, "output_dir":
             recipe.output_dir, "train_yaml": "train.yaml", "resolved": asdict(res),
             "uses_deepspeed": res.uses_deepspeed, "distributed": res.distributed,
-            "nproc_per_node": res.gpus, "nnodes": recipe.nodes}
+            "nproc_per_node": res.gpus, "nnodes": recipe.nodes,
+            "lf_target": {"value": res.lf_target, "checked_against": info.describe(),
+                          # a doctor --save report's Python: the one to name in TRAIN_PYTHON over there
+                          "saved_python": (info.python or None) if info.target else None}}
     files["generated.json"] = json.dumps(meta, indent=2, ensure_ascii=False) + "\n"
     return files, res
 
@@ -752,6 +778,9 @@ def generate(recipe: Recipe, out_dir: str | os.PathLike[str], force: bool = Fals
     if out.is_dir() and any(out.iterdir()) and not force:
         raise UserError("run directory already exists", where=str(out),
                         fix="choose another --out, or pass --force to rewrite its generated files")
+    from minicpm_tui.core.lftarget import target_info
+
+    info = info or target_info(recipe)
     files, _ = render(recipe, info)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name[:40]}.", dir=out.parent))
@@ -762,9 +791,13 @@ def generate(recipe: Recipe, out_dir: str | os.PathLike[str], force: bool = Fals
             from minicpm_tui.core.preflight import preflight as run_preflight
 
             # The advice names the user's dataset_info.json, not the copy in this folder (gone if it fails).
+            # Written for another LLaMA-Factory: this machine's parser would judge the wrong release.
             report = run_preflight(tmp, lf_source=recipe.lf_source or None,
-                                   source_info=recipe.resolve_path(recipe.dataset_dir) / "dataset_info.json")
+                                   source_info=recipe.resolve_path(recipe.dataset_dir) / "dataset_info.json",
+                                   target=info if info.target else None)
             report.run_dir = out
+            if report.target:
+                report.notes.insert(0, report.target_note())
             if reports is not None:
                 reports.append(report)
             report.raise_for_problems()
