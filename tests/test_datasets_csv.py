@@ -51,6 +51,7 @@ RAW = {
     "blank_lines": ("instruction,input,output\nq1,,a\n\n   \nq2,,b\n", 2),
     "extra_fields_later": ("instruction,input,output\nq1,,a\nq2,,b,c\nq3,,d\n", None),
     "shorter_row": ("instruction,input,output\nq1,,a\nq2\n", 2),
+    "repeated_column": ("instruction,input,output,output\nq,,first,second\n", 1),
     "mixed_in_one_chunk": ("instruction,input,output\nq,,1\nq,,abc\nq,,2.50\nq,,True\nq,,\n", 5),
 }
 
@@ -126,6 +127,17 @@ def test_blank_lines_and_row_lengths(tmp_path):
     f.write_text(RAW["shorter_row"][0], encoding="utf-8")
     rep = validate_file(f, keep_indices=True)
     assert rep.file_error is None and rep.invalid_indices == [1]  # no output: LLaMA-Factory drops it
+
+
+def test_a_repeated_column_name(tmp_path):
+    f = tmp_path / "d.csv"
+    f.write_text(RAW["repeated_column"][0], encoding="utf-8")
+    rep = validate_file(f)
+    assert [r for _, r in RecordReader(f)] == [{"instruction": "q", "input": None, "output": "first",
+                                                 "output.1": "second"}]
+    (w,) = rep.warnings
+    assert (w.kind, w.record, w.field) == ("csv_duplicate_column", None, "output") and "'output.1'" in w.message
+    assert csvchunks.dedup_header(["a", "a", "a.1", "a"]) == ["a", "a.2", "a.1", "a.3"]  # as pandas names them
 
 
 def test_cli_names_the_row_and_column(tmp_path, capsys, small_chunk):

@@ -6,6 +6,7 @@ calls ``pd.read_csv(file, iterator=True, chunksize=10_000)`` with pandas' defaul
 into an Arrow table on its own (``pa.Table.from_pandas``); the ArrowWriter takes the first chunk's
 schema and casts every later chunk to it. Per chunk, pandas infers each column (experiments with the real
 loader in each environment, the same every time):
+- a repeated header name gets a suffix (the second ``output`` is ``output.1``);
 - blank (or whitespace-only) lines are skipped; a row with more fields than the header stops the load
   ("Error tokenizing data"), a shorter one is padded with nulls;
 - ``NA_VALUES`` (``""``, ``NA``, ``None``, ``null``, ``nan``, ``N/A``...) are null, in any column;
@@ -44,6 +45,23 @@ _INT64 = 1 << 63
 # Column types, as pandas/Arrow have them: "int" (int64), "float" (float64), "bool", "string", and
 # "empty" (no value in the chunk: float64 of nulls).
 _ARROW = {"int": "int64", "float": "double", "bool": "bool", "string": "string", "empty": "double (no values)"}
+
+
+def dedup_header(header: list[str]) -> list[str]:
+    """The column names pandas' C parser gives a header that repeats one: a, a.1, a.2, ..., skipping a name
+    the header already has (pandas/_libs/parsers.pyx, ``TextReader._get_header``)."""
+    out = list(header)
+    counts: dict[str, int] = {}
+    for i, col in enumerate(out):
+        old, n = col, counts.get(col, 0)
+        if n > 0:
+            while n > 0:
+                counts[old] = n + 1
+                col = f"{old}.{n}"
+                n = n + 1 if col in out else counts.get(col, 0)
+            out[i] = col
+        counts[col] = n + 1
+    return out
 
 
 def column_type(cells: list[str]) -> str:

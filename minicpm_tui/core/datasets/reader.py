@@ -190,7 +190,7 @@ class RecordReader:
         # CSV only: (record, column, message, fix) of the first thing that stops the loader's whole load,
         # and where misread cells are told ((record, column, message, fix, kind), e.g. _Collector.warn).
         self.load_issue: tuple[int, str, str, str] | None = None
-        self.on_note: Callable[[int, str, str, str, str], None] | None = None
+        self.on_note: Callable[[int | None, str, str, str, str], None] | None = None
 
     # -- hooks shared by both JSON modes (called by the C scanner per object) -------------
     def _pairs(self, pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -446,6 +446,14 @@ class RecordReader:
                 if not header:
                     raise FileLevelError("the CSV file is empty", "put a header row and one record per row",
                                          kind="empty")
+                names = csvchunks.dedup_header(header)
+                if names != header and self.on_note is not None:
+                    for name, orig in zip(names, header, strict=True):
+                        if name != orig:
+                            self.on_note(None, orig, f"repeats a column name: LLaMA-Factory's CSV loader (pandas) "
+                                         f"calls this column {name!r} and reads {orig!r} from the first one",
+                                         "give every column its own name", "csv_duplicate_column")
+                header = names
                 first: list[str] | None = None
                 rows: list[list[str]] = []
                 idx = 0
