@@ -1,7 +1,7 @@
 """Benchmark: our `validate` against LLaMA-Factory's own load + align on the same big files.
 
-Generates a ~SIZE alpaca JSON array, a ~SIZE sharegpt DPO JSON Lines file and a ~SIZE OpenAI-style
-JSON Lines file (registered through a ``"formatting": "openai"`` dataset_info.json entry, with tool calls
+Generates a ~SIZE alpaca JSON array, a ~SIZE sharegpt DPO JSON Lines file, a ~SIZE alpaca CSV file and a
+~SIZE OpenAI-style JSON Lines file (registered through a ``"formatting": "openai"`` dataset_info.json entry, with tool calls
 and tool turns), then, for each, runs (in separate subprocesses, so each peak RSS is measured alone through wait4):
   ours  validate_file(path[, entry=...])     (minicpm_tui, no training stack)
   LF    _get_merged_dataset: load + align    (LLaMA-Factory 0.9.x in the training Python)
@@ -57,6 +57,21 @@ def generate_alpaca(path: Path, size: int) -> int:
             written += len(line.encode("utf-8"))
             n += 1
         fh.write("]\n")
+    return n
+
+
+def generate_csv(path: Path, size: int) -> int:
+    """alpaca columns plus a numeric "score" one: every cell goes through the CSV chunk typing."""
+    import csv
+
+    n = 0
+    with open(path, "w", encoding="utf-8", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["instruction", "input", "output", "score"])
+        while fh.tell() < size:
+            w.writerow([f"Question {n}: explain item {n % 97}, 请详细解释。", "context, " * (n % 40),
+                        "Answer text with some length. 这是回答。" * (5 + n % 30), n % 7])
+            n += 1
     return n
 
 
@@ -184,7 +199,7 @@ def main() -> int:
     ap.add_argument("--workdir", help="where to write the files (default: a temp dir, removed after)")
     ap.add_argument("--repeat", type=int, default=1, help="run our validate N times and report the best by CPU "
                     "time (default 1)")
-    ap.add_argument("--only", choices=("alpaca", "dpo", "openai"), help="run one of the three files")
+    ap.add_argument("--only", choices=("alpaca", "dpo", "openai", "csv"), help="run one of the files")
     args = ap.parse_args()
     size = int(args.size_mb * 2**20)
     work = Path(args.workdir or tempfile.mkdtemp(prefix="validate-bench-"))
@@ -192,7 +207,8 @@ def main() -> int:
     python = training_python()
     cases = [("alpaca JSON array", work / "bench_alpaca.json", "sft", generate_alpaca),
              ("sharegpt DPO JSONL", work / "bench_dpo.jsonl", "dpo", generate_dpo),
-             ("openai SFT JSONL", work / "bench_openai.jsonl", "sft", generate_openai)]
+             ("openai SFT JSONL", work / "bench_openai.jsonl", "sft", generate_openai),
+             ("alpaca CSV", work / "bench_csv.csv", "sft", generate_csv)]
     try:
         for label, path, stage, gen in cases:
             if args.only and args.only not in path.name:

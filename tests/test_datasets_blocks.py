@@ -134,6 +134,22 @@ def _pythons() -> list[tuple[str, str]]:
     return out
 
 
+def load_job(root: Path, jobs: list[dict]) -> Path:
+    """A ``lf_dataset_check.py`` job file that loads (and aligns) each of ``jobs`` ({id, dir, name, stage})."""
+    job = root / "job.json"
+    job.write_text(json.dumps({"mode": "load", "jobs": jobs}), encoding="utf-8")
+    return job
+
+
+def lf_load(python: str, job: Path, timeout: int) -> dict[str, dict]:
+    """Run a load job in that Python (LLaMA-Factory's ``_get_merged_dataset``): each job's result by id."""
+    proc = subprocess.run([python, str(resource_script("lf_dataset_check.py")), str(job)], capture_output=True,
+                          text=True, env=offline_env(), timeout=timeout)
+    line = next((x for x in reversed(proc.stdout.splitlines()) if x.startswith(MARK)), None)
+    assert line is not None, proc.stderr[-3000:]
+    return {r["id"]: r for r in json.loads(line[len(MARK):])["results"]}
+
+
 SHAREGPT = {"formatting": "sharegpt", "columns": {"messages": "messages"},
             "tags": {"role_tag": "role", "content_tag": "content", "user_tag": "user", "assistant_tag": "assistant"}}
 
@@ -157,9 +173,7 @@ def true_size_cases(tmp_path_factory):
             assert (err.kind, err.record, err.field) == ("load", first_late, field), (name, err)
         expected[name] = field is None
         jobs.append({"id": name, "dir": str(d), "name": "d", "stage": "sft"})
-    job = root / "job.json"
-    job.write_text(json.dumps({"mode": "load", "jobs": jobs}), encoding="utf-8")
-    return job, expected
+    return load_job(root, jobs), expected
 
 
 @pytest.mark.integration
@@ -171,10 +185,6 @@ def test_blocks_agree_with_llamafactory(true_size_cases, release):
     (the fixture checks that), and one it completes we accept."""
     job, expected = true_size_cases
     version, python = release
-    proc = subprocess.run([python, str(resource_script("lf_dataset_check.py")), str(job)], capture_output=True,
-                          text=True, env=offline_env(), timeout=200)
-    line = next((x for x in reversed(proc.stdout.splitlines()) if x.startswith(MARK)), None)
-    assert line is not None, proc.stderr[-3000:]
-    results = json.loads(line[len(MARK):])["results"]
-    got = {r["id"]: r["status"] == "ok" for r in results}
-    assert got == expected, (version, [r for r in results if got[r["id"]] != expected[r["id"]]])
+    results = lf_load(python, job, 200)
+    got = {k: r["status"] == "ok" for k, r in results.items()}
+    assert got == expected, (version, [r for k, r in results.items() if got[k] != expected[k]])

@@ -6,7 +6,8 @@ The job's "mode":
           also refuses ranking data for the wrong stage), then the stage's processor on each aligned
           record; reports per record whether it survives ("kept"), is dropped, or raises.
   align   load + align only, timed (the benchmark's reference path).
-  load    for each {dir, name, stage}: load + align only; "ok" with the rows, or "crash" with the error.
+  load    for each {dir, name, stage}: load + align only; "ok" with the rows, or "crash" with the error;
+          with {tail: N}, also the text of each aligned response from row N on.
   tokens  token length of each record of {file} rendered for {stage} (with {template}), else of
           its plain text.
   preview {file} rendered through {template}: segments of text, trained on or masked.
@@ -124,7 +125,10 @@ def load(job: dict) -> dict:
             error = f"{type(exc).__name__}: {exc}" + (f" <- {type(cause).__name__}: {cause}" if cause else "")
             results.append({"id": item["id"], "status": "crash", "error": " ".join(error.split())[:400]})
         else:
-            results.append({"id": item["id"], "status": "ok", "rows": len(ds)})
+            out = {"id": item["id"], "status": "ok", "rows": len(ds)}
+            if item.get("tail") is not None:  # the aligned responses' text from that row on (None: no response)
+                out["tail"] = [r[0]["content"] if r else None for r in ds[item["tail"]:]["_response"]]
+            results.append(out)
     return {"results": results}
 
 

@@ -42,21 +42,34 @@ _SAME: dict[Any, type] = {"string": str, "int": int, "float": float, "bool": boo
 
 def second_block_start(path: str | Path, total: int, chunk: int | None = None) -> int | None:
     """The byte offset where the loader's second block starts, or None when the file is one block."""
+    starts = block_starts(path, total, chunk, limit=1)
+    return starts[0] if starts else None
+
+
+def block_starts(path: str | Path, total: int, chunk: int | None = None, limit: int | None = None) -> list[int]:
+    """Where each of the loader's blocks after the first starts (at most ``limit`` of them): a block is
+    ``read(chunk)`` then ``readline()``, so the next one starts at the first line start past its own start
+    + ``chunk``."""
     chunk = LOADER_CHUNK if chunk is None else chunk
-    if total <= chunk:
-        return None
+    out: list[int] = []
+    at = chunk
     with open(path, "rb") as f:
-        f.seek(chunk)
-        at = chunk
-        while True:
-            piece = f.read(1 << 16)
-            if not piece:
-                return None
-            nl = piece.find(b"\n")
-            if nl >= 0:
-                start = at + nl + 1
-                return start if start < total else None
-            at += len(piece)
+        while at < total and (limit is None or len(out) < limit):
+            f.seek(at)
+            while True:
+                piece = f.read(1 << 16)
+                if not piece:
+                    return out
+                nl = piece.find(b"\n")
+                if nl >= 0:
+                    break
+                at += len(piece)
+            start = at + nl + 1
+            if start >= total:
+                break
+            out.append(start)
+            at = start + chunk
+    return out
 
 
 def add_types(sigs: dict[str, Any], rec: dict[str, Any]) -> None:

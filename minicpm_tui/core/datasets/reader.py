@@ -23,7 +23,7 @@ import json
 import math
 import os
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from json.scanner import make_scanner
 from pathlib import Path
 from typing import Any
@@ -187,6 +187,10 @@ class RecordReader:
         self.dup_key: str | None = None
         self.nan_seen = False
         self.lines_mode_nan_is_float = True
+        # CSV only: (record, column, message, fix) of the first thing that stops the loader's whole load,
+        # and where misread cells are told ((record, column, message, fix, kind), e.g. _Collector.warn).
+        self.load_issue: tuple[int, str, str, str] | None = None
+        self.on_note: Callable[[int | None, str, str, str, str], None] | None = None
 
     # -- hooks shared by both JSON modes (called by the C scanner per object) -------------
     def _pairs(self, pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -429,10 +433,12 @@ class RecordReader:
 
     # -- CSV / parquet ------------------------------------------------------------------------
     def _csv(self) -> Iterator[tuple[int, Any]]:
-        # datasets reads CSV with pandas: empty cells become null, all-number columns numbers,
-        # all-True/False columns booleans. Two passes (CSV sets are small) to mirror that.
+        # datasets reads CSV with pandas in chunks of rows, each typed on its own and cast to the first
+        # one's types (csvchunks.py): one pass, a chunk of rows held at a time.
+        from minicpm_tui.core.datasets import csvchunks
+
         self.layout = "csv"
-        bools = {"true": True, "false": False}
+        chunk = csvchunks.CSV_CHUNK
         try:
             with open(self.path, newline="", encoding="utf-8") as fh:
                 reader = csv.reader(fh)
@@ -440,40 +446,82 @@ class RecordReader:
                 if not header:
                     raise FileLevelError("the CSV file is empty", "put a header row and one record per row",
                                          kind="empty")
-                kinds: list[set[str]] = [set() for _ in header]
+                names = csvchunks.dedup_header(header)
+                if names != header and self.on_note is not None:
+                    for name, orig in zip(names, header, strict=True):
+                        if name != orig:
+                            self.on_note(None, orig, f"repeats a column name: LLaMA-Factory's CSV loader (pandas) "
+                                         f"calls this column {name!r} and reads {orig!r} from the first one",
+                                         "give every column its own name", "csv_duplicate_column")
+                header = names
+                first: list[str] | None = None
+                rows: list[list[str]] = []
+                idx = 0
                 for row in reader:
-                    for i, cell in enumerate(row[: len(header)]):
-                        if cell == "":
-                            continue
-                        if cell in ("True", "TRUE", "true", "False", "FALSE", "false"):
-                            kinds[i].add("bool")
-                            continue
-                        try:
-                            float(cell)
-                            kinds[i].add("num")
-                        except ValueError:
-                            kinds[i].add("str")
-            with open(self.path, newline="", encoding="utf-8") as fh:
-                reader = csv.reader(fh)
-                next(reader)
-                for idx, row in enumerate(reader):
-                    rec: dict[str, Any] = {}
-                    for i, name in enumerate(header):
-                        cell = row[i] if i < len(row) else ""
-                        if cell == "":
-                            rec[name] = None
-                        elif kinds[i] == {"bool"}:
-                            rec[name] = bools[cell.lower()]
-                        elif kinds[i] == {"num"}:
-                            num = float(cell)
-                            rec[name] = int(num) if num.is_integer() and "." not in cell else num
-                        else:
-                            rec[name] = cell
-                    yield idx, rec
+                    if not row or len(row) == 1 and not row[0].strip():
+                        continue  # pandas skips blank lines (skip_blank_lines): they are no record
+                    if len(row) > len(header) and idx + len(rows) and self.load_issue is None:
+                        self.load_issue = (idx + len(rows), "", f"has {len(row)} fields but the header has "
+                                           f"{len(header)}: LLaMA-Factory's CSV loader (pandas) stops the whole load "
+                                           "on it (\"Error tokenizing data\")", "quote the cells that hold a comma, "
+                                           "or remove the extra ones")
+                    rows.append(row)
+                    if len(rows) == chunk:
+                        first = yield from self._csv_chunk(header, rows, idx, first)
+                        idx += len(rows)
+                        rows = []
+                if rows:
+                    yield from self._csv_chunk(header, rows, idx, first)
         except UnicodeDecodeError as exc:
             raise FileLevelError(f"the CSV file is not valid UTF-8 (byte {exc.start:,})",
                                  "re-save it as UTF-8", kind="encoding") from None
         self._report(self.total)
+
+    def _csv_chunk(self, header: list[str], rows: list[list[str]], base: int,
+                   first: list[str] | None) -> Generator[tuple[int, Any], None, list[str]]:
+        """Yield one chunk's records typed as pandas types them, cast to the first chunk's ``first`` column
+        types (the failure and misreads noted); return the first chunk's types."""
+        from minicpm_tui.core.datasets import csvchunks
+
+        width = len(header)
+        cols = [[r[i] if i < len(r) else "" for r in rows] for i in range(width)]
+        types = [csvchunks.column_type(c) for c in cols]
+        if first is None:
+            first = types
+        na, note = csvchunks.NA_VALUES, self.on_note
+        casts = [(i, t, first[i]) for i, t in enumerate(types) if t != first[i] and t != "empty"]
+        values = [[None if c in na else csvchunks.cell_value(c, t) for c in col] if t != "string"
+                  else [None if c in na else c for c in col] for col, t in zip(cols, types, strict=True)]
+        for i, src, dst in casts:
+            col, vals = cols[i], values[i]
+            for j, v in enumerate(vals):
+                if v is None:
+                    continue
+                out, ok = csvchunks.cast(v, src, dst)
+                if not ok:
+                    vals[j] = None
+                    if self.load_issue is None:
+                        msg, fix = csvchunks.cast_problem(col[j], header[i], src, dst)
+                        self.load_issue = (base + j, header[i], msg, fix)
+                    continue
+                vals[j] = out
+                if dst == "string" and out != col[j] and note is not None:
+                    note(base + j, header[i], f"is {col[j][:40]!r} in the file, but LLaMA-Factory's CSV loader "
+                         f"(pandas) reads it as the {csvchunks.describe(src)} it looks like in this chunk of "
+                         f"{csvchunks.CSV_CHUNK:,} rows and turns it back into the text {out!r} (the column is text in "
+                         "the first chunk)", "convert the file to JSON Lines (minicpm-tui convert keeps every cell "
+                         "text), or move rows whose value is not a number next to it", "csv_misread")
+        if note is not None:
+            for i, col in enumerate(cols):
+                for j, c in enumerate(col):
+                    if c and c in na:
+                        note(base + j, header[i], f"is the text {c!r}, which LLaMA-Factory's CSV loader (pandas) "
+                             "reads as a missing value (null)", "reword it, or convert the file to JSON Lines "
+                             "(minicpm-tui convert keeps every cell text)", "csv_na")
+        names = header
+        for j in range(len(rows)):
+            yield base + j, {name: values[i][j] for i, name in enumerate(names)}
+        return first
 
     def _parquet(self) -> Iterator[tuple[int, Any]]:
         self.layout = "parquet"

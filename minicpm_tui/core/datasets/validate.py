@@ -793,7 +793,7 @@ def _entry_issues(report: ValidationReport, col: _Collector, reading: EntryReadi
 
 class _ScanResult:
     __slots__ = ("records", "valid", "columns", "stats", "stage", "stage_problem", "schema", "absent", "facts",
-                 "block")
+                 "block", "load")
 
     def __init__(self, records: int, valid: int, columns: dict[str, tuple[str, int]], stats: Any,
                  stage: str | None, stage_problem: Issue | None, schema: dict[str, Any] | None = None,
@@ -808,6 +808,8 @@ class _ScanResult:
         self.facts = facts
         # (record, (field, what), first block's records): the first record a later loader block fails on
         self.block: tuple[int, tuple[str, str], int] | None = None
+        # (record, field, message, fix): what else stops the loader's whole load (a CSV chunk's cast)
+        self.load: tuple[int, str, str, str] | None = None
 
 
 def _scan(report: ValidationReport, col: _Collector, reader: RecordReader, stage: str | None,
@@ -845,6 +847,15 @@ def _scan(report: ValidationReport, col: _Collector, reader: RecordReader, stage
     if block is not None:
         block_start, block_records, block_schema = block
         block_sigs: dict[str, Any] = {}
+    # pyarrow infers each loader block alone: a kind that changes from one block to the next is a cast
+    # (blocks.py), not a clash, so kinds are compared within a block. Parallel chunks compare them over the
+    # chunk: a clash there sends the file back to this sequential scan.
+    kinds = columns  # key -> (JSON kind, first record with it) in the current block
+    bounds: list[int] = []
+    if block is not None and reader.byte_range is None:
+        from minicpm_tui.core.datasets.blocks import block_starts
+
+        bounds = block_starts(reader.path, reader.total)[::-1]
 
     def start(rec: Any) -> None:
         nonlocal shape, check, stage, stage_problem
@@ -858,6 +869,7 @@ def _scan(report: ValidationReport, col: _Collector, reader: RecordReader, stage
         stage, stage_problem = resolve_stage(shape, stage)
         report.stage = stage
 
+    reader.on_note = warn
     try:
         it = iter(reader)
         for idx, rec in it:
@@ -887,16 +899,23 @@ def _scan(report: ValidationReport, col: _Collector, reader: RecordReader, stage
             if type(rec) is dict:
                 if absent:
                     absent.difference_update(rec)
+                if bounds and reader.pos >= bounds[-1]:  # the first record of the loader's next block
+                    while bounds and reader.pos >= bounds[-1]:
+                        bounds.pop()
+                    kinds = {}
+                    col_types.clear()
                 for k, v in rec.items():
                     if first_type(k) is type(v):
                         continue  # the usual case: same Python type as where the key was first seen
                     if v is None:
                         continue
                     kind = _KINDS.get(type(v), "other")
-                    seen = columns.get(k)
+                    seen = kinds.get(k)
                     if seen is None:
-                        columns[k] = (kind, idx)
+                        kinds[k] = (kind, idx)
                         col_types[k] = type(v)
+                        if k not in columns:
+                            columns[k] = (kind, idx)
                     elif seen[0] != kind:
                         problem = (k, f"is a JSON {kind} here but a {seen[0]} in record {seen[1]}; LLaMA-Factory's "
                                    "loader (Arrow) fails on a field with mixed types", f"make {k!r} a {seen[0]} in "
@@ -938,6 +957,7 @@ def _scan(report: ValidationReport, col: _Collector, reader: RecordReader, stage
     out = _ScanResult(records, valid, columns, stats, stage, stage_problem, sigs, absent,
                       getattr(check, "facts", None))
     out.block = block_hit
+    out.load = reader.load_issue
     return out
 
 
@@ -973,10 +993,12 @@ def _finish(report: ValidationReport, col: _Collector, layout: str, nan_seen: bo
             if report.file_error is None:
                 report.file_error = pr
             error(pr.record, pr.field, pr.message, pr.fix, pr.kind)
+    loads = [Issue(*scan.load, "load")] if scan.load is not None else []
     if scan.block is not None:
         from minicpm_tui.core.datasets.blocks import block_issue
 
-        pr = block_issue(*scan.block)
+        loads.append(block_issue(*scan.block))
+    for pr in loads:
         if report.file_error is None:
             report.file_error = pr
         error(pr.record, pr.field, pr.message, pr.fix, pr.kind)
