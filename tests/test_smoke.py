@@ -168,3 +168,21 @@ def test_smoke_deepspeed_two_processes(tmp_path, lf, tiny_model_cpm3, ds_op_buil
     assert {f"zero_pp_rank_{r}_mp_rank_00_optim_states.pt" for r in (0, 1)} <= set(shards), shards
     if zero == 3:
         assert "Detected DeepSpeed ZeRO-3" in result.log_path.read_text(errors="replace")
+
+
+def test_a_bundled_run_directory_trains_after_a_move_without_the_users_files(tmp_path, lf, tiny_model_cpm3):
+    """generate --bundle-data: moved to another folder (another machine, as far as its paths go) with the
+    user's data folder gone, the run directory still trains, reading the files it carries."""
+    import shutil
+
+    from minicpm_tui.assets import asset_path
+
+    data = tmp_path / "mydata"
+    shutil.copytree(asset_path("data"), data)
+    run = tmp_path / "run"
+    generate(demo_recipe("sft", "lora", dataset_dir=str(data), bundle_data=True), run, info=lf, preflight=False)
+    shutil.rmtree(data)
+    moved = tmp_path / "moved" / "run"
+    moved.parent.mkdir()
+    run.rename(moved)
+    _check(smoke(moved, steps=STEPS, timeout=SMOKE_TIMEOUT_S))

@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import yaml
@@ -313,3 +315,77 @@ def test_remote_entries_keep_their_hub_folder(tmp_path):
     (tmp_path / "dataset_info.json").write_text(json.dumps(entries))
     recipe = demo_recipe("sft", "lora", datasets=list(entries), dataset_dir=str(tmp_path))
     assert dataset_entries(recipe) == entries
+
+
+def _copied_demo_data(root: Path) -> Path:
+    """The demo datasets in a folder of the test's own (the originals are shared and must not change)."""
+    from minicpm_tui.assets import asset_path
+
+    data = root / "mydata"
+    shutil.copytree(asset_path("data"), data)
+    return data
+
+
+def test_bundle_data_puts_the_files_in_the_run_directory_and_replaces_them_on_force(tmp_path, lf):
+    data = _copied_demo_data(tmp_path)
+    out = tmp_path / "run"
+    notes: list[str] = []
+    generate(demo_recipe(dataset_dir=str(data), bundle_data=True), out, info=lf, preflight=False, notes=notes)
+    entry = json.loads((out / "dataset_info.json").read_text())["demo_sft"]
+    assert entry["file_name"] == "data/demo_sft/demo_sft.json"  # relative: read from dataset_dir "." = the run dir
+    bundled = out / entry["file_name"]
+    assert bundled.read_bytes() == (data / "demo_sft.json").read_bytes()
+    assert "data/: their files, bundled" in (out / "README.md").read_text()
+    assert not any("this machine's paths" in n for n in notes)
+
+    # --force bundles anew: the data/ written before is replaced, nothing is left aside.
+    (data / "demo_sft.json").unlink()  # a hard link's other name goes; the bundled file must not
+    assert bundled.is_file()
+    (data / "demo_sft.json").write_text(bundled.read_text().replace("[", "[ ", 1))
+    generate(demo_recipe(dataset_dir=str(data), bundle_data=True), out, force=True, info=lf, preflight=False)
+    assert (out / entry["file_name"]).read_text() == (data / "demo_sft.json").read_text()
+    assert sorted(p.name for p in out.iterdir() if p.name.startswith(".")) == []
+    # Without bundling now, the old data/ stays and the entry names the user's file again.
+    generate(demo_recipe(dataset_dir=str(data)), out, force=True, info=lf, preflight=False)
+    assert (out / "data" / "demo_sft" / "demo_sft.json").is_file()
+    assert json.loads((out / "dataset_info.json").read_text())["demo_sft"]["file_name"] == \
+        str((data / "demo_sft.json").resolve())
+
+
+def test_bundled_run_directory_passes_its_preflight_after_a_move(tmp_path, lf):
+    """The preflight validates the datasets through the run's own dataset_info.json: after the run directory
+    is moved and the user's files are gone, the bundled files are what it reads."""
+    data = _copied_demo_data(tmp_path)
+    out = tmp_path / "run"
+    generate(demo_recipe(dataset_dir=str(data), bundle_data=True), out, info=lf, preflight=False)
+    shutil.rmtree(data)
+    moved = tmp_path / "elsewhere" / "run"
+    moved.parent.mkdir()
+    out.rename(moved)
+    proc = subprocess.run([sys.executable, "-m", "minicpm_tui", "validate", "--dataset-info", str(moved), "demo_sft",
+                           "--stage", "sft"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_bool_flags_alone_mean_yes_and_a_target_without_bundle_notes_the_paths(tmp_path):
+    data = _copied_demo_data(tmp_path)
+    base = [sys.executable, "-m", "minicpm_tui", "generate", "minicpm4-8b-sft-lora", "--dataset-dir", str(data),
+            "--lf-target", "0.9.3"]
+    proc = subprocess.run(base + ["--out", str(tmp_path / "plain")], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "note: dataset_info.json names the data by this machine's paths" in proc.stdout
+    assert "--bundle-data" in proc.stdout
+    proc = subprocess.run(base + ["--out", str(tmp_path / "bundled"), "--bundle-data"], capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "this machine's paths" not in proc.stdout
+    assert (tmp_path / "bundled" / "data" / "demo_sft" / "demo_sft.json").is_file()
+    assert "bundle_data: true" in (tmp_path / "bundled" / "recipe.yaml").read_text()
+    proc = subprocess.run(base + ["--out", str(tmp_path / "no"), "--bundle-data", "false"], capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert not (tmp_path / "no" / "data").exists()
+    proc = subprocess.run(base + ["--out", str(tmp_path / "bad"), "--bundle-data", "maybe"], capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert "--bundle-data" in proc.stderr

@@ -85,7 +85,8 @@ def run(args: argparse.Namespace) -> int:
     from minicpm_tui.core.writers import generate
 
     reports: list = []
-    written = generate(recipe, args.out, force=args.force, preflight=not args.no_preflight, reports=reports)
+    written = generate(recipe, args.out, force=args.force, preflight=not args.no_preflight, reports=reports,
+                       notes=notes)
     if reports:
         notes += reports[0].notes
     if args.json:

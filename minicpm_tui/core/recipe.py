@@ -261,6 +261,9 @@ class Recipe:
                          "dataset", kind="list", check=_dataset_names)
     dataset_dir: str = opt("data", "Folder holding dataset_info.json and the data files (relative to the "
                            "recipe file, or absolute).", "dataset", check=_no_control)
+    bundle_data: bool = opt(False, "Put the datasets' files into the run directory (data/, hard-linked where "
+                            "the filesystem allows, else copied), so the folder can be moved to the training "
+                            "machine as it is.", "dataset", advanced=True)
     cutoff_len: int = opt(1024, "Maximum tokens per example (longer ones are truncated).", "dataset",
                           minimum=8, maximum=1_048_576)
     max_samples: int = opt(0, "Use at most this many examples per dataset (0 = all).", "dataset", minimum=0,
@@ -476,8 +479,10 @@ def add_recipe_arguments(parser: argparse.ArgumentParser | Any) -> None:
         if choices and option.auto and AUTO not in choices:
             choices.append(AUTO)
         metavar = "{" + ",".join(choices) + "}" if choices else option.describe_type().upper().replace(" ", "")
+        # A yes/no option alone on the line means yes (--bundle-data); --bundle-data false still says no.
+        switch = {"nargs": "?", "const": "true"} if isinstance(default, bool) else {}
         group.add_argument(option.flag, dest=f"recipe_{option.name}", default=None, metavar=metavar,
-                           choices=None,
+                           choices=None, **switch,
                            help=f"{option.help} [{option.describe_type()}; default: {shown}]")
 
 

@@ -344,6 +344,61 @@ def dataset_entries(recipe: Recipe) -> dict[str, dict[str, Any]]:
     return out
 
 
+BUNDLE_DIR = "data"
+
+
+def bundled_entries(entries: dict[str, dict[str, Any]]) -> tuple[dict[str, dict[str, Any]], list[tuple[Path, str]]]:
+    """``entries`` with each local data file (or folder of shards) moved under ``data/<dataset>/`` of the run
+    directory, and the (source, path in the run directory) pairs to put there.
+
+    LLaMA-Factory reads a local file_name relative to dataset_dir ("." in train.yaml, where the scripts cd),
+    so the relative names hold wherever the folder is moved. One folder per dataset: two datasets may have
+    files of the same name. Remote entries (hub, script, cloud) have nothing local to bundle.
+    """
+    from minicpm_tui.core.datasets.formats import REMOTE_KEYS
+
+    out: dict[str, dict[str, Any]] = {}
+    copies: list[tuple[Path, str]] = []
+    for name, entry in entries.items():
+        entry = dict(entry)
+        if isinstance(entry.get("file_name"), str) and not any(entry.get(key) for key in REMOTE_KEYS):
+            source = Path(entry["file_name"])
+            # the dataset name may hold characters a folder name should not (register refuses "/" already)
+            folder = re.sub(r"[^A-Za-z0-9._-]", "_", name).lstrip(".") or "dataset"
+            rel = f"{BUNDLE_DIR}/{folder}/{source.name}"
+            entry["file_name"] = rel
+            copies.append((source, rel))
+        out[name] = entry
+    return out, copies
+
+
+def _link_or_copy(source: str, dest: str) -> None:
+    """A hard link (no extra disk, instant), else a copy: another filesystem, or one without links."""
+    try:
+        os.link(source, dest)
+    except OSError:
+        shutil.copy2(source, dest)
+
+
+def bundle_data(copies: list[tuple[Path, str]], run_dir: Path) -> int:
+    """Put each bundled source at its place in ``run_dir``; returns the bytes bundled."""
+    total = 0
+    for source, rel in copies:
+        dest = run_dir / rel
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            if source.is_dir():
+                shutil.copytree(source, dest, copy_function=_link_or_copy)
+                total += sum(p.stat().st_size for p in dest.rglob("*") if p.is_file())
+            else:
+                _link_or_copy(str(source), str(dest))
+                total += dest.stat().st_size
+        except OSError as exc:
+            raise UserError(f"could not bundle the data file {source}: {exc.strerror or exc}", where=str(dest),
+                            fix="free disk space or fix the permissions, or generate without --bundle-data") from exc
+    return total
+
+
 def _entry_from_file(data_dir: Path, name: str, stage: str) -> dict[str, Any] | None:
     try:
         from minicpm_tui.core.datasets import dataset_info_entry, validate_file  # type: ignore[attr-defined]
@@ -709,7 +764,7 @@ train.yaml          LLaMA-Factory arguments, each non-obvious value with its rea
 multi_node.sh       the same for several nodes (c10d rendezvous)
 slurm.sbatch        Slurm: srun + torchrun on every node
 train_entry.py      LLaMA-Factory's run_exp, after registering the cpm/cpm3 chat formats when missing
-dataset_info.json   this run's datasets (absolute paths to the data files)
+dataset_info.json   this run's datasets ({"data/: their files, bundled" if recipe.bundle_data else "absolute paths to the data files"})
 recipe.yaml         every choice, to regenerate with `minicpm-tui generate recipe.yaml --out DIR`
 generated.json      facts minicpm-tui's smoke run and runner read
 Secrets (HF_TOKEN...) are never written here; export them in the shell that launches.
@@ -735,13 +790,20 @@ def render(recipe: Recipe, info: Any | None = None) -> tuple[dict[str, str], Res
     info = info or target_info(recipe)
     res = resolve(recipe, info)
     known = info.all_keys or None
+    entries = dataset_entries(recipe)
+    if recipe.bundle_data:
+        entries, _ = bundled_entries(entries)
+    elif info.target and any(isinstance(e.get("file_name"), str) and os.path.isabs(e["file_name"])
+                             for e in entries.values()):
+        res.notes.append("dataset_info.json names the data by this machine's paths: put the files at the same "
+                         "paths where it trains, or generate with --bundle-data to carry them in the run directory")
     files = {
         "train.yaml": render_train_yaml(recipe, res, known),
         "single_node.sh": render_single_node(recipe, res),
         "multi_node.sh": render_multi_node(recipe, res),
         "slurm.sbatch": render_slurm(recipe, res),
         "train_entry.py": resource_script("train_entry.py").read_text(encoding="utf-8"),
-        "dataset_info.json": json.dumps(dataset_entries(recipe), indent=2, ensure_ascii=False) + "\n",
+        "dataset_info.json": json.dumps(entries, indent=2, ensure_ascii=False) + "\n",
         "recipe.yaml": recipe.dump(),
         "README.md": render_readme(recipe, res),
     }
@@ -763,13 +825,14 @@ _MODES = {"single_node.sh": 0o700, "multi_node.sh": 0o700, "slurm.sbatch": 0o700
 
 
 def generate(recipe: Recipe, out_dir: str | os.PathLike[str], force: bool = False, *, info: Any | None = None,
-             preflight: bool = True, reports: list[Any] | None = None) -> list[Path]:
+             preflight: bool = True, reports: list[Any] | None = None, notes: list[str] | None = None) -> list[Path]:
     """Write the run directory; refuse an existing one without ``force``. Returns the written paths.
 
     Everything is written into a new folder beside the target and (with ``preflight``) checked there
     first; only a directory that passes is moved into place, all or nothing. With ``force`` an existing
     directory keeps what we did not write (output/, logs, smoke/) and each generated file is replaced.
-    ``reports`` (a list) receives the PreflightReport.
+    ``reports`` (a list) receives the PreflightReport; ``notes`` (a list) the plan's notes (train.yaml's
+    "# Note:" lines), for the caller to show.
     """
     out = Path(out_dir).expanduser().absolute()
     if out.exists() and not out.is_dir():
@@ -781,12 +844,16 @@ def generate(recipe: Recipe, out_dir: str | os.PathLike[str], force: bool = Fals
     from minicpm_tui.core.lftarget import target_info
 
     info = info or target_info(recipe)
-    files, _ = render(recipe, info)
+    files, res = render(recipe, info)
+    if notes is not None:
+        notes.extend(res.notes)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name[:40]}.", dir=out.parent))
     try:
         for name, text in files.items():
             write_atomic(tmp / name, text, mode=_MODES.get(name, 0o600))
+        if recipe.bundle_data:
+            bundle_data(bundled_entries(dataset_entries(recipe))[1], tmp)
         if preflight:
             from minicpm_tui.core.preflight import preflight as run_preflight
 
@@ -804,6 +871,7 @@ def generate(recipe: Recipe, out_dir: str | os.PathLike[str], force: bool = Fals
         if out.is_dir():
             for name in files:
                 os.replace(tmp / name, out / name)
+            _replace_bundle(tmp, out)
             if "ds_config.json" not in files and (out / "ds_config.json").exists():
                 (out / "ds_config.json").unlink()  # a stale one would mislead
             shutil.rmtree(tmp, ignore_errors=True)
@@ -814,6 +882,23 @@ def generate(recipe: Recipe, out_dir: str | os.PathLike[str], force: bool = Fals
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return [out / name for name in files]
+
+
+def _replace_bundle(tmp: Path, out: Path) -> None:
+    """--force into an existing directory: its data/ is ours (bundled before), so the new one replaces it; without
+    bundling now, an old data/ stays (the datasets may still be read from it by hand-edited entries)."""
+    new = tmp / BUNDLE_DIR
+    if not new.is_dir():
+        return
+    old = out / BUNDLE_DIR
+    if old.exists():
+        aside = out / f".{BUNDLE_DIR}.old"
+        shutil.rmtree(aside, ignore_errors=True)
+        os.rename(old, aside)
+        os.rename(new, old)
+        shutil.rmtree(aside, ignore_errors=True)
+    else:
+        os.rename(new, old)
 
 
 def read_generated(run_dir: str | os.PathLike[str]) -> dict[str, Any]:
