@@ -81,8 +81,11 @@ def run(args: argparse.Namespace) -> int:
 
     reports: list = []
     written = generate(recipe, args.out, force=args.force, preflight=not args.no_preflight, reports=reports)
+    # What the plan could not do (no GPU to plan for, ...) is in train.yaml's header; say it here too.
+    resolved = json.loads((written[0].parent / "generated.json").read_text(encoding="utf-8")).get("resolved", {})
+    notes += [n for n in resolved.get("notes", []) if n not in notes]
     if reports:
-        notes += reports[0].notes
+        notes += [n for n in reports[0].notes if n not in notes]
     if args.json:
         print(json.dumps({"run_dir": str(written[0].parent), "files": [p.name for p in written], "notes": notes,
                           "preflight": reports[0].to_json() if reports else None}))
