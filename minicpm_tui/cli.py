@@ -11,6 +11,7 @@ import argparse
 import importlib
 import os
 import sys
+from typing import NoReturn
 
 from minicpm_tui import __version__
 
@@ -47,6 +48,28 @@ def _top_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, plus a "did you mean --flag?" for a mistyped option."""
+
+    def error(self, message: str) -> NoReturn:  # type: ignore[override]
+        prefix = "unrecognized arguments: "
+        if message.startswith(prefix):
+            flags = [o for action in self._actions for o in action.option_strings if o.startswith("--")]
+            for word in message[len(prefix):].split():
+                close = _close(word.split("=", 1)[0], flags) if word.startswith("-") else None
+                if close:
+                    message += f"; did you mean {close}?"
+                    break
+        super().error(message)
+
+
+def _close(word: str, candidates: list[str]) -> str | None:
+    import difflib
+
+    found = difflib.get_close_matches(word, candidates, n=1, cutoff=0.6)
+    return found[0] if found else None
+
+
 def _error(message: str) -> None:
     print(f"minicpm-tui: error: {message}", file=sys.stderr)
 
@@ -62,8 +85,8 @@ def main(argv: list[str] | None = None) -> int:
     name = args_in[0]
     if name not in SUBCOMMANDS:
         _top_parser().print_usage(sys.stderr)
-        close = [n for n in SUBCOMMANDS if n.startswith(name[:2])]
-        hint = f"; did you mean {' or '.join(close)}?" if close else "; see `minicpm-tui --help`"
+        close = [n for n in SUBCOMMANDS if n.startswith(name[:2])] or [_close(name, list(SUBCOMMANDS)) or ""]
+        hint = f"; did you mean {' or '.join(close)}?" if any(close) else "; see `minicpm-tui --help`"
         _error(f"unknown subcommand {name!r}{hint}")
         return EXIT_USAGE
     return _dispatch(name, args_in[1:])
@@ -74,7 +97,7 @@ def _dispatch(name: str, rest: list[str]) -> int:
 
     module = importlib.import_module(f"minicpm_tui.commands.{name}")
     help_text = SUBCOMMANDS.get(name, "open the wizard")
-    parser = argparse.ArgumentParser(prog=f"minicpm-tui {name}" if name != "wizard" else "minicpm-tui",
+    parser = _Parser(prog=f"minicpm-tui {name}" if name != "wizard" else "minicpm-tui",
                                      description=help_text[:1].upper() + help_text[1:] + ".")
     module.add_arguments(parser)
     args = parser.parse_args(rest)

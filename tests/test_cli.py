@@ -204,3 +204,38 @@ def test_generate_notes_a_learning_rate_far_above_the_usual_one(capsys):
     assert main(["generate", "minicpm4-8b-sft-full", "--stage", "dpo", "--datasets", "demo_dpo",
                  "--learning-rate", "5e-7", *hw]) == 0
     assert capsys.readouterr().err == ""
+
+
+def test_generate_says_when_it_could_not_plan(tmp_path, capsys, monkeypatch):
+    # `generate PRESET --hardware box.json` with a probe that has no GPU wrote conservative defaults and
+    # said so only in a train.yaml comment; `plan --hardware box.json` refuses the same file.
+    import json
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "box.json").write_text(json.dumps({"format": "minicpm-tui-hardware/1", "status": "no_library",
+                                                   "gpus": []}), encoding="utf-8")
+    assert main(["generate", "minicpm4-0.5b-sft-lora", "--out", "r", "--hardware", "box.json",
+                 "--no-preflight"]) == 0
+    out = capsys.readouterr().out
+    assert "note: no GPU to plan for (hardware " in out and "box.json has none): used conservative defaults" in out
+    assert "no GPU to plan for" in (tmp_path / "r" / "train.yaml").read_text(encoding="utf-8")
+
+
+@pytest.mark.parametrize(("argv", "meant"), [
+    (["plan", "--modle", "MiniCPM4-8B"], "--model"),
+    (["generate", "minicpm4-8b-sft-lora", "--out", "x", "--stgae", "dpo"], "--stage"),
+    (["monitor", "r", "--onec"], "--once"),
+    (["run", "r", "--chek"], "--check"),
+])
+def test_a_mistyped_flag_gets_a_suggestion(argv, meant, capsys):
+    # argparse said only "unrecognized arguments: --modle MiniCPM4-8B".
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert f"did you mean {meant}?" in err
+
+
+def test_a_mistyped_subcommand_gets_a_suggestion(capsys):
+    assert main(["gnerate", "x"]) == 2
+    assert "did you mean generate?" in capsys.readouterr().err

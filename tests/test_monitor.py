@@ -223,3 +223,21 @@ def test_follower_starts_over_on_a_new_attempt(replay_run):
     wait_status(run_dir, ("finished",), 30)
     snap = follower.poll()
     assert snap.phase == "done" and snap.phases_seen[0] == "starting" and snap.attempt == 2
+
+
+def test_ctrl_c_in_the_plain_monitor_says_the_run_goes_on(replay_run):
+    # Ctrl-C ended `monitor --plain` with exit 130 and not a word: over SSH on a long run, was it stopped?
+    import signal
+    import time
+
+    run_dir = replay_run(pause=3.0)
+    runner.launch(run_dir)
+    proc = subprocess.Popen([sys.executable, "-m", "minicpm_tui", "monitor", str(run_dir), "--plain", "--interval",
+                             "0.2", "--no-gpu"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(2.0)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130
+    assert "Traceback" not in err
+    assert "stopped watching" in err and f"minicpm-tui stop {run_dir}" in err
+    assert RunFollower(run_dir).poll().status == "running"  # the training was not touched

@@ -215,3 +215,17 @@ def test_hardware_that_is_a_folder_says_so(tmp_path, monkeypatch):
     assert "probe --save" in err.value.one_line()
     (tmp_path / "1x-rtx4090").mkdir()
     assert load_hardware("1x-rtx4090").gpus
+
+
+def test_saving_a_probe_without_gpus_does_not_promise_a_plan(capsys, tmp_path, monkeypatch):
+    # `probe --save box.json` on a box whose NVML failed said "plan with `minicpm-tui plan --hardware
+    # box.json`", and that plan then refused the file ("this hardware profile has no GPU").
+    from minicpm_tui.core import probe as probe_mod
+
+    monkeypatch.setattr(probe_mod, "probe", lambda **_: HardwareProfile(status="no_library", hint="no driver"))
+    save = tmp_path / "box.json"
+    assert main(["probe", "--save", str(save)]) == 0
+    out = capsys.readouterr().out
+    assert save.is_file()
+    assert f"plan --hardware {save}" not in out
+    assert "records no GPU" in out and "on the GPU machine" in out

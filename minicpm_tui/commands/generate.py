@@ -88,7 +88,7 @@ def run(args: argparse.Namespace) -> int:
     written = generate(recipe, args.out, force=args.force, preflight=not args.no_preflight, reports=reports,
                        notes=notes)
     if reports:
-        notes += reports[0].notes
+        notes += [n for n in reports[0].notes if n not in notes]
     if args.json:
         print(json.dumps({"run_dir": str(written[0].parent), "files": [p.name for p in written], "notes": notes,
                           "preflight": reports[0].to_json() if reports else None}))

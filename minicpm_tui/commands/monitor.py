@@ -152,6 +152,11 @@ def plain_loop(run_dir: Path, *, interval: float = 2.0, gpu: bool = True, wait: 
                 out.flush()
                 return _exit_code(snap)
             time.sleep(interval)
+    except KeyboardInterrupt:
+        # Over SSH, Ctrl-C on a long run: say that only the watching ended (the run has its own session).
+        print(f"\nminicpm-tui: stopped watching; the run goes on (`minicpm-tui monitor {run_dir}` to watch it "
+              f"again, `minicpm-tui stop {run_dir}` to stop it)", file=sys.stderr)
+        return 130
     finally:
         if sampler is not None:
             sampler.nvml.shutdown()

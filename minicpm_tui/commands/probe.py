@@ -115,6 +115,11 @@ def run(args: argparse.Namespace) -> int:
         print(profile.to_json(), end="")
     else:
         print(render(profile))
-        if args.save:
+        if args.save and profile.gpus:
             print(f"saved to {args.save}: plan with `minicpm-tui plan --hardware {args.save}`")
+        elif args.save:
+            # `plan --hardware FILE` refuses a profile without GPUs: do not send the person there.
+            print(f"saved to {args.save}, but it records no GPU ({profile.status}): `plan --hardware` cannot "
+                  "use it; run `minicpm-tui probe --save FILE` on the GPU machine (with its NVIDIA driver "
+                  "working), or plan with a preset")
     return 0

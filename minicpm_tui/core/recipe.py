@@ -431,6 +431,30 @@ class Recipe:
             path = Path(getattr(self, "base_dir", None) or Path.cwd()) / path
         return path.resolve()
 
+    def anchored(self, base: str | os.PathLike[str] | None = None) -> Recipe:
+        """This recipe with its relative paths made absolute (against ``base``, else the recipe's own
+        folder): dataset_dir, lf_source, a local model folder and a saved probe named as hardware. A copy
+        saved elsewhere (the run directory's recipe.yaml) then still means the same files."""
+        if base is not None:
+            probe_ = self.replace()
+            probe_.base_dir = Path(base)
+        else:
+            probe_ = self
+        changes: dict[str, Any] = {}
+        for name in ("dataset_dir", "lf_source"):
+            value = getattr(self, name)
+            if value and not Path(value).expanduser().is_absolute():
+                changes[name] = str(probe_.resolve_path(value))
+        model = self.model
+        if not Path(model).expanduser().is_absolute() and (
+                model.startswith((".", "~")) or os.sep in model and probe_.resolve_path(model).exists()):
+            changes["model"] = str(probe_.resolve_path(model))
+        hardware = self.hardware
+        if hardware != AUTO and not Path(hardware).expanduser().is_absolute() \
+                and probe_.resolve_path(hardware).is_file():
+            changes["hardware"] = str(probe_.resolve_path(hardware))
+        return self.replace(**changes) if changes else self
+
     def replace(self, **changes: Any) -> Recipe:
         new = dataclasses.replace(self, **changes)
         if hasattr(self, "base_dir"):
@@ -495,7 +519,16 @@ def recipe_overrides(args: argparse.Namespace) -> dict[str, Any]:
         if value is not None:
             option.coerce(value, option.flag)
             out[option.name] = value
+    # A path typed on the command line means one relative to the current folder, not to the recipe's.
+    typed = Recipe().replace(**{k: v for k, v in out.items() if k in _PATH_FIELDS})
+    anchored = typed.anchored(Path.cwd())
+    for name in _PATH_FIELDS:
+        if name in out and getattr(anchored, name) != getattr(typed, name):
+            out[name] = getattr(anchored, name)
     return out
+
+
+_PATH_FIELDS = ("dataset_dir", "lf_source", "model", "hardware")
 
 
 def apply_overrides(recipe: Recipe, overrides: dict[str, Any], where: str = "command line") -> Recipe:

@@ -137,7 +137,11 @@ def recipe_hardware(recipe: Recipe) -> Any:
     """The HardwareProfile the recipe names (preset or saved probe), or this machine's probe for 'auto'."""
     from minicpm_tui.core.probe import load_hardware, probe
 
-    return probe() if recipe.hardware == AUTO else load_hardware(recipe.hardware)
+    if recipe.hardware == AUTO:
+        return probe()
+    # A saved probe named in a recipe file lies beside it (typed flags were made absolute already).
+    beside = recipe.resolve_path(recipe.hardware)
+    return load_hardware(beside if beside.is_file() else recipe.hardware)
 
 
 def _planner_choice(recipe: Recipe, arch: Any, hardware: Any, gpus: int) -> tuple[Any | None, str]:
@@ -804,7 +808,7 @@ def render(recipe: Recipe, info: Any | None = None) -> tuple[dict[str, str], Res
         "slurm.sbatch": render_slurm(recipe, res),
         "train_entry.py": resource_script("train_entry.py").read_text(encoding="utf-8"),
         "dataset_info.json": json.dumps(entries, indent=2, ensure_ascii=False) + "\n",
-        "recipe.yaml": recipe.dump(),
+        "recipe.yaml": recipe.anchored().dump(),
         "README.md": render_readme(recipe, res),
     }
     if res.uses_deepspeed:
