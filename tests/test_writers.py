@@ -365,6 +365,13 @@ def test_bundled_run_directory_passes_its_preflight_after_a_move(tmp_path, lf):
     proc = subprocess.run([sys.executable, "-m", "minicpm_tui", "validate", "--dataset-info", str(moved), "demo_sft",
                            "--stage", "sft"], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+    # Its recipe.yaml regenerates it there: the datasets come from the run directory's own bundle.
+    proc = subprocess.run([sys.executable, "-m", "minicpm_tui", "generate", str(moved / "recipe.yaml"), "--out",
+                           str(moved), "--force", "--no-preflight"], capture_output=True, text=True, timeout=120,
+                          cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    entry = json.loads((moved / "dataset_info.json").read_text())["demo_sft"]
+    assert entry["file_name"] == "data/demo_sft/demo_sft.json" and (moved / entry["file_name"]).is_file()
 
 
 def test_bool_flags_alone_mean_yes_and_a_target_without_bundle_notes_the_paths(tmp_path):

@@ -808,7 +808,7 @@ def render(recipe: Recipe, info: Any | None = None) -> tuple[dict[str, str], Res
         "slurm.sbatch": render_slurm(recipe, res),
         "train_entry.py": resource_script("train_entry.py").read_text(encoding="utf-8"),
         "dataset_info.json": json.dumps(entries, indent=2, ensure_ascii=False) + "\n",
-        "recipe.yaml": recipe.anchored().dump(),
+        "recipe.yaml": _saved_recipe(recipe).dump(),
         "README.md": render_readme(recipe, res),
     }
     if res.uses_deepspeed:
@@ -886,6 +886,14 @@ def generate(recipe: Recipe, out_dir: str | os.PathLike[str], force: bool = Fals
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return [out / name for name in files]
+
+
+def _saved_recipe(recipe: Recipe) -> Recipe:
+    """The run directory's recipe.yaml: its paths absolute, so it regenerates from anywhere; a bundled one reads
+    its datasets from the run directory itself (dataset_dir "." is the recipe's own folder), so it also
+    regenerates after the folder moved to another machine."""
+    saved = recipe.anchored()
+    return saved.replace(dataset_dir=".") if recipe.bundle_data else saved
 
 
 def _replace_bundle(tmp: Path, out: Path) -> None:
