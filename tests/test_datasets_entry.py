@@ -7,6 +7,7 @@ semantics, the issues' wording (the user's field names), the parallel and folder
 from __future__ import annotations
 
 import json
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -522,3 +523,69 @@ def test_openai_tool_lists_as_json_share_one_struct(tmp_path, monkeypatch):
     par = validate_file(f, entry={"file_name": str(f), **entry}, parallel_min_bytes=0, workers=2)
     assert ran and ran[-1] is not None
     assert seq.file_error.record == par.file_error.record == 0 and seq.summary() == par.summary()
+
+
+def _weather(description: bool = True, city_description: bool = True) -> dict:
+    city = {"type": "string", **({"description": "the city"} if city_description else {})}
+    return {"type": "function", "function": {"name": "weather", **({"description": "get the weather"} if description
+                                                                    else {}),
+                                             "parameters": {"type": "object", "properties": {"city": city},
+                                                            "required": ["city"]}}}
+
+
+TOOL_NULL_CASES = {  # name: (the tools of record 0, of record 1), the record and words warned, or None
+    "tool_description": ([_weather()], [_weather(description=False)], (1, 'a tool without "description"')),
+    "param_description": ([_weather()], [_weather(city_description=False)], (1, "parameter 'city' without")),
+    "one_list": ([_weather(), _weather(description=False)], None, (0, 'a tool without "description"')),
+    "same_keys": ([_weather()], [_weather()], None),
+    "none_has_it": ([_weather(description=False)], [_weather(description=False)], None),
+}
+
+
+def _tool_null_file(tmp_path: Path, case: str) -> tuple[Path, dict]:
+    first, second, _ = TOOL_NULL_CASES[case]
+    chat = _oa(("user", "weather?"), ("assistant", "sunny"))
+    records = [{"messages": chat, "tools": first}] + ([{"messages": chat, "tools": second}] if second else [])
+    f = _jsonl(tmp_path / f"{case}.jsonl", records)
+    return f, {"file_name": str(f), **OA, "columns": {"messages": "messages", "tools": "tools"}}
+
+
+@pytest.mark.parametrize("case", sorted(TOOL_NULL_CASES))
+def test_openai_tool_keys_arrow_fills_with_null_are_a_warning(tmp_path, case):
+    """A tool (or parameter) key that other tools of the file have is null in this one; the default tool
+    formatter prints it as "None": training goes on, on that text, so a warning, not an error."""
+    f, entry = _tool_null_file(tmp_path, case)
+    rep = validate_file(f, entry=entry)
+    assert rep.ok and rep.valid == (2 if TOOL_NULL_CASES[case][1] else 1)
+    warned = [w for w in rep.warnings if w.kind == "tool_text"]
+    expected = TOOL_NULL_CASES[case][2]
+    if expected is None:
+        assert not warned
+    else:
+        (w,) = warned
+        assert (w.record, w.field) == (expected[0], "tools") and expected[1] in w.message and '"None"' in w.message
+        assert "json.dumps" in w.fix
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("case", sorted(TOOL_NULL_CASES))
+def test_openai_tool_null_warning_agrees_with_the_rendered_prompt(tmp_path, case, tiny_model_cpm3):
+    """LLaMA-Factory's own loader and cpm4 template render the file's records: the tool text holds "None"
+    exactly where validate warns."""
+    from minicpm_tui.core.lfinfo import training_python
+    from minicpm_tui.core.resources import resource_script
+    from minicpm_tui.core.tinymodel import offline_env
+
+    f, entry = _tool_null_file(tmp_path, case)
+    job = {"mode": "preview", "file": str(f), "tokenizer": str(tiny_model_cpm3), "template": "cpm4",
+           "stage": "sft", "cutoff_len": None, "entry": {k: v for k, v in entry.items() if k != "file_name"}}
+    (tmp_path / "job.json").write_text(json.dumps(job), encoding="utf-8")
+    proc = subprocess.run([training_python(), str(resource_script("lf_dataset_check.py")), str(tmp_path / "job.json")],
+                          capture_output=True, text=True, env=offline_env(), timeout=600)
+    line = next(x for x in proc.stdout.splitlines() if x.startswith("@@LFCHECK@@"))
+    rendered = ["".join(s["text"] for s in r["sequence"]) for r in json.loads(line[len("@@LFCHECK@@"):])["records"]]
+    prints_none = [i for i, text in enumerate(rendered) if "Description: None" in text or "): None" in text]
+    warned = [w.record for w in validate_file(f, entry=entry).warnings if w.kind == "tool_text"]
+    expected = TOOL_NULL_CASES[case][2]
+    assert warned == ([expected[0]] if expected else [])
+    assert (prints_none[:1] if prints_none else []) == warned, rendered

@@ -58,10 +58,18 @@ def _calls_problem(calls: Any) -> tuple[str, str] | None:
 CALL_KEYS = (("name", "name_key"), ("arguments", "args_key"))
 
 
-def _tool_parts(tools: list[Any]) -> tuple[tuple[str, frozenset[str], bool], ...] | None:
+# What the default tool formatter (every MiniCPM template's) prints of a tool and of each of its parameters with
+# str.format: a key Arrow filled with null prints "None" (tool_utils.DefaultToolUtils.tool_formatter, 0.9.4-0.9.5).
+TOOL_TEXT_KEYS = ("description",)
+PARAM_TEXT_KEYS = ("type", "description")
+
+ToolPart = tuple[str, frozenset[str], bool, frozenset[str], frozenset[tuple[str, frozenset[str]]]]
+
+
+def _tool_parts(tools: list[Any]) -> tuple[ToolPart, ...] | None:
     """Each tool of a JSON tool list as Arrow's struct sees it: (its path: "" or "function" for an OpenAI
-    {"type": "function", "function": ...} wrapper, its parameter names, whether it has "required"); None
-    for a list the tool checks refuse anyway."""
+    {"type": "function", "function": ...} wrapper, its parameter names, whether it has "required", the
+    printed tool keys it has, each parameter's printed keys); None for a list the tool checks refuse anyway."""
     out = []
     for tool in tools:
         if type(tool) is not dict:
@@ -71,20 +79,79 @@ def _tool_parts(tools: list[Any]) -> tuple[tuple[str, frozenset[str], bool], ...
         props = params.get("properties") if type(params) is dict else None
         if type(props) is not dict:
             return None
-        out.append((path, frozenset(props), "required" in params))
+        printed = frozenset(k for k in TOOL_TEXT_KEYS if k in fn)  # type: ignore[operator]
+        fields = frozenset((name, frozenset(k for k in PARAM_TEXT_KEYS if k in p))
+                           for name, p in props.items() if type(p) is dict)
+        out.append((path, frozenset(props), "required" in params, printed, fields))  # type: ignore[operator]
     return tuple(out)
+
+
+def new_tool_facts() -> dict[str, Any]:
+    return {"names": {}, "required": {}, "kept": {}, "printed": {}, "fields": {}}
+
+
+def note_tool_parts(known: dict[str, Any], parts: tuple[ToolPart, ...]) -> None:
+    """Add a tool list's parts to the file's struct: the union Arrow reads every tool with."""
+    for path, names, req, printed, fields in parts:
+        known["names"].setdefault(path, set()).update(names)
+        known["required"][path] = known["required"].get(path, False) or req
+        known["printed"].setdefault(path, set()).update(printed)
+        by_param = known["fields"].setdefault(path, {})
+        for param, keys in fields:
+            by_param.setdefault(param, set()).update(keys)
 
 
 def merge_tool_facts(into: dict[str, Any] | None, part: dict[str, Any], base: int) -> dict[str, Any]:
     """The ``facts["tools"]`` of a file from those of its chunks (``part``'s records start at ``base``)."""
-    into = into or {"names": {}, "required": {}, "kept": {}}
+    into = into or new_tool_facts()
     for path, names in part["names"].items():
         into["names"].setdefault(path, set()).update(names)
     for path, req in part["required"].items():
         into["required"][path] = into["required"].get(path, False) or req
+    for path, printed in part["printed"].items():
+        into["printed"].setdefault(path, set()).update(printed)
+    for path, by_param in part["fields"].items():
+        mine = into["fields"].setdefault(path, {})
+        for param, keys in by_param.items():
+            mine.setdefault(param, set()).update(keys)
     for parts, idx in part["kept"].items():
         into["kept"].setdefault(parts, idx + base)
     return into
+
+
+def openai_warnings(shape: Shape | None, facts: dict[str, Any] | None) -> list[Any]:
+    """Tool text that Arrow's one struct per file changes without an error: a tool (or a parameter) lacking a
+    printed key that another tool (or the same parameter of another tool) has gets it as null, and the default
+    tool formatter prints "None" there ("Tool Description: None", "- city (string): None"). One warning for
+    the first kept record it happens to."""
+    from minicpm_tui.core.datasets.validate import Issue
+
+    tools = (facts or {}).get("tools")
+    if shape is None or shape.converter != "openai" or not tools:
+        return []
+    first: tuple[int, str] | None = None
+    for parts, idx in tools["kept"].items():
+        if first is not None and first[0] <= idx:
+            continue
+        for path, _names, _req, printed, fields in parts:
+            lost = sorted(set(tools["printed"].get(path, ())) - printed)
+            if lost:
+                first = (idx, f"a tool without \"{lost[0]}\" (another tool in the file has one)")
+                break
+            by_param = tools["fields"].get(path, {})
+            gap = next(((param, sorted(by_param.get(param, set()) - keys)) for param, keys in sorted(fields)
+                        if by_param.get(param, set()) - keys), None)
+            if gap is not None:
+                first = (idx, f"parameter {gap[0]!r} without \"{gap[1][0]}\" (the same parameter of another tool "
+                              "has one)")
+                break
+    if first is None:
+        return []
+    return [Issue(first[0], shape.column("tools") or "", f"is a JSON list of tools with {first[1]}: LLaMA-Factory's "
+                  "loader (Arrow) reads every tool of the file with one struct and fills the key with null, which "
+                  "the tool prompt then prints as \"None\"; training goes on, on that text", "give every tool "
+                  "(and every parameter) the key, or write each record's tools as JSON text (json.dumps of the "
+                  "list)", "tool_text")]
 
 
 def openai_problems(shape: Shape | None, facts: dict[str, Any] | None) -> list[Any]:
@@ -109,7 +176,7 @@ def openai_problems(shape: Shape | None, facts: dict[str, Any] | None) -> list[A
     for parts, idx in (tools or {}).get("kept", {}).items():
         if first is not None and first[0] <= idx:
             continue
-        for path, names, req in parts:
+        for path, names, req, *_ in parts:
             union = tools["names"][path]
             if union - names or (union and not req and tools["required"][path]):
                 first = (idx, sorted(union - names))
@@ -169,14 +236,12 @@ def openai_checker(shape: Shape, stage: str):
                         if facts[fact] is None and key in fn:
                             facts[fact] = idx
 
-    def note_tools(tools: list[Any]) -> tuple[tuple[str, frozenset[str], bool], ...] | None:
+    def note_tools(tools: list[Any]) -> tuple[ToolPart, ...] | None:
         """A JSON tool list's part in the column's struct (every record's, valid or not)."""
         parts = _tool_parts(tools)
         if parts:
-            known_tools = facts["tools"] = facts["tools"] or {"names": {}, "required": {}, "kept": {}}
-            for path, names, req in parts:
-                known_tools["names"].setdefault(path, set()).update(names)
-                known_tools["required"][path] = known_tools["required"].get(path, False) or req
+            facts["tools"] = facts["tools"] or new_tool_facts()
+            note_tool_parts(facts["tools"], parts)
         return parts
 
     def kept(idx: int, parts: Any, lacking: dict[str, str] | None) -> None:

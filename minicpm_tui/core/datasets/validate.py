@@ -986,9 +986,10 @@ def _finish(report: ValidationReport, col: _Collector, layout: str, nan_seen: bo
             problems += _release_problems(report.shape, scan.facts)
             if scan.facts is not None:
                 from minicpm_tui.core.datasets.media import media_problems
-                from minicpm_tui.core.datasets.openai_lf import openai_problems
+                from minicpm_tui.core.datasets.openai_lf import openai_problems, openai_warnings
 
                 problems += openai_problems(report.shape, scan.facts) + media_problems(report.shape, scan.facts)
+                report.warnings += openai_warnings(report.shape, scan.facts)
         for pr in problems:
             if report.file_error is None:
                 report.file_error = pr
