@@ -1260,3 +1260,44 @@ async def test_a_dataset_folder_typed_as_data_lists_its_registered_datasets(no_d
         await at_step(app, pilot, 2)
         assert app.screen.key == "entry:qa_renamed" and app.screen.report.ok
         assert app.state.dataset_info == str(info) and "holds a dataset_info.json" in pane_text(app, "#ds-note")
+
+
+async def test_keys_footer_private_textual_gate(no_draft, monkeypatch):
+    """KeysFooter sets Textual's private ``Footer._bindings_ready`` (no public API does) to draw its keys on
+    the first frame. This fails loudly when Textual renames it or stops gating compose on it; without it the
+    footer falls back to Textual's own behaviour and still shows the keys."""
+    from textual.reactive import Reactive
+    from textual.widgets import Footer
+    from textual.widgets._footer import FooterKey
+
+    from minicpm_tui.tui.widgets import footer as footer_mod
+
+    gate = Footer.__dict__.get("_bindings_ready")
+    assert isinstance(gate, Reactive) and footer_mod.BINDINGS_READY is gate, (
+        "Textual's Footer no longer has the reactive `_bindings_ready`: see minicpm_tui/tui/widgets/footer.py")
+    assert gate._default is False and list(Footer().compose()) == [], (
+        "Textual's Footer no longer composes nothing before its bindings are ready: revisit KeysFooter")
+
+    composed: list[int] = []
+    real_compose = footer_mod.KeysFooter.compose
+
+    def counting(self):
+        children = list(real_compose(self))
+        composed.append(sum(isinstance(child, FooterKey) for child in children))
+        yield from children
+
+    monkeypatch.setattr(footer_mod.KeysFooter, "compose", counting)
+    app = MiniCPMApp(use_draft=False, state=WizardState(hardware="preset:1x-t4-16gb"))
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(app, pilot)
+        assert composed and composed[0] >= 3, composed  # the keys, at the first compose
+        assert "^q Quit" in screen_text(app).splitlines()[-1]
+
+    # The fallback: as if Textual had dropped the name; the keys still come (after a bindings change).
+    monkeypatch.setattr(footer_mod, "BINDINGS_READY", None)
+    composed.clear()
+    app = MiniCPMApp(use_draft=False, state=WizardState(hardware="preset:1x-t4-16gb"))
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(app, pilot)
+        assert composed[0] == 0 and composed[-1] >= 3, composed
+        assert "^q Quit" in screen_text(app).splitlines()[-1]
