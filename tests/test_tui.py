@@ -1002,7 +1002,7 @@ async def test_export_asks_before_replacing_merged_and_holds_the_launch_while_it
     calls: list[tuple[Path, bool]] = []
     release = threading.Event()
 
-    def fake_export(where: Path, force: bool = False) -> tuple[bool, str]:
+    def fake_export(where: Path, force: bool = False, on_start=None) -> tuple[bool, str]:
         calls.append((where, force))
         release.wait(30)
         return True, f"merged model written to {run_dir / 'merged'}"
@@ -1078,6 +1078,98 @@ async def test_an_export_outlives_leaving_the_run_step(no_draft, tmp_path):
         assert "run: export merged model" in [c.title for c in app.screen.palette_commands()]
         assert "export" not in app.state.to_dict()
         assert WizardState.from_dict({**app.state.to_dict(), "export": {"run_dir": "x"}}).export is None
+
+
+FAKE_TRAIN_PYTHON = """#!/bin/sh
+# A training Python whose LLaMA-Factory export takes its time: the introspection answers with a shipped
+# release snapshot, the export writes part of a model into its temporary folder and then waits; anything
+# else is the real Python.
+case "$1" in
+  *lf_introspect.py) exec "{python}" -c "import json; print('@@LFINFO@@' + json.dumps(json.load(open('{snapshot}'))))";;
+  *export_entry.py) echo '{{}}' > "$3/config.json"; echo "$$" > "{pidfile}"; echo "merging"; exec sleep 120;;
+  *) exec "{python}" "$@";;
+esac
+"""
+
+
+def _pid_alive(pid: int) -> bool:
+    import os
+
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    with open(f"/proc/{pid}/stat", encoding="utf-8") as stat:  # a zombie has ended
+        return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+
+
+async def test_quitting_while_an_export_runs_asks_then_stops_it_cleanly(no_draft, tmp_path, monkeypatch):
+    """Ctrl+Q while the Run step's export (the real `minicpm-tui export` subprocess, in the real worker) is
+    merging: a question; Stay keeps it running; Stop ends it: LLaMA-Factory's process is gone, the temporary
+    folder beside merged/ is removed and no merged/ appears; then the app quits. The training Python is a
+    script whose export writes part of a model and waits, so that it is caught mid-way."""
+    import os
+
+    from minicpm_tui.core.lftarget import releases_dir
+
+    run_dir = _finished_run(tmp_path / "run", 60)
+    base = tmp_path / "base"
+    base.mkdir()
+    (base / "config.json").write_text("{}")
+    (run_dir / "train.yaml").write_text(f"model_name_or_path: {base}\ntemplate: cpm4\nfinetuning_type: lora\n"
+                                        "output_dir: out\n")
+    for name in ("adapter_config.json", "adapter_model.safetensors"):
+        (run_dir / "out" / name).write_text("{}")
+    pidfile = tmp_path / "export.pid"
+    fake = tmp_path / "python"
+    fake.write_text(FAKE_TRAIN_PYTHON.format(snapshot=releases_dir() / "0.9.5.json", pidfile=pidfile,
+                                             python=sys.executable))
+    fake.chmod(0o755)
+    monkeypatch.setenv("TRAIN_PYTHON", str(fake))
+    app = MiniCPMApp(use_draft=False, state=demo_state(run_dir=str(run_dir)))
+    try:
+        await _quit_during_export(app, run_dir, pidfile)
+    finally:  # a failed check leaves nothing running
+        for proc in [app.export_process] if app.export_process is not None else []:
+            proc.kill()
+        if pidfile.is_file() and pidfile.read_text().strip() and _pid_alive(int(pidfile.read_text())):
+            os.kill(int(pidfile.read_text()), 9)
+
+
+async def _quit_during_export(app, run_dir: Path, pidfile: Path) -> None:
+    async with app.run_test(size=SIZE) as pilot:
+        await at_step(app, pilot, 6)
+        app.screen.action_export()
+        for _ in range(600):  # the CLI's start and the plan: a few seconds on a busy machine
+            if pidfile.is_file() and pidfile.read_text().strip():
+                break
+            await pilot.pause(0.05)
+        merging = int(pidfile.read_text())
+        temps = [p for p in run_dir.iterdir() if p.name.startswith(".merged.export-")]
+        assert len(temps) == 1 and (temps[0] / "config.json").is_file(), list(run_dir.iterdir())
+        cli = app.export_process
+        assert cli is not None and cli.poll() is None and _pid_alive(merging)
+        await pilot.press("ctrl+q")
+        await pilot.pause()
+        assert screen_name(app) == "ConfirmScreen"
+        assert app.screen.question.startswith("An export is running (the merged model of run); quit and stop it?")
+        await pilot.press("ctrl+q")  # asked once
+        await pilot.pause()
+        assert len([s for s in app.screen_stack if type(s).__name__ == "ConfirmScreen"]) == 1
+        await pilot.click("#no")  # stay: the export goes on
+        await pilot.pause()
+        assert screen_name(app) == "RunScreen" and app.is_running and cli.poll() is None and _pid_alive(merging)
+        await pilot.press("ctrl+q")
+        await pilot.pause()
+        await pilot.click("#yes")
+        for _ in range(600):
+            if not app.is_running:
+                break
+            await pilot.pause(0.05)
+        assert not app.is_running
+    assert cli.poll() == 130, cli.returncode
+    assert not _pid_alive(merging)
+    assert not [p.name for p in run_dir.iterdir() if p.name.startswith(".merged")] and not (run_dir / "merged").exists()
 
 
 async def test_the_plan_fits_80x24_when_nothing_fits(no_draft):
