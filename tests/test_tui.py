@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import time
@@ -1393,3 +1394,98 @@ async def test_keys_footer_private_textual_gate(no_draft, monkeypatch):
         await settle(app, pilot)
         assert composed[0] == 0 and composed[-1] >= 3, composed
         assert "^q Quit" in screen_text(app).splitlines()[-1]
+
+
+async def _write_for_target(app, pilot, typed: str, out: Path) -> None:
+    """Step 1: type the LLaMA-Factory to write for; then the Model step; then write at the Review step."""
+    await settle(app, pilot)
+    await type_in(app, pilot, "#hw-lf", typed)
+    assert app.screen.check_action("next", ()) is True, app.screen.blocked_reason
+    await at_step(app, pilot, 1)
+    await settle(app, pilot)
+    await at_step(app, pilot, 5)
+    assert "train.yaml" in app.screen.files, app.screen.error
+    app.screen.query_one("#out-dir").value = str(out)
+    await pilot.press("ctrl+w")
+    await settle(app, pilot, 8)
+
+
+@pytest.mark.parametrize("release, template", [("0.9.3", "cpm4"), ("0.9.2", "cpm3")])
+async def test_the_wizard_writes_a_run_directory_for_a_shipped_release(no_draft, tmp_path, monkeypatch, release,
+                                                                      template):
+    """Step 1's "LLaMA-Factory to write for" set to a release: the Model step names that release's template,
+    the run directory is written from its snapshot, with no LLaMA-Factory here (the training Python does not
+    exist), and the preflight says what it checked against it and what it left to `run --check` there."""
+    monkeypatch.setenv("MINICPM_TUI_TRAIN_PYTHON", str(tmp_path / "no" / "python"))
+    out = tmp_path / "run"
+    app = MiniCPMApp(use_draft=False, state=demo_state())
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(app, pilot)
+        await type_in(app, pilot, "#hw-lf", release)
+        assert app.state.lf_target == release
+        said = pane_text(app, "#hw-lf-details")
+        assert said.startswith(f"Writing for the LLaMA-Factory {release} snapshot: its ") and "templates" in said
+        await at_step(app, pilot, 1)
+        assert f"{template}, for the LLaMA-Factory {release} snapshot" in pane_text(app, "#model-details")
+        await at_step(app, pilot, 5)
+        assert "train.yaml" in app.screen.files, app.screen.error
+        app.screen.query_one("#out-dir").value = str(out)
+        await pilot.press("ctrl+w")
+        await settle(app, pilot, 8)
+        assert app.state.run_dir == str(out), [n.message for n in app._notifications]
+        shown = pane_text(app, "#file-text")
+        assert shown.startswith("Preflight passed here"), shown
+        assert f"ok train.yaml: keys and template against the LLaMA-Factory {release} snapshot" in shown
+        assert ("not checked here: LLaMA-Factory's own argument parser (they need the target's environment): run "
+                f"`minicpm-tui run --check {out}` on the machine that trains") in shown, shown
+        assert f"# written for LLaMA-Factory {release}: copy it" in shown and f"minicpm-tui smoke {out}" not in shown
+        assert str(app.screen.query_one("#write-hint").render()) == "written; preflight passed here"
+    train = (out / "train.yaml").read_text()
+    assert re.search(rf"^template: {template}\b", train, re.M), train
+    generated = json.loads((out / "generated.json").read_text())
+    assert generated["lf_target"]["value"] == release
+    assert generated["lf_target"]["checked_against"] == f"the LLaMA-Factory {release} snapshot"
+    assert generated["resolved"]["training_python"] == ""  # this machine's Python is not the target's
+    from minicpm_tui.core.recipe import load_recipe
+
+    assert load_recipe(str(out / "recipe.yaml")).lf_target == release  # regenerated the same way
+
+
+async def test_the_wizard_writes_for_a_saved_report_and_says_a_bad_one_in_the_form(no_draft, tmp_path, monkeypatch):
+    """A path typed as the LLaMA-Factory to write for: a missing file, a folder, and a JSON file that is no
+    report each give their one-line error under the form (Next held, no crash); a `doctor --save` report (here
+    the 0.9.2 facts, as that command saves them) is then used: MiniCPM4 gets 0.9.2's cpm3."""
+    from minicpm_tui.core.lftarget import releases_dir
+
+    monkeypatch.setenv("MINICPM_TUI_TRAIN_PYTHON", str(tmp_path / "no" / "python"))
+    (tmp_path / "list.json").write_text("[1, 2]")
+    box = tmp_path / "box.json"
+    box.write_text((releases_dir() / "0.9.2.json").read_text())
+    out = tmp_path / "run"
+    app = MiniCPMApp(use_draft=False, state=demo_state())
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(app, pilot)
+        for typed, why in ((str(tmp_path / "nope.json"), "lf_target: no such file"),
+                           (str(tmp_path), "lf_target: is a folder, not a saved report"),
+                           (str(tmp_path / "list.json"), "lf_target: not a usable LLaMA-Factory report: a JSON list")):
+            await type_in(app, pilot, "#hw-lf", typed)
+            said = pane_text(app, "#hw-lf-details")
+            assert said.startswith(f"LLaMA-Factory to write for: {typed}: {why}"), said
+            assert "doctor --save" in said and "Traceback" not in said
+            assert app.screen.query_one("#hw-lf-details").has_class("bad")
+            assert app.screen.query_one("#hw-lf").has_class("-invalid")
+            assert app.screen.check_action("next", ()) is False
+            assert app.screen.blocked_reason == "fix the LLaMA-Factory to write for"
+            assert screen_name(app) == "HardwareScreen" and app.is_running
+        await type_in(app, pilot, "#hw-lf", "")  # back to this machine's: nothing to say, Next free again
+        assert app.state.lf_target == "" and pane_text(app, "#hw-lf-details") == ""
+        assert app.screen.check_action("next", ()) is True
+        await _write_for_target(app, pilot, str(box), out)
+        assert app.state.run_dir == str(out), [n.message for n in app._notifications]
+        assert "checked against" not in pane_text(app, "#file-text")  # said once, in its own line
+        assert "keys and template against LLaMA-Factory 0.9.2 as saved in box.json" in pane_text(app, "#file-text")
+    assert app.state.lf_target == str(box)
+    assert re.search(r"^template: cpm3\b", (out / "train.yaml").read_text(), re.M)
+    generated = json.loads((out / "generated.json").read_text())
+    assert generated["lf_target"]["value"] == str(box)
+    assert generated["lf_target"]["checked_against"] == "LLaMA-Factory 0.9.2 as saved in box.json"
