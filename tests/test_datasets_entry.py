@@ -413,6 +413,42 @@ def test_cli_validate_of_a_dataset_folder_points_to_its_entries(info_dir, given)
     assert follow.returncode == 0 and "0 not usable" in follow.stdout, follow.stderr
 
 
+@pytest.mark.parametrize("given", ["folder", "file"])
+def test_cli_register_of_a_dataset_folder_is_refused_like_validate(info_dir, tmp_path_factory, given):
+    """`register DIR` of LLaMA-Factory's dataset_dir (or its dataset_info.json) registered the folder as one
+    dataset of shards, its dataset_info.json among them; it is refused in one line as `validate DIR` is, and
+    neither that registry nor the target one is touched. The commands it names work as printed."""
+    import shlex
+    import subprocess
+    import sys
+
+    path = info_dir if given == "folder" else info_dir / "dataset_info.json"
+    before = (info_dir / "dataset_info.json").read_bytes()
+    out_dir = tmp_path_factory.mktemp("target")
+    for ddir in (out_dir, info_dir):  # another dataset_dir, or the registry's own folder
+        proc = subprocess.run([sys.executable, "-m", "minicpm_tui", "register", str(path), "--name", "all",
+                               "--dataset-dir", str(ddir)], capture_output=True, text=True, timeout=120)
+        err = proc.stderr.strip()
+        assert proc.returncode == 2 and proc.stdout == "" and len(err.splitlines()) == 1, (proc.returncode, err)
+        assert err.startswith(f"minicpm-tui: error: {path}: cannot register it: ") and "Traceback" not in err
+        assert ("not a folder of data shards" if given == "folder" else "dataset registry, not data") in err
+        assert "registers 7 dataset(s) ('qa', 'dlg', 'hub', 'nofile' and 3 more)" in err, err
+        folder = shlex.quote(str(info_dir))
+        assert f"--datasets NAME --dataset-dir {folder}" in err, err
+        check = err.split("check it with `", 1)[1].split("`", 1)[0]
+        assert check == f"minicpm-tui validate --dataset-info {folder} NAME", err
+    assert (info_dir / "dataset_info.json").read_bytes() == before and not any(out_dir.iterdir())
+    follow = subprocess.run([sys.executable, "-m", "minicpm_tui", *shlex.split(check.replace("NAME", "dlg"))[1:]],
+                            capture_output=True, text=True, timeout=120)
+    assert follow.returncode == 0 and "0 not usable" in follow.stdout, follow.stderr
+    # A folder of shards still registers (the refusal is for a folder holding a dataset_info.json only).
+    shards = out_dir / "shards"
+    _jsonl(shards / "a.jsonl", [{"instruction": "q", "input": "", "output": "a"}])
+    proc = subprocess.run([sys.executable, "-m", "minicpm_tui", "register", str(shards), "--name", "sh",
+                           "--dataset-dir", str(out_dir)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and "registered 'sh'" in proc.stdout, proc.stderr
+
+
 def test_cli_validate_of_an_empty_dataset_folder(tmp_path, capsys):
     (tmp_path / "dataset_info.json").write_text("{}", encoding="utf-8")
     assert main(["validate", str(tmp_path)]) == 2

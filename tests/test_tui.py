@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import time
@@ -1002,7 +1003,7 @@ async def test_export_asks_before_replacing_merged_and_holds_the_launch_while_it
     calls: list[tuple[Path, bool]] = []
     release = threading.Event()
 
-    def fake_export(where: Path, force: bool = False) -> tuple[bool, str]:
+    def fake_export(where: Path, force: bool = False, on_start=None) -> tuple[bool, str]:
         calls.append((where, force))
         release.wait(30)
         return True, f"merged model written to {run_dir / 'merged'}"
@@ -1078,6 +1079,98 @@ async def test_an_export_outlives_leaving_the_run_step(no_draft, tmp_path):
         assert "run: export merged model" in [c.title for c in app.screen.palette_commands()]
         assert "export" not in app.state.to_dict()
         assert WizardState.from_dict({**app.state.to_dict(), "export": {"run_dir": "x"}}).export is None
+
+
+FAKE_TRAIN_PYTHON = """#!/bin/sh
+# A training Python whose LLaMA-Factory export takes its time: the introspection answers with a shipped
+# release snapshot, the export writes part of a model into its temporary folder and then waits; anything
+# else is the real Python.
+case "$1" in
+  *lf_introspect.py) exec "{python}" -c "import json; print('@@LFINFO@@' + json.dumps(json.load(open('{snapshot}'))))";;
+  *export_entry.py) echo '{{}}' > "$3/config.json"; echo "$$" > "{pidfile}"; echo "merging"; exec sleep 120;;
+  *) exec "{python}" "$@";;
+esac
+"""
+
+
+def _pid_alive(pid: int) -> bool:
+    import os
+
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    with open(f"/proc/{pid}/stat", encoding="utf-8") as stat:  # a zombie has ended
+        return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+
+
+async def test_quitting_while_an_export_runs_asks_then_stops_it_cleanly(no_draft, tmp_path, monkeypatch):
+    """Ctrl+Q while the Run step's export (the real `minicpm-tui export` subprocess, in the real worker) is
+    merging: a question; Stay keeps it running; Stop ends it: LLaMA-Factory's process is gone, the temporary
+    folder beside merged/ is removed and no merged/ appears; then the app quits. The training Python is a
+    script whose export writes part of a model and waits, so that it is caught mid-way."""
+    import os
+
+    from minicpm_tui.core.lftarget import releases_dir
+
+    run_dir = _finished_run(tmp_path / "run", 60)
+    base = tmp_path / "base"
+    base.mkdir()
+    (base / "config.json").write_text("{}")
+    (run_dir / "train.yaml").write_text(f"model_name_or_path: {base}\ntemplate: cpm4\nfinetuning_type: lora\n"
+                                        "output_dir: out\n")
+    for name in ("adapter_config.json", "adapter_model.safetensors"):
+        (run_dir / "out" / name).write_text("{}")
+    pidfile = tmp_path / "export.pid"
+    fake = tmp_path / "python"
+    fake.write_text(FAKE_TRAIN_PYTHON.format(snapshot=releases_dir() / "0.9.5.json", pidfile=pidfile,
+                                             python=sys.executable))
+    fake.chmod(0o755)
+    monkeypatch.setenv("TRAIN_PYTHON", str(fake))
+    app = MiniCPMApp(use_draft=False, state=demo_state(run_dir=str(run_dir)))
+    try:
+        await _quit_during_export(app, run_dir, pidfile)
+    finally:  # a failed check leaves nothing running
+        for proc in [app.export_process] if app.export_process is not None else []:
+            proc.kill()
+        if pidfile.is_file() and pidfile.read_text().strip() and _pid_alive(int(pidfile.read_text())):
+            os.kill(int(pidfile.read_text()), 9)
+
+
+async def _quit_during_export(app, run_dir: Path, pidfile: Path) -> None:
+    async with app.run_test(size=SIZE) as pilot:
+        await at_step(app, pilot, 6)
+        app.screen.action_export()
+        for _ in range(600):  # the CLI's start and the plan: a few seconds on a busy machine
+            if pidfile.is_file() and pidfile.read_text().strip():
+                break
+            await pilot.pause(0.05)
+        merging = int(pidfile.read_text())
+        temps = [p for p in run_dir.iterdir() if p.name.startswith(".merged.export-")]
+        assert len(temps) == 1 and (temps[0] / "config.json").is_file(), list(run_dir.iterdir())
+        cli = app.export_process
+        assert cli is not None and cli.poll() is None and _pid_alive(merging)
+        await pilot.press("ctrl+q")
+        await pilot.pause()
+        assert screen_name(app) == "ConfirmScreen"
+        assert app.screen.question.startswith("An export is running (the merged model of run); quit and stop it?")
+        await pilot.press("ctrl+q")  # asked once
+        await pilot.pause()
+        assert len([s for s in app.screen_stack if type(s).__name__ == "ConfirmScreen"]) == 1
+        await pilot.click("#no")  # stay: the export goes on
+        await pilot.pause()
+        assert screen_name(app) == "RunScreen" and app.is_running and cli.poll() is None and _pid_alive(merging)
+        await pilot.press("ctrl+q")
+        await pilot.pause()
+        await pilot.click("#yes")
+        for _ in range(600):
+            if not app.is_running:
+                break
+            await pilot.pause(0.05)
+        assert not app.is_running
+    assert cli.poll() == 130, cli.returncode
+    assert not _pid_alive(merging)
+    assert not [p.name for p in run_dir.iterdir() if p.name.startswith(".merged")] and not (run_dir / "merged").exists()
 
 
 async def test_the_plan_fits_80x24_when_nothing_fits(no_draft):
@@ -1260,3 +1353,139 @@ async def test_a_dataset_folder_typed_as_data_lists_its_registered_datasets(no_d
         await at_step(app, pilot, 2)
         assert app.screen.key == "entry:qa_renamed" and app.screen.report.ok
         assert app.state.dataset_info == str(info) and "holds a dataset_info.json" in pane_text(app, "#ds-note")
+
+
+async def test_keys_footer_private_textual_gate(no_draft, monkeypatch):
+    """KeysFooter sets Textual's private ``Footer._bindings_ready`` (no public API does) to draw its keys on
+    the first frame. This fails loudly when Textual renames it or stops gating compose on it; without it the
+    footer falls back to Textual's own behaviour and still shows the keys."""
+    from textual.reactive import Reactive
+    from textual.widgets import Footer
+    from textual.widgets._footer import FooterKey
+
+    from minicpm_tui.tui.widgets import footer as footer_mod
+
+    gate = Footer.__dict__.get("_bindings_ready")
+    assert isinstance(gate, Reactive) and footer_mod.BINDINGS_READY is gate, (
+        "Textual's Footer no longer has the reactive `_bindings_ready`: see minicpm_tui/tui/widgets/footer.py")
+    assert gate._default is False and list(Footer().compose()) == [], (
+        "Textual's Footer no longer composes nothing before its bindings are ready: revisit KeysFooter")
+
+    composed: list[int] = []
+    real_compose = footer_mod.KeysFooter.compose
+
+    def counting(self):
+        children = list(real_compose(self))
+        composed.append(sum(isinstance(child, FooterKey) for child in children))
+        yield from children
+
+    monkeypatch.setattr(footer_mod.KeysFooter, "compose", counting)
+    app = MiniCPMApp(use_draft=False, state=WizardState(hardware="preset:1x-t4-16gb"))
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(app, pilot)
+        assert composed and composed[0] >= 3, composed  # the keys, at the first compose
+        assert "^q Quit" in screen_text(app).splitlines()[-1]
+
+    # The fallback: as if Textual had dropped the name; the keys still come (after a bindings change).
+    monkeypatch.setattr(footer_mod, "BINDINGS_READY", None)
+    composed.clear()
+    app = MiniCPMApp(use_draft=False, state=WizardState(hardware="preset:1x-t4-16gb"))
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(app, pilot)
+        assert composed[0] == 0 and composed[-1] >= 3, composed
+        assert "^q Quit" in screen_text(app).splitlines()[-1]
+
+
+async def _write_for_target(app, pilot, typed: str, out: Path) -> None:
+    """Step 1: type the LLaMA-Factory to write for; then the Model step; then write at the Review step."""
+    await settle(app, pilot)
+    await type_in(app, pilot, "#hw-lf", typed)
+    assert app.screen.check_action("next", ()) is True, app.screen.blocked_reason
+    await at_step(app, pilot, 1)
+    await settle(app, pilot)
+    await at_step(app, pilot, 5)
+    assert "train.yaml" in app.screen.files, app.screen.error
+    app.screen.query_one("#out-dir").value = str(out)
+    await pilot.press("ctrl+w")
+    await settle(app, pilot, 8)
+
+
+@pytest.mark.parametrize("release, template", [("0.9.3", "cpm4"), ("0.9.2", "cpm3")])
+async def test_the_wizard_writes_a_run_directory_for_a_shipped_release(no_draft, tmp_path, monkeypatch, release,
+                                                                      template):
+    """Step 1's "LLaMA-Factory to write for" set to a release: the Model step names that release's template,
+    the run directory is written from its snapshot, with no LLaMA-Factory here (the training Python does not
+    exist), and the preflight says what it checked against it and what it left to `run --check` there."""
+    monkeypatch.setenv("MINICPM_TUI_TRAIN_PYTHON", str(tmp_path / "no" / "python"))
+    out = tmp_path / "run"
+    app = MiniCPMApp(use_draft=False, state=demo_state())
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(app, pilot)
+        await type_in(app, pilot, "#hw-lf", release)
+        assert app.state.lf_target == release
+        said = pane_text(app, "#hw-lf-details")
+        assert said.startswith(f"Writing for the LLaMA-Factory {release} snapshot: its ") and "templates" in said
+        await at_step(app, pilot, 1)
+        assert f"{template}, for the LLaMA-Factory {release} snapshot" in pane_text(app, "#model-details")
+        await at_step(app, pilot, 5)
+        assert "train.yaml" in app.screen.files, app.screen.error
+        app.screen.query_one("#out-dir").value = str(out)
+        await pilot.press("ctrl+w")
+        await settle(app, pilot, 8)
+        assert app.state.run_dir == str(out), [n.message for n in app._notifications]
+        shown = pane_text(app, "#file-text")
+        assert shown.startswith("Preflight passed here"), shown
+        assert f"ok train.yaml: keys and template against the LLaMA-Factory {release} snapshot" in shown
+        assert ("not checked here: LLaMA-Factory's own argument parser (they need the target's environment): run "
+                f"`minicpm-tui run --check {out}` on the machine that trains") in shown, shown
+        assert f"# written for LLaMA-Factory {release}: copy it" in shown and f"minicpm-tui smoke {out}" not in shown
+        assert str(app.screen.query_one("#write-hint").render()) == "written; preflight passed here"
+    train = (out / "train.yaml").read_text()
+    assert re.search(rf"^template: {template}\b", train, re.M), train
+    generated = json.loads((out / "generated.json").read_text())
+    assert generated["lf_target"]["value"] == release
+    assert generated["lf_target"]["checked_against"] == f"the LLaMA-Factory {release} snapshot"
+    assert generated["resolved"]["training_python"] == ""  # this machine's Python is not the target's
+    from minicpm_tui.core.recipe import load_recipe
+
+    assert load_recipe(str(out / "recipe.yaml")).lf_target == release  # regenerated the same way
+
+
+async def test_the_wizard_writes_for_a_saved_report_and_says_a_bad_one_in_the_form(no_draft, tmp_path, monkeypatch):
+    """A path typed as the LLaMA-Factory to write for: a missing file, a folder, and a JSON file that is no
+    report each give their one-line error under the form (Next held, no crash); a `doctor --save` report (here
+    the 0.9.2 facts, as that command saves them) is then used: MiniCPM4 gets 0.9.2's cpm3."""
+    from minicpm_tui.core.lftarget import releases_dir
+
+    monkeypatch.setenv("MINICPM_TUI_TRAIN_PYTHON", str(tmp_path / "no" / "python"))
+    (tmp_path / "list.json").write_text("[1, 2]")
+    box = tmp_path / "box.json"
+    box.write_text((releases_dir() / "0.9.2.json").read_text())
+    out = tmp_path / "run"
+    app = MiniCPMApp(use_draft=False, state=demo_state())
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(app, pilot)
+        for typed, why in ((str(tmp_path / "nope.json"), "lf_target: no such file"),
+                           (str(tmp_path), "lf_target: is a folder, not a saved report"),
+                           (str(tmp_path / "list.json"), "lf_target: not a usable LLaMA-Factory report: a JSON list")):
+            await type_in(app, pilot, "#hw-lf", typed)
+            said = pane_text(app, "#hw-lf-details")
+            assert said.startswith(f"LLaMA-Factory to write for: {typed}: {why}"), said
+            assert "doctor --save" in said and "Traceback" not in said
+            assert app.screen.query_one("#hw-lf-details").has_class("bad")
+            assert app.screen.query_one("#hw-lf").has_class("-invalid")
+            assert app.screen.check_action("next", ()) is False
+            assert app.screen.blocked_reason == "fix the LLaMA-Factory to write for"
+            assert screen_name(app) == "HardwareScreen" and app.is_running
+        await type_in(app, pilot, "#hw-lf", "")  # back to this machine's: nothing to say, Next free again
+        assert app.state.lf_target == "" and pane_text(app, "#hw-lf-details") == ""
+        assert app.screen.check_action("next", ()) is True
+        await _write_for_target(app, pilot, str(box), out)
+        assert app.state.run_dir == str(out), [n.message for n in app._notifications]
+        assert "checked against" not in pane_text(app, "#file-text")  # said once, in its own line
+        assert "keys and template against LLaMA-Factory 0.9.2 as saved in box.json" in pane_text(app, "#file-text")
+    assert app.state.lf_target == str(box)
+    assert re.search(r"^template: cpm3\b", (out / "train.yaml").read_text(), re.M)
+    generated = json.loads((out / "generated.json").read_text())
+    assert generated["lf_target"]["value"] == str(box)
+    assert generated["lf_target"]["checked_against"] == "LLaMA-Factory 0.9.2 as saved in box.json"

@@ -2,12 +2,14 @@
 
 Writes RUN_DIR/export.yaml and runs LLaMA-Factory's export in the run's training Python, into a folder
 beside --out that is renamed into place only when it succeeded. A full or freeze fine-tune has nothing
-to merge: it says which folder to serve and exits 0.
+to merge: it says which folder to serve and exits 0. SIGTERM (the wizard quitting meanwhile) or Ctrl+C stops
+it as cleanly: LLaMA-Factory's process is ended, the temporary folder removed, and it exits 130.
 """
 
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 
 
@@ -30,7 +32,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dry-run", action="store_true", help="print export.yaml instead of writing and merging")
 
 
+def _stop(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt  # run_export then ends LLaMA-Factory's process group and removes its temp folder
+
+
 def run(args: argparse.Namespace) -> int:
+    previous = signal.signal(signal.SIGTERM, _stop)
+    try:
+        return _run(args)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _run(args: argparse.Namespace) -> int:
     from minicpm_tui.core import export
 
     plan = export.plan_export(args.run_dir, out=args.out, checkpoint=args.checkpoint, force=args.force,
@@ -49,7 +63,11 @@ def run(args: argparse.Namespace) -> int:
     for note in plan.notes:
         print(f"note: {note}", flush=True)
     print(f"export: merging {plan.source} into {plan.base_model} -> {plan.out} (log {plan.log_path})", flush=True)
-    out = export.run_export(plan, say=lambda line: print(f"  {line}", flush=True))
+    try:
+        out = export.run_export(plan, say=lambda line: print(f"  {line}", flush=True))
+    except KeyboardInterrupt:
+        print(f"minicpm-tui: export stopped before it finished: nothing was written to {plan.out}", file=sys.stderr)
+        return 130
     print(f"merged model written to {out}; load it with transformers' from_pretrained"
           + (" (trust_remote_code=True)" if plan.carried.get("trust_remote_code") else ""))
     return 0

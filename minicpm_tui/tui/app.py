@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 from textual.app import App, SystemCommand
 from textual.screen import Screen
@@ -54,6 +55,8 @@ class MiniCPMApp(App[int]):
         # While the saved draft is offered (or, with --runs, the wizard is not shown yet), it is not overwritten.
         self.draft_held = False
         self.user_keymap: dict[str, str] = {}
+        # The Run step's `minicpm-tui export` subprocess while it runs (screens.run.start_export).
+        self.export_process: Any = None
 
     # -- start ---------------------------------------------------------------
     def get_default_screen(self) -> Screen:
@@ -157,10 +160,30 @@ class MiniCPMApp(App[int]):
                 return found
         return None
 
-    def action_request_quit(self) -> None:
-        from minicpm_tui.tui.screens.confirm import QuitScreen
+    def running_export(self) -> Path | None:
+        """The run directory whose export (the Run step's) is running now, else None."""
+        export = self.state.export
+        if export is None or not export.running:
+            return None
+        proc = self.export_process
+        return Path(export.run_dir) if proc is None or proc.poll() is None else None
 
-        if isinstance(self.screen, QuitScreen):
+    def action_request_quit(self) -> None:
+        from minicpm_tui.tui.screens.confirm import ConfirmScreen, QuitScreen
+
+        if isinstance(self.screen, QuitScreen) or getattr(self.screen, "asks_quit", False):
+            return
+        exporting = self.running_export()
+        if exporting is not None:
+            def stop_it(yes: bool | None) -> None:
+                if yes:
+                    self.stop_export_then_quit()
+
+            question = ConfirmScreen(f"An export is running (the merged model of {exporting.name}); quit and stop "
+                                     "it? Nothing half-written is kept.", yes="Stop it and quit", no="Stay",
+                                     danger=True)
+            question.asks_quit = True  # type: ignore[attr-defined]
+            self.push_screen(question, stop_it)
             return
         live = self.live_run_dir()
         if live is None:
@@ -176,6 +199,24 @@ class MiniCPMApp(App[int]):
                 self.stop_then_quit(live)
 
         self.push_screen(QuitScreen(live), chosen)
+
+    def stop_export_then_quit(self) -> None:
+        """Stop the export (its subprocess, in a thread: it may take a few seconds to end cleanly), then go on
+        quitting (a live run still asks)."""
+        from minicpm_tui.tui.screens.run import stop_export
+
+        self.notify("stopping the export…", timeout=30)
+
+        def work_() -> None:
+            import time
+
+            deadline = time.monotonic() + 10  # asked for before the worker had started the process
+            while self.export_process is None and time.monotonic() < deadline:
+                time.sleep(0.05)
+            stop_export(self.export_process)
+            self.call_from_thread(self.action_request_quit)
+
+        self.run_worker(work_, thread=True, group="export-stop", exit_on_error=False)
 
     def stop_then_quit(self, run_dir: Path) -> None:
         from minicpm_tui.tui.screens.monitor import stop_run_worker

@@ -31,6 +31,8 @@ def recipe_values(state: WizardState) -> dict[str, Any]:
         values["dataset_dir"] = str(Path(state.dataset_info).expanduser().absolute().parent)
     elif state.dataset_file:
         values["dataset_dir"] = str(Path(state.dataset_file).expanduser().absolute().parent)
+    if state.lf_target and state.lf_target != "installed":  # unset: the recipe's default, this machine's
+        values["lf_target"] = state.lf_target
     hw = state.hardware
     values["hardware"] = "auto" if hw in ("", PROBE) else hw.removeprefix("preset:")
     values.update(state.plan_overrides)
@@ -59,3 +61,42 @@ def run_name(state: WizardState) -> str:
 
 def default_out_dir(state: WizardState) -> str:
     return str(Path("runs") / run_name(state))
+
+
+def lf_target_value(typed: str) -> str:
+    """What the person typed as the LLaMA-Factory to write for, as the state keeps it: "" (this machine's),
+    a release as typed, else the path made absolute (the recipe resolves a relative one beside itself)."""
+    from minicpm_tui.core.lftarget import INSTALLED, looks_like_release
+
+    value = typed.strip()
+    if value in ("", INSTALLED):
+        return ""
+    if looks_like_release(value) and not Path(value).expanduser().exists():
+        return value
+    return str(Path(value).expanduser().absolute())
+
+
+def target_facts(state: WizardState) -> Any:
+    """The LLaMA-Factory facts of ``state.lf_target`` (core.lftarget.target_info): a release snapshot or a
+    saved report, read without any LLaMA-Factory here; None for this machine's (the caller asks
+    ``lf_info``, which needs none to be installed either). UserError when it cannot be read."""
+    if not state.lf_target:
+        return None
+    from minicpm_tui.core.lftarget import target_info
+    from minicpm_tui.core.recipe import Recipe
+
+    return target_info(Recipe(lf_target=state.lf_target))
+
+
+def target_templates(state: WizardState) -> list[str]:
+    """The templates of the LLaMA-Factory the run is written for (a worker's call: this machine's is read
+    in a subprocess, once); [] when none is installed here."""
+    facts = target_facts(state)
+    if facts is not None:
+        return facts.templates
+    from minicpm_tui.core.lfinfo import lf_info
+
+    try:
+        return lf_info().templates
+    except Exception:  # no LLaMA-Factory here: our own templates (train_entry.py registers them)
+        return []

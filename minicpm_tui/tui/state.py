@@ -43,6 +43,9 @@ class WizardState:
     hardware: str = ""
     gpus: int | None = None
     nodes: int = 1
+    # The LLaMA-Factory the run directory is written for (the recipe's lf_target): "" for this machine's,
+    # a shipped release ("0.9.3"), or the absolute path of a `doctor --save` report.
+    lf_target: str = ""
     # Model and method.
     model: str = ""
     method: str = "lora"

@@ -257,17 +257,23 @@ def registry_at(path: str | os.PathLike[str]) -> Path | None:
     return info if info.name == INFO_NAME and info.is_file() else None
 
 
-def registry_refusal(path: str | os.PathLike[str], info_path: Path) -> UserError:
-    """`validate PATH` of a dataset_info.json or its folder: name it, a few of its entries, and the command
-    that validates one of them through its entry."""
+def registry_refusal(path: str | os.PathLike[str], info_path: Path, command: str = "validate") -> UserError:
+    """`validate PATH` (or `register PATH`: ``command``) of a dataset_info.json or its folder: name it, a few
+    of its entries, and the command that validates one of them through its entry (for `register`, also how
+    its datasets are used as they are registered)."""
     import shlex
 
     _, info = load_dataset_info(info_path)
     held = f"registers {len(info)} dataset(s) ({entry_names(info, 4)})" if info else "registers no dataset yet"
     what = (f"is LLaMA-Factory's dataset registry, not data: it {held}" if Path(path).expanduser().is_file() else
             f"is a LLaMA-Factory dataset folder, not a folder of data shards: its {INFO_NAME} {held}")
-    return UserError(what, where=str(path), fix="validate one through its entry: minicpm-tui validate "
-                     f"--dataset-info {shlex.quote(str(info_path.parent))} NAME")
+    folder = shlex.quote(str(info_path.parent))
+    fix = f"validate one through its entry: minicpm-tui validate --dataset-info {folder} NAME"
+    if command == "register":  # nothing to register: use an entry as it is, or register the data itself
+        fix = (f"use one as registered (`generate ... --datasets NAME --dataset-dir {folder}`; check it with "
+               f"`minicpm-tui validate --dataset-info {folder} NAME`), or register a data file or a folder of "
+               "data shards")
+    return UserError(f"cannot {command} it: {what}" if command != "validate" else what, where=str(path), fix=fix)
 
 
 def refuse_skipped(reading: EntryReading, where: str) -> None:

@@ -116,6 +116,11 @@ def register_dataset(file: str | os.PathLike[str], name: str, dataset_dir: str |
     if ddir.exists() and not ddir.is_dir():
         raise UserError(f"{ddir} is not a folder", where="--dataset-dir", fix="pass the folder that holds (or "
                         "will hold) dataset_info.json")
+    from minicpm_tui.core.datasets.entry import registry_at, registry_refusal
+
+    info_path = registry_at(file)
+    if info_path is not None:  # a dataset_dir (or its dataset_info.json): read as shards, the registry is data
+        raise registry_refusal(file, info_path, command="register")
     report = report or validate_file(file, stage=stage)  # a folder: every file in it, as one dataset
     if report.file_error is not None or report.records == 0:
         err = report.file_error

@@ -449,16 +449,16 @@ chosen model's template reads them) and used as registered: nothing is written. 
         """(the template the chosen model trains with, the model's name); a worker's call (it may ask
         the training Python's LLaMA-Factory which templates it has)."""
         from minicpm_tui.core import writers
-        from minicpm_tui.core.lfinfo import lf_info
         from minicpm_tui.core.models import load_model
         from minicpm_tui.core.recipe import Recipe
+        from minicpm_tui.tui.build import target_templates
 
         arch = load_model(self.state.model or "MiniCPM4-0.5B")
         chosen = self.state.hparams.get("template")
         recipe = Recipe(model=arch.name, **({"template": chosen} if isinstance(chosen, str) and chosen else {}))
-        try:
-            templates = lf_info().templates
-        except Exception:  # no LLaMA-Factory here: our own templates (train_entry.py registers them)
+        try:  # the LLaMA-Factory the run is written for (step 1), by default the installed one
+            templates = target_templates(self.state)
+        except Exception:  # its report cannot be read (said at step 1): our own templates
             templates = []
         return writers.choose_template(recipe, arch.chat_format, templates)[0], arch.name
 

@@ -15,7 +15,7 @@ from textual.widgets.option_list import Option
 from minicpm_tui.assets import asset_files
 from minicpm_tui.tui import keys
 from minicpm_tui.tui.screens.base import WizardStep
-from minicpm_tui.tui.widgets.pathinput import PathSuggester
+from minicpm_tui.tui.widgets.pathinput import LfTargetSuggester, PathSuggester
 from minicpm_tui.tui.widgets.render import one_line, render_hardware
 
 PROBE = "probe"
@@ -26,6 +26,12 @@ def hardware_presets() -> list[str]:
     return list(asset_files("presets", "hardware"))
 
 
+def _releases() -> list[str]:
+    from minicpm_tui.core.lftarget import known_releases
+
+    return known_releases()
+
+
 class HardwareScreen(WizardStep):
     STEP = 0
     HELP_TITLE = "1 Hardware"
@@ -34,8 +40,19 @@ Pick what to plan for. **This machine** probes the GPUs through NVML (memory, co
 busy processes, P2P/NVLink topology, InfiniBand, host RAM). With no NVIDIA GPU here, pick a
 **preset** of a common machine or load a **saved probe** from the remote box
 (`minicpm-tui probe --save box.json` there): that is planning mode. The CPU smoke run works either way.
+
+**LLaMA-Factory to write for**: empty is this machine's; a release (`0.9.3`) or a report saved with
+`minicpm-tui doctor --save FILE` where it trains writes the run directory for that one (no LLaMA-Factory
+needed here; `run --check` there does the checks left).
 """
     BINDINGS = [*WizardStep.BINDINGS, *keys.HARDWARE]
+
+    class LfChecked(Message):
+        def __init__(self, value: str, described: str, error: str | None) -> None:
+            super().__init__()
+            self.value = value
+            self.described = described
+            self.error = error
 
     class Loaded(Message):
         def __init__(self, source: str, profile: Any, error: str | None) -> None:
@@ -51,6 +68,9 @@ busy processes, P2P/NVLink topology, InfiniBand, host RAM). With no NVIDIA GPU h
         self.loads_started = 0
         self.error: str | None = None
         self.busy = False
+        self.lf_checking = False
+        self.lf_error: str | None = None
+        self.lf_started = ""  # the lf_target last checked (or being checked)
 
     def body(self) -> ComposeResult:
         presets = hardware_presets()
@@ -62,12 +82,19 @@ busy processes, P2P/NVLink topology, InfiniBand, host RAM). With no NVIDIA GPU h
                 yield OptionList(*options, id="hw-source", compact=True)
                 yield Label("or a saved probe file:", classes="hint")
                 yield Input(placeholder="box.json", id="hw-file", suggester=PathSuggester(), compact=True)
+                yield Label("LLaMA-Factory to write for:", classes="hint")
+                # Checked by a worker (on_hardware_screen_lf_checked sets -invalid), not Input's validators.
+                yield Input(self.state.lf_target, placeholder="installed", id="hw-lf", compact=True,
+                            suggester=LfTargetSuggester(_releases), validate_on=[])
             with VerticalScroll(classes="pane main", id="hw-main") as main:
                 main.border_title = "Hardware"
                 yield Static("Probing this machine…", id="hw-details")
+                yield Static("", id="hw-lf-details")
 
     def on_mount(self) -> None:
         self.sync_from_state()
+        if self.state.lf_target:  # from a draft: read it again (after the first frame)
+            self.call_after_refresh(self.check_lf_target, self.state.lf_target)
 
     def sync_from_state(self) -> None:
         source = self.state.hardware or PROBE
@@ -111,6 +138,55 @@ busy processes, P2P/NVLink topology, InfiniBand, host RAM). With no NVIDIA GPU h
     def file_given(self, event: Input.Submitted) -> None:
         if event.value.strip():
             self.load(str(Path(event.value.strip()).expanduser()))
+
+    # -- the LLaMA-Factory to write for (the recipe's lf_target) ----------------------
+    @on(Input.Changed, "#hw-lf")
+    def lf_typed(self, event: Input.Changed) -> None:
+        from minicpm_tui.tui.build import lf_target_value
+
+        value = lf_target_value(event.value)
+        if value == self.state.lf_target == self.lf_started:
+            return  # the same choice (the value it was composed with): checked already, or being checked
+        self.state.lf_target = value
+        self.check_lf_target(value)
+
+    def check_lf_target(self, value: str) -> None:
+        self.lf_error = None
+        self.lf_started = value
+        if not value:
+            self.lf_checking = False
+            self.query_one("#hw-lf-details", Static).update("")
+            self.query_one("#hw-lf", Input).remove_class("-invalid")
+            self.changed()
+            return
+        self.lf_checking = True
+        self.update_nav()
+        self._check_lf(value)
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="lf-target")
+    def _check_lf(self, value: str) -> None:
+        try:
+            from minicpm_tui.tui.build import target_facts
+            from minicpm_tui.tui.state import WizardState
+
+            facts = target_facts(WizardState(lf_target=value))
+            described = (f"Writing for {facts.describe()}: its {len(facts.templates)} templates and "
+                         f"{len(facts.all_keys)} argument keys, not this machine's LLaMA-Factory; the preflight "
+                         "leaves LLaMA-Factory's own parser to `run --check` there.")
+            self.post_message(self.LfChecked(value, described, None))
+        except Exception as exc:  # UserError naming the file, or a core bug: shown in the form, never a crash
+            self.post_message(self.LfChecked(value, "", one_line(exc)))
+
+    def on_hardware_screen_lf_checked(self, message: LfChecked) -> None:
+        if message.value != self.state.lf_target:
+            return  # typed on since
+        self.lf_checking = False
+        self.lf_error = message.error
+        details = self.query_one("#hw-lf-details", Static)
+        details.set_class(bool(message.error), "bad")
+        details.update(f"LLaMA-Factory to write for: {message.error}" if message.error else message.described)
+        self.query_one("#hw-lf", Input).set_class(bool(message.error), "-invalid")
+        self.changed()
 
     def action_reprobe(self) -> None:
         self.load(PROBE)
@@ -167,6 +243,12 @@ busy processes, P2P/NVLink topology, InfiniBand, host RAM). With no NVIDIA GPU h
             return False
         if self.profile is None:
             self.blocked_reason = "pick a machine that loads"
+            return False
+        if self.lf_checking:
+            self.blocked_reason = "reading the LLaMA-Factory to write for…"
+            return False
+        if self.lf_error:
+            self.blocked_reason = "fix the LLaMA-Factory to write for"
             return False
         return True
 

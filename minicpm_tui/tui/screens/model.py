@@ -23,7 +23,7 @@ class ModelScreen(WizardStep):
     HELP = """
 Pick a MiniCPM model from the catalogue, or type a local checkpoint folder (with a config.json) or a
 hub id you have cached. The details show its size, context, the chat template the installed
-LLaMA-Factory will use and whether it ships remote code. Then the **method** (LoRA, full, QLoRA) and the **stage** (SFT, DPO, KTO); each shows what it needs.
+LLaMA-Factory (or the one chosen at step 1 to write for) will use and whether it ships remote code. Then the **method** (LoRA, full, QLoRA) and the **stage** (SFT, DPO, KTO); each shows what it needs.
 """
 
     class Loaded(Message):
@@ -127,14 +127,22 @@ LLaMA-Factory will use and whether it ships remote code. Then the **method** (Lo
         # The model is known: Next need not wait for the template, whose first lookup asks the installed
         # LLaMA-Factory in a subprocess (lf_info: seconds, once; cached after).
         self.post_message(self.Loaded(name, arch, None, None))
-        try:  # the template the installed LLaMA-Factory will use: the writers' own choice
+        try:  # the template the target LLaMA-Factory will use (the installed one by default): the writers' choice
             from minicpm_tui.core import writers
-            from minicpm_tui.core.lfinfo import lf_info
             from minicpm_tui.core.recipe import Recipe
+            from minicpm_tui.tui.build import target_facts
 
-            template, by_entry, why = writers.choose_template(Recipe(model=arch.name), arch.chat_format,
-                                                               lf_info().templates)
+            facts = target_facts(self.state)  # a release snapshot or saved report: no LLaMA-Factory needed here
+            if facts is None:
+                from minicpm_tui.core.lfinfo import lf_info
+
+                templates = lf_info().templates
+            else:
+                templates = facts.templates
+            template, by_entry, why = writers.choose_template(Recipe(model=arch.name), arch.chat_format, templates)
             template = f"{template} (added by the run's train_entry.py)" if by_entry else template
+            if facts is not None:
+                template = f"{template}, for {facts.describe()}"
         except Exception as exc:
             template = f"unknown ({one_line(exc)})"
         self.post_message(self.Loaded(name, arch, None, template))

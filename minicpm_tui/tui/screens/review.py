@@ -20,10 +20,17 @@ from minicpm_tui.tui.widgets.render import one_line, render_preflight
 LEXERS = {".yaml": "yaml", ".json": "json", ".sh": "bash", ".sbatch": "bash", ".py": "python", ".md": "markdown"}
 
 
-def by_hand_commands(run_dir: str) -> str:
+def by_hand_commands(run_dir: str, target: str = "") -> str:
+    """The commands to run it later; ``target``: written for another machine's LLaMA-Factory (lf_target),
+    whose checks and training happen there."""
     from shlex import quote
 
     d = quote(run_dir)
+    if target:
+        return (f"# written for {target}: copy it to the machine that trains (data and model\n"
+                "# at the same paths), then there: the checks left, a detached launch, the monitor\n"
+                f"minicpm-tui run --check {d}\nminicpm-tui run {d}\nminicpm-tui monitor {d}\n"
+                f"TRAIN_PYTHON=/path/to/python bash {d}/single_node.sh\n")
     return ("# later, by hand: a CPU proof (~1 min), a detached launch,\n"
             "# reattaching the monitor, and the same without minicpm-tui\n"
             f"minicpm-tui smoke {d}\nminicpm-tui run {d}\nminicpm-tui monitor {d}\nbash {d}/single_node.sh\n")
@@ -49,8 +56,9 @@ class ReviewScreen(WizardStep):
 What will be written, file by file (pick one in the tree to read it), rendered by the same code as
 `minicpm-tui generate`. Ctrl+W writes the run directory; an existing one is only rewritten after you
 confirm. Then the preflight runs: the YAML through LLaMA-Factory's own parser, the datasets through
-the validator, the DeepSpeed config through DeepSpeed's model. The commands to run it by hand later are
-shown too.
+the validator, the DeepSpeed config through DeepSpeed's model. Written for another machine's
+LLaMA-Factory (step 1), train.yaml's keys and template are checked against that one, and the preflight
+says what is left to `minicpm-tui run --check` there. The commands to run it by hand later are shown too.
 """
     BINDINGS = [*WizardStep.BINDINGS, *keys.REVIEW]
 
@@ -138,12 +146,22 @@ shown too.
         text = self.query_one("#file-text", Static)
         if name == "#commands":
             view.border_title = "Run it by hand"
-            text.update(Syntax(by_hand_commands(self.out_dir()), "bash", theme="ansi_dark", word_wrap=True))
+            text.update(Syntax(by_hand_commands(self.out_dir(), self.target_name()), "bash", theme="ansi_dark",
+                               word_wrap=True))
             return
         view.border_title = name
         body = self.files.get(name, "")
         text.update(Syntax(body, LEXERS.get(Path(name).suffix, "text"), theme="ansi_dark", word_wrap=True,
                            line_numbers=False))
+
+    def target_name(self) -> str:
+        """The LLaMA-Factory chosen at step 1 to write for, in a few words ("" for this machine's)."""
+        from minicpm_tui.core.lftarget import looks_like_release
+
+        value = self.state.lf_target
+        if not value:
+            return ""
+        return f"LLaMA-Factory {value}" if looks_like_release(value) else f"the LLaMA-Factory saved in {Path(value).name}"
 
     def out_dir(self) -> str:
         return self.query_one("#out-dir", Input).value.strip() or default_out_dir(self.state)
@@ -211,7 +229,8 @@ shown too.
         report = message.report
         if report is not None:
             self.query_one("#file-view").border_title = "Preflight"
-            self.query_one("#file-text", Static).update(render_preflight(report, by_hand_commands(message.run_dir)))
+            self.query_one("#file-text", Static).update(
+                render_preflight(report, by_hand_commands(message.run_dir, self.target_name())))
         if message.error:
             hint.update("not written: preflight found problems" if report is not None and not report.ok
                         else "not written")
@@ -220,7 +239,7 @@ shown too.
             self.written, self.stale = True, False
             self.state.run_dir = message.run_dir
             self.state.run_digest = message.digest
-            hint.update("written; preflight passed")
+            hint.update("written; preflight passed" + (" here" if self.state.lf_target else ""))
             self.notify(f"wrote {message.run_dir}")
         self.changed()
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -36,32 +37,59 @@ def start_smoke(run_dir: Path) -> Any:
     return runner.launch(run_dir, env=offline_env(dict(spec.env)), output_dir=spec.output_dir)
 
 
-def export_run_dir(run_dir: Path, force: bool = False) -> tuple[bool, str]:
+def export_run_dir(run_dir: Path, force: bool = False, on_start: Callable[[Any], None] | None = None
+                   ) -> tuple[bool, str]:
     """`minicpm-tui export RUN_DIR` as a subprocess (LLaMA-Factory runs there, never in the TUI):
-    whether it succeeded, and its last line."""
+    whether it succeeded, and its last line. ``on_start`` gets the process (``stop_export`` ends it)."""
     import subprocess
     import sys
 
-    proc = subprocess.run([sys.executable, "-m", "minicpm_tui", "export", str(run_dir),
-                           *(["--force"] if force else [])], capture_output=True,
-                          text=True, stdin=subprocess.DEVNULL)
-    lines = (proc.stdout if proc.returncode == 0 else proc.stderr or proc.stdout).strip().splitlines()
+    proc = subprocess.Popen([sys.executable, "-m", "minicpm_tui", "export", str(run_dir),
+                             *(["--force"] if force else [])], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, stdin=subprocess.DEVNULL)
+    if on_start is not None:
+        on_start(proc)
+    stdout, stderr = proc.communicate()
+    lines = (stdout if proc.returncode == 0 else stderr or stdout).strip().splitlines()
     text = lines[-1] if lines else f"export exited with code {proc.returncode}"
-    return proc.returncode == 0, text.removeprefix("minicpm-tui: error: ")
+    return proc.returncode == 0, text.removeprefix("minicpm-tui: error: ").removeprefix("minicpm-tui: ")
+
+
+def stop_export(proc: Any, grace: float = 60.0) -> None:
+    """End an export started by ``export_run_dir`` and wait for it: SIGTERM, which `minicpm-tui export` takes
+    as Ctrl+C (LLaMA-Factory's process ended, its temporary folder removed: no half-written model); killed
+    only if it has not ended after ``grace`` seconds."""
+    import signal
+    import subprocess
+
+    if proc is None or proc.poll() is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(grace)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 
 def start_export(app: App, run_dir: Path, force: bool) -> None:
     """Run the export in an app worker, not the Run screen's: leaving the step removes that screen (and
-    cancels its workers), while the export goes on and its result must still reach the app's state."""
+    cancels its workers), while the export goes on and its result must still reach the app's state. The
+    process is kept as the app's ``export_process``, for quitting to stop it."""
+
+    def started(proc: Any) -> None:
+        app.export_process = proc  # type: ignore[attr-defined]
 
     def work_() -> None:
         try:
-            ok, text = export_run_dir(run_dir, force)
+            ok, text = export_run_dir(run_dir, force, on_start=started)
         except Exception as exc:
             ok, text = False, one_line(exc)
         with contextlib.suppress(RuntimeError):  # the app has exited meanwhile: nobody to tell
             app.call_from_thread(export_finished, app, run_dir, ok, text)
 
+    app.export_process = None  # type: ignore[attr-defined]
     app.run_worker(work_, thread=True, exclusive=True, group="export", exit_on_error=False)
 
 

@@ -3,8 +3,18 @@
 from __future__ import annotations
 
 from textual.app import ComposeResult
+from textual.reactive import Reactive
 from textual.screen import Screen
 from textual.widgets import Footer
+
+# The one private Textual name minicpm-tui touches. Textual's Footer (checked on 8.2) composes nothing until
+# its reactive ``_bindings_ready`` is set by the first ``bindings_changed``, and no public API sets it (nor
+# says the bindings are ready). Setting it before the first compose is what puts the keys on the first
+# frame. Were Textual to rename or drop it, the footer would only show its keys a little later (after the
+# first bindings change), never crash: ``tests/test_tui.py::test_keys_footer_private_textual_gate`` fails
+# loudly then, so that this is looked at again.
+BINDINGS_READY: Reactive[bool] | None = (
+    Footer.__dict__["_bindings_ready"] if isinstance(Footer.__dict__.get("_bindings_ready"), Reactive) else None)
 
 
 class KeysFooter(Footer):
@@ -16,7 +26,8 @@ class KeysFooter(Footer):
 
     def __init__(self, **kwargs: object) -> None:
         super().__init__(**kwargs)  # type: ignore[arg-type]
-        self.set_reactive(Footer._bindings_ready, True)
+        if BINDINGS_READY is not None:
+            self.set_reactive(BINDINGS_READY, True)
         self._rebuild_pending = False
         self._shown: tuple[object, ...] | None = None
 
@@ -30,6 +41,9 @@ class KeysFooter(Footer):
         yield from super().compose()
 
     def bindings_changed(self, screen: Screen) -> None:
+        if BINDINGS_READY is None:  # a Textual without the gate: its own footer's behaviour
+            super().bindings_changed(screen)
+            return
         if not screen.app.app_focus:
             return  # as Textual's: nothing to redraw while the terminal has no focus
         if self.is_attached and screen is self.screen and not self._rebuild_pending:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 from textual.suggester import Suggester
@@ -32,3 +33,19 @@ class PathSuggester(Suggester):
             choice += os.sep
         # Keep what the person typed (``~`` included) and append the rest.
         return value + choice[len(stem):]
+
+
+class LfTargetSuggester(PathSuggester):
+    """The LLaMA-Factory to write for: ``installed``, a shipped release, else a saved report's path."""
+
+    def __init__(self, releases: Callable[[], list[str]]) -> None:
+        super().__init__(suffixes=(".json",))
+        self.releases = releases
+
+    async def get_suggestion(self, value: str) -> str | None:
+        if not value:
+            return None
+        for word in ("installed", *self.releases()):
+            if word.startswith(value) and word != value:
+                return word
+        return await super().get_suggestion(value)

@@ -211,17 +211,28 @@ def render_preview(items: Any) -> RenderableType:
 
 def render_preflight(report: Any, commands: str) -> RenderableType:
     """core.preflight's PreflightReport: the verdict, what was checked, each problem with its fix, the notes;
-    then how to run it by hand."""
+    then how to run it by hand. Checked against a target (another machine's LLaMA-Factory), also what was
+    not checked here and how to check it there."""
+    from shlex import quote
+
     parts: list[RenderableType] = []
     problems = list(report.problems or [])
+    target = getattr(report, "target", "")
     if problems:
         parts.append(Text(f"Preflight found {len(problems)} problem{'s' * (len(problems) != 1)}; "
                           "nothing was written", style="bold"))
         parts += [Text(f"! {problem.one_line(tui=True)}") for problem in problems]
     else:
-        parts.append(Text("Preflight passed", style="bold"))
+        parts.append(Text("Preflight passed here" if target else "Preflight passed", style="bold"))
     parts += [Text(f"ok {checked}", style="dim") for checked in report.checked or []]
-    parts += [Text(f"note: {note}", style="italic") for note in report.notes or []]
+    notes = list(report.notes or [])
+    if target:  # written for another LLaMA-Factory: what only that machine can check, as the CLI says it
+        left = " and ".join(report.not_checked or []) or "nothing"
+        parts.append(Text(f"not checked here: {left} (they need the target's environment): run "
+                          f"`minicpm-tui run --check {quote(str(report.run_dir))}` on the machine that trains",
+                          style="bold"))
+        notes = [note for note in notes if note != report.target_note()]
+    parts += [Text(f"note: {note}", style="italic") for note in notes]
     parts.append(Text(""))
     parts.append(Text(commands))
     return Group(*parts)
