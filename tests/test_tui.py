@@ -1489,3 +1489,41 @@ async def test_the_wizard_writes_for_a_saved_report_and_says_a_bad_one_in_the_fo
     generated = json.loads((out / "generated.json").read_text())
     assert generated["lf_target"]["value"] == str(box)
     assert generated["lf_target"]["checked_against"] == "LLaMA-Factory 0.9.2 as saved in box.json"
+
+
+async def test_review_ctrl_l_carries_the_data_files_in_the_run_directory(no_draft, tmp_path, monkeypatch):
+    """Ctrl+L at the Review step: the shown dataset_info.json names data/…, the run directory written has
+    the files there, the by-hand commands say the data travel with it; a second Ctrl+L names them by path
+    again and marks the written directory as changed."""
+    monkeypatch.setenv("MINICPM_TUI_TRAIN_PYTHON", str(tmp_path / "no" / "python"))  # written for 0.9.3 only
+    out = tmp_path / "run"
+    app = MiniCPMApp(use_draft=False, state=demo_state())
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(app, pilot)
+        await type_in(app, pilot, "#hw-lf", "0.9.3")
+        await at_step(app, pilot, 5)
+        assert "train.yaml" in app.screen.files, app.screen.error
+        assert "named by their paths on this machine; writing for another machine, ^l carries them" in \
+            pane_text(app, "#bundle-hint")
+        assert '"file_name": "/' in app.screen.files["dataset_info.json"]
+        await pilot.press("ctrl+l")
+        await settle(app, pilot)
+        assert app.state.bundle_data is True
+        assert pane_text(app, "#bundle-hint").startswith("carried in the run directory's data/")
+        entries = json.loads(app.screen.files["dataset_info.json"])
+        (name,) = entries
+        assert entries[name]["file_name"] == f"data/{name}/{name}.json"
+        field = app.screen.query_one("#out-dir")
+        field.value = str(out)
+        field.focus()  # ^w writes from the field too: the Input's own Ctrl+W (delete a word) gives way
+        await pilot.pause()
+        await pilot.press("ctrl+w")
+        await settle(app, pilot, 8)
+        assert app.state.run_dir == str(out), [n.message for n in app._notifications]
+        assert "its data in data/, the model" in pane_text(app, "#file-text")
+        assert (out / "data" / name / f"{name}.json").is_file() and field.value == str(out)
+        await pilot.press("ctrl+l")
+        await settle(app, pilot)
+        assert app.state.bundle_data is False and app.screen.stale
+        assert app.screen.ready() is False and app.screen.blocked_reason == "changed since written: ^w rewrites it"
+        assert '"file_name": "/' in app.screen.files["dataset_info.json"]

@@ -33,6 +33,8 @@ def recipe_values(state: WizardState) -> dict[str, Any]:
         values["dataset_dir"] = str(Path(state.dataset_file).expanduser().absolute().parent)
     if state.lf_target and state.lf_target != "installed":  # unset: the recipe's default, this machine's
         values["lf_target"] = state.lf_target
+    if state.bundle_data:
+        values["bundle_data"] = True
     hw = state.hardware
     values["hardware"] = "auto" if hw in ("", PROBE) else hw.removeprefix("preset:")
     values.update(state.plan_overrides)

@@ -50,7 +50,11 @@ DATASET = [
 ]
 
 REVIEW = [
-    _b("ctrl+w", "write", "Write", "review.write", "Write the run directory (asks before overwriting)"),
+    # Priority: the run directory's Input binds Ctrl+W (delete a word); ^w writes wherever the focus is.
+    _b("ctrl+w", "write", "Write", "review.write", "Write the run directory (asks before overwriting)",
+       priority=True),
+    _b("ctrl+l", "bundle", "Carry data", "review.bundle",
+       "Carry the datasets' files in the run directory (data/), or name them by their paths here"),
 ]
 
 RUN = [

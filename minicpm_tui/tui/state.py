@@ -62,6 +62,8 @@ class WizardState:
     plan: dict[str, Any] = field(default_factory=dict)
     # Hyper-parameters the person changed (recipe field -> value).
     hparams: dict[str, Any] = field(default_factory=dict)
+    # The recipe's bundle_data: the datasets' files go into the run directory's data/ (it can then be moved).
+    bundle_data: bool = False
     out_dir: str = ""  # empty: the default, which follows the run name
     run_dir: str = ""  # set once written
     # The recipe that was written there (build.recipe_digest): a choice changed since means rewrite first.

@@ -20,14 +20,15 @@ from minicpm_tui.tui.widgets.render import one_line, render_preflight
 LEXERS = {".yaml": "yaml", ".json": "json", ".sh": "bash", ".sbatch": "bash", ".py": "python", ".md": "markdown"}
 
 
-def by_hand_commands(run_dir: str, target: str = "") -> str:
+def by_hand_commands(run_dir: str, target: str = "", bundled: bool = False) -> str:
     """The commands to run it later; ``target``: written for another machine's LLaMA-Factory (lf_target),
-    whose checks and training happen there."""
+    whose checks and training happen there; ``bundled``: the data travel in its data/."""
     from shlex import quote
 
     d = quote(run_dir)
     if target:
-        return (f"# written for {target}: copy it to the machine that trains (data and model\n"
+        what = "its data in data/, the model" if bundled else "data and model"
+        return (f"# written for {target}: copy it to the machine that trains ({what}\n"
                 "# at the same paths), then there: the checks left, a detached launch, the monitor\n"
                 f"minicpm-tui run --check {d}\nminicpm-tui run {d}\nminicpm-tui monitor {d}\n"
                 f"TRAIN_PYTHON=/path/to/python bash {d}/single_node.sh\n")
@@ -58,7 +59,9 @@ What will be written, file by file (pick one in the tree to read it), rendered b
 confirm. Then the preflight runs: the YAML through LLaMA-Factory's own parser, the datasets through
 the validator, the DeepSpeed config through DeepSpeed's model. Written for another machine's
 LLaMA-Factory (step 1), train.yaml's keys and template are checked against that one, and the preflight
-says what is left to `minicpm-tui run --check` there. The commands to run it by hand later are shown too.
+says what is left to `minicpm-tui run --check` there. Ctrl+L carries the datasets' files in the run
+directory (data/, hard links where possible) instead of naming them by their paths here, so the folder
+can be copied to the machine that trains as it is. The commands to run it by hand later are shown too.
 """
     BINDINGS = [*WizardStep.BINDINGS, *keys.REVIEW]
 
@@ -90,6 +93,9 @@ says what is left to `minicpm-tui run --check` there. The commands to run it by 
                 yield Label("run directory")
                 yield Input(self.state.out_dir or default_out_dir(self.state), id="out-dir", compact=True)
                 yield Static("^w writes it", classes="fhint", id="write-hint")
+            with Horizontal(classes="field"):
+                yield Label("data files")
+                yield Static(self.bundle_text(), classes="fhint", id="bundle-hint")
             with Horizontal():
                 with Vertical(classes="pane", id="files") as files:
                     files.border_title = "Files"
@@ -146,8 +152,8 @@ says what is left to `minicpm-tui run --check` there. The commands to run it by 
         text = self.query_one("#file-text", Static)
         if name == "#commands":
             view.border_title = "Run it by hand"
-            text.update(Syntax(by_hand_commands(self.out_dir(), self.target_name()), "bash", theme="ansi_dark",
-                               word_wrap=True))
+            commands = by_hand_commands(self.out_dir(), self.target_name(), self.state.bundle_data)
+            text.update(Syntax(commands, "bash", theme="ansi_dark", word_wrap=True))
             return
         view.border_title = name
         body = self.files.get(name, "")
@@ -165,6 +171,22 @@ says what is left to `minicpm-tui run --check` there. The commands to run it by 
 
     def out_dir(self) -> str:
         return self.query_one("#out-dir", Input).value.strip() or default_out_dir(self.state)
+
+    # -- the data files: named by their paths here, or carried in data/ (the recipe's bundle_data) ----------
+    def bundle_text(self) -> str:
+        if self.state.bundle_data:
+            return "carried in the run directory's data/ (hard links): it can be moved; ^l names them by path"
+        where = "; writing for another machine, ^l carries them" if self.state.lf_target else \
+            "; ^l carries them in data/ to move the run"
+        return f"named by their paths on this machine{where}"
+
+    def action_bundle(self) -> None:
+        self.state.bundle_data = not self.state.bundle_data
+        self.query_one("#bundle-hint", Static).update(self.bundle_text())
+        self.check_written()
+        self.busy = True
+        self._render_files()
+        self.changed()
 
     def check_written(self) -> None:
         """Is the run directory named here written, from the choices as they are now (else stale)?"""
@@ -230,7 +252,8 @@ says what is left to `minicpm-tui run --check` there. The commands to run it by 
         if report is not None:
             self.query_one("#file-view").border_title = "Preflight"
             self.query_one("#file-text", Static).update(
-                render_preflight(report, by_hand_commands(message.run_dir, self.target_name())))
+                render_preflight(report, by_hand_commands(message.run_dir, self.target_name(),
+                                                          self.state.bundle_data)))
         if message.error:
             hint.update("not written: preflight found problems" if report is not None and not report.ok
                         else "not written")
@@ -258,3 +281,7 @@ says what is left to `minicpm-tui run --check` there. The commands to run it by 
 
         if self.check_action("write", ()):
             yield SystemCommand("review: write the run directory", "Asks before overwriting", self.action_write)
+        yield SystemCommand("review: " + ("name the data files by path" if self.state.bundle_data else
+                                          "carry the data files in the run directory"),
+                            "data/ in the run directory, so it can be moved to the machine that trains",
+                            self.action_bundle)
