@@ -271,3 +271,22 @@ async def test_the_wizards_export_merges_while_another_step_is_shown(lora_run, t
         await settle(app, pilot)
         shown = app.screen.intro().plain
         assert f"Export: merged model written to {run_dir / 'merged'}" in shown and "Exporting" not in shown
+
+
+def test_export_prints_normalised_paths(tmp_path):
+    # QA: paths with `..` (an --out, a relative output_dir) were echoed as typed, `..` and all.
+    run_dir = _hand_run(tmp_path, finetuning_type="full", output_dir="sub/../served")
+    served = run_dir / "served"
+    served.mkdir()
+    for name in ("config.json", "model.safetensors"):
+        (served / name).write_text("{}")
+    proc = _cli(str(run_dir / ".." / "hand"))
+    assert proc.returncode == 0, proc.stderr
+    assert f"the servable model is {served} (" in proc.stdout and "/../" not in proc.stdout, proc.stdout
+    (tmp_path / "l").mkdir()
+    lora = _hand_run(tmp_path / "l", finetuning_type="lora")
+    (lora / "output").mkdir()
+    for name in ("adapter_config.json", "adapter_model.safetensors"):
+        (lora / "output" / name).write_text("{}")
+    plan = export.plan_export(lora, out=str(tmp_path / "x" / ".." / "m"))
+    assert plan.out == tmp_path / "m"

@@ -30,6 +30,7 @@ import yaml
 from minicpm_tui import __version__
 from minicpm_tui.core.atomic import write_atomic
 from minicpm_tui.core.errors import UserError
+from minicpm_tui.core.paths import absolute_path
 
 EXPORT_YAML = "export.yaml"
 EXPORT_LOG = "logs/export.log"
@@ -101,7 +102,7 @@ def _read_train_yaml(run_dir: Path) -> dict[str, Any]:
 
 def _local(run_dir: Path, value: str) -> Path:
     path = Path(value).expanduser()
-    return path if path.is_absolute() else (run_dir / path).absolute()
+    return absolute_path(run_dir / path)
 
 
 def _looks_local(value: str) -> bool:
@@ -160,7 +161,7 @@ def _checkpoint(output_dir: Path, value: str) -> tuple[Path, str]:
             raise UserError(f"no checkpoint-{int(value)} in {output_dir} (checkpoints there: {have})",
                             where="--checkpoint", fix="pass one of those step numbers, or a checkpoint folder's path")
         return path, path.name
-    path = Path(value).expanduser().absolute()
+    path = absolute_path(value)
     if not path.is_dir():
         raise UserError("no such checkpoint folder", where=f"--checkpoint {value}",
                         fix="pass a step number N (output_dir/checkpoint-N) or the path of a checkpoint folder")
@@ -219,7 +220,7 @@ def _pick_source(plan: ExportPlan, done: bool, checkpoint: str | None) -> None:
 
 
 def _check_out(plan: ExportPlan, raw: str | None) -> Path:
-    out = Path(raw).expanduser().absolute() if raw else plan.run_dir / DEFAULT_OUT
+    out = absolute_path(raw) if raw else plan.run_dir / DEFAULT_OUT
     where = f"--out {raw}" if raw else str(out)
     precious = [plan.run_dir, plan.output_dir] + ([plan.source] if plan.source else [])
     real = out.resolve()
