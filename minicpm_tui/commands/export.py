@@ -28,6 +28,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--export-size", type=int, default=DEFAULT_EXPORT_SIZE_GB, metavar="GB",
                         help=f"largest weight shard in GB (default {DEFAULT_EXPORT_SIZE_GB})")
     parser.add_argument("--dry-run", action="store_true", help="print export.yaml instead of writing and merging")
+    parser.add_argument("--verbose", "-v", action="store_true",
+                        help="stream LLaMA-Factory's whole output (default: a few progress lines, and the log's "
+                        "tail on a failure; the whole log is in RUN_DIR/logs/export.log either way)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -49,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
     for note in plan.notes:
         print(f"note: {note}", flush=True)
     print(f"export: merging {plan.source} into {plan.base_model} -> {plan.out} (log {plan.log_path})", flush=True)
-    out = export.run_export(plan, say=lambda line: print(f"  {line}", flush=True))
+    out = export.run_export(plan, say=lambda line: print(f"  {line}", flush=True), verbose=args.verbose)
     print(f"merged model written to {out}; load it with transformers' from_pretrained"
           + (" (trust_remote_code=True)" if plan.carried.get("trust_remote_code") else ""))
     return 0

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -343,9 +344,38 @@ def _last_error(lines: list[str]) -> str:
     return next((line.strip()[:300] for line in reversed(lines) if line.strip()), "no output")
 
 
-def run_export(plan: ExportPlan, *, say: Callable[[str], None] = print, known_keys: set[str] | None = None) -> Path:
+# LLaMA-Factory's and transformers' log lines that say how far the merge is (0.9.2-0.9.5, transformers 4
+# and 5), as the few lines `export` shows: loading, merging, saving. Everything else is in the log only.
+_LOG_PREFIX = re.compile(r"^\[(?:INFO|WARNING)\|[^\]]*\][^>]*>> ")
+_PROGRESS = (
+    (re.compile(r"^\[minicpm-tui\] (.+)"), "{0}"),
+    (re.compile(r"^loading weights file (\S+)"), "loading the base model ({0})"),
+    (re.compile(r"^Loaded adapter\(s\): (.+)"), "loaded the adapter: {0}"),
+    (re.compile(r"^Merged (\d+) adapter\(s\)"), "merged {0} adapter(s) into the base model"),
+    (re.compile(r"^Convert model dtype to: (\S+?)\.?$"), "converting the weights to {0}"),
+    (re.compile(r"^Model weights saved in "), "saved the merged weights"),
+    (re.compile(r"^The model is bigger than the maximum size per checkpoint \((\S+)\) and is going to be split in "
+                r"(\d+) checkpoint shards"), "saving the merged weights in {1} shards of at most {0}"),
+    (re.compile(r"^tokenizer config file saved in "), "saved the tokenizer"),
+)
+LOG_TAIL_LINES = 15
+
+
+def progress_line(line: str) -> str | None:
+    """The short progress line `export` shows for one line of LLaMA-Factory's output, or None (log only)."""
+    text = _LOG_PREFIX.sub("", line.strip())
+    for pattern, wording in _PROGRESS:
+        found = pattern.search(text)
+        if found:
+            return wording.format(*found.groups())
+    return None
+
+
+def run_export(plan: ExportPlan, *, say: Callable[[str], None] = print, known_keys: set[str] | None = None,
+               verbose: bool = False) -> Path:
     """Write export.yaml and merge; return the merged model's folder (plan.out). The training Python's
-    output is streamed to ``say`` line by line and kept in RUN_DIR/logs/export.log."""
+    output is kept in RUN_DIR/logs/export.log; ``say`` gets a few progress lines (``progress_line``) and,
+    on a failure, the log's last lines, or with ``verbose`` every line as it comes."""
     from minicpm_tui.core.lfinfo import check_training_python, training_python_error
     from minicpm_tui.core.resources import resource_script
 
@@ -364,6 +394,7 @@ def run_export(plan: ExportPlan, *, say: Callable[[str], None] = print, known_ke
             str(tmp)]
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     lines: list[str] = []
+    last_shown: str | None = None
     try:
         with open(plan.log_path, "w", encoding="utf-8") as log:
             try:
@@ -379,7 +410,10 @@ def run_export(plan: ExportPlan, *, say: Callable[[str], None] = print, known_ke
                     log.flush()
                     lines.append(line)
                     del lines[:-200]
-                    say(line.rstrip("\n"))
+                    shown = line.rstrip("\n") if verbose else progress_line(line)
+                    if shown is not None and (verbose or shown != last_shown):
+                        say(shown)
+                        last_shown = shown
                 code = proc.wait()
             except BaseException:  # interrupted, or over the limit: leave nothing running
                 with contextlib.suppress(ProcessLookupError, PermissionError):
@@ -387,6 +421,11 @@ def run_export(plan: ExportPlan, *, say: Callable[[str], None] = print, known_ke
                 proc.wait()
                 raise
         if code != 0:
+            if not verbose:
+                tail = [ln.rstrip("\n") for ln in lines if ln.strip()][-LOG_TAIL_LINES:]
+                say(f"--- the last {len(tail)} lines of {plan.log_path} ---")
+                for ln in tail:
+                    say(ln)
             raise UserError(f"LLaMA-Factory's export failed (exit {code}): {_last_error(lines)}",
                             where=str(plan.log_path), exit_code=1,
                             fix="read the log; nothing was written to " + str(out))
