@@ -99,7 +99,10 @@ def test_export_merges_the_final_adapter_into_the_base(lora_run, tiny_model_cpm,
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr
     merged = lora_run / "merged"
     assert f"merged model written to {merged}" in proc.stdout
-    assert "Merged 1 adapter(s)" in proc.stdout  # LLaMA-Factory's own output, streamed
+    # A few progress lines, not LLaMA-Factory's ~200 (they are all in the log).
+    assert "  merged 1 adapter(s) into the base model\n" in proc.stdout and ">>" not in proc.stdout, proc.stdout
+    assert len(proc.stdout.splitlines()) <= 12, proc.stdout
+    assert "Merged 1 adapter(s)" in (lora_run / export.EXPORT_LOG).read_text()
     if not lf.has_template("cpm"):  # 0.9.5: export.yaml alone would fail in `llamafactory-cli export`, and says so
         assert "registered chat template(s) missing from this LLaMA-Factory: cpm" in proc.stdout
         assert "Template cpm is missing from this LLaMA-Factory: run it with minicpm-tui export" in \
@@ -271,3 +274,87 @@ async def test_the_wizards_export_merges_while_another_step_is_shown(lora_run, t
         await settle(app, pilot)
         shown = app.screen.intro().plain
         assert f"Export: merged model written to {run_dir / 'merged'}" in shown and "Exporting" not in shown
+
+
+def test_export_prints_normalised_paths(tmp_path):
+    # QA: paths with `..` (an --out, a relative output_dir) were echoed as typed, `..` and all.
+    run_dir = _hand_run(tmp_path, finetuning_type="full", output_dir="sub/../served")
+    served = run_dir / "served"
+    served.mkdir()
+    for name in ("config.json", "model.safetensors"):
+        (served / name).write_text("{}")
+    proc = _cli(str(run_dir / ".." / "hand"))
+    assert proc.returncode == 0, proc.stderr
+    assert f"the servable model is {served} (" in proc.stdout and "/../" not in proc.stdout, proc.stdout
+    (tmp_path / "l").mkdir()
+    lora = _hand_run(tmp_path / "l", finetuning_type="lora")
+    (lora / "output").mkdir()
+    for name in ("adapter_config.json", "adapter_model.safetensors"):
+        (lora / "output" / name).write_text("{}")
+    plan = export.plan_export(lora, out=str(tmp_path / "x" / ".." / "m"))
+    assert plan.out == tmp_path / "m"
+
+
+LF_EXPORT_LOG = """\
+[minicpm-tui] registered chat template(s) missing from this LLaMA-Factory: cpm
+[INFO|configuration_utils.py:769] 2026-12-02 05:05:03,001 >> loading configuration file /m/config.json
+[INFO|configuration_utils.py:847] 2026-12-02 05:05:03,009 >> Model config LlamaConfig {
+  "hidden_size": 64
+}
+[INFO|2026-12-02 05:05:03] llamafactory.data.template:144 >> Add <|im_end|> to stop words.
+[INFO|modeling_utils.py:748] 2026-12-02 05:05:04,162 >> loading weights file /m/model.safetensors
+Loading weights: 100%|##########| 20/20 [00:00<00:00, 18493.40it/s]
+[INFO|2026-12-02 05:05:04] llamafactory.model.adapter:144 >> Merged 1 adapter(s).
+[INFO|2026-12-02 05:05:04] llamafactory.model.adapter:144 >> Loaded adapter(s): output
+[INFO|2026-12-02 05:05:04] llamafactory.train.tuner:144 >> Convert model dtype to: torch.bfloat16.
+[INFO|modeling_utils.py:3471] 2026-12-02 05:05:04,957 >> Model weights saved in /r/.merged.export-x/model.safetensors
+[INFO|modeling_utils.py:2599] 2024-05-01 10:00:00,000 >> The model is bigger than the maximum size per checkpoint (5GB) \
+and is going to be split in 4 checkpoint shards. You can find where each parameters has been saved in the index
+[INFO|tokenization_utils_base.py:2111] 2026-12-02 05:05:04,962 >> tokenizer config file saved in /r/.m/tokenizer_config.json
+"""
+
+
+def test_progress_lines_say_what_is_loaded_merged_and_saved():
+    shown = [line for line in map(export.progress_line, LF_EXPORT_LOG.splitlines()) if line]
+    assert shown == ["registered chat template(s) missing from this LLaMA-Factory: cpm",
+                     "loading the base model (/m/model.safetensors)", "merged 1 adapter(s) into the base model",
+                     "loaded the adapter: output", "converting the weights to torch.bfloat16",
+                     "saved the merged weights", "saving the merged weights in 4 shards of at most 5GB",
+                     "saved the tokenizer"]
+
+
+@pytest.mark.parametrize("verbose", [False, True])
+@pytest.mark.parametrize("code", [0, 1])
+def test_run_export_shows_progress_keeps_the_log_and_its_tail_on_failure(tmp_path, monkeypatch, code, verbose):
+    # QA: export streamed ~200 lines of LLaMA-Factory logging. A stand-in training Python prints a real
+    # export's lines (and a traceback when it fails); run_export itself is what the CLI runs.
+    (tmp_path / "log.txt").write_text(LF_EXPORT_LOG + ("Traceback (most recent call last):\n"
+                                                       "OSError: no space left on device\n" if code else ""))
+    fake = tmp_path / "python"
+    fake.write_text(f'#!/bin/sh\ncat "{tmp_path / "log.txt"}"\n'
+                    f'[ {code} = 0 ] && touch "$3/config.json" "$3/model.safetensors"\nexit {code}\n')
+    fake.chmod(0o755)
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    plan = export.ExportPlan(run_dir=run_dir, python=str(fake), finetuning_type="lora", base_model="m",
+                             template="cpm4", output_dir=run_dir / "output", status="finished",
+                             source=run_dir / "output", source_kind="final", out=run_dir / "merged")
+    monkeypatch.setattr(export, "render_export_yaml", lambda plan, keys: "finetuning_type: lora\n")
+    said: list[str] = []
+    if code:
+        with pytest.raises(UserError, match="export failed .*no space left on device"):
+            export.run_export(plan, say=said.append, known_keys=set(), verbose=verbose)
+    else:
+        assert export.run_export(plan, say=said.append, known_keys=set(), verbose=verbose) == run_dir / "merged"
+    assert (run_dir / export.EXPORT_LOG).read_text().startswith(LF_EXPORT_LOG)  # the whole log, either way
+    if verbose:  # today's streaming: every line
+        assert said[:len(LF_EXPORT_LOG.splitlines())] == LF_EXPORT_LOG.splitlines()
+        return
+    progress = said[:8] if not code else said[:said.index(next(s for s in said if s.startswith("--- the last")))]
+    assert progress[2] == "merged 1 adapter(s) into the base model" and not any(">>" in s for s in progress)
+    if code:
+        head = f"--- the last {export.LOG_TAIL_LINES} lines of {run_dir / export.EXPORT_LOG} ---"
+        tail = said[said.index(head) + 1:]
+        assert len(tail) == export.LOG_TAIL_LINES and tail[-1] == "OSError: no space left on device"
+    else:
+        assert len(said) == 8

@@ -155,8 +155,33 @@ def test_plain_monitor_of_a_failed_run_exits_with_its_code_and_diagnosis(replay_
     assert proc.returncode == 1
     assert "diagnosis: template cpm3 is not registered" in proc.stdout
     assert proc.stdout.splitlines()[-1].startswith("run failed (exit 1)")
-    data = json.loads(_monitor(run_dir, "--once", "--json").stdout)
+    once = _monitor(run_dir, "--once", "--json")
+    data = json.loads(once.stdout)
     assert data["diagnosis"]["kind"] == "missing_template"
+    # QA: --once exited 0 on this failed run while --plain exited 1. Every mode has the same rule now.
+    assert once.returncode == 1, once.stderr
+    text = _monitor(run_dir, "--once", "--no-gpu")
+    assert text.returncode == 1 and "failed" in text.stdout, text.stdout + text.stderr
+
+
+def test_monitor_exit_codes_are_one_rule_and_in_its_help(capsys):
+    from types import SimpleNamespace
+
+    from minicpm_tui.cli import main
+    from minicpm_tui.commands.monitor import _exit_code
+
+    def snap(status: str, code: int | None, ended: bool = True) -> SimpleNamespace:
+        return SimpleNamespace(status=status, exit_code=code, ended=ended)
+
+    assert [_exit_code(snap("running", None, False)), _exit_code(snap("never", None, False)),
+            _exit_code(snap("finished", 0)), _exit_code(snap("stopped", 143)), _exit_code(snap("failed", 3)),
+            _exit_code(snap("failed", None)), _exit_code(snap("died", None)), _exit_code(snap("ended", None)),
+            _exit_code(snap("failed", -9))] == [0, 0, 0, 0, 3, 1, 1, 1, 1]
+    with pytest.raises(SystemExit):
+        main(["monitor", "--help"])
+    text = capsys.readouterr().out
+    assert "exit codes (every mode: --plain, --once, --json and the TUI" in text
+    assert "  N    the run failed with exit code N" in text and "130  Ctrl-C in --plain" in text
 
 
 def test_plain_monitor_of_a_run_started_by_hand(tmp_path, state_home):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 from fake_nvml import FakePynvml, make_recording
@@ -193,3 +194,83 @@ def test_qlora_8bit_never_gets_zero3():
     four = plan(PlanRequest(model="MiniCPM4-8B", method="qlora", hardware="2x-rtx3090", cutoff_len=2048))
     assert any(c.zero_stage == 3 for c in [four.recommended, *four.alternatives])
 
+
+
+def _nothing_fits_plans() -> list[tuple[str, object]]:
+    from minicpm_tui.core.models import list_models
+
+    out = []
+    for hw in sorted(hardware_presets()):
+        for model in (m.name for m in list_models()):
+            for method in ("full", "freeze", "lora"):
+                for stage in ("sft", "dpo"):
+                    r = plan(PlanRequest(model=model, method=method, stage=stage, hardware=hw))
+                    if not r.recommended.fits:
+                        out.append((f"{hw} {model} {method} {stage}", r))
+    return out
+
+
+def test_each_suggestion_agrees_with_its_own_numbers(capsys):
+    # QA: MiniCPM4-8B full on one RTX 4090 offered "2 GPUs like these ... (fits; needs 210 GiB of CPU RAM
+    # ...; the host has 55 GiB)" and "a host with 208 GiB of free RAM ... (still too big; ... the host has
+    # 55 GiB)". A suggestion is a way out with everything its change names, or it says it is not one.
+    from minicpm_tui.commands.plan import render
+
+    cases = _nothing_fits_plans()
+    assert len(cases) > 20
+    for label, r in cases:
+        usable = r.hardware["usable_gib_per_gpu"]
+        ram = r.hardware["cpu_ram_available_gib"]
+        for s in r.suggestions:
+            if s["fits"]:
+                assert s["peak_gib_per_gpu"] <= usable, (label, s)
+                assert "does not fit" not in s["detail"] and "the host has" not in s["detail"], (label, s)
+                if s["cpu_ram_gib"] > ram:  # needs more RAM than this host: the change itself must say so
+                    assert "GiB of free RAM" in s["change"], (label, s)
+                    assert f"{math.ceil(s['cpu_ram_gib'])} GiB of free RAM" in s["change"], (label, s)
+            else:
+                assert "does not fit" in s["detail"] or "needs" in s["detail"], (label, s)
+        text = render(r)
+        ways = text.split("What would fit:\n", 1)[1].split("\nNot enough", 1)[0] if "What would fit:" in text else ""
+        for line in ways.splitlines():
+            if line.startswith("  - "):
+                assert "(fits; " in line and "still too big" not in line and "the host has" not in line, (label, line)
+    r = dict(cases)["1x-rtx4090 MiniCPM4-8B full sft"]
+    host = next(s for s in r.suggestions if s["change"].startswith("a host with"))
+    assert host["fits"] and host["change"].startswith("a host with 208 GiB of free RAM")
+    gpus = next(s for s in r.suggestions if "GPUs like these" in s["change"])
+    assert gpus["fits"] and gpus["cpu_ram_gib"] <= 55  # more GPUs on hosts like this one, or it names the RAM
+
+
+def test_a_suggestion_that_does_not_fit_is_not_offered_as_one(capsys):
+    # At 16k tokens nothing on one T4 fits, LoRA included: that suggestion is listed as not enough.
+    r = plan(PlanRequest(model="MiniCPM4-8B", method="full", hardware="1x-t4-16gb", cutoff_len=16384))
+    lora = next(s for s in r.suggestions if s["change"] == "--method lora")
+    assert not lora["fits"] and "does not fit" in lora["detail"]
+    from minicpm_tui.commands.plan import render
+
+    text = render(r)
+    assert "--method lora: still too big (does not fit" in text.split("Not enough on its own:", 1)[1]
+    assert "--method lora" not in text.split("What would fit:", 1)[-1].split("Not enough", 1)[0]
+
+
+def test_ram_texts_never_read_as_equal_when_short():
+    from minicpm_tui.core.planner import gib_pair, ram_have_text, ram_needed_text
+
+    assert ram_needed_text(29.6) == "30 GiB" and ram_have_text(29.5) == "29 GiB"
+    assert ram_needed_text(32.0) == "32 GiB" and ram_have_text(55.0) == "55 GiB"
+    assert gib_pair(22.32, 22.28) == ("22.32", "22.28") and gib_pair(20.7, 22.3) == ("20.7", "22.3")
+
+
+@pytest.mark.parametrize("hardware", sorted(hardware_presets()))
+def test_usable_is_one_number_in_every_line(hardware):
+    # QA: 8x H100 said "26.7 of 75.1 GiB usable" in the reason and "of 75.2 usable" in the peak line.
+    import re
+
+    from minicpm_tui.commands.plan import render
+
+    r = plan(PlanRequest(model="MiniCPM4-8B", method="lora", hardware=hardware))
+    text = render(r)
+    shown = set(re.findall(r"of (\d+\.\d) (?:GiB )?usable", text))
+    assert shown == {f"{r.hardware['usable_gib_per_gpu']:.1f}"}, text
+    assert r.recommended.budget_gib_per_gpu == r.hardware["usable_gib_per_gpu"]

@@ -396,3 +396,23 @@ def test_bool_flags_alone_mean_yes_and_a_target_without_bundle_notes_the_paths(t
                           text=True, timeout=120)
     assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
     assert "--bundle-data" in proc.stderr
+
+
+def test_run_directory_paths_are_printed_normalised(tmp_path, capsys, monkeypatch):
+    # QA: `generate --out proj/../runs/p1` printed "wrote /tmp/qa/proj/../runs/p1" and the next commands with it.
+    from minicpm_tui.cli import main
+
+    (tmp_path / "proj").mkdir()
+    monkeypatch.chdir(tmp_path / "proj")
+    assert main(["generate", "minicpm4-0.5b-sft-lora", "--out", "../runs/p1", "--no-preflight"]) == 0
+    out = capsys.readouterr().out
+    want = str(tmp_path / "runs" / "p1")
+    assert f"wrote {want}: " in out and f"minicpm-tui smoke {want}   then" in out and "/../" not in out, out
+    assert main(["generate", "minicpm4-0.5b-sft-lora", "--out", "../runs/p1/./", "--no-preflight", "--force",
+                 "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["run_dir"] == want
+    # smoke names the same folder (here refusing one that lost its script)
+    (tmp_path / "runs" / "p1" / "single_node.sh").unlink()
+    assert main(["smoke", "../runs/x/../p1"]) == 2
+    err = capsys.readouterr().err
+    assert f"{want}: single_node.sh is missing" in err and "/../" not in err, err

@@ -30,6 +30,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--export-size", type=int, default=DEFAULT_EXPORT_SIZE_GB, metavar="GB",
                         help=f"largest weight shard in GB (default {DEFAULT_EXPORT_SIZE_GB})")
     parser.add_argument("--dry-run", action="store_true", help="print export.yaml instead of writing and merging")
+    parser.add_argument("--verbose", "-v", action="store_true",
+                        help="stream LLaMA-Factory's whole output (default: a few progress lines, and the log's "
+                        "tail on a failure; the whole log is in RUN_DIR/logs/export.log either way)")
 
 
 def _stop(signum: int, frame: object) -> None:
@@ -64,7 +67,8 @@ def _run(args: argparse.Namespace) -> int:
         print(f"note: {note}", flush=True)
     print(f"export: merging {plan.source} into {plan.base_model} -> {plan.out} (log {plan.log_path})", flush=True)
     try:
-        out = export.run_export(plan, say=lambda line: print(f"  {line}", flush=True))
+        out = export.run_export(plan, say=lambda line: print(f"  {line}", flush=True),
+                                 verbose=args.verbose)
     except KeyboardInterrupt:
         print(f"minicpm-tui: export stopped before it finished: nothing was written to {plan.out}", file=sys.stderr)
         return 130

@@ -2,7 +2,7 @@
 
 --plain on a terminal redraws a compact block; when stdout is not a terminal it prints a line per change
 (phase changes, progress, a heartbeat) and ends when the run ends, with the run's exit code as its own.
---once prints one snapshot (--json: for scripts) and exits 0.
+--once prints one snapshot (--json: for scripts). Every mode exits by the same rule (EXIT_CODES, in --help).
 """
 
 from __future__ import annotations
@@ -18,9 +18,17 @@ from typing import Any
 from minicpm_tui.core.errors import UserError
 
 HEARTBEAT_S = 60.0  # non-TTY: a status line at least this often while nothing changes
+EXIT_CODES = """exit codes (every mode: --plain, --once, --json and the TUI, judged when it returns):
+  0    the run finished or was stopped, or has not ended yet (--once/--json/TUI: starting,
+       running, never started)
+  N    the run failed with exit code N (1 when its code is not known: died, ended)
+  2    a RUN_DIR or flag that cannot be used; --plain of a run never started (without --wait)
+  130  Ctrl-C in --plain (the run goes on)"""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    parser.epilog = EXIT_CODES
     parser.add_argument("run_dir", metavar="RUN_DIR", help="a run directory (see `minicpm-tui runs`)")
     parser.add_argument("--plain", action="store_true",
                         help="line-oriented view for any terminal, SSH and pipes (no TUI)")
@@ -91,9 +99,11 @@ def _final(snap: Any) -> str:
 
 
 def _exit_code(snap: Any) -> int:
-    if snap.exit_code is not None:
-        return int(snap.exit_code)
-    return 0 if snap.status in ("finished", "stopped") else 1
+    """EXIT_CODES for a snapshot: 0 until the run has ended, then 0 for a success, else its exit code."""
+    if not snap.ended or snap.status in ("finished", "stopped"):
+        return 0  # a stop's SIGTERM may leave a non-zero code: the stop is what was asked for
+    code = int(snap.exit_code) if snap.exit_code is not None else 1
+    return code if 0 < code < 256 else 1
 
 
 def plain_loop(run_dir: Path, *, interval: float = 2.0, gpu: bool = True, wait: bool = False,
@@ -181,7 +191,7 @@ def run(args: argparse.Namespace) -> int:
             print(json.dumps(data, indent=2))
         else:
             print("\n".join(_block(snap, sample)))
-        return 0
+        return _exit_code(snap)
     if not args.plain and sys.stdout.isatty():
         from minicpm_tui.tui import gc_paused_for_startup
 
@@ -192,5 +202,6 @@ def run(args: argparse.Namespace) -> int:
                 print(f"minicpm-tui: the TUI monitor is not available ({exc}); showing --plain",
                       file=sys.stderr)
             else:
-                return int(run_monitor(run_dir) or 0)
+                code = int(run_monitor(run_dir) or 0)
+                return code or _exit_code(RunFollower(run_dir).poll())
     return plain_loop(run_dir, interval=args.interval, gpu=not args.no_gpu, wait=args.wait)

@@ -69,11 +69,16 @@ def render(result: PlanResult) -> str:
     if result.alternatives:
         lines.append("Rejected:")
         lines += [f"  - {a.reason}" for a in result.alternatives]
-    if result.suggestions:
+    ways_out = [s for s in result.suggestions if s["fits"]]
+    not_enough = [s for s in result.suggestions if not s["fits"]]
+    if ways_out:
         lines.append("What would fit:")
-        for s in result.suggestions:
-            state = "fits" if s["fits"] else "still too big"
-            lines.append(f"  - {s['change']}: {s['peak_gib_per_gpu']:.1f} GiB per GPU ({state}; {s['detail']})")
+        for s in ways_out:
+            lines.append(f"  - {s['change']}: {s['peak_gib_per_gpu']:.1f} GiB per GPU (fits; {s['detail']})")
+    if not_enough:
+        lines.append("Not enough on its own:")
+        for s in not_enough:
+            lines.append(f"  - {s['change']}: still too big ({s['detail']})")
     for w in result.warnings:
         lines.append(f"warning: {w}")
     return "\n".join(lines)

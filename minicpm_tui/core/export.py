@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -30,6 +31,7 @@ import yaml
 from minicpm_tui import __version__
 from minicpm_tui.core.atomic import write_atomic
 from minicpm_tui.core.errors import UserError
+from minicpm_tui.core.paths import absolute_path
 
 EXPORT_YAML = "export.yaml"
 EXPORT_LOG = "logs/export.log"
@@ -101,7 +103,7 @@ def _read_train_yaml(run_dir: Path) -> dict[str, Any]:
 
 def _local(run_dir: Path, value: str) -> Path:
     path = Path(value).expanduser()
-    return path if path.is_absolute() else (run_dir / path).absolute()
+    return absolute_path(run_dir / path)
 
 
 def _looks_local(value: str) -> bool:
@@ -160,7 +162,7 @@ def _checkpoint(output_dir: Path, value: str) -> tuple[Path, str]:
             raise UserError(f"no checkpoint-{int(value)} in {output_dir} (checkpoints there: {have})",
                             where="--checkpoint", fix="pass one of those step numbers, or a checkpoint folder's path")
         return path, path.name
-    path = Path(value).expanduser().absolute()
+    path = absolute_path(value)
     if not path.is_dir():
         raise UserError("no such checkpoint folder", where=f"--checkpoint {value}",
                         fix="pass a step number N (output_dir/checkpoint-N) or the path of a checkpoint folder")
@@ -219,7 +221,7 @@ def _pick_source(plan: ExportPlan, done: bool, checkpoint: str | None) -> None:
 
 
 def _check_out(plan: ExportPlan, raw: str | None) -> Path:
-    out = Path(raw).expanduser().absolute() if raw else plan.run_dir / DEFAULT_OUT
+    out = absolute_path(raw) if raw else plan.run_dir / DEFAULT_OUT
     where = f"--out {raw}" if raw else str(out)
     precious = [plan.run_dir, plan.output_dir] + ([plan.source] if plan.source else [])
     real = out.resolve()
@@ -342,9 +344,38 @@ def _last_error(lines: list[str]) -> str:
     return next((line.strip()[:300] for line in reversed(lines) if line.strip()), "no output")
 
 
-def run_export(plan: ExportPlan, *, say: Callable[[str], None] = print, known_keys: set[str] | None = None) -> Path:
+# LLaMA-Factory's and transformers' log lines that say how far the merge is (0.9.2-0.9.5, transformers 4
+# and 5), as the few lines `export` shows: loading, merging, saving. Everything else is in the log only.
+_LOG_PREFIX = re.compile(r"^\[(?:INFO|WARNING)\|[^\]]*\][^>]*>> ")
+_PROGRESS = (
+    (re.compile(r"^\[minicpm-tui\] (.+)"), "{0}"),
+    (re.compile(r"^loading weights file (\S+)"), "loading the base model ({0})"),
+    (re.compile(r"^Loaded adapter\(s\): (.+)"), "loaded the adapter: {0}"),
+    (re.compile(r"^Merged (\d+) adapter\(s\)"), "merged {0} adapter(s) into the base model"),
+    (re.compile(r"^Convert model dtype to: (\S+?)\.?$"), "converting the weights to {0}"),
+    (re.compile(r"^Model weights saved in "), "saved the merged weights"),
+    (re.compile(r"^The model is bigger than the maximum size per checkpoint \((\S+)\) and is going to be split in "
+                r"(\d+) checkpoint shards"), "saving the merged weights in {1} shards of at most {0}"),
+    (re.compile(r"^tokenizer config file saved in "), "saved the tokenizer"),
+)
+LOG_TAIL_LINES = 15
+
+
+def progress_line(line: str) -> str | None:
+    """The short progress line `export` shows for one line of LLaMA-Factory's output, or None (log only)."""
+    text = _LOG_PREFIX.sub("", line.strip())
+    for pattern, wording in _PROGRESS:
+        found = pattern.search(text)
+        if found:
+            return wording.format(*found.groups())
+    return None
+
+
+def run_export(plan: ExportPlan, *, say: Callable[[str], None] = print, known_keys: set[str] | None = None,
+               verbose: bool = False) -> Path:
     """Write export.yaml and merge; return the merged model's folder (plan.out). The training Python's
-    output is streamed to ``say`` line by line and kept in RUN_DIR/logs/export.log."""
+    output is kept in RUN_DIR/logs/export.log; ``say`` gets a few progress lines (``progress_line``) and,
+    on a failure, the log's last lines, or with ``verbose`` every line as it comes."""
     from minicpm_tui.core.lfinfo import check_training_python, training_python_error
     from minicpm_tui.core.resources import resource_script
 
@@ -363,6 +394,7 @@ def run_export(plan: ExportPlan, *, say: Callable[[str], None] = print, known_ke
             str(tmp)]
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     lines: list[str] = []
+    last_shown: str | None = None
     try:
         with open(plan.log_path, "w", encoding="utf-8") as log:
             try:
@@ -378,7 +410,10 @@ def run_export(plan: ExportPlan, *, say: Callable[[str], None] = print, known_ke
                     log.flush()
                     lines.append(line)
                     del lines[:-200]
-                    say(line.rstrip("\n"))
+                    shown = line.rstrip("\n") if verbose else progress_line(line)
+                    if shown is not None and (verbose or shown != last_shown):
+                        say(shown)
+                        last_shown = shown
                 code = proc.wait()
             except BaseException:  # interrupted, or over the limit: leave nothing running
                 with contextlib.suppress(ProcessLookupError, PermissionError):
@@ -386,6 +421,11 @@ def run_export(plan: ExportPlan, *, say: Callable[[str], None] = print, known_ke
                 proc.wait()
                 raise
         if code != 0:
+            if not verbose:
+                tail = [ln.rstrip("\n") for ln in lines if ln.strip()][-LOG_TAIL_LINES:]
+                say(f"--- the last {len(tail)} lines of {plan.log_path} ---")
+                for ln in tail:
+                    say(ln)
             raise UserError(f"LLaMA-Factory's export failed (exit {code}): {_last_error(lines)}",
                             where=str(plan.log_path), exit_code=1,
                             fix="read the log; nothing was written to " + str(out))

@@ -36,3 +36,9 @@ def state_dir() -> Path:
 
 def cache_dir() -> Path:
     return _xdg("XDG_CACHE_HOME", ".cache", "cache")
+
+
+def absolute_path(path: str | os.PathLike[str]) -> Path:
+    """``path`` made absolute and normal (``~`` expanded, ``.`` and ``..`` folded, as ``os.path.abspath``
+    does), without resolving the symlinks the user chose: ``proj/../runs/p1`` is ``$PWD/runs/p1``."""
+    return Path(os.path.abspath(os.path.expanduser(os.fspath(path))))

@@ -7,7 +7,9 @@ come from the measured hardware (compute capability, P2P status, NVLink, InfiniB
 one-sentence reason that the run-directory writer copies into script comments.
 
 ``PlanResult.to_json()`` is the ``plan --json`` contract (issue 3): ``recommended``, ``alternatives``,
-``suggestions`` (plus informational fields). Keep it stable; add fields freely.
+``suggestions`` (plus informational fields). Keep it stable; add fields freely. A suggestion's ``fits`` is
+whether the configuration fits with everything its ``change`` names (other GPUs, a host with more RAM);
+its ``detail`` then says what would run, else why it still does not fit.
 """
 
 from __future__ import annotations
@@ -204,11 +206,36 @@ def _busy_text(gpu: GpuInfo) -> str:
 
 
 def gpu_budget_gib(gpus: list[GpuInfo]) -> tuple[float, float]:
-    """(usable GiB per GPU after the safety margin, the margin): the smallest GPU decides."""
+    """(usable GiB per GPU after the safety margin, the margin): the smallest GPU decides.
+
+    Both are rounded once, here, to the 0.01 GiB the JSON reports, so every sentence that prints them and
+    every fit test uses the same number (a raw 75.149 printed 75.1 in one line and, rounded to 75.15
+    first, 75.2 in the next).
+    """
     avail = min((g.available_mib() or 0) for g in gpus) / 1024
     total = min((g.memory_total_mib or 0) for g in gpus) / 1024
     margin = max(0.75, 0.05 * total)
-    return max(0.0, avail - margin), margin
+    return round(max(0.0, avail - margin), 2), round(margin, 2)
+
+
+def gib_pair(value: float, limit: float) -> tuple[str, str]:
+    """``value`` and ``limit`` as text, with one decimal unless that makes two different numbers look equal
+    ("22.3 GiB > 22.3 GiB usable"): then with two."""
+    a, b = f"{value:.1f}", f"{limit:.1f}"
+    if a == b and value != limit:
+        a, b = f"{value:.2f}", f"{limit:.2f}"
+    return a, b
+
+
+def ram_needed_text(gib: float) -> str:
+    """CPU RAM a configuration needs, rounded up (a need is never shown below what it is)."""
+    return f"{math.ceil(gib - 1e-9)} GiB"
+
+
+def ram_have_text(gib: float) -> str:
+    """CPU RAM a host has, rounded down: with :func:`ram_needed_text`, a need above what the host has
+    always reads as a larger number."""
+    return f"{math.floor(gib + 1e-9)} GiB"
 
 
 def decide_precision(gpus: list[GpuInfo], requested: str | None) -> tuple[str, str]:
@@ -535,11 +562,13 @@ def plan(req: PlanRequest) -> PlanResult:
         choice.time = _time(request, secs, tokens_step, assumption, n)
         choice.reasons = {"precision": precision_why, "flash_attn": flash_why}
         if not fits_gpu:
-            choice.reasons["fit"] = (f"does not fit: {est.peak_gib:.1f} GiB per GPU at micro-batch {mb} > "
-                                     f"{budget:.1f} GiB usable ({margin:.1f} GiB kept free)")
+            peak_text, budget_text = gib_pair(est.peak_gib, budget)
+            choice.reasons["fit"] = (f"does not fit: {peak_text} GiB per GPU at micro-batch {mb} > "
+                                     f"{budget_text} GiB usable ({margin:.1f} GiB kept free)")
         elif not fits_ram:
-            choice.reasons["fit"] = (f"needs {est.cpu_ram_gib:.0f} GiB of CPU RAM per node for offload; "
-                                     f"the host has {ram:.0f} GiB available")
+            assert ram is not None
+            choice.reasons["fit"] = (f"needs {ram_needed_text(est.cpu_ram_gib)} of CPU RAM per node for offload; "
+                                     f"the host has {ram_have_text(ram)} available")
         return choice
 
     options = [evaluate(z, o) for z, o in _candidates(req, n_total)]
@@ -553,7 +582,7 @@ def plan(req: PlanRequest) -> PlanResult:
                 best = c
     else:
         best = min(options, key=lambda c: (c.peak_gib_per_gpu, c.cpu_ram_gib))
-    _explain(best, fitting, options, budget, n_total)
+    _explain(best, fitting, options, budget, n_total, ram)
     for note in nccl_notes:
         best.notes.append(note)
     alternatives = []
@@ -603,13 +632,18 @@ def _label(c: PlanChoice) -> str:
     return text
 
 
-def _explain(best: PlanChoice, fitting: list[PlanChoice], options: list[PlanChoice], budget: float, n: int) -> None:
+def _explain(best: PlanChoice, fitting: list[PlanChoice], options: list[PlanChoice], budget: float, n: int,
+             ram: float | None = None) -> None:
     label = _label(best)
     if not best.fits:
-        best.reason = (f"nothing fits: the smallest option, {label}, needs {best.peak_gib_per_gpu:.1f} GiB per GPU "
-                       f"against {budget:.1f} GiB usable"
-                       + (f" and {best.cpu_ram_gib:.0f} GiB CPU RAM" if best.offload != "none" else "")
-                       + "; see suggestions")
+        peak_text, budget_text = gib_pair(best.peak_gib_per_gpu, budget)
+        if best.peak_gib_per_gpu > budget:
+            why = f"needs {peak_text} GiB per GPU against {budget_text} GiB usable"
+        else:  # the GPUs would do; the host RAM its offload takes is short
+            have = ram_have_text(ram) if ram is not None else "unknown"
+            why = (f"fits the GPUs ({peak_text} of {budget_text} GiB usable) but needs "
+                   f"{ram_needed_text(best.cpu_ram_gib)} of CPU RAM per node (the host has {have})")
+        best.reason = f"nothing fits: the smallest option, {label}, {why}; see suggestions"
         best.reasons["zero_stage"] = best.reason
         return
     faster = [c for c in options if c.zero_stage < best.zero_stage or (c.zero_stage == best.zero_stage and
@@ -648,10 +682,14 @@ def _suggest(req: PlanRequest, arch: ModelArch, profile: HardwareProfile, gpus: 
             return min(fit, key=lambda c: c.time["seconds_per_token"])
         return min(choices, key=lambda c: c.peak_gib_per_gpu)
 
-    def add(change: str, c: PlanChoice, **extra: Any) -> None:
-        out.append({"change": change, "fits": extra.pop("fits", c.fits), "peak_gib_per_gpu": c.peak_gib_per_gpu,
+    def add(change: str, c: PlanChoice, fits: bool | None = None, **extra: Any) -> None:
+        # `fits`: the configuration fits with everything `change` names (another machine's GPUs or host RAM
+        # included). A suggestion that fits says what it is; one that does not says why, and is no way out.
+        ok = c.fits if fits is None else fits
+        out.append({"change": change, "fits": ok, "peak_gib_per_gpu": c.peak_gib_per_gpu,
                     "cpu_ram_gib": c.cpu_ram_gib, "zero_stage": c.zero_stage, "offload": c.offload,
-                    "micro_batch": c.micro_batch, "detail": c.reasons.get("fit") or _label(c), **extra})
+                    "micro_batch": c.micro_batch,
+                    "detail": _fitting_detail(c) if ok else c.reasons.get("fit") or _label(c), **extra})
 
     free = replace(req, zero_stage=None, offload=None)
     if req.method in ("full", "freeze"):
@@ -667,8 +705,10 @@ def _suggest(req: PlanRequest, arch: ModelArch, profile: HardwareProfile, gpus: 
         cutoff //= 2
     if req.micro_batch and req.micro_batch > 1:
         add("--micro-batch 1", best_of(replace(free, micro_batch=1)))
-    # More GPUs of the same kind (more nodes when the box is full).
+    # More GPUs of the same kind (more nodes when the box is full), on hosts like this one when that is
+    # enough; else the fewest GPUs that fit, with the host RAM per node their offload takes.
     per_node = len(profile.usable_gpus())
+    gpu_only: tuple[str, PlanChoice] | None = None
     for total in (2, 4, 8, 16, 32, 64):
         if total <= len(gpus) * nodes:
             continue
@@ -676,15 +716,22 @@ def _suggest(req: PlanRequest, arch: ModelArch, profile: HardwareProfile, gpus: 
         nd = max(1, total // g_node)
         fake = [replace(gpus[0], index=i) for i in range(g_node)]
         request = replace(free, gpus=None, nodes=nd)
-        # Other machines: judge the GPUs only, and report the host RAM they would need.
         choices = [evaluate(z, o, request=request, gpus=fake, nodes=nd) for z, o in _candidates(request, total)]
         on_gpu = [c for c in choices if c.peak_gib_per_gpu <= budget]
-        if on_gpu:
-            c = min(on_gpu, key=lambda x: x.time["seconds_per_token"])
-            add(f"{total} GPUs like these" + (f" ({nd} nodes)" if nd > 1 else ""), c,
-                fits=True, ram_needed_gib=c.cpu_ram_gib)
+        name = f"{total} GPUs like these" + (f" ({nd} nodes)" if nd > 1 else "")
+        here = [c for c in on_gpu if c.fits]  # the host RAM of this machine is enough for it
+        if here:
+            c = min(here, key=lambda x: x.time["seconds_per_token"])
+            add(name, c, ram_needed_gib=c.cpu_ram_gib)
+            gpu_only = None
             break
-    # Offload, even when the host RAM is short: say how much it needs.
+        if on_gpu and gpu_only is None:
+            gpu_only = (name, min(on_gpu, key=lambda x: (x.cpu_ram_gib, x.time["seconds_per_token"])))
+    if gpu_only is not None:
+        name, c = gpu_only
+        per = " per node" if c.nodes > 1 else ""
+        add(f"{name} on a host with {ram_needed_text(c.cpu_ram_gib)} of free RAM{per} for {_label(c)}", c,
+            fits=True, ram_needed_gib=c.cpu_ram_gib, ram_available_gib=ram)
     # Offload that fits the GPUs but not the host RAM: say how much RAM it takes.
     if req.offload != "none":
         for z, o in ((3, "optimizer"), (3, "optimizer+param")):
@@ -692,11 +739,23 @@ def _suggest(req: PlanRequest, arch: ModelArch, profile: HardwareProfile, gpus: 
                 break
             c = evaluate(z, o)
             if c.peak_gib_per_gpu <= budget:
-                have = f"{ram:.0f} GiB" if ram is not None else "unknown"
-                add(f"a host with {math.ceil(c.cpu_ram_gib)} GiB of free RAM for ZeRO-3 {o} offload "
-                    f"(this one has {have})", c, ram_needed_gib=c.cpu_ram_gib, ram_available_gib=ram)
+                if c.fits:  # the RAM is there: only the asked-for stage/offload kept it out
+                    add(f"--zero-stage 3 --offload {o}", c)
+                else:
+                    have = ram_have_text(ram) if ram is not None else "unknown"
+                    add(f"a host with {ram_needed_text(c.cpu_ram_gib)} of free RAM for ZeRO-3 {o} offload "
+                        f"(this one has {have})", c, fits=True, ram_needed_gib=c.cpu_ram_gib,
+                        ram_available_gib=ram)
                 break
     return out
+
+
+def _fitting_detail(c: PlanChoice) -> str:
+    """What a suggestion that fits would run: its ZeRO/offload, micro-batch and, with offload, its RAM."""
+    text = f"{_label(c)}, micro-batch {c.micro_batch}"
+    if c.offload != "none":
+        text += f", {ram_needed_text(c.cpu_ram_gib)} of CPU RAM per node"
+    return text
 
 
 def plan_matrix(models: list[str], hardware: list[str], methods: list[str], stages: list[str],

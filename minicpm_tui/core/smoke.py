@@ -28,6 +28,7 @@ import yaml
 
 from minicpm_tui.core.atomic import write_atomic
 from minicpm_tui.core.errors import UserError
+from minicpm_tui.core.paths import absolute_path
 
 SMOKE_DIR = "smoke"
 SMOKE_YAML = "smoke/train.yaml"  # relative to the run directory (the scripts cd into it)
@@ -134,7 +135,7 @@ def prepare_smoke(run_dir: str | os.PathLike[str], *, steps: int = 3, nproc: int
                         "CPU training of the tiny model", where="--nproc",
                         fix="2 proves the distributed set-up (the default when the plan uses DeepSpeed)")
     require_run_dir(run_dir)
-    run = Path(run_dir).absolute()
+    run = absolute_path(run_dir)
     if not (run / script).is_file():
         raise UserError(f"{script} is missing", where=str(run), fix="regenerate the run directory")
     meta, cfg = _read_run(run)

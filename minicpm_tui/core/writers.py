@@ -31,6 +31,7 @@ import yaml
 from minicpm_tui import __version__
 from minicpm_tui.core.atomic import write_atomic
 from minicpm_tui.core.errors import UserError
+from minicpm_tui.core.paths import absolute_path
 from minicpm_tui.core.recipe import AUTO, Recipe
 from minicpm_tui.core.resources import resource_script
 
@@ -838,7 +839,7 @@ def generate(recipe: Recipe, out_dir: str | os.PathLike[str], force: bool = Fals
     ``reports`` (a list) receives the PreflightReport; ``notes`` (a list) the plan's notes (train.yaml's
     "# Note:" lines), for the caller to show.
     """
-    out = Path(out_dir).expanduser().absolute()
+    out = absolute_path(out_dir)
     if out.exists() and not out.is_dir():
         raise UserError("exists and is not a directory", where=str(out), fix="choose another --out",
                         fix_tui="choose another run directory")

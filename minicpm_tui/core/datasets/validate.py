@@ -729,6 +729,7 @@ def validate_file(path: str | os.PathLike[str], stage: str | None = None, fmt: s
         merged = _validate_parallel(p, stage, fmt, progress, keep_indices, workers or os.cpu_count() or 1, schema,
                                     reading, block)
         if merged is not None:
+            _did_you_mean(merged)
             merged.seconds = time.perf_counter() - started
             return merged
     if reading is None:
@@ -741,8 +742,52 @@ def validate_file(path: str | os.PathLike[str], stage: str | None = None, fmt: s
                      block=block)
         scan.stage_problem = stage_problem
     _finish(report, col, reader.layout, reader.nan_seen, scan, keep_indices, reading)
+    _did_you_mean(report)
     report.seconds = time.perf_counter() - started
     return report
+
+
+# Every LLaMA-Factory column a record field can be read as (formats.Shape.column).
+_LF_COLUMNS = ("prompt", "query", "response", "history", "system", "tools", "messages", "chosen", "rejected",
+               "kto_tag", *MEDIA_KEYS)
+_FIELD_HEAD = re.compile(r"[^.\[]*")
+
+
+def _did_you_mean(report: ValidationReport) -> None:
+    """Where the records have a key that nothing reads and that is close to a field LLaMA-Factory reads
+    (``instrction`` for ``instruction``), the issues about that field say so. Once per file, over the kept
+    issues only: the records read it as missing, so the verdict stays."""
+    shape = report.shape
+    if shape is None or not report.columns or not (report.errors or report.warnings or report.file_error):
+        return
+    import difflib
+
+    read = {name: key for name in _LF_COLUMNS if (key := shape.column(name))}
+    expected = set(read.values())
+    unread = [c for c in report.columns if c not in expected]
+    if not unread:
+        return
+    hint: dict[str, str] = {}  # an issue's field (a record field or an entry's column name) -> the record key
+    for key in sorted(expected):
+        close = difflib.get_close_matches(key, unread, n=1, cutoff=0.8) or \
+            difflib.get_close_matches(key.lower(), [c.lower() for c in unread], n=1, cutoff=0.8)
+        if close:
+            found = next(c for c in unread if c == close[0] or c.lower() == close[0])
+            hint[key] = found
+            hint.update({name: found for name, k in read.items() if k == key})
+    if not hint:
+        return
+    issues = [*report.errors, *report.warnings] + ([report.file_error] if report.file_error else [])
+    for issue in issues:
+        head = _FIELD_HEAD.match(issue.field or "")
+        key = head.group(0) if head else ""
+        found = hint.get(key)
+        if found is None or "did you mean?" in issue.message:
+            continue
+        target = read.get(key, key)
+        issue.message += f"; did you mean? the records have {found!r}"
+        issue.fix = f"rename {found!r} to {target!r} in the records, or {issue.fix}" if issue.fix else \
+            f"rename {found!r} to {target!r} in the records"
 
 
 def _first_block(p: Path, total: int) -> tuple[int, int | None, dict[str, Any] | None] | None:

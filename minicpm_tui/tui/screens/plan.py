@@ -238,7 +238,8 @@ def alternatives(data: dict[str, Any]) -> Any:
         table.add_row(f"{alt.get('method')} {zero} mb{alt.get('micro_batch')}",
                       f"{float(alt.get('peak_gib_per_gpu') or 0):.1f}G", str(alt.get("reason") or ""))
     parts: list[Any] = [table] if alts else []  # no empty "Rejected" header above the suggestions
-    for s in suggestions[:3]:
+    ways_out = [s for s in suggestions if not isinstance(s, dict) or s.get("fits", True)]  # no "try" that fails
+    for s in ways_out[:3]:
         text = s if isinstance(s, str) else s.get("text") or s.get("change") or s.get("reason") or str(s)
         parts.append(Text(f"try: {change_in_tui_words(text)}", style="italic"))
     return Group(*parts)
