@@ -40,6 +40,10 @@ class Pane:
             subprocess.run([self.tmux, "send-keys", "-t", self.name, key], check=True)
             time.sleep(0.15)
 
+    def burst(self, *keys: str) -> None:
+        """All of ``keys`` in one send-keys call: they reach the app at once, as a paste or a fast typist's."""
+        subprocess.run([self.tmux, "send-keys", "-t", self.name, *keys], check=True)
+
     def capture(self) -> str:
         return subprocess.run([self.tmux, "capture-pane", "-p", "-t", self.name], check=True,
                               capture_output=True, text=True).stdout
@@ -134,4 +138,43 @@ def test_walk_the_wizard_in_tmux_at_80x24(pane, tmp_path):
     pane.wait_for("smoke run", "Run directory", timeout=30)
     pane.keys("C-q")
     # A worker still in a subprocess (the preflight) finishes before the process exits.
+    pane.wait_for("EXITED-0", timeout=240)
+
+
+def test_keys_sent_at_once_reach_the_fields_in_order(pane, tmp_path):
+    # Textual's Input ran its bound keys (Ctrl+U, Ctrl+K, Home, Enter) only once they had bubbled up
+    # to the app, after the characters sent with them: a burst cleared what it had just typed.
+    pane.wait_for("No NVIDIA GPU here", "f1 Help", timeout=30)
+    pane.keys("C-n")
+    pane.wait_for("cpm4", timeout=120)
+    pane.keys("C-n")
+    pane.wait_for("usable", "Preview through the template", timeout=120)  # settled: nothing moves the focus
+    pane.keys("Tab")  # the demos list -> the file field
+    pane.keys("x")
+    pane.wait_for("│ x ")
+    pane.burst("C-u", "bad.json", "Enter")
+    # Typed, then submitted (the name follows the file): not cleared after the typing.
+    screen = pane.wait_for("│ bad.json ", "│ bad ", timeout=30)
+    assert "│ xbad.json" not in screen
+    pane.keys("BTab", "Down", "Up")  # back to the demos list: demo_sft again
+    pane.wait_for("12 usable", timeout=60)
+    pane.keys("C-n")
+    pane.wait_for("why:", timeout=180)
+    pane.keys("C-n")
+    pane.wait_for("learning_rate", timeout=30)
+    # The first field (lora_rank, 8) has the focus. Home, Ctrl+K, a value and Ctrl+N at once: the
+    # value is set, and step 6 is built from it.
+    pane.burst("Home", "C-k", "5", "C-n")
+    screen = pane.wait_for("train.yaml", "run directory", "^w Write", timeout=180)
+    run_line = next(line for line in screen.splitlines() if "run directory" in line)
+    assert "runs/" in run_line, screen  # the default, not a field cleared by a stray Ctrl+K
+    pane.keys("BTab", "Z")  # the run directory's field
+    pane.wait_for("Z ", timeout=30)
+    pane.burst("C-u", "runs/wiz1", "Tab", "C-w")  # Tab: to the file tree, where Ctrl+W writes
+    pane.wait_for("written", timeout=180)
+    assert (tmp_path / "runs" / "wiz1" / "single_node.sh").is_file()
+    assert not (tmp_path / "Z").exists() and not (tmp_path / "runs" / "wiz1Z").exists()
+    train = (tmp_path / "runs" / "wiz1" / "train.yaml").read_text(encoding="utf-8")
+    assert re.search(r"^lora_rank: 5$", train, re.M), train
+    pane.keys("C-q")
     pane.wait_for("EXITED-0", timeout=240)

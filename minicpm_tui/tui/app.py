@@ -12,12 +12,14 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from textual import events
 from textual.app import App, SystemCommand
 from textual.screen import Screen
 
 from minicpm_tui.tui import keys, resume_gc
 from minicpm_tui.tui.screens.base import WizardStep
 from minicpm_tui.tui.state import WizardState, clear_draft, load_draft, save_draft
+from minicpm_tui.tui.widgets.field import Field, InTurn
 
 # (id, title, "module:Class"); the order is the wizard's.
 STEPS: list[tuple[str, str, str]] = [
@@ -116,6 +118,24 @@ class MiniCPMApp(App[int]):
 
             # Esc (closing the question) must not delete the draft: it continues it.
             self.push_screen(ConfirmScreen(question, yes="Continue draft", no="Start fresh", escape=True), resume)
+
+    # -- keys sent faster than they are handled (widgets/field.py) ------------
+    async def _check_bindings(self, key: str, priority: bool = False) -> bool:
+        # Textual runs a priority binding (Ctrl+N, Ctrl+Q) as the key arrives, ahead of the keys before
+        # it that a focused field has not handled yet: `5 C-n` sent at once left step 5 before the 5
+        # was typed. A focused field gets it instead and passes it on in turn (on_key runs it).
+        if priority and isinstance(self.focused, Field):
+            return False
+        return await super()._check_bindings(key, priority)
+
+    async def on_key(self, event: events.Key) -> None:
+        # A key a field passed on: its priority binding first, as Textual would have; else Textual's
+        # own handling goes on (the other bindings from the focused widget up). Then the keys sent
+        # after it, which waited in the field, go on where the focus is now.
+        if isinstance(event, InTurn):
+            self.call_next(event.field.replay)
+            if await super()._check_bindings(event.key, priority=True):
+                event.prevent_default()
 
     # -- wizard navigation ------------------------------------------------------
     def goto_step(self, index: int) -> None:

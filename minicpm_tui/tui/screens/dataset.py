@@ -20,6 +20,7 @@ from textual.widgets.option_list import Option
 from minicpm_tui.tui import keys
 from minicpm_tui.tui.build import ENTRY
 from minicpm_tui.tui.screens.base import WizardStep
+from minicpm_tui.tui.widgets.field import Field
 from minicpm_tui.tui.widgets.pathinput import PathSuggester
 from minicpm_tui.tui.widgets.render import one_line, render_preview, render_validation
 
@@ -174,10 +175,10 @@ chosen model's template reads them) and used as registered: nothing is written. 
                 yield OptionList(*options, id="ds-demos", compact=True)
                 yield Label("registered: ^t dataset_info", classes="hint")  # its entries go in the list
                 yield Label("file or folder (^o browse):", classes="hint")  # 28 columns at most
-                yield Input(placeholder="~/data/train.jsonl", id="ds-file", compact=True,
+                yield Field(placeholder="~/data/train.jsonl", id="ds-file", compact=True,
                             suggester=PathSuggester((".json", ".jsonl", ".csv", ".parquet")))
                 yield Label("register as:", classes="hint")
-                yield Input(placeholder="my_dataset", id="ds-name", compact=True)
+                yield Field(placeholder="my_dataset", id="ds-name", compact=True)
             with VerticalScroll(classes="pane main", id="ds-main") as main:
                 main.border_title = "Validation"
                 yield Static("", id="ds-note")

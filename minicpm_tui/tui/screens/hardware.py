@@ -15,6 +15,7 @@ from textual.widgets.option_list import Option
 from minicpm_tui.assets import asset_files
 from minicpm_tui.tui import keys
 from minicpm_tui.tui.screens.base import WizardStep
+from minicpm_tui.tui.widgets.field import Field
 from minicpm_tui.tui.widgets.pathinput import LfTargetSuggester, PathSuggester
 from minicpm_tui.tui.widgets.render import one_line, render_hardware
 
@@ -81,10 +82,10 @@ needed here; `run --check` there does the checks left).
                 options += [Option(name, id=f"preset:{name}") for name in presets]
                 yield OptionList(*options, id="hw-source", compact=True)
                 yield Label("or a saved probe file:", classes="hint")
-                yield Input(placeholder="box.json", id="hw-file", suggester=PathSuggester(), compact=True)
+                yield Field(placeholder="box.json", id="hw-file", suggester=PathSuggester(), compact=True)
                 yield Label("LLaMA-Factory to write for:", classes="hint")
                 # Checked by a worker (on_hardware_screen_lf_checked sets -invalid), not Input's validators.
-                yield Input(self.state.lf_target, placeholder="installed", id="hw-lf", compact=True,
+                yield Field(self.state.lf_target, placeholder="installed", id="hw-lf", compact=True,
                             suggester=LfTargetSuggester(_releases), validate_on=[])
             with VerticalScroll(classes="pane main", id="hw-main") as main:
                 main.border_title = "Hardware"

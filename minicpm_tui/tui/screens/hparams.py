@@ -10,6 +10,7 @@ from textual.containers import Horizontal, VerticalScroll
 from textual.widgets import Input, Label, Select, Static
 
 from minicpm_tui.tui.screens.base import WizardStep
+from minicpm_tui.tui.widgets.field import Field
 from minicpm_tui.tui.widgets.render import one_line
 
 # Shown here; the plan step owns the batch sizes, the model step the method and stage.
@@ -83,7 +84,7 @@ that the recipe would refuse turns red with the reason, and Next waits until it 
                         yield Select([(str(c), c) for c in option.choices], value=value, allow_blank=False,
                                      id=f"hp-{option.name}", compact=True)
                     else:
-                        yield Input(str(value), id=f"hp-{option.name}", compact=True)
+                        yield Field(str(value), id=f"hp-{option.name}", compact=True)
                     yield Static(option.help, classes="fhint", id=f"hint-{option.name}")
             # The hint column is cut at 80 columns: the focused field's whole hint, under the form.
             yield Static("", id="hp-detail", classes="hint")

@@ -12,6 +12,7 @@ from textual.widgets import Input, Label, OptionList, RadioSet, Static
 from textual.widgets.option_list import Option
 
 from minicpm_tui.tui.screens.base import WizardStep
+from minicpm_tui.tui.widgets.field import Field
 from minicpm_tui.tui.widgets.pathinput import PathSuggester
 from minicpm_tui.tui.widgets.radio import ChoiceSet, MarkedRadioButton
 from minicpm_tui.tui.widgets.render import one_line, option_choices, option_help, render_model
@@ -54,7 +55,7 @@ LLaMA-Factory (or the one chosen at step 1 to write for) will use and whether it
                 yield OptionList(*[Option(f"{m.name:<15} {m.param_count() / 1e9:5.1f}B", id=m.name)
                                    for m in self.catalogue], id="model-list", compact=True)
                 yield Label("or a local path / hub id:", classes="hint")
-                yield Input(placeholder="/models/my-ckpt", id="model-path", suggester=PathSuggester(), compact=True)
+                yield Field(placeholder="/models/my-ckpt", id="model-path", suggester=PathSuggester(), compact=True)
             with VerticalScroll(classes="pane main", id="model-main") as main:
                 main.border_title = "Details"
                 yield Static("", id="model-details")

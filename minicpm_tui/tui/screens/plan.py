@@ -20,6 +20,7 @@ from textual.widgets import Input, Label, Select, Static
 
 from minicpm_tui.tui.build import build_recipe
 from minicpm_tui.tui.screens.base import WizardStep
+from minicpm_tui.tui.widgets.field import Field
 from minicpm_tui.tui.widgets.membar import MemoryBar
 from minicpm_tui.tui.widgets.render import one_line, option_choices
 from minicpm_tui.tui.wording import change_in_tui_words
@@ -73,7 +74,7 @@ beside Next, and Next waits until it is fixed (or cleared back to "auto").
                             opts = [(AUTO, AUTO), *[(c, c) for c in choices]]
                             yield Select(opts, value=str(value), allow_blank=False, id=f"ov-{name}", compact=True)
                         else:
-                            yield Input(str(value), id=f"ov-{name}", compact=True)
+                            yield Field(str(value), id=f"ov-{name}", compact=True)
             with VerticalScroll(classes="pane main", id="plan-main") as main:
                 main.border_title = "Recommendation"
                 yield Static("Planning…", id="plan-summary")

@@ -15,6 +15,7 @@ from textual.widgets import Input, Label, Static, Tree
 from minicpm_tui.tui import keys
 from minicpm_tui.tui.build import build_recipe, default_out_dir, recipe_digest
 from minicpm_tui.tui.screens.base import WizardStep
+from minicpm_tui.tui.widgets.field import Field
 from minicpm_tui.tui.widgets.render import one_line, render_preflight
 
 LEXERS = {".yaml": "yaml", ".json": "json", ".sh": "bash", ".sbatch": "bash", ".py": "python", ".md": "markdown"}
@@ -91,7 +92,7 @@ can be copied to the machine that trains as it is. The commands to run it by han
         with Vertical(classes="body"):
             with Horizontal(classes="field"):
                 yield Label("run directory")
-                yield Input(self.state.out_dir or default_out_dir(self.state), id="out-dir", compact=True)
+                yield Field(self.state.out_dir or default_out_dir(self.state), id="out-dir", compact=True)
                 yield Static("^w writes it", classes="fhint", id="write-hint")
             with Horizontal(classes="field"):
                 yield Label("data files")

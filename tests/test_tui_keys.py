@@ -1,0 +1,116 @@
+"""Keys sent at once (a paste, a fast typist, tmux send-keys) reach the wizard's fields in order.
+
+Pilot's ``press`` waits between keys, which hid the defect: here the keys are posted to the app in
+one go, as the terminal driver does with a burst, and only then does the test wait."""
+
+from __future__ import annotations
+
+import pytest
+from _tui_util import settle
+from textual import events
+from textual.widgets import Input
+
+from minicpm_tui.tui.app import MiniCPMApp
+from minicpm_tui.tui.keys import WIZARD
+from minicpm_tui.tui.state import WizardState
+from minicpm_tui.tui.widgets.field import Field
+
+SIZE = (80, 24)
+
+
+@pytest.fixture()
+def no_draft():
+    from minicpm_tui.tui.state import clear_draft
+
+    clear_draft()
+    yield
+    clear_draft()
+
+
+def demo_state(**fields) -> WizardState:
+    chosen = {"hardware": "preset:1x-rtx4090", "model": "MiniCPM4-0.5B", "dataset_name": "demo_sft",
+              "dataset_file": "demo:demo_sft"}
+    return WizardState(**{**chosen, **fields})
+
+
+def burst(app, *keys: str) -> None:
+    """Post every key to the app before any is handled; a plain string is typed character by character."""
+    for key in keys:
+        if len(key) > 1 and ("+" in key or key in ("home", "end", "enter", "tab", "escape", "backspace")):
+            app.post_message(events.Key(key, None))
+        else:
+            for character in key:
+                name = {"/": "slash", ".": "full_stop"}.get(character, character)
+                app.post_message(events.Key(name, character))
+
+
+async def at_step(app, pilot, step: int) -> None:
+    await settle(app, pilot)
+    app.goto_step(step)
+    await settle(app, pilot)
+
+
+async def test_a_burst_in_the_run_directory_field_is_applied_in_order(no_draft):
+    app = MiniCPMApp(use_draft=False, state=demo_state())
+    async with app.run_test(size=SIZE) as pilot:
+        await at_step(app, pilot, 5)
+        box = app.screen.query_one("#out-dir", Input)
+        box.focus()
+        await pilot.press("end", "Z")
+        assert box.value.endswith("Z")
+        # Before: Ctrl+U ran after the characters (the field ended empty), Tab before them.
+        burst(app, "ctrl+u", "runs/wiz1", "tab", "x")
+        await settle(app, pilot)
+        assert box.value == "runs/wiz1"
+        assert app.state.out_dir == "runs/wiz1"
+        assert app.focused is not None and app.focused.id == "file-tree"  # the x went where Tab led
+
+
+async def test_home_ctrl_k_a_value_and_next_at_once(no_draft):
+    app = MiniCPMApp(use_draft=False, state=demo_state())
+    async with app.run_test(size=SIZE) as pilot:
+        await at_step(app, pilot, 4)
+        first = app.focused
+        assert isinstance(first, Field) and first.id == "hp-lora_rank"
+        burst(app, "home", "ctrl+k", "5", "ctrl+n")
+        await settle(app, pilot)
+        assert type(app.screen).__name__ == "ReviewScreen"
+        assert app.state.hparams.get("lora_rank") == 5  # typed before Next took the step
+        assert app.screen.query_one("#out-dir", Input).value.startswith("runs/")  # not cleared
+
+
+async def test_a_typed_path_and_enter_at_once_on_the_dataset_step(no_draft):
+    app = MiniCPMApp(use_draft=False, state=demo_state())
+    async with app.run_test(size=SIZE) as pilot:
+        await at_step(app, pilot, 2)
+        box = app.screen.query_one("#ds-file", Input)
+        box.focus()
+        await pilot.press("x")
+        burst(app, "ctrl+u", "bad.json", "enter")
+        await settle(app, pilot)
+        assert box.value == "bad.json"
+        assert app.screen.query_one("#ds-name", Input).value == "bad"  # Enter came after the name
+        assert app.screen.key.endswith("bad.json")  # and it is the file being validated
+
+
+async def test_every_text_field_of_the_wizard_is_a_field(no_draft):
+    app = MiniCPMApp(use_draft=False, state=demo_state())
+    async with app.run_test(size=SIZE) as pilot:
+        for step in range(6):
+            await at_step(app, pilot, step)
+            inputs = list(app.screen.query(Input))
+            assert all(isinstance(box, Field) for box in inputs), (step, inputs)
+
+
+async def test_priority_keys_still_win_over_the_fields_own(no_draft):
+    # Ctrl+N is the wizard's (priority) and still works from a field; Ctrl+U stays the field's.
+    assert any(b.key == "ctrl+n" and b.priority for b in WIZARD)
+    app = MiniCPMApp(use_draft=False, state=demo_state())
+    async with app.run_test(size=SIZE) as pilot:
+        await at_step(app, pilot, 4)
+        await pilot.press("ctrl+u", "7")
+        assert app.focused.value == "7"
+        await pilot.press("ctrl+n")
+        await settle(app, pilot)
+        assert type(app.screen).__name__ == "ReviewScreen"
+        assert app.state.hparams.get("lora_rank") == 7
