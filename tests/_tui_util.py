@@ -28,3 +28,19 @@ async def settle(app, pilot, rounds: int = 3, timeout: float = 300.0) -> None:
             await asyncio.sleep(0.05)
         else:
             quiet_rounds += 1
+
+
+def demo_state(**fields):
+    """A wizard that has chosen a preset, the smallest model and the SFT demo."""
+    from minicpm_tui.tui.state import WizardState
+
+    chosen = {"hardware": "preset:1x-rtx4090", "model": "MiniCPM4-0.5B", "dataset_name": "demo_sft",
+              "dataset_file": "demo:demo_sft"}
+    return WizardState(**{**chosen, **fields})
+
+
+async def at_step(app, pilot, step: int) -> None:
+    """Go to a step (0-based) and wait for its workers."""
+    await settle(app, pilot)
+    app.goto_step(step)
+    await settle(app, pilot)

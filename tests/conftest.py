@@ -69,6 +69,16 @@ def lf():
 
 
 @pytest.fixture()
+def no_draft():
+    """The session's home (its LLaMA-Factory facts and tiny models are cached there) without a draft."""
+    from minicpm_tui.tui.state import clear_draft
+
+    clear_draft()
+    yield
+    clear_draft()
+
+
+@pytest.fixture()
 def state_home(tmp_path, monkeypatch) -> Path:
     """A per-test home, for tests that need an empty runs registry or config."""
     home = tmp_path / "home"

@@ -10,23 +10,13 @@ import time
 from pathlib import Path
 
 import pytest
-from _tui_util import settle
+from _tui_util import at_step, demo_state, settle
 
 from minicpm_tui.tui import keys
 from minicpm_tui.tui.app import STEPS, MiniCPMApp
 from minicpm_tui.tui.state import WizardState, load_draft, save_draft
 
 SIZE = (80, 24)
-
-
-@pytest.fixture()
-def no_draft():
-    """The session's home (its LLaMA-Factory facts and tiny models are cached there) without a draft."""
-    from minicpm_tui.tui.state import clear_draft
-
-    clear_draft()
-    yield
-    clear_draft()
 
 
 def screen_text(app) -> str:
@@ -50,13 +40,6 @@ def screen_name(app) -> str:
     return type(app.screen).__name__
 
 
-def demo_state(**fields) -> WizardState:
-    """A wizard that has chosen a preset, the smallest model and the SFT demo."""
-    chosen = {"hardware": "preset:1x-rtx4090", "model": "MiniCPM4-0.5B", "dataset_name": "demo_sft",
-              "dataset_file": "demo:demo_sft"}
-    return WizardState(**{**chosen, **fields})
-
-
 async def until_polled(app, pilot) -> None:
     """Wait until the monitor screen has read the run's losses (a few polls at most)."""
     for _ in range(20):
@@ -72,13 +55,6 @@ async def type_in(app, pilot, selector: str, value: str) -> None:
     box.focus()
     box.value = value
     await pilot.press("enter")
-    await settle(app, pilot)
-
-
-async def at_step(app, pilot, step: int) -> None:
-    """Go to a step (0-based) and wait for its workers."""
-    await settle(app, pilot)
-    app.goto_step(step)
     await settle(app, pilot)
 
 
@@ -1184,7 +1160,6 @@ async def test_the_plan_fits_80x24_when_nothing_fits(no_draft):
         peak = [line for line in lines if "peak" in line and "NO FIT" in line]
         assert peak and "G/14G" in peak[0], "\n".join(lines)  # the label, the bar and the value in one line
         assert not [line for line in lines if line.strip(" │▄▆█▂").strip() == "NO FIT"]
-
 
 
 def _registry(folder: Path) -> Path:

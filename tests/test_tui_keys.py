@@ -5,32 +5,15 @@ one go, as the terminal driver does with a burst, and only then does the test wa
 
 from __future__ import annotations
 
-import pytest
-from _tui_util import settle
+from _tui_util import at_step, demo_state, settle
 from textual import events
 from textual.widgets import Input
 
 from minicpm_tui.tui.app import MiniCPMApp
 from minicpm_tui.tui.keys import WIZARD
-from minicpm_tui.tui.state import WizardState
 from minicpm_tui.tui.widgets.field import Field
 
 SIZE = (80, 24)
-
-
-@pytest.fixture()
-def no_draft():
-    from minicpm_tui.tui.state import clear_draft
-
-    clear_draft()
-    yield
-    clear_draft()
-
-
-def demo_state(**fields) -> WizardState:
-    chosen = {"hardware": "preset:1x-rtx4090", "model": "MiniCPM4-0.5B", "dataset_name": "demo_sft",
-              "dataset_file": "demo:demo_sft"}
-    return WizardState(**{**chosen, **fields})
 
 
 def burst(app, *keys: str) -> None:
@@ -42,12 +25,6 @@ def burst(app, *keys: str) -> None:
             for character in key:
                 name = {"/": "slash", ".": "full_stop"}.get(character, character)
                 app.post_message(events.Key(name, character))
-
-
-async def at_step(app, pilot, step: int) -> None:
-    await settle(app, pilot)
-    app.goto_step(step)
-    await settle(app, pilot)
 
 
 async def test_a_burst_in_the_run_directory_field_is_applied_in_order(no_draft):
