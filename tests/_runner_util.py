@@ -121,7 +121,8 @@ def make_replay_run(run_dir: Path, pause: float = 0.6, exit_code: int = 0, extra
 # A stand-in for LLaMA-Factory's training loop as it shows in output_dir: LogCallback's trainer_log.jsonl lines
 # (appended, one per logging step, with the trainer's clock since on_train_begin), then, when the loop ends,
 # save_metrics("train")'s train_results.json and all_results.json. Env: OUT, STEPS, TOTAL, FIRST (a resumed
-# run's first step), LOSS (the first loss), RESULTS=1, NAP (seconds asleep after the steps), CODE (exit code).
+# run's first step), LOSS (the first loss), PACE (seconds per step), RESULTS=1, NAP (seconds asleep after the
+# steps), CODE (exit code).
 FAKE_TRAINER = r'''
 import json, os, sys, time
 from datetime import timedelta
@@ -131,6 +132,7 @@ os.makedirs(out, exist_ok=True)
 begin = time.time()
 total, loss = int(os.environ["TOTAL"]), float(os.environ.get("LOSS", "2.0"))
 for step in range(int(os.environ.get("FIRST", "1")), int(os.environ["STEPS"]) + 1):
+    time.sleep(float(os.environ.get("PACE", "0")))
     elapsed = time.time() - begin
     line = {"current_steps": step, "total_steps": total, "loss": round(loss / step, 4), "lr": 1e-4,
             "epoch": step / total, "percentage": round(step / total * 100, 2),

@@ -105,16 +105,18 @@ def test_a_fresh_start_ignores_an_earlier_trainings_lines_in_trainer_log(replay_
 
 
 def test_a_resumed_attempt_keeps_the_earlier_lines_of_trainer_log(replay_run):
-    run_dir = replay_run(name="resumed", pause=0.05)
+    run_dir = replay_run(name="resumed", pause=0.5)
     (run_dir / "train.yaml").write_text("output_dir: out\noverwrite_output_dir: false\n")
     (run_dir / "out" / "checkpoint-3").mkdir(parents=True)
-    (run_dir / "out" / "trainer_log.jsonl").write_text(json.dumps(
-        {"current_steps": 3, "total_steps": 6, "loss": 6.1, "lr": 1e-3, "epoch": 0.5}) + "\n")
+    (run_dir / "out" / "trainer_log.jsonl").write_text("".join(json.dumps(
+        {"current_steps": step, "total_steps": 6, "loss": loss, "lr": 1e-3, "epoch": 0.5}) + "\n"
+        for step, loss in ((3, 6.1), (4, 6.0))))
     manifest = runner.launch(run_dir, resume=True)
-    assert manifest.current["trainer_log_from"] is None
+    assert manifest.current["trainer_log_from"]["size"] > 0 and manifest.current["resume_step"] == 3
     follower = RunFollower(run_dir, status_every=0)
     snap = follower.poll()
-    assert snap.step == 3 and snap.losses and snap.losses[0] == (3, 6.1)  # the resumed-from history shows
+    # The resumed-from history shows up to its checkpoint (step 4 is trained again); progress is this attempt's.
+    assert (snap.step, snap.losses, runner.run_status(run_dir).progress) == (None, [(3, 6.1)], "-")
 
 
 def _monitor(run_dir: Path, *args: str, **kw) -> subprocess.CompletedProcess:

@@ -612,10 +612,54 @@ def test_runs_says_when_every_registered_run_directory_is_gone(tmp_path, state_h
     runner.watch_run(run_dir)
     shutil.rmtree(run_dir)
     assert main(["runs"]) == 0
-    assert capsys.readouterr().out.strip() == ("no runs to show: 1 registered run directory is gone "
-                                               "(`minicpm-tui runs --all` lists them)")
+    assert capsys.readouterr().out.strip() == (
+        "no runs to show: 1 registered run directory is gone (`minicpm-tui runs --all` lists it; if it was moved, "
+        "`minicpm-tui runs --watch NEW_PATH` registers it there)")
     assert main(["runs", "--all"]) == 0
-    assert "(run directory is gone)" in capsys.readouterr().out
+    assert "(run directory is gone; if it was moved, `minicpm-tui runs --watch NEW_PATH`" in capsys.readouterr().out
+
+
+def test_a_run_directory_moved_to_another_filesystem_while_it_runs(runs, tmp_path, capsys):
+    # `mv` to another mount copies the folder, then deletes the original: new inodes, and the processes work on
+    # in the deleted folder, so nothing of them leads to the copy. `runs` dropped the run without a word, and the
+    # copy said "unknown: copied from ... (deleted)", which `stop` refused.
+    import shutil
+
+    from minicpm_tui.cli import main
+
+    other = runs("other", "true\n")
+    (other / "train.yaml").write_text("output_dir: out\n")
+    runner.watch_run(other)
+    run_dir = runs("origin", "sleep 60\n")
+    runner.launch(run_dir)
+    wait_status(run_dir, ("running",), 30)
+    old = run_dir.resolve()
+    moved = (tmp_path / "other-mount" / "origin").resolve()
+    shutil.copytree(run_dir, moved, symlinks=True)
+    shutil.rmtree(run_dir)
+    try:
+        assert main(["runs"]) == 0
+        out = capsys.readouterr().out
+        assert out.strip().endswith("(1 registered run directory is gone (`minicpm-tui runs --all` lists it; if it "
+                                    "was moved, `minicpm-tui runs --watch NEW_PATH` registers it there))"), out
+        assert main(["runs", "--all"]) == 0
+        line = [row for row in capsys.readouterr().out.splitlines() if str(old) in row][0]
+        assert "work on in the deleted folder: moved to another filesystem while it ran" in line, line
+        assert "`minicpm-tui stop NEW_PATH` stops them" in line
+        info = runner.run_status(moved)
+        assert info.status == "running" and f"work on in the deleted {old}, so nothing" in info.note, info.note
+        assert "`minicpm-tui run --resume`" in info.note
+        # Registered at its new path, it is the run its old entry named (its manifest holds that launch).
+        assert main(["runs", "--watch", str(moved)]) == 0
+        out = capsys.readouterr().out
+        assert str(moved) in out and str(other) in out and "gone" not in out, out
+        assert [(d["run_dir"], d.get("moved_from")) for d in _registered()] == [
+            (str(other.resolve()), None), (str(moved), str(old))]
+        result = runner.stop(moved, grace=0, term_timeout=5)
+        assert (result.status, result.left) == ("stopped", [])
+        assert runner.run_status(moved).status == "stopped"
+    finally:
+        kill_run(moved)
 
 
 # A torchrun stand-in: it starts its "worker" in a session of its own, as torch's elastic agent does.
@@ -960,6 +1004,124 @@ def test_a_live_run_by_hand_shows_only_its_own_trainer_log_lines(runs):
         snap = RunFollower(run_dir).poll()
         assert (snap.step, snap.losses) == (2, [(1, 1.0), (2, 0.5)])
     finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
+def test_a_run_by_hand_seen_alive_that_ended_by_itself_has_an_end_and_a_later_one_its_own_story(runs, monkeypatch):
+    # Seen alive (by `runs` or the monitor), then ended by itself: no end was recorded, so a later run by hand
+    # that started and ended while nothing looked was shown as the seen one (its pid, its "finished" or a
+    # "stopped" from the earlier run's final results) with the later one's steps.
+    import time
+
+    from minicpm_tui.core.monitor import RunFollower
+
+    run_dir = _fake_trained(runs, "seen")
+    (run_dir / "train.yaml").write_text("output_dir: out\noverwrite_output_dir: false\n")
+    runner.watch_run(run_dir)
+
+    def seen_by_hand(**env: str) -> subprocess.Popen:
+        proc = subprocess.Popen(["bash", "single_node.sh"], cwd=run_dir, start_new_session=True,
+                                stdout=subprocess.DEVNULL, env={**os.environ, "RESULTS": "1", "NAP": "1.5", **env})
+        wait_for(lambda: runner.run_status(run_dir).status == "running", 10, "seen")
+        return proc
+
+    proc = seen_by_hand(STEPS="5", TOTAL="5")
+    try:
+        first = runner.hand_run_record(run_dir)
+        monkeypatch.setattr(runner, "ALIVE_EVERY_S", 0.0)
+        time.sleep(0.05)
+        assert runner.run_status(run_dir).status == "running"
+        assert runner.hand_run_record(run_dir)["alive_at"] > first["alive_at"]  # the last time seen alive
+        assert proc.wait(30) == 0
+    finally:
+        _kill_group(proc)
+    # Looked at again once it has ended by itself: its end is recorded, bounded by what it left.
+    info = runner.run_status(run_dir)
+    assert (info.status, info.how, info.pid, info.progress) == ("finished", "by hand", proc.pid, "5/5 (100%)")
+    record = runner.hand_run_record(run_dir)
+    results = (run_dir / "out" / "all_results.json").stat().st_mtime
+    assert record["files_at"] >= results and info.ended_at == record["ended_at"] >= record["alive_at"]
+    assert runner.run_status(run_dir).ended_at == info.ended_at  # recorded once
+    # A later run by hand that nobody saw crashes at step 2: its own story, not the seen one's.
+    assert _by_hand(run_dir, STEPS="2", TOTAL="6", LOSS="4.0", CODE="1").returncode == 1
+    info = runner.run_status(run_dir)
+    assert (info.status, info.how, info.pid, info.progress) == ("ended", "by hand", None, "2/6 (33%)"), info.note
+    assert "started by hand and not watched" in info.note
+    snap = RunFollower(run_dir).poll()
+    assert (snap.status, snap.step, snap.losses) == ("ended", 2, [(1, 4.0), (2, 2.0)])
+
+    # Seen alive, then it and a later unseen one both ended before the next look: the later lines in
+    # trainer_log.jsonl tell that another training ran since; the seen one's results are not the later one's.
+    proc = seen_by_hand(STEPS="3", TOTAL="3")
+    try:
+        assert proc.wait(30) == 0
+    finally:
+        _kill_group(proc)
+    time.sleep(2.5)  # real trainings are seconds apart (imports, model loading): the results predate its first step
+    assert _by_hand(run_dir, STEPS="1", TOTAL="4", LOSS="3.0", CODE="1").returncode == 1
+    info = runner.run_status(run_dir)
+    assert (info.status, info.pid, info.progress) == ("ended", None, "1/4 (25%)"), info.note
+    assert runner.hand_run_record(run_dir)["later_run"] == 1
+    snap = RunFollower(run_dir).poll()
+    assert (snap.status, snap.step, snap.losses) == ("ended", 1, [(1, 3.0)])
+    # And once it finishes, that is its own too.
+    assert _by_hand(run_dir, STEPS="4", TOTAL="4", LOSS="1.0", RESULTS="1").returncode == 0
+    assert runner.run_status(run_dir).status == "finished"
+
+
+def test_a_resumed_attempt_shows_its_own_progress_and_each_step_once(runs):
+    # On resume LLaMA-Factory appends to trainer_log.jsonl and logs at the trainer's global step, going on from
+    # the checkpoint's, with its clock restarted (LogCallback, 0.9.2-0.9.5): the steps between the checkpoint and
+    # the crash were in the loss curve twice, and progress was the crashed attempt's until the resumed one logged.
+    from minicpm_tui.core.monitor import RunFollower
+
+    run_dir = _fake_trained(runs, "resumed")
+    (run_dir / "train.yaml").write_text("output_dir: out\noverwrite_output_dir: false\n")
+    out = run_dir / "out"
+
+    def checkpoint(step: int) -> None:
+        (out / f"checkpoint-{step}").mkdir()
+        (out / f"checkpoint-{step}" / "trainer_state.json").write_text(json.dumps({"global_step": step}))
+
+    def attempt(resume: bool, **env: str) -> runner.RunInfo:
+        runner.launch(run_dir, resume=resume, env={"TOTAL": "8", "CODE": "1", **env})
+        return wait_status(run_dir, ("failed", "finished"), 30)
+
+    watching = RunFollower(run_dir, status_every=0)  # open all along
+    attempt(False, STEPS="5", LOSS="2.0")  # crashes after step 5
+    assert [step for step, _ in watching.poll().losses] == [1, 2, 3, 4, 5]
+    checkpoint(3)
+    runner.launch(run_dir, resume=True, env={"TOTAL": "8", "FIRST": "4", "STEPS": "3", "NAP": "30"})
+    try:
+        # Resumed from checkpoint-3 and not logged yet: the curve up to the checkpoint, no progress of its own.
+        assert runner.RunManifest.load(run_dir).current["resume_step"] == 3
+        for snap in (watching.poll(), RunFollower(run_dir).poll()):
+            assert (snap.status, snap.step, snap.total_steps, snap.remaining_s) == ("running", None, None, None)
+            assert snap.losses == [(1, 2.0), (2, 1.0), (3, 0.6667)] and [s for s, _ in snap.lrs] == [1, 2, 3]
+        assert runner.run_status(run_dir).progress == "-"
+    finally:
+        runner.stop(run_dir, grace=0, term_timeout=5)
+    info = attempt(True, FIRST="4", STEPS="6", LOSS="1.0", PACE="0.6")  # steps 4-6 again, then a crash
+    assert (info.step, info.total_steps) == (6, 8)
+    for snap in (watching.poll(), RunFollower(run_dir).poll()):
+        assert snap.losses == [(1, 2.0), (2, 1.0), (3, 0.6667), (4, 0.25), (5, 0.2), (6, 0.1667)]
+        assert (snap.step, snap.total_steps) == (6, 8) and snap.elapsed_s >= 1
+        # LogCallback's ETA divides this attempt's time by all 6 steps; 3 of them are this attempt's.
+        assert snap.remaining_s == pytest.approx((8 - 6) * snap.elapsed_s / 3)
+    checkpoint(5)
+    info = attempt(True, FIRST="6", STEPS="8", LOSS="0.5", RESULTS="1", CODE="0")
+    assert (info.status, info.progress) == ("finished", "8/8 (100%)")
+    rows = [json.loads(line) for line in (out / runner.TRAINER_LOG).read_text().splitlines()]
+    assert [row["current_steps"] for row in rows] == [1, 2, 3, 4, 5, 4, 5, 6, 6, 7, 8]  # all of it is kept
+    for snap in (watching.poll(), RunFollower(run_dir).poll()):
+        assert [step for step, _ in snap.losses] == [1, 2, 3, 4, 5, 6, 7, 8]
+        assert [loss for step, loss in snap.losses if step in (3, 5, 6)] == [0.6667, 0.2, 0.0833]
+        assert (snap.status, snap.step, snap.phase) == ("finished", 8, "done")
+
+
+def _kill_group(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
 

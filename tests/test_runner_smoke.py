@@ -224,3 +224,57 @@ def test_runs_by_hand_that_nobody_watched_are_told_from_their_files(smoke_run):
     own = [(r["current_steps"], r["loss"]) for r in rows if r["total_steps"] == 3 and "loss" in r]
     snap = RunFollower(run_dir).poll()
     assert len(own) == 3 and snap.losses == own and (snap.step, snap.phase) == (3, "done"), snap.losses
+
+
+def test_a_resumed_real_training_shows_its_own_progress_and_each_step_once(smoke_run):
+    # A real crash and `run --resume`: LLaMA-Factory appends the resumed training's lines to trainer_log.jsonl,
+    # at the trainer's global step from the checkpoint's on, with its clock restarted; the monitor showed the
+    # steps between the checkpoint and the crash twice, and the crashed attempt's progress until the new one logged.
+    import yaml
+
+    from minicpm_tui.core.monitor import RunFollower, parse_hms
+
+    run_dir, env = smoke_run(steps=3)
+    cfg = yaml.safe_load((run_dir / "smoke" / "train.yaml").read_text())
+    cfg.update(output_dir="output", overwrite_output_dir=False, max_steps=5000, save_strategy="steps", save_steps=3)
+    (run_dir / "train.yaml").write_text(yaml.safe_dump(cfg))
+    env.pop("TRAIN_YAML")
+    out = run_dir / "output"
+    log = out / runner.TRAINER_LOG
+    manifest = runner.launch(run_dir, env=env)
+    wait_for(lambda: log.is_file() and any(r.get("current_steps", 0) >= 6 for r in _log_rows(log)), 240,
+             "six logged steps")
+    cur = manifest.current
+    for p in runner.processes_of(cur["pgid"], cur["run_tag"], exclude=[cur["supervisor_pid"]]):
+        os.kill(p.pid, signal.SIGKILL)  # a crash; the supervisor records it
+    wait_status(run_dir, ("failed", "died"), 60)
+    for folder in runner.checkpoints(out):
+        if folder.name != "checkpoint-3":
+            shutil.rmtree(folder)  # as if it had crashed before its next save
+    crashed = _log_rows(log)
+    reached = crashed[-1]["current_steps"]
+    assert reached >= 6
+
+    runner.launch(run_dir, resume=True, env=env)
+    watching = RunFollower(run_dir, status_every=0)
+    snap = watching.poll()
+    before = {r["current_steps"]: r["loss"] for r in crashed if "loss" in r and r["current_steps"] <= 3}
+    assert (snap.step, snap.total_steps, snap.losses) == (None, None, sorted(before.items()))  # still loading
+    assert runner.run_status(run_dir).progress == "-"
+    wait_for(lambda: any(r.get("current_steps", 0) > reached for r in _log_rows(log)[len(crashed):]), 240,
+             "the resumed training past the crash")
+    rows = _log_rows(log)
+    resumed = rows[len(crashed):]
+    # What LLaMA-Factory really writes on resume: appended, steps on from checkpoint-3, its clock restarted.
+    assert resumed[0]["current_steps"] == 4 and resumed[0]["total_steps"] == 5000
+    assert parse_hms(resumed[0]["elapsed_time"]) <= parse_hms(crashed[-1]["elapsed_time"])
+    snap = watching.poll()
+    newest = {**before, **{r["current_steps"]: r["loss"] for r in resumed if "loss" in r}}
+    for follower_snap in (snap, RunFollower(run_dir).poll()):
+        assert follower_snap.losses[:len(newest)] == sorted(newest.items())
+        steps = [step for step, _ in follower_snap.losses]
+        assert steps == list(range(1, steps[-1] + 1))  # each step once
+        assert follower_snap.step >= resumed[-1]["current_steps"] and follower_snap.total_steps == 5000
+    info = runner.run_status(run_dir)
+    assert info.status == "running" and info.step >= resumed[-1]["current_steps"]
+    runner.stop(run_dir, grace=0, term_timeout=10)

@@ -24,9 +24,11 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps([r.to_dict() for r in runs], indent=2))
         return 0
+    gone = len(known) - len(runs)
+    said = (f"{gone} registered run director{'y is' if gone == 1 else 'ies are'} gone (`minicpm-tui runs --all` "
+            f"lists {'it' if gone == 1 else 'them'}; {runner.GONE_FIX})")
     if not runs and known:
-        print(f"no runs to show: {len(known)} registered run director{'y is' if len(known) == 1 else 'ies are'} "
-              "gone (`minicpm-tui runs --all` lists them)")
+        print(f"no runs to show: {said}")
         return 0
     if not runs:
         print("no runs yet: start one with `minicpm-tui run RUN_DIR` (or `minicpm-tui runs --watch RUN_DIR` for a "
@@ -39,4 +41,6 @@ def run(args: argparse.Namespace) -> int:
         if r.note:
             extra += f"  ({r.note})"
         print(f"{r.status:<9} {exit_code:>4} {r.progress:<16} {r.age:>5}  {r.run_dir}{extra}")
+    if gone:
+        print(f"({said})")
     return 0

@@ -208,6 +208,7 @@ class RunFollower:
         self._diagnosed = False
         self._phase_step = 0
         self._completed = False
+        self._resume_step: int | None = None  # the checkpoint's step, for a resumed attempt
 
     # -- wiring ----------------------------------------------------------
     def _attach(self) -> None:
@@ -228,14 +229,26 @@ class RunFollower:
             self._jsonl = TextFollower(out_dir / runner.TRAINER_LOG)
             self.snapshot.output_dir = str(out_dir)
         if attempt != self._attempt:
-            # A new attempt (resume): its own log files; phases start over, metrics continue.
+            # A new attempt: its own log files; phases start over, metrics are its own (curves: see below).
             self._attempt = attempt
             self._logs = []
             current = manifest.current if manifest is not None and not hand else {}
-            if self._jsonl is not None and current and not current.get("resume"):
-                # A fresh start: lines an earlier training left in trainer_log.jsonl are not this run's.
-                self._jsonl.start_at(runner.trainer_log_start(self._jsonl.path, current.get("trainer_log_from")))
+            self._resume_step = None
+            if self._jsonl is not None and current:
+                # Progress is this attempt's lines only: on a fresh start an earlier training's lines precede them
+                # in trainer_log.jsonl; on a resume, the attempt it resumes, whose steps past the checkpoint it logs
+                # again (LogCallback appends, at the trainer's global step, with its clock restarted).
+                path = self._jsonl.path
+                start = runner.trainer_log_start(path, current.get("trainer_log_from"))
                 self._reset_metrics()
+                if current.get("resume"):
+                    # The curves go on from the training it resumes, up to its checkpoint.
+                    self._resume_step = current.get("resume_step")
+                    for row in runner.trainer_log_rows(path, _resumed_from(path, manifest.attempts), start):
+                        self._on_metrics_row(row, series_only=True)
+                    if self._resume_step is not None:
+                        self._cut_series(self._resume_step)
+                self._jsonl.start_at(start)
             elif self._jsonl is not None and hand and info is not None:
                 # A run by hand has no mark: its lines are the newest run's in trainer_log.jsonl (LLaMA-Factory
                 # appends after an earlier training's), and none at all while the file predates its start.
@@ -270,6 +283,12 @@ class RunFollower:
             setattr(self.snapshot, name, None)
         for history in (self._losses, self._eval, self._lrs):
             history.clear()
+
+    def _cut_series(self, step: int) -> None:
+        """Drop the points past ``step`` (a resume's checkpoint: the steps after it are trained again)."""
+        for history in (self._losses, self._eval, self._lrs):
+            while history and history[-1][0] > step:
+                history.pop()
 
     # -- polling ---------------------------------------------------------
     def poll(self) -> RunSnapshot:
@@ -373,10 +392,30 @@ class RunFollower:
             data = json.loads(line)
         except ValueError:
             return  # a torn or foreign line: skip it, the next one will do
-        if not isinstance(data, dict):
+        if isinstance(data, dict):
+            self._on_metrics_row(data)
+
+    def _add_points(self, step: int, data: dict[str, Any]) -> None:
+        """One line's points, each step once with its newest value: a line at step N is newer than every point
+        past N (a resumed or restarted training logs those steps again), and than its own series' point at N."""
+        values = [(history, data.get(key)) for history, key in
+                  ((self._losses, "loss"), (self._eval, "eval_loss"), (self._lrs, "lr"))]
+        values = [(history, float(v) if isinstance(v, (int, float)) else None) for history, v in values]
+        if all(value is None for _, value in values):
+            return  # the end-of-training or a prediction line: no points, nothing it replaces
+        for history, value in values:
+            while history and (history[-1][0] > step or (value is not None and history[-1][0] == step)):
+                history.pop()
+            if value is not None:
+                history.append((step, value))
+
+    def _on_metrics_row(self, data: dict[str, Any], series_only: bool = False) -> None:
+        step = data.get("current_steps")
+        if series_only:
+            if isinstance(step, int):
+                self._add_points(step, data)
             return
         snap = self.snapshot
-        step = data.get("current_steps")
         if isinstance(step, int):
             snap.step = step
         if isinstance(data.get("total_steps"), int) and data["total_steps"] > 0:
@@ -394,22 +433,35 @@ class RunFollower:
                     value = max(value, getattr(snap, attr) or 0.0) + 0.0
                 setattr(snap, attr, value)
         if isinstance(step, int):
-            if isinstance(data.get("loss"), (int, float)):
-                self._losses.append((step, float(data["loss"])))
-                # trainer_log.jsonl is written by a background thread and lags the log: only a step
-                # beyond the one where evaluation/saving began means training resumed.
-                if snap.phase in ("loading model", "tokenizing", "starting") or (
-                        snap.phase in ("evaluating", "saving") and step > self._phase_step
-                        and not self._completed):
-                    self._set_phase("training")
-            if isinstance(data.get("eval_loss"), (int, float)):
-                self._eval.append((step, float(data["eval_loss"])))
-            if isinstance(data.get("lr"), (int, float)) and (not self._lrs or self._lrs[-1][0] != step):
-                self._lrs.append((step, float(data["lr"])))
+            self._add_points(step, data)
+        # trainer_log.jsonl is written by a background thread and lags the log: only a step beyond the one
+        # where evaluation/saving began means training resumed.
+        if isinstance(step, int) and isinstance(data.get("loss"), (int, float)) and (
+                snap.phase in ("loading model", "tokenizing", "starting") or (
+                    snap.phase in ("evaluating", "saving") and step > self._phase_step and not self._completed)):
+            self._set_phase("training")
         for key, attr in (("elapsed_time", "elapsed_s"), ("remaining_time", "remaining_s")):
             seconds = parse_hms(data.get(key))
             if seconds is not None:
                 setattr(snap, attr, seconds)
+        done = None if self._resume_step is None or not isinstance(step, int) else step - self._resume_step
+        if done and done > 0 and snap.elapsed_s is not None and snap.total_steps and "remaining_time" in data:
+            # LogCallback's estimate divides the time since this attempt began by all the steps, those before
+            # the checkpoint included: from this attempt's own steps instead.
+            snap.remaining_s = max(0, snap.total_steps - step) * snap.elapsed_s / done
+
+
+def _resumed_from(path: Path, attempts: list[dict[str, Any]]) -> int:
+    """Where the training a resumed attempt goes on from begins in trainer_log.jsonl: the mark of the fresh
+    launch (with the same train.yaml) its chain of resumes goes back to; else the file's top, where a new
+    training's first step drops whatever came before it (see _add_points)."""
+    yaml = attempts[-1].get("train_yaml")
+    for attempt in reversed(attempts[:-1]):
+        if attempt.get("train_yaml") != yaml:
+            break
+        if not attempt.get("resume"):
+            return runner.trainer_log_start(path, attempt.get("trainer_log_from"))
+    return 0
 
 
 def snapshot(run_dir: str | os.PathLike[str]) -> RunSnapshot:

@@ -14,11 +14,15 @@ SIGTERM and SIGKILL on the whole process group so that no orphan worker keeps a 
 The registry of runs is one small JSON file per run directory under ``paths.state_dir()/runs``. A run
 directory moved while it runs is found again through its processes (their working directory moves
 along, and so do the log files their stdout and stderr go to) and re-registered; the supervisor moves the
-entry along too when the attempt ends. A run whose manifest is damaged is found the same way: ``stop``
-stops it, ``runs`` and the monitor show it running; nothing writes over the damaged file.
+entry along too when the attempt ends. One moved to another filesystem (copied, then deleted) leaves nothing
+that leads to the copy: ``runs`` says the old path is gone, and registering the copy forgets the old entry
+when the copy's manifest holds its launch (the run tag). A run whose manifest is damaged is found through
+its processes too: ``stop`` stops it, ``runs`` and the monitor show it running; nothing writes over the
+damaged file.
 
 A run started by hand (``bash single_node.sh``) has no manifest: it is known from its processes, and
-``logs/by_hand.json`` keeps what was seen of the latest one, so that its end is not taken for "never".
+``logs/by_hand.json`` keeps what was seen of the latest one, so that its end is not taken for "never"; the
+first look after it ended records that end (``_note_hand_end``), so a later run that nobody saw is told apart.
 One started in a folder whose recorded attempt has ended is found the same way (by its processes that no
 launch tagged) and shown instead of that attempt while it is the later of the two. One that started and
 ended while nothing looked is known from what it left in output_dir (newer than the folder's generate and
@@ -42,7 +46,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -147,7 +151,8 @@ class RunManifest:
 _MANIFEST_FIX = "restore it from a backup or delete it (the run's history is lost)"
 # The types each attempt's fields must have (None is always allowed): everything else trusts them.
 _ATTEMPT_TYPES: dict[str, tuple[type, ...]] = {
-    **dict.fromkeys(("attempt", "pid", "pgid", "supervisor_pid", "exit_code", "pid_start_ticks"), (int,)),
+    **dict.fromkeys(("attempt", "pid", "pgid", "supervisor_pid", "exit_code", "pid_start_ticks", "resume_step"),
+                    (int,)),
     **dict.fromkeys(("started_at", "ended_at", "started_boottime", "stop_requested_at"), (int, float)),
     **dict.fromkeys(("status", "host", "cwd", "run_tag", "stdout", "stderr", "train_yaml", "boot_id", "user",
                      "error"), (str,)),
@@ -447,10 +452,11 @@ def _head_digest(path: Path, size: int) -> str:
 
 
 def trainer_log_mark(output_dir: Path | None) -> dict[str, Any] | None:
-    """trainer_log.jsonl as a fresh launch finds it (inode, size, digest of its head), or None.
+    """trainer_log.jsonl as a launch finds it (inode, size, digest of its head), or None.
 
     Without overwrite_output_dir LLaMA-Factory appends to the file, so the lines of an earlier training
-    that saved no checkpoint stay at its top; the mark tells readers where this attempt's lines begin."""
+    that saved no checkpoint stay at its top, and a resumed attempt's follow those of the attempt it resumes;
+    the mark tells readers where this attempt's lines begin."""
     if output_dir is None:
         return None
     path = output_dir / TRAINER_LOG
@@ -557,6 +563,38 @@ def _new_run(prev: tuple[int, int, float | None], row: dict[str, Any], loss_step
             or ("loss" in row and loss_step is not None and row["current_steps"] <= loss_step))
 
 
+def _complete_lines(handle: Any, start: int, end: int | None = None) -> Iterator[tuple[int, bytes]]:
+    """(offset, line) for each complete line of an open binary file from byte ``start``, up to byte ``end``;
+    a torn last line waits for its end."""
+    handle.seek(start)
+    offset, carry = start, b""
+    while end is None or offset + len(carry) < end:
+        chunk = handle.read(1 << 20 if end is None else min(1 << 20, end - offset - len(carry)))
+        if not chunk:
+            break
+        lines = (carry + chunk).split(b"\n")
+        carry = lines.pop()
+        for raw in lines:
+            yield offset, raw
+            offset += len(raw) + 1
+
+
+def trainer_log_rows(path: Path, start: int = 0, end: int | None = None) -> list[dict[str, Any]]:
+    """The JSON objects of trainer_log.jsonl's complete lines between bytes ``start`` and ``end`` (garbage
+    and torn lines skipped)."""
+    rows = []
+    try:
+        with open(path, "rb") as handle:
+            for _offset, raw in _complete_lines(handle, start, end):
+                with contextlib.suppress(ValueError):
+                    data = json.loads(raw)
+                    if isinstance(data, dict):
+                        rows.append(data)
+    except OSError:
+        return []
+    return rows
+
+
 def newest_run_start(path: Path) -> int:
     """Byte offset of trainer_log.jsonl where the newest training's lines begin (0: all of it is one run).
 
@@ -578,23 +616,15 @@ def newest_run_start(path: Path) -> int:
         else:
             scan = _RunScan(**scan.__dict__)  # a copy: another thread may read the cached one
         with open(path, "rb") as handle:
-            handle.seek(scan.scanned)
-            carry = b""
-            while True:
-                chunk = handle.read(1 << 20)
-                if not chunk:
-                    break
-                lines = (carry + chunk).split(b"\n")
-                carry = lines.pop()  # a torn last line waits for its end
-                for raw in lines:
-                    row = _progress_line(raw)
-                    if row is not None:
-                        if scan.prev is not None and _new_run(scan.prev, row, scan.loss_step):
-                            scan.start, scan.loss_step = scan.scanned, None
-                        scan.prev = (row["current_steps"], row["total_steps"], parse_hms(row.get("elapsed_time")))
-                        if "loss" in row:
-                            scan.loss_step = row["current_steps"]
-                    scan.scanned += len(raw) + 1
+            for offset, raw in _complete_lines(handle, scan.scanned):
+                row = _progress_line(raw)
+                if row is not None:
+                    if scan.prev is not None and _new_run(scan.prev, row, scan.loss_step):
+                        scan.start, scan.loss_step = offset, None
+                    scan.prev = (row["current_steps"], row["total_steps"], parse_hms(row.get("elapsed_time")))
+                    if "loss" in row:
+                        scan.loss_step = row["current_steps"]
+                scan.scanned = offset + len(raw) + 1
         if scan.head_len < 256 and scan.scanned > scan.head_len:
             scan.head_len = min(scan.scanned, 256)
             scan.head = _head_digest(path, scan.head_len)
@@ -628,7 +658,9 @@ class OutputTraces:
 
 def output_traces(out_dir: Path | None, after: float) -> OutputTraces:
     """The traces in ``out_dir`` newer than ``after`` (a wall-clock time): trainer_log.jsonl (its newest
-    run's lines only), the final results, the saved model, checkpoint-N folders."""
+    run's lines only), the final results, the saved model, checkpoint-N folders. Files older than the newest
+    run's training began (its last line's time less its elapsed_time, the trainer's clock since
+    on_train_begin) are an earlier run's: a crash after a finished run is not taken for a stop with results."""
     traces = OutputTraces()
     if out_dir is None or not out_dir.is_dir():
         return traces
@@ -637,6 +669,9 @@ def output_traces(out_dir: Path | None, after: float) -> OutputTraces:
     if _mtime(log) > after:
         traces.last = last_trainer_log(out_dir, start=newest_run_start(log))
         times.append(_mtime(log))
+        elapsed = parse_hms((traces.last or {}).get("elapsed_time"))
+        if elapsed is not None:
+            after = max(after, _mtime(log) - elapsed - 2)  # 2 s: elapsed_time is whole seconds, written late
     for name in (*RESULT_FILES, *SAVED_MODEL_NAMES, "trainer_state.json"):
         when = _mtime(out_dir / name)
         if when > after:
@@ -843,9 +878,13 @@ def _hand_status(run_dir: Path, out_dir: Path | None, after: RunInfo | None = No
     record = hand_run_record(run_dir)
     if record is not None and after is not None and (record.get("started_at") or 0) <= (after.started_at or 0):
         record = None  # seen before the launched attempt, which is the later story
+    if record is not None and record.get("ended_at") is None and not _recorded_alive(record):
+        record = _note_hand_end(run_dir, record, out_dir)  # first look since it ended by itself
     traces = output_traces(out_dir, (record.get("started_at") or 0) - 1) if record is not None else OutputTraces()
-    if record is not None and record.get("ended_at") and traces.at is not None and traces.at > record["ended_at"] + 5:
-        record = None  # written by a later run by hand that nobody saw: only its files tell
+    if record is not None and _hand_run_superseded(record, traces):
+        # A later run by hand that nobody saw: only its files tell, and those up to the seen one's end are not its.
+        floor = max(floor, record.get("files_at") or record.get("alive_at") or 0.0)
+        record = None
     if record is None:
         traces = output_traces(out_dir, floor)
         if traces.at is None:
@@ -963,8 +1002,9 @@ def _mtime(path: Path) -> float:
 
 HAND_RECORD = "logs/by_hand.json"  # what `runs`, `monitor` and `stop` saw of a run started by hand
 _HAND_TYPES: dict[str, tuple[type, ...]] = {
-    **dict.fromkeys(("pid", "pgid", "start_ticks"), (int,)),
-    **dict.fromkeys(("started_at", "started_boottime", "seen_at", "stop_requested_at", "ended_at"), (int, float)),
+    **dict.fromkeys(("pid", "pgid", "start_ticks", "log_from", "log_inode", "later_run"), (int,)),
+    **dict.fromkeys(("started_at", "started_boottime", "seen_at", "alive_at", "stop_requested_at", "ended_at",
+                     "files_at"), (int, float)),
     **dict.fromkeys(("host", "boot_id", "stdout", "stderr"), (str,)),
 }
 
@@ -992,18 +1032,26 @@ def hand_run_logs(run_dir: str | os.PathLike[str]) -> list[Path]:
     return out
 
 
+ALIVE_EVERY_S = 30.0  # how often a watched run by hand's "last seen alive" is written down
+
+
 def _note_hand_run(run_dir: Path, leader: ProcInfo, info: RunInfo, **changes: Any) -> None:
-    """Record a run started by hand that is seen alive (once per run), so that its end is not taken for
-    "never": its processes are all there is of it. A folder that cannot be written is left as it is."""
+    """Record a run started by hand that is seen alive, so that its end is not taken for "never": its
+    processes are all there is of it. Once per run, then its last time seen alive every ALIVE_EVERY_S (the
+    earliest its end can have been). A folder that cannot be written is left as it is."""
     record = hand_run_record(run_dir)
+    now = time.time()
     if record is not None and (record.get("pid"), record.get("start_ticks"), record.get("boot_id")) == (
             leader.pid, leader.start_ticks, info.boot_id):
-        if not changes:
+        if not changes and now - (record.get("alive_at") or 0.0) < ALIVE_EVERY_S:
             return
+        record["alive_at"] = now
     else:
+        log_from, log_inode = _log_from(info.output_dir, info.started_at)
         record = {"pid": leader.pid, "pgid": leader.pgid, "start_ticks": leader.start_ticks,
                   "started_at": info.started_at, "started_boottime": info.started_boottime,
-                  "boot_id": info.boot_id, "host": info.host, "seen_at": time.time()}
+                  "boot_id": info.boot_id, "host": info.host, "seen_at": now, "alive_at": now,
+                  "log_from": log_from, "log_inode": log_inode}
         for fd, key in ((1, "stdout"), (2, "stderr")):
             with contextlib.suppress(OSError):
                 target = os.readlink(f"/proc/{leader.pid}/fd/{fd}")
@@ -1013,6 +1061,76 @@ def _note_hand_run(run_dir: Path, leader: ProcInfo, info: RunInfo, **changes: An
     with contextlib.suppress(OSError):
         (run_dir / "logs").mkdir(exist_ok=True)
         write_atomic(run_dir / HAND_RECORD, json.dumps(record, indent=2, sort_keys=True) + "\n")
+
+
+def _recorded_alive(record: dict[str, Any]) -> bool:
+    """The recorded run by hand may still live: seen on another host (its processes are not visible here), or
+    its leader is alive here (same process, same boot) though no longer found working in its folder. Its end is
+    not recorded then."""
+    if record.get("host") not in (None, socket.gethostname()):
+        return True
+    return record.get("boot_id") == boot_id() and _alive(record.get("pid"), record.get("start_ticks"))
+
+
+def _log_from(out_dir: Path | None, started_at: float | None) -> tuple[int, int | None]:
+    """Where a live run by hand's lines of trainer_log.jsonl begin (and the file's inode): at the newest run's
+    lines when the file was written since it started, else past what is there (an earlier training's)."""
+    log = out_dir / TRAINER_LOG if out_dir is not None else None
+    try:
+        st = os.stat(log) if log is not None else None
+    except OSError:
+        st = None
+    if log is None or st is None:
+        return 0, None
+    return (newest_run_start(log) if st.st_mtime >= (started_at or 0) - 1 else st.st_size), st.st_ino
+
+
+def _later_lines(out_dir: Path | None, record: dict[str, Any]) -> bool:
+    """trainer_log.jsonl holds a training later than the run by hand ``record`` tells of: one begins after
+    where its own lines began, or the file was replaced (overwrite_output_dir) or cut since it was seen. A
+    later run that logged while the seen one logged nothing cannot be told from it."""
+    start, inode = record.get("log_from"), record.get("log_inode")
+    if out_dir is None or start is None:
+        return False
+    log = out_dir / TRAINER_LOG
+    try:
+        st = os.stat(log)
+    except OSError:
+        return False
+    if inode is not None and (st.st_ino != inode or st.st_size < start):
+        return True
+    return newest_run_start(log) > start
+
+
+def _note_hand_end(run_dir: Path, record: dict[str, Any], out_dir: Path | None,
+                   ended_at: float | None = None) -> dict[str, Any]:
+    """Record that a run by hand seen alive is gone (at ``ended_at`` when `stop` saw it go), with what can be
+    known of when: after it was last seen alive, at its last file in output_dir unless a later training has
+    written there since (then no file is surely its own). ``files_at``: the newest file it may have written;
+    one newer is a later run's. Returns the record; a folder that cannot be written keeps it in memory only."""
+    alive_at = record.get("alive_at") or record.get("seen_at") or record.get("started_at") or 0.0
+    if _later_lines(out_dir, record):
+        changes: dict[str, Any] = {"ended_at": ended_at or alive_at, "later_run": 1}
+    else:
+        files_at = output_traces(out_dir, (record.get("started_at") or 0) - 1).at
+        changes = {"ended_at": ended_at or max(alive_at, files_at or 0.0),
+                   "files_at": files_at if files_at is not None else alive_at}
+    record = {**record, **changes}
+    with contextlib.suppress(OSError):
+        write_atomic(run_dir / HAND_RECORD, json.dumps(record, indent=2, sort_keys=True) + "\n")
+    return record
+
+
+def _hand_run_superseded(record: dict[str, Any], traces: OutputTraces) -> bool:
+    """A later run by hand that nobody saw wrote in output_dir after the recorded (seen) one ended."""
+    if record.get("later_run"):
+        return True
+    if traces.at is None:
+        return False
+    if record.get("files_at") is not None:
+        return traces.at > record["files_at"]
+    # A record from before files_at: its end on this host's clock, with slack for a file server's.
+    return bool(record.get("ended_at")) and traces.at > record["ended_at"] + 5
 
 
 def age_since(started_at: float | None, started_boottime: float | None = None,
@@ -1106,6 +1224,24 @@ def _works_elsewhere(procs: list[ProcInfo], run_dir: Path) -> str | None:
     return other
 
 
+_DELETED = " (deleted)"  # what /proc/PID/cwd reads for a working directory that was removed
+
+
+def _deleted_origin(place: str, cur: dict[str, Any]) -> str | None:
+    """The folder an attempt was launched in (``cur["cwd"]``), when ``place`` (where its processes work) is in
+    it and it was deleted, and no run directory with this attempt is at that path again; else None."""
+    ran_in = cur.get("cwd")
+    if not isinstance(ran_in, str) or not place.endswith(_DELETED):
+        return None
+    place = place[: -len(_DELETED)]
+    if place != ran_in and not place.startswith(ran_in.rstrip(os.sep) + os.sep):
+        return None
+    tag = cur.get("run_tag")
+    if os.path.isdir(ran_in) and isinstance(tag, str) and _has_attempt(Path(ran_in), tag):
+        return None
+    return ran_in
+
+
 def _live_status(run_dir: Path, cur: dict[str, Any]) -> tuple[str, str]:
     """A manifest says starting/running: check that it really is."""
     host = cur.get("host")
@@ -1120,6 +1256,14 @@ def _live_status(run_dir: Path, cur: dict[str, Any]) -> tuple[str, str]:
     procs = _attempt_procs(cur) if cur.get("pgid") else []
     if procs:
         elsewhere = _works_elsewhere(procs, run_dir)
+        left = _deleted_origin(elsewhere, cur) if elsewhere else None
+        if left:
+            # Moved to another filesystem while it ran: `mv` copied the folder here and deleted the original,
+            # where the processes work on (they carry this attempt's tag, and no other copy of it is there).
+            return "running", (f"moved here from another filesystem while it ran: its processes work on in the "
+                               f"deleted {left}, so nothing they write from now on (trainer_log.jsonl, checkpoints, "
+                               f"the exit code) reaches this copy; stop it here and resume it with "
+                               f"`minicpm-tui run --resume`")
         if elsewhere:
             # A copy of a run directory made while it ran: the processes are the original's (`stop` here
             # would stop that run). A moved run directory takes its processes' working directory along.
@@ -1176,6 +1320,7 @@ def register_run(run_dir: str | os.PathLike[str], how: str = "launched", run_tag
         raise UserError(f"cannot write the runs registry: {reason.message}", where=reason.where,
                         fix="make it writable, or point XDG_STATE_HOME (MINICPM_TUI_HOME overrides it) at a folder "
                             "you may write to") from exc
+    _forget_moved_away(run_dir, entry)
     return entry
 
 
@@ -1260,9 +1405,47 @@ def require_marked_run_dir(run_dir: str | os.PathLike[str]) -> None:
 
 
 def watch_run(run_dir: str | os.PathLike[str]) -> Path:
-    """Register a run directory someone launches by hand, so ``runs`` and ``monitor`` see it."""
+    """Register a run directory someone launches by hand, so ``runs`` and ``monitor`` see it. One that was
+    moved where its processes could not take ``runs`` along (to another filesystem: a copy, then the
+    original deleted) is registered here instead of at its old path: its manifest holds the launch the old
+    entry recorded (its run tag), and nothing is left at the old path."""
     require_marked_run_dir(run_dir)
     return register_run(run_dir, how="watched")
+
+
+def _forget_moved_away(run_dir: Path, entry: Path) -> None:
+    """Drop the registry entries of ``run_dir``'s launches that name a path where no run directory is left: it
+    was moved here (to another filesystem, where no process could take the entry along), and this one is it."""
+    try:
+        manifest = RunManifest.load(run_dir)
+    except UserError:
+        return
+    tags = {a["run_tag"] for a in manifest.attempts if isinstance(a.get("run_tag"), str)} if manifest else set()
+    for other in sorted(_registry_dir().glob("*.json")) if tags else []:
+        data = _read_entry(other)
+        if other == entry or data is None or data.get("run_tag") not in tags or is_run_dir(data["run_dir"]):
+            continue
+        with contextlib.suppress(OSError):
+            # This entry's own fields (a newer launch's run tag) win over the old one's.
+            write_atomic(entry, json.dumps({**data, **(_read_entry(entry) or {}), "run_dir": str(run_dir),
+                                            "moved_from": data["run_dir"]}) + "\n")
+            other.unlink()
+
+
+GONE_FIX = "if it was moved, `minicpm-tui runs --watch NEW_PATH` registers it there"
+
+
+def _gone_note(data: dict[str, Any], tagged: dict[str, list[int]]) -> str:
+    """What ``runs --all`` says of a registered run directory that is no longer at its path."""
+    tag = data.get("run_tag")
+    for pid in tagged.get(tag, []) if isinstance(tag, str) else []:
+        places = _places(pid) or []
+        if places and places[0].endswith(_DELETED):
+            return (f"run directory is gone, but processes of its run (pid {', '.join(map(str, tagged[tag]))}) work "
+                    f"on in the deleted folder: moved to another filesystem while it ran (a copy, then the original "
+                    f"deleted)? `minicpm-tui runs --watch NEW_PATH` registers the copy, `minicpm-tui stop NEW_PATH` "
+                    "stops them")
+    return f"run directory is gone; {GONE_FIX}"
 
 
 def age_text(seconds: float | None) -> str:
@@ -1302,7 +1485,8 @@ def list_runs(include_missing: bool = False) -> list[RunInfo]:
         seen.add(run_dir)
         if not run_dir.is_dir() or not is_run_dir(run_dir):
             if include_missing:
-                note = "run directory is gone" if not run_dir.is_dir() else "no longer a run directory"
+                tagged = _tagged_processes() if tagged is None else tagged
+                note = _gone_note(data, tagged) if not run_dir.is_dir() else "no longer a run directory"
                 out.append(RunInfo(run_dir=run_dir, status="unknown", note=note, gone=True))
             continue
         try:
@@ -1452,8 +1636,10 @@ def launch(run_dir: str | os.PathLike[str], resume: bool = False, *, env: dict[s
             # Names only: values may hold secrets (HF_TOKEN) and never go into a file.
             "env_keys": sorted((env or {}).keys()), "pid": None, "pgid": None, "exit_code": None,
             "ended_at": None, "warnings": warnings,
-            # A fresh start over an earlier training's trainer_log.jsonl: where this attempt's lines begin.
-            "trainer_log_from": None if resume else trainer_log_mark(out_dir),
+            # Where this attempt's lines of trainer_log.jsonl begin: LLaMA-Factory appends to the file, after an
+            # earlier training's lines (a fresh start) or the attempt it resumes (whose steps it logs again).
+            "trainer_log_from": trainer_log_mark(out_dir),
+            "resume_step": resume_step(run_dir, cfg, out_dir) if resume else None,
         }
         manifest.attempts.append(attempt)
         manifest.save()
@@ -1479,6 +1665,27 @@ def launch(run_dir: str | os.PathLike[str], resume: bool = False, *, env: dict[s
     manifest = RunManifest.load(run_dir) or manifest
     manifest.warnings = warnings
     return manifest
+
+
+def resume_step(run_dir: Path, cfg: dict[str, Any], out_dir: Path | None) -> int | None:
+    """The global step a resumed training goes on from: that of the checkpoint LLaMA-Factory picks (train.yaml's
+    resume_from_checkpoint, else the highest checkpoint-N, as transformers' get_last_checkpoint does), from its
+    trainer_state.json, else its name; None when not known."""
+    named = cfg.get("resume_from_checkpoint")
+    if isinstance(named, str) and named:
+        folder: Path | None = Path(named).expanduser()
+        folder = folder if folder.is_absolute() else run_dir / folder
+    else:
+        found = checkpoints(out_dir)
+        folder = found[-1] if found else None
+    if folder is None:
+        return None
+    with contextlib.suppress(OSError, ValueError, AttributeError):
+        step = json.loads((folder / "trainer_state.json").read_text(encoding="utf-8")).get("global_step")
+        if type(step) is int:
+            return step
+    digits = folder.name.rsplit("-", 1)[-1]
+    return int(digits) if digits.isdigit() else None
 
 
 def _user() -> str:
@@ -1633,7 +1840,9 @@ def stop(run_dir: str | os.PathLike[str], *, grace: float = 60.0, term_timeout: 
     if manifest is not None and manifest.status in LIVE:
         _update_current(run_dir, {"status": "stopped", "ended_at": time.time()})
     if hand is not None and gone:
-        _note_hand_run(run_dir, hand, info, ended_at=time.time())
+        record = hand_run_record(run_dir)
+        if record is not None and record.get("pid") == hand.pid:
+            _note_hand_end(run_dir, record, info.output_dir, ended_at=time.time())
     result.status = run_status(run_dir).status if info.how != "by hand" else ("stopped" if gone else "running")
     act(f"run is {result.status}")
     return result

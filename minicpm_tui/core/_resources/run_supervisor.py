@@ -101,7 +101,10 @@ def _kill_all(pids: list[int], sig: int) -> None:
 
 
 def _log(run_dir: str, text: str) -> None:
-    with open(os.path.join(run_dir, "logs", "supervisor.log"), "a", encoding="utf-8") as handle:
+    # Never fatal: a run directory deleted under us (`mv` to another filesystem copies, then deletes) must
+    # not end the supervision from a signal handler.
+    with contextlib.suppress(OSError), open(os.path.join(run_dir, "logs", "supervisor.log"), "a",
+                                            encoding="utf-8") as handle:
         handle.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} [{os.getpid()}] {text}\n")
 
 
