@@ -239,3 +239,22 @@ def test_a_mistyped_flag_gets_a_suggestion(argv, meant, capsys):
 def test_a_mistyped_subcommand_gets_a_suggestion(capsys):
     assert main(["gnerate", "x"]) == 2
     assert "did you mean generate?" in capsys.readouterr().err
+
+
+def test_ctrl_c_in_smoke_says_what_became_of_it(tmp_path, capsys, monkeypatch):
+    """Ctrl-C during `smoke` (which prints nothing until it has ended) left exit 130 and not a word."""
+    from minicpm_tui.core import smoke
+
+    run_dir = tmp_path / "run"
+    (run_dir / "smoke").mkdir(parents=True)
+
+    def interrupted(*_args, **_kw):
+        (run_dir / "smoke" / "smoke.log").write_text("step 1\n")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(smoke, "smoke", interrupted)
+    assert main(["smoke", str(run_dir)]) == 130
+    err = capsys.readouterr().err
+    assert err.startswith("minicpm-tui: smoke run interrupted (Ctrl-C): it is stopped, nothing of it is left running")
+    assert f"its log so far: {run_dir / 'smoke' / 'smoke.log'}" in err
+    assert err.rstrip().endswith(f"run it again with `minicpm-tui smoke {run_dir}`")

@@ -85,6 +85,36 @@ def test_json_file_level_error_has_null_record(capsys, tmp_path):
     assert json.loads(capsys.readouterr().out)["errors"][0]["record"] is None
 
 
+@pytest.mark.parametrize(("name", "text", "message"), [
+    ("one_line.json", '[{"instruction": "a", "output": "b"},]',
+     "a trailing comma after the last record (0) before the closing ']' on line 1"),
+    ("pretty.json", '[\n  {"instruction": "a", "output": "b"},\n  {"instruction": "c", "output": "d"},\n]\n',
+     "a trailing comma after the last record (1) before the closing ']' on line 4"),
+    ("in_record.json", '[\n  {"instruction": "a", "output": "b"},\n  {"instruction": "c", "output": "d",}\n]',
+     "record 1 has a trailing comma before '}' on line 3"),
+    ("in_list.json", '[{"conversations": [{"from": "human", "value": "a"},\n {"from": "gpt", "value": "b"},]}]',
+     "record 0 has a trailing comma before ']' on line 2"),
+    ("lines.jsonl", '{"instruction": "a", "output": "b"}\n{"instruction": "c", "output": "d",}\n',
+     "line 2 has a trailing comma before '}' at column 36"),
+    ("missing_comma.json", '[\n {"instruction": "a", "output": "b"}\n {"instruction": "c", "output": "d"}\n]',
+     "expected ',' or ']' after record 0 on line 3"),
+    ("syntax.json", '[\n {"instruction": "a", "output": "b"},\n\n {"instruction": "c" "output": "d"}\n]',
+     "not valid JSON in record 1: Expecting ',' delimiter on line 4"),
+])
+def test_a_trailing_comma_is_named_as_one_with_its_line(tmp_path, name, text, message):
+    """A hand-edited file's trailing comma read "the JSON array ends inside record 1 (is the file truncated?)",
+    "(the line is cut short: is the file truncated?)" or "Expecting value (about 3 lines into the current
+    chunk)": a truncation that was not one, and no line of the file to look at."""
+    f = tmp_path / name
+    f.write_text(text, encoding="utf-8")
+    rep = validate_file(f)
+    assert not rep.ok
+    assert any(e.message == message for e in rep.errors), [e.message for e in rep.errors]
+    assert not any("truncated" in e.message or "chunk" in e.message for e in rep.errors)
+    if "trailing" in message:
+        assert any("JSON allows no trailing comma" in e.fix for e in rep.errors)
+
+
 def test_usage_errors_exit_2(capsys, tmp_path):
     assert main(["validate", str(tmp_path / "missing.json")]) == 2
     assert main(["validate", str(CORPUS / "good_alpaca.json"), "--cutoff-len", "512"]) == 2
@@ -222,6 +252,20 @@ def test_convert_csv_keeps_strings(tmp_path):
     assert main(["convert", str(CORPUS / "bad_alpaca_numeric.csv"), str(out)]) == 0
     assert not validate_file(CORPUS / "bad_alpaca_numeric.csv").ok  # pandas would make the answers numbers
     assert validate_file(out).ok
+
+
+def test_convert_refuses_a_csv_whose_quote_never_closes(tmp_path, capsys):
+    """The csv module gave the rest of the file as the open cell, and convert wrote it: a JSON Lines file that
+    loads, with the records after the stray quote folded into one answer."""
+    src = tmp_path / "d.csv"
+    src.write_text('instruction,output\nq1,a\nq2,"b\nq3,c\n', encoding="utf-8")
+    out = tmp_path / "d.jsonl"
+    assert main(["convert", str(src), str(out)]) == 1
+    assert "record 1 opens a quoted cell that is never closed" in capsys.readouterr().err
+    assert not out.exists() and not list(tmp_path.glob(".d.jsonl*"))  # no half file, no temp file left
+    src.write_text('instruction,output\nq1,"a\n""b"""\nq2,c\n', encoding="utf-8")
+    assert main(["convert", str(src), str(out)]) == 0
+    assert [json.loads(line)["output"] for line in out.read_text().splitlines()] == ['a\n"b"', "c"]
 
 
 def test_convert_needs_an_action(tmp_path):

@@ -53,6 +53,10 @@ RAW = {
     "shorter_row": ("instruction,input,output\nq1,,a\nq2\n", 2),
     "repeated_column": ("instruction,input,output,output\nq,,first,second\n", 1),
     "mixed_in_one_chunk": ("instruction,input,output\nq,,1\nq,,abc\nq,,2.50\nq,,True\nq,,\n", 5),
+    # A quote that never closes: Python's csv gives back the rest of the file as the cell, pandas fails.
+    "unclosed_quote": ("instruction,input,output\nq1,,a\nq2,,\"b\nq3,,c\n", None),
+    "unclosed_quote_on_the_last_line": ("instruction,input,output\nq1,,a\nq2,,\"b", None),
+    "quoted_cell_over_lines": ("instruction,input,output\nq1,,\"a\nb \"\"c\"\"\"\nq2,,d\n", 2),
 }
 
 
@@ -127,6 +131,25 @@ def test_blank_lines_and_row_lengths(tmp_path):
     f.write_text(RAW["shorter_row"][0], encoding="utf-8")
     rep = validate_file(f, keep_indices=True)
     assert rep.file_error is None and rep.invalid_indices == [1]  # no output: LLaMA-Factory drops it
+
+
+def test_a_quote_that_never_closes_stops_the_load(tmp_path, capsys):
+    """`q2,,"b` with no closing quote: Python's csv module returned the rest of the file as one cell and validate
+    said the file was usable; LLaMA-Factory's loader (pandas) fails the whole load ("EOF inside string")."""
+    from minicpm_tui.cli import main
+
+    f = tmp_path / "d.csv"
+    for name in ("unclosed_quote", "unclosed_quote_on_the_last_line"):
+        f.write_text(RAW[name][0], encoding="utf-8")
+        rep = validate_file(f)
+        err = rep.file_error
+        assert not rep.ok and (err.kind, err.record, err.field) == ("load", 1, "output"), (name, err)
+        assert "never closed" in err.message and "EOF inside string" in err.message and '("")' in err.fix
+    assert main(["validate", str(f)]) == 1
+    assert "record 1: output: opens a quoted cell that is never closed" in capsys.readouterr().out
+    f.write_text(RAW["quoted_cell_over_lines"][0], encoding="utf-8")
+    rep = validate_file(f)
+    assert rep.ok and [r["output"] for _, r in RecordReader(f)] == ['a\nb "c"', "d"]
 
 
 def test_a_repeated_column_name(tmp_path):

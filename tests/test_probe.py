@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 from fake_nvml import (
@@ -187,10 +188,56 @@ def test_bad_hardware_inputs(tmp_path):
     bad_gpu.write_text(json.dumps({"gpus": [{"index": 0, "memory_total_mib": -5}]}))
     with pytest.raises(UserError, match="memory_total_mib"):
         load_hardware(bad_gpu)
+    bad_host = tmp_path / "h.json"
+    bad_host.write_text(json.dumps({"gpus": [{"index": 0, "memory_total_mib": 1000}], "host": 3}))
+    with pytest.raises(UserError, match="host must be a mapping"):  # was: AttributeError, an internal error
+        load_hardware(bad_host)
     raw = tmp_path / "rec.json"
     raw.write_text(json.dumps(make_recording(1)))
     with pytest.raises(UserError, match="raw NVML recording"):
         load_hardware(raw)
+
+
+@pytest.mark.parametrize(("change", "where", "message"), [
+    (lambda g, d: g.pop("memory_total_mib"), "gpu.memory_total_mib", "is missing"),
+    (lambda g, d: g.update(memory_total_mib="80GB"), "gpu.memory_total_mib", "'80GB', not a whole number of MiB"),
+    (lambda g, d: g.update(memory_used_mib=99999), "gpu.memory_used_mib", "more than memory_total_mib"),
+    (lambda g, d: g.update(compute_capability="eight"), "gpu.compute_capability", "write it as [major, minor]"),
+    (lambda g, d: g.update(count=-2), "gpu.count", "is -2"),
+    (lambda g, d: g.update(numa_nodes=[0]), "gpu.numa_nodes", "one value per GPU (8)"),
+    (lambda g, d: d.update(nodes="two"), "nodes", "nodes is 'two'"),
+    (lambda g, d: d.update(host=5), "host", "host must be a mapping"),
+    (lambda g, d: d.pop("topology"), "topology", "8 GPUs need a 8x8 GPU-to-GPU topology matrix (there is none)"),
+])
+def test_a_hand_written_preset_names_its_bad_field(tmp_path, capsys, change, where, message):
+    """A preset written by hand for one's own cluster (a copy of a shipped one, edited) gave an internal error
+    (KeyError 'memory_total_mib', int('80GB'), 'int' object is not iterable) instead of naming the field."""
+    import yaml
+
+    from minicpm_tui.assets import asset_path
+
+    data = yaml.safe_load(asset_path("presets", "hardware", "8x-a100-80gb-nvlink.yaml").read_text())
+    change(data["gpu"], data)
+    path = tmp_path / "mine.yaml"
+    path.write_text(yaml.safe_dump(data))
+    with pytest.raises(UserError, match=re.escape(message)) as err:
+        load_hardware(path)
+    assert err.value.where == f"{path}: {where}" and err.value.fix
+    assert main(["plan", "--model", "MiniCPM4-8B", "--hardware", str(path)]) == 2
+    err_text = capsys.readouterr().err
+    assert "internal error" not in err_text and where in err_text
+
+
+def test_a_hand_written_preset_may_write_compute_capability_as_nvidia_smi_does(tmp_path):
+    import yaml
+
+    from minicpm_tui.assets import asset_path
+
+    data = yaml.safe_load(asset_path("presets", "hardware", "1x-t4-16gb.yaml").read_text())
+    data["gpu"]["compute_capability"] = "7.5"
+    path = tmp_path / "t4.yaml"
+    path.write_text(yaml.safe_dump(data))
+    assert load_hardware(path).gpus[0].compute_capability == (7, 5)
 
 
 def test_cli_probe_without_gpu_is_clean(capsys, tmp_path):

@@ -51,6 +51,25 @@ def test_launch_records_manifest_and_finishes(runs):
     assert [r.run_dir for r in listed] == [run_dir.resolve()] and listed[0].status == "finished"
 
 
+def test_the_wizards_smoke_attempt_is_not_shown_as_the_training(runs, capsys):
+    """The wizard launches its smoke run through the runner (TRAIN_YAML=smoke/train.yaml), so `runs` and
+    `monitor` read "finished 3/3 (100%)" for a run directory whose training had never been launched."""
+    from minicpm_tui.cli import main
+
+    run_dir = runs("smoked", "echo tiny\n")
+    runner.launch(run_dir, env={"TRAIN_YAML": "smoke/train.yaml"})
+    info = wait_status(run_dir, ("finished", "failed"), 30)
+    assert info.status == "finished" and info.smoke and info.to_dict()["smoke"] is True
+    assert info.note.startswith("the smoke run, a tiny model on the CPU, not the training")
+    assert f"`minicpm-tui run {run_dir.resolve()}`" in info.note and "l on the wizard's Run step" in info.note_tui
+    assert main(["runs"]) == 0
+    assert "not the training" in capsys.readouterr().out
+    # The training launched after it is the run again.
+    runner.launch(run_dir)
+    info = wait_status(run_dir, ("finished", "failed"), 30)
+    assert (info.status, info.attempt, info.smoke, info.note) == ("finished", 2, False, "")
+
+
 def test_failure_exit_code_is_recorded(runs):
     run_dir = runs("fail", "echo boom >&2; exit 3\n")
     runner.launch(run_dir)

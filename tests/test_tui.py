@@ -549,6 +549,7 @@ async def test_writing_into_a_folder_that_is_not_a_run_directory_names_what_it_r
         await pilot.pause()
         assert screen_name(app) == "ConfirmScreen"
         assert "not a minicpm-tui run directory" in app.screen.question and "README.md" in app.screen.question
+        assert "a copy of each is kept beside it" in app.screen.question  # core.writers.generate backs them up
         assert app.screen.query_one("#yes").label.plain == "Write there"
         await pilot.press("enter")  # the focused answer is Cancel
         await settle(app, pilot)
@@ -901,6 +902,24 @@ def _finished_run(run_dir: Path, seconds: float) -> Path:
     (run_dir / "run_manifest.json").write_text(json.dumps(
         {"version": 1, "run_dir": str(run_dir), "output_dir": str(out), "attempts": [attempt], **attempt}))
     return run_dir
+
+
+async def test_the_run_step_offers_no_export_of_a_smoke_run(no_draft, tmp_path):
+    """After the wizard's smoke run (an attempt with TRAIN_YAML=smoke/train.yaml) the Run step offered "run:
+    export merged model", as if the training had finished; the monitor now says whose steps those were."""
+    run_dir = _finished_run(tmp_path / "run", 60)
+    manifest = json.loads((run_dir / "run_manifest.json").read_text())
+    manifest["attempts"][0]["train_yaml"] = "smoke/train.yaml"
+    (run_dir / "run_manifest.json").write_text(json.dumps(manifest))
+    app = MiniCPMApp(use_draft=False, state=demo_state(run_dir=str(run_dir)))
+    async with app.run_test(size=SIZE) as pilot:
+        await at_step(app, pilot, 6)
+        assert "open the monitor" in screen_text(app)
+        assert "run: export merged model" not in [c.title for c in app.screen.palette_commands()]
+        assert "export merged model" not in screen_text(app)
+        await pilot.press("m")
+        await until_polled(app, pilot)
+        assert "the smoke run, a tiny model on the CPU, not the training" in screen_text(app)
 
 
 async def test_the_monitor_shows_how_long_a_finished_run_took(no_draft, tmp_path):

@@ -144,6 +144,27 @@ def test_unknown_dataset_and_stage_mismatch(tmp_path, lf):
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
 
 
+def test_a_data_file_given_as_a_dataset_name_says_how_to_name_it(tmp_path, lf, monkeypatch):
+    """`generate --datasets data/train.jsonl` said the file "is not registered" in the shipped demo folder's
+    dataset_info.json, and its fix (`register FILE --name NAME`) lacked the --dataset-dir that register needs."""
+    data = tmp_path / "proj" / "data"
+    data.mkdir(parents=True)
+    (data / "train.jsonl").write_text('{"instruction": "q", "output": "a"}\n')
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(UserError, match="'proj/data/train.jsonl' is a data file") as err:
+        generate(demo_recipe(datasets=["proj/data/train.jsonl"]), tmp_path / "a", info=lf, preflight=False)
+    assert f"--datasets train --dataset-dir {data}" in err.value.fix
+    assert f"register {data / 'train.jsonl'} --name train --dataset-dir {data}" in err.value.fix
+    with pytest.raises(UserError, match="'proj/data' is a folder"):
+        generate(demo_recipe(datasets=["proj/data"]), tmp_path / "a", info=lf, preflight=False)
+    # The fix it names works: the file is picked up by its name.
+    generate(demo_recipe(datasets=["train"], dataset_dir=str(data)), tmp_path / "a", info=lf, preflight=False)
+    # A name that is no file: the register command has its --dataset-dir, never the shipped demo folder.
+    with pytest.raises(UserError, match="not registered") as err:
+        generate(demo_recipe(datasets=["mine"]), tmp_path / "b", info=lf, preflight=False)
+    assert err.value.fix.endswith("--name mine --dataset-dir DIR`, then pass --datasets mine --dataset-dir DIR")
+
+
 def test_bad_lora_target_for_mla(tmp_path, lf):
     with pytest.raises(UserError, match="q_proj"):
         generate(demo_recipe(model="MiniCPM3-4B", lora_target="q_proj,v_proj"), tmp_path / "x", info=lf,
@@ -350,6 +371,43 @@ def test_bundle_data_puts_the_files_in_the_run_directory_and_replaces_them_on_fo
     assert (out / "data" / "demo_sft" / "demo_sft.json").is_file()
     assert json.loads((out / "dataset_info.json").read_text())["demo_sft"]["file_name"] == \
         str((data / "demo_sft.json").resolve())
+
+
+def test_force_into_a_folder_that_is_no_run_directory_loses_nothing(tmp_path, lf):
+    """`generate --out PROJECT --force --bundle-data` replaced the project's data/ (its other datasets and its
+    dataset_info.json went) and its README.md, without a copy: neither was minicpm-tui's."""
+    project = tmp_path / "project"
+    project.mkdir()
+    data = _copied_demo_data(tmp_path).rename(project / "data")
+    (project / "README.md").write_text("# my project\n")
+    (data / "other.jsonl").write_text('{"instruction": "q", "output": "a"}\n')
+    (project / "ds_config.json").write_text("{}")
+    recipe = demo_recipe(dataset_dir=str(data), bundle_data=True)
+    with pytest.raises(UserError, match="not a data bundle minicpm-tui wrote") as err:
+        generate(recipe, project, force=True, info=lf, preflight=False)
+    assert err.value.where == str(data)
+    assert (data / "other.jsonl").is_file() and (data / "dataset_info.json").is_file()
+    assert not (project / "train.yaml").exists()  # refused before anything was written
+    backups: list = []
+    generate(demo_recipe(dataset_dir=str(data)), project, force=True, info=lf, preflight=False, backups=backups)
+    assert [(a.name, b.name.startswith("README.md.bak-")) for a, b in backups] == [("README.md", True)]
+    assert backups[0][1].read_text() == "# my project\n"
+    assert (project / "ds_config.json").read_text() == "{}"  # not ours to delete
+    # Now a run directory: rewriting it keeps no copies; its data/ is still the user's, not a bundle of ours.
+    backups.clear()
+    generate(demo_recipe(dataset_dir=str(data), lora_rank=16), project, force=True, info=lf, preflight=False,
+             backups=backups)
+    assert not backups and "lora_rank: 16" in (project / "train.yaml").read_text()
+    with pytest.raises(UserError, match="not a data bundle"):
+        generate(recipe, project, force=True, info=lf, preflight=False)
+    assert (data / "other.jsonl").is_file()
+
+
+def test_force_over_a_folder_where_a_generated_file_goes_is_refused(tmp_path, lf):
+    out = tmp_path / "run"
+    (out / "README.md").mkdir(parents=True)
+    with pytest.raises(UserError, match="README.md is a folder there"):
+        generate(demo_recipe(), out, force=True, info=lf, preflight=False)
 
 
 def test_bundled_run_directory_passes_its_preflight_after_a_move(tmp_path, lf):

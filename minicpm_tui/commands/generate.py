@@ -85,8 +85,12 @@ def run(args: argparse.Namespace) -> int:
     from minicpm_tui.core.writers import generate
 
     reports: list = []
+    backups: list = []
     written = generate(recipe, args.out, force=args.force, preflight=not args.no_preflight, reports=reports,
-                       notes=notes)
+                       notes=notes, backups=backups)
+    for original, copy in backups:  # a folder that was no run directory: its files were the user's
+        print(f"minicpm-tui: note: {original} was yours (no generated.json there); backed it up to {copy.name}",
+              file=sys.stderr)
     if reports:
         notes += [n for n in reports[0].notes if n not in notes]
     if args.json:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import time
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -24,7 +25,12 @@ def run(args: argparse.Namespace) -> int:
         raise UserError("--steps must be at least 1", where="--steps")
     check_number(args.nproc, "--nproc", minimum=1, example="2")
     check_number(args.timeout, "--timeout", above=True, example="900")
-    result = smoke(args.run_dir, steps=args.steps, nproc=args.nproc, timeout=args.timeout)
+    started = time.time()
+    try:
+        result = smoke(args.run_dir, steps=args.steps, nproc=args.nproc, timeout=args.timeout)
+    except KeyboardInterrupt:  # core.smoke has stopped every process of it by now
+        _interrupted(args.run_dir, started)
+        return 130
     if args.json:
         print(json.dumps(result.to_json()))
         return 0 if result.passed else 1
@@ -42,3 +48,17 @@ def run(args: argparse.Namespace) -> int:
         print("--- log tail ---")
         print(result.log_tail)
     return 1
+
+
+def _interrupted(run_dir: str, started: float) -> None:
+    """Ctrl-C: say what became of the smoke run (it ended with exit 130 and not a word)."""
+    import sys
+
+    from minicpm_tui.core.paths import absolute_path
+    from minicpm_tui.core.smoke import SMOKE_LOG
+
+    folder = absolute_path(run_dir)
+    log = folder / SMOKE_LOG
+    seen = f"; its log so far: {log}" if log.is_file() and log.stat().st_mtime >= started - 1 else ""
+    print(f"minicpm-tui: smoke run interrupted (Ctrl-C): it is stopped, nothing of it is left running{seen}; "
+          f"run it again with `minicpm-tui smoke {folder}`", file=sys.stderr)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import socket
 from dataclasses import asdict, dataclass, field
@@ -217,8 +218,13 @@ class HardwareProfile:
         nodes = data.get("nodes", 1)
         if not isinstance(nodes, int) or nodes < 1:
             raise UserError("nodes must be a whole number >= 1", where=f"{where}: nodes")
+        if not isinstance(data.get("host") or {}, dict):
+            raise UserError("host must be a mapping", where=f"{where}: host",
+                            fix="save the profile again with `minicpm-tui probe --save FILE`, or remove host")
         known = set(cls.__dataclass_fields__) - {"gpus", "links", "nodes"}
         kwargs = {k: v for k, v in data.items() if k in known}
+        if kwargs.get("host") is None:
+            kwargs.pop("host", None)
         return cls(gpus=gpus, links=links, nodes=nodes, **kwargs)
 
 
@@ -512,10 +518,34 @@ def _expand_preset(data: dict[str, Any], where: str) -> HardwareProfile:
         raise UserError("a hardware preset needs gpu: {name, count, memory_total_mib, compute_capability}",
                         where=where)
     count = int(gpu["count"])
-    total = int(gpu["memory_total_mib"])
-    used = int(gpu.get("memory_used_mib", 0))
+    if count < 0:
+        raise UserError(f"is {count}", where=f"{where}: gpu.count", fix="write the GPUs per machine, e.g. 8")
+    total = _preset_number(gpu, "memory_total_mib", where, "the memory of one GPU in MiB, e.g. 81920 for 80 GB")
+    used = _preset_number(gpu, "memory_used_mib", where, "the MiB already in use before training, e.g. 0",
+                          default=0)
+    if used > total:
+        raise UserError(f"memory_used_mib ({used}) is more than memory_total_mib ({total})",
+                        where=f"{where}: gpu.memory_used_mib", fix="give the MiB in use before training, e.g. 0")
     cc = gpu.get("compute_capability")
+    if isinstance(cc, (str, float)) and re.fullmatch(r"\d+\.\d+", str(cc)):  # "8.0", as nvidia-smi prints it
+        cc = [int(part) for part in str(cc).split(".")]
+    if cc is not None and not (isinstance(cc, (list, tuple)) and len(cc) == 2
+                               and all(isinstance(v, int) and not isinstance(v, bool) for v in cc)):
+        raise UserError(f"compute_capability is {cc!r}", where=f"{where}: gpu.compute_capability",
+                        fix="write it as [major, minor], e.g. [8, 0] for an A100 (nvidia-smi --query-gpu="
+                            "compute_cap --format=csv)")
     numa = gpu.get("numa_nodes") or [0] * count
+    for key, value in (("numa_nodes", numa), ("pci_bus_ids", gpu.get("pci_bus_ids") or [None] * count)):
+        if not isinstance(value, list) or len(value) != count:
+            raise UserError(f"{key} must list one value per GPU ({count})", where=f"{where}: gpu.{key}",
+                            fix=f"give {count} values, or leave {key} out")
+    if not isinstance(data.get("host") or {}, dict):
+        raise UserError("host must be a mapping", where=f"{where}: host",
+                        fix="write host: {cpu_cores: N, ram_total_gib: N, ram_available_gib: N, disk_free_gib: N}, "
+                            "or leave it out")
+    nodes = data.get("nodes", 1)
+    if not isinstance(nodes, int) or isinstance(nodes, bool) or nodes < 1:
+        raise UserError(f"nodes is {nodes!r}", where=f"{where}: nodes", fix="write the number of machines, e.g. 1")
     gpus = []
     for i in range(count):
         bus = (gpu.get("pci_bus_ids") or [None] * count)[i] or f"0000:{0x10 + 0x10 * i:02x}:00.0"
@@ -527,8 +557,12 @@ def _expand_preset(data: dict[str, Any], where: str) -> HardwareProfile:
             max_sm_clock_mhz=gpu.get("max_sm_clock_mhz")))
     rows = [r.split() for r in str(data.get("topology") or "").strip().splitlines() if r.strip()]
     if count > 1 and (len(rows) != count or any(len(r) != count for r in rows)):
-        raise UserError(f"topology must be a {count}x{count} matrix as `nvidia-smi topo -m` prints it",
-                        where=f"{where}: topology")
+        got = f"it has {len(rows)} row(s)" if rows else "there is none"
+        raise UserError(f"{count} GPUs need a {count}x{count} GPU-to-GPU topology matrix ({got})",
+                        where=f"{where}: topology",
+                        fix="add `topology: |` with one line per GPU of `nvidia-smi topo -m`'s GPU columns "
+                            "(X on the diagonal; NV<n>, PIX, PXB, PHB, NODE or SYS), or save a probe on that "
+                            "machine (`minicpm-tui probe --save FILE`)")
     p2p_default = data.get("p2p", "ok")
     p2p_pairs = data.get("p2p_pairs") or {}
     links = []
@@ -553,8 +587,19 @@ def _expand_preset(data: dict[str, Any], where: str) -> HardwareProfile:
         status=nvml_mod.STATUS_OK, name=str(data.get("title") or data.get("name") or where), source=where,
         driver_version=str(data.get("driver_version")) if data.get("driver_version") else None,
         cuda_driver_version=str(data.get("cuda_driver_version")) if data.get("cuda_driver_version") else None,
-        gpus=gpus, links=links, infiniband=ib, host=host, nodes=int(data.get("nodes", 1)),
+        gpus=gpus, links=links, infiniband=ib, host=host, nodes=nodes,
         notes=list(data.get("notes") or []))
+
+
+def _preset_number(block: dict[str, Any], key: str, where: str, what: str, default: int | None = None) -> int:
+    """A whole, non-negative number of a preset's ``gpu`` block; a UserError naming the key otherwise."""
+    value = block.get(key, default)
+    if value is None:
+        raise UserError("is missing", where=f"{where}: gpu.{key}", fix=f"add it: {what}")
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0 or value != int(value):
+        raise UserError(f"is {value!r}, not a whole number of MiB", where=f"{where}: gpu.{key}",
+                        fix=f"write {what}")
+    return int(value)
 
 
 def hardware_presets() -> dict[str, Path]:

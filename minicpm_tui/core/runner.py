@@ -710,6 +710,7 @@ class RunInfo:
     note: str = ""
     note_tui: str = ""  # the note in the TUI's words where it names a CLI command ("" when the note is the same)
     gone: bool = False  # registered, but the run directory is no longer there (listed with include_missing)
+    smoke: bool = False  # the attempt shown is the smoke run (the wizard's `s`: a tiny model, smoke/train.yaml)
     # The start on the boot clock (seconds since boot, suspend included) of boot ``boot_id``: an age
     # from it is immune to wall-clock steps.
     started_boottime: float | None = None
@@ -741,7 +742,7 @@ class RunInfo:
                 "attempt": self.attempt, "pid": self.pid, "pgid": self.pgid, "host": self.host,
                 "started_at": self.started_at, "ended_at": self.ended_at,
                 "output_dir": str(self.output_dir) if self.output_dir else None, "step": self.step,
-                "total_steps": self.total_steps, "progress": self.progress, "age_s": self.age_s,
+                "total_steps": self.total_steps, "progress": self.progress, "age_s": self.age_s, "smoke": self.smoke,
                 "age": self.age, "how": self.how, "note": self.note, "gone": self.gone}
 
 
@@ -826,11 +827,30 @@ def run_status(run_dir: str | os.PathLike[str]) -> RunInfo:
     if info.status in LIVE:
         info.status, info.note = _live_status(run_dir, cur)
     if info.status in LIVE:
-        return info
+        return _smoke_note(info, cur)
     # The recorded attempt has ended: the folder may have been run by hand since (`bash single_node.sh`), which
     # writes where train.yaml says (the attempt may have been a smoke run, writing to smoke/output).
     return _hand_status(run_dir, _yaml_output_dir(run_dir), after=info,
-                        after_end=_attempt_end(run_dir, cur)) or info
+                        after_end=_attempt_end(run_dir, cur)) or _smoke_note(info, cur)
+
+
+def _smoke_note(info: RunInfo, cur: dict[str, Any]) -> RunInfo:
+    """Mark an attempt that was the smoke run (the wizard launches it through the runner, so its monitor can
+    follow it): its "finished" and its steps are the tiny model's on the CPU, not the training's."""
+    yaml_rel = Path(str(cur.get("train_yaml") or "train.yaml")).as_posix()
+    if yaml_rel == "train.yaml":  # the usual case: no import of the smoke core for it
+        return info
+    from minicpm_tui.core.smoke import SMOKE_YAML
+
+    if yaml_rel != SMOKE_YAML:
+        return info
+    info.smoke = True
+    if not info.note:
+        info.note = ("the smoke run, a tiny model on the CPU, not the training: launch that with "
+                     f"`minicpm-tui run {info.run_dir}`")
+        info.note_tui = ("the smoke run, a tiny model on the CPU, not the training: launch that with l on the "
+                         "wizard's Run step")
+    return info
 
 
 def _attempt_end(run_dir: Path, cur: dict[str, Any]) -> float:

@@ -29,7 +29,7 @@ from typing import Any
 import yaml
 
 from minicpm_tui import __version__
-from minicpm_tui.core.atomic import write_atomic
+from minicpm_tui.core.atomic import backup, write_atomic
 from minicpm_tui.core.errors import UserError
 from minicpm_tui.core.paths import absolute_path
 from minicpm_tui.core.recipe import AUTO, Recipe
@@ -322,10 +322,17 @@ def dataset_entries(recipe: Recipe) -> dict[str, dict[str, Any]]:
         if entry is None:
             import difflib
 
+            _refuse_a_path_as_dataset_name(recipe, name)
+            from minicpm_tui.assets import asset_path
+
             close = difflib.get_close_matches(name, list(registry), n=1)
+            # The shipped demo folder is no place for the user's data: name a folder of theirs.
+            folder = "DIR" if data_dir == asset_path("data").resolve() else shlex.quote(str(data_dir))
+            then = "" if folder != "DIR" else f", then pass --datasets {name} --dataset-dir DIR"
             raise UserError(f"dataset {name!r} is not registered", where=str(info_path),
                             fix=f"did you mean {close[0]!r}?" if close else
-                            "register it with `minicpm-tui register FILE --name NAME`",
+                            f"register it with `minicpm-tui register FILE --name {name} --dataset-dir {folder}`"
+                            f"{then}",
                             fix_tui=None if close else "register it on the Dataset step (^g)")
         if not isinstance(entry, dict):
             raise UserError(f"the entry of dataset {name!r} is not a mapping", where=str(info_path))
@@ -402,6 +409,31 @@ def bundle_data(copies: list[tuple[Path, str]], run_dir: Path) -> int:
             raise UserError(f"could not bundle the data file {source}: {exc.strerror or exc}", where=str(dest),
                             fix="free disk space or fix the permissions, or generate without --bundle-data") from exc
     return total
+
+
+def _refuse_a_path_as_dataset_name(recipe: Recipe, name: str) -> None:
+    """`--datasets data/train.jsonl`: a data file (or a folder of shards) where a dataset's name goes."""
+    if os.sep not in name and "/" not in name and Path(name).suffix.lower() not in (".json", ".jsonl", ".csv",
+                                                                                     ".parquet"):
+        return
+    path = recipe.resolve_path(name)
+    if not path.exists():
+        return
+    folder, stem = (path, path.name) if path.is_dir() else (path.parent, path.stem)
+    what = "a folder" if path.is_dir() else "a data file"
+    if path.is_dir() and (path / "dataset_info.json").is_file():
+        fix = f"it is a dataset folder: pass --dataset-dir {shlex.quote(str(path))} and one of its entries' names"
+    elif path.is_dir():
+        fix = (f"register the folder: `minicpm-tui register {shlex.quote(str(path))} --name {stem} --dataset-dir "
+               f"{shlex.quote(str(folder.parent))}`, then pass --datasets {stem} --dataset-dir "
+               f"{shlex.quote(str(folder.parent))}")
+    else:
+        fix = (f"pass --datasets {stem} --dataset-dir {shlex.quote(str(folder))} (a file NAME.jsonl there is "
+               f"registered by its name), or register it: `minicpm-tui register {shlex.quote(str(path))} --name "
+               f"{stem} --dataset-dir {shlex.quote(str(folder))}`")
+    raise UserError(f"{name!r} is {what}; datasets takes the names of datasets in dataset_info.json",
+                    where="recipe: datasets", fix=fix,
+                    fix_tui="pick the file on the Dataset step (^o browse) and register it (^g)")
 
 
 def _entry_from_file(data_dir: Path, name: str, stage: str) -> dict[str, Any] | None:
@@ -830,12 +862,17 @@ _MODES = {"single_node.sh": 0o700, "multi_node.sh": 0o700, "slurm.sbatch": 0o700
 
 
 def generate(recipe: Recipe, out_dir: str | os.PathLike[str], force: bool = False, *, info: Any | None = None,
-             preflight: bool = True, reports: list[Any] | None = None, notes: list[str] | None = None) -> list[Path]:
+             preflight: bool = True, reports: list[Any] | None = None, notes: list[str] | None = None,
+             backups: list[tuple[Path, Path]] | None = None) -> list[Path]:
     """Write the run directory; refuse an existing one without ``force``. Returns the written paths.
 
     Everything is written into a new folder beside the target and (with ``preflight``) checked there
     first; only a directory that passes is moved into place, all or nothing. With ``force`` an existing
     directory keeps what we did not write (output/, logs, smoke/) and each generated file is replaced.
+    A folder that is no run directory (no generated.json: a project folder, a dataset folder) holds the
+    user's files: each one a generated file replaces is copied first (``core.atomic.backup``; the pairs
+    (file, copy) go to ``backups``), its ds_config.json is left alone, and a data/ folder of its own is
+    never replaced by a bundle (refused).
     ``reports`` (a list) receives the PreflightReport; ``notes`` (a list) the plan's notes (train.yaml's
     "# Note:" lines), for the caller to show.
     """
@@ -846,10 +883,24 @@ def generate(recipe: Recipe, out_dir: str | os.PathLike[str], force: bool = Fals
     if out.is_dir() and any(out.iterdir()) and not force:
         raise UserError("run directory already exists", where=str(out),
                         fix="choose another --out, or pass --force to rewrite its generated files")
+    foreign = out.is_dir() and not (out / "generated.json").is_file()
+    if out.is_dir() and recipe.bundle_data and os.path.lexists(out / BUNDLE_DIR) and not _own_bundle(out):
+        raise UserError(f"{BUNDLE_DIR}/ is not a data bundle minicpm-tui wrote, and bundling the data would "
+                        "replace it (and everything in it)", where=str(out / BUNDLE_DIR),
+                        fix=f"move that {BUNDLE_DIR}/ away, generate into a new --out, or generate without "
+                            "--bundle-data",
+                        fix_tui=f"move that {BUNDLE_DIR}/ away, choose a new run directory, or do not carry the "
+                                "data in (^l)")
     from minicpm_tui.core.lftarget import target_info
 
     info = info or target_info(recipe)
     files, res = render(recipe, info)
+    if out.is_dir():
+        folders = sorted(name for name in files if (out / name).is_dir())
+        if folders:
+            raise UserError(f"{', '.join(folders)} is a folder there, where a generated file goes", where=str(out),
+                            fix="move it away, or generate into a new --out",
+                            fix_tui="move it away, or choose a new run directory")
     if notes is not None:
         notes.extend(res.notes)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -875,9 +926,13 @@ def generate(recipe: Recipe, out_dir: str | os.PathLike[str], force: bool = Fals
             report.raise_for_problems()
         if out.is_dir():
             for name in files:
+                if foreign and (out / name).is_file():
+                    copy = backup(out / name)
+                    if backups is not None and copy is not None:
+                        backups.append((out / name, copy))
                 os.replace(tmp / name, out / name)
             _replace_bundle(tmp, out)
-            if "ds_config.json" not in files and (out / "ds_config.json").exists():
+            if "ds_config.json" not in files and (out / "ds_config.json").exists() and not foreign:
                 (out / "ds_config.json").unlink()  # a stale one would mislead
             shutil.rmtree(tmp, ignore_errors=True)
         else:
@@ -895,6 +950,17 @@ def _saved_recipe(recipe: Recipe) -> Recipe:
     regenerates after the folder moved to another machine."""
     saved = recipe.anchored()
     return saved.replace(dataset_dir=".") if recipe.bundle_data else saved
+
+
+def _own_bundle(out: Path) -> bool:
+    """Whether ``out``/data is a bundle an earlier generate wrote: a run directory whose recipe.yaml bundled."""
+    if not (out / "generated.json").is_file() or not (out / BUNDLE_DIR).is_dir():
+        return False
+    try:
+        saved = yaml.safe_load((out / "recipe.yaml").read_text(encoding="utf-8"))
+    except (OSError, ValueError, yaml.YAMLError):
+        return False
+    return isinstance(saved, dict) and saved.get("bundle_data") is True
 
 
 def _replace_bundle(tmp: Path, out: Path) -> None:

@@ -15,7 +15,13 @@ from pathlib import Path
 from typing import Any
 
 from minicpm_tui.core.atomic import temp_beside
-from minicpm_tui.core.datasets.reader import FileLevelError, RecordParseError, RecordReader
+from minicpm_tui.core.datasets.reader import (
+    FileLevelError,
+    RecordLines,
+    RecordParseError,
+    RecordReader,
+    ends_in_open_quote,
+)
 from minicpm_tui.core.errors import UserError
 
 ROLE_MAP = {"user": "human", "assistant": "gpt", "system": "system", "tool": "observation",
@@ -76,8 +82,16 @@ def kto_labels(rec: dict[str, Any]) -> tuple[dict[str, Any], bool]:
 def _raw_csv(path: Path) -> Iterator[tuple[int, Any]]:
     # Strings stay strings: a CSV "2" answer must not become the number pandas would make of it.
     with open(path, newline="", encoding="utf-8") as fh:
-        for idx, row in enumerate(csv.DictReader(fh)):
+        source = RecordLines(fh)
+        last: list[str] = []
+        idx = -1
+        for idx, row in enumerate(csv.DictReader(source)):
+            last, source.lines = source.lines, []
             yield idx, {k: v for k, v in row.items() if k is not None}
+        if ends_in_open_quote(last):  # the csv module gave the rest of the file as one cell: nothing to convert
+            raise FileLevelError(f"record {idx:,} opens a quoted cell that is never closed (it runs to the end of "
+                                 "the file)", "close the quote; a quote inside a quoted cell is written twice (\"\")",
+                                 record=idx, kind="load")
 
 
 def convert_file(src: str | os.PathLike[str], dst: str | os.PathLike[str], *, openai: bool = False,

@@ -146,6 +146,52 @@ def _no_duplicate_keys(value: Any, text: bytes | str, start: int = 0, end: int |
     return bound == keys
 
 
+def _comma_before(text: str, pos: int) -> bool:
+    """Whether the JSON syntax error at ``pos`` is a trailing comma: a ',' (then only whitespace) right before
+    the '}' or ']' found there. JSON allows none; json says "Expecting value" / "Expecting property name"."""
+    if text[pos:pos + 1] not in ("}", "]"):
+        return False
+    i = pos - 1
+    while i >= 0 and text[i] in _WS_CHARS:
+        i -= 1
+    return i >= 0 and text[i] == ","
+
+
+TRAILING_COMMA_FIX = "remove the comma after the last item (JSON allows no trailing comma)"
+
+
+class RecordLines:
+    """A text file's lines for csv.reader, keeping those it took since ``lines`` was last reset: the lines of the
+    record it is reading (csv.reader takes one line at a time, never more than the record needs)."""
+
+    __slots__ = ("_it", "lines")
+
+    def __init__(self, fh: Any) -> None:
+        self._it = iter(fh)
+        self.lines: list[str] = []
+
+    def __iter__(self) -> RecordLines:
+        return self
+
+    def __next__(self) -> str:
+        line = next(self._it)
+        self.lines.append(line)
+        return line
+
+
+def ends_in_open_quote(lines: list[str]) -> bool:
+    """Whether the CSV record made of ``lines`` (the file's last) ends inside a quoted cell: Python's csv then
+    returns the cell as read (in its default, non-strict mode), where pandas fails with "EOF inside string"."""
+    if not lines or '"' not in lines[0] and len(lines) == 1:
+        return False
+    try:
+        for _ in csv.reader(lines, strict=True):
+            pass
+    except csv.Error as exc:
+        return "unexpected end of data" in str(exc)
+    return False
+
+
 class FileLevelError(Exception):
     """The file cannot be read past this point (or at all)."""
 
@@ -295,6 +341,11 @@ class RecordReader:
                     yield idx, RecordParseError(f"line {lineno} is not valid UTF-8 (byte {exc.start} of the line)",
                                                 "re-save the file as UTF-8", kind="encoding")
                 except json.JSONDecodeError as exc:
+                    if _comma_before(exc.doc, exc.pos):
+                        yield idx, RecordParseError(f"line {lineno} has a trailing comma before "
+                                                    f"'{exc.doc[exc.pos]}' at column {exc.colno}", TRAILING_COMMA_FIX)
+                        idx += 1
+                        continue
                     cut = " (the line is cut short: is the file truncated?)" if exc.pos >= len(line.rstrip()) - 1 \
                         else ""
                     yield idx, RecordParseError(f"line {lineno} is not valid JSON: {exc.msg} at column "
@@ -324,6 +375,7 @@ class RecordReader:
         stop_rel = stop - start
         stop_char = -1  # the character index of byte ``stop`` (counting from ``start``), once read
         trimmed = 0  # characters dropped from the front of buf
+        trimmed_lines = 0  # the line breaks among them
         read_bytes = 0
         eof = False
         buf = ""
@@ -347,6 +399,15 @@ class RecordReader:
                                      "re-save the file as UTF-8", record=idx, kind="encoding") from None
             self._report(read_bytes)
             return not eof or bool(chunk)
+
+        def line_at(pos: int) -> int:
+            """The file's line number (from 1) of ``buf[pos]``; an error path only (a range counts its start)."""
+            before = 0
+            if start:
+                with open(self.path, "rb") as head:
+                    for block in iter(lambda: head.read(min(CHUNK, start - head.tell())), b""):
+                        before += block.count(b"\n")
+            return before + trimmed_lines + buf.count("\n", 0, pos) + 1
 
         idx = 0
         try:
@@ -381,11 +442,18 @@ class RecordReader:
                     break
                 if idx > 0:
                     if ch != ",":
-                        raise FileLevelError(f"expected ',' or ']' after record {idx - 1:,}",
+                        raise FileLevelError(f"expected ',' or ']' after record {idx - 1:,} on line {line_at(pos):,}",
                                              "separate records with commas", record=idx, kind="json")
                     pos += 1
                     if buf[pos:pos + 1] in _WS_CHARS:
                         pos = ws(buf, pos).end()
+                    while pos >= len(buf) and more():
+                        pos = ws(buf, pos).end()
+                    if buf[pos:pos + 1] == "]":
+                        raise FileLevelError(f"a trailing comma after the last record ({idx - 1:,}) before the "
+                                             f"closing ']' on line {line_at(pos):,}",
+                                             "remove the comma after the last record (JSON allows no trailing "
+                                             "comma)", record=idx - 1, kind="json")
                     if stop_char >= 0:
                         while pos >= len(buf) and more():
                             pos = ws(buf, pos).end()
@@ -415,9 +483,12 @@ class RecordReader:
                             raise FileLevelError(f"the JSON array ends inside record {idx:,} (is the file "
                                                  "truncated?)", "re-export the file", record=idx,
                                                  kind="truncated") from None
-                        line = buf.count("\n", 0, exc.pos)  # within the buffer; good enough to find it
-                        raise FileLevelError(f"not valid JSON in record {idx:,}: {exc.msg} (about {line:,} lines "
-                                             "into the current chunk)", "fix the JSON syntax there",
+                        if _comma_before(buf, exc.pos):
+                            raise FileLevelError(f"record {idx:,} has a trailing comma before '{buf[exc.pos]}' on "
+                                                 f"line {line_at(exc.pos):,}", TRAILING_COMMA_FIX, record=idx,
+                                                 kind="json") from None
+                        raise FileLevelError(f"not valid JSON in record {idx:,}: {exc.msg} on line "
+                                             f"{line_at(exc.pos):,}", "fix the JSON syntax there",
                                              record=idx, kind="json") from None
                 yield idx, rec
                 if self.dup_key is not None:
@@ -425,6 +496,7 @@ class RecordReader:
                 idx += 1
                 pos = end
                 if pos > (1 << 20) and pos > len(buf) // 2:
+                    trimmed_lines += buf.count("\n", 0, pos)
                     buf = buf[pos:]
                     trimmed += pos
                     pos = 0
@@ -441,7 +513,8 @@ class RecordReader:
         chunk = csvchunks.CSV_CHUNK
         try:
             with open(self.path, newline="", encoding="utf-8") as fh:
-                reader = csv.reader(fh)
+                source = RecordLines(fh)
+                reader = csv.reader(source)
                 header = next(reader, None)
                 if not header:
                     raise FileLevelError("the CSV file is empty", "put a header row and one record per row",
@@ -457,7 +530,9 @@ class RecordReader:
                 first: list[str] | None = None
                 rows: list[list[str]] = []
                 idx = 0
+                last: list[str] = []
                 for row in reader:
+                    last, source.lines = source.lines, []  # this row's own lines
                     if not row or len(row) == 1 and not row[0].strip():
                         continue  # pandas skips blank lines (skip_blank_lines): they are no record
                     if len(row) > len(header) and idx + len(rows) and self.load_issue is None:
@@ -470,6 +545,14 @@ class RecordReader:
                         first = yield from self._csv_chunk(header, rows, idx, first)
                         idx += len(rows)
                         rows = []
+                if rows and self.load_issue is None and ends_in_open_quote(last):
+                    # Python's csv gives back what it read; pandas' C parser stops the whole load.
+                    row, at = rows[-1], len(rows[-1]) - 1
+                    self.load_issue = (idx + len(rows) - 1, header[at] if at < len(header) else "",
+                                       "opens a quoted cell that is never closed (it runs to the end of the file): "
+                                       "LLaMA-Factory's CSV loader (pandas) stops the whole load on it (\"EOF inside "
+                                       "string\")", "close the quote; a quote inside a quoted cell is written twice "
+                                       "(\"\")")
                 if rows:
                     yield from self._csv_chunk(header, rows, idx, first)
         except UnicodeDecodeError as exc:

@@ -46,7 +46,7 @@ def overwrite_question(target: Path, names: list[str]) -> tuple[str, str]:
     # Not a run directory: a project folder, say; its README.md would be replaced without a copy.
     replaced = sorted(name for name in names if (target / name).exists())
     shown = ", ".join(replaced[:4]) + (f" and {len(replaced) - 4} more" if len(replaced) > 4 else "")
-    what = f"replaces your {shown}" if replaced else "puts its files among yours"
+    what = f"replaces your {shown} (a copy of each is kept beside it)" if replaced else "puts its files among yours"
     return (f"{target} is not a minicpm-tui run directory (no generated.json). Writing the run there {what}. "
             "Write there anyway?", "Write there")
 
@@ -74,9 +74,11 @@ can be copied to the machine that trains as it is. The commands to run it by han
             self.error = error
 
     class Written(Message):
-        def __init__(self, run_dir: str, digest: str, report: Any, error: str | None) -> None:
+        def __init__(self, run_dir: str, digest: str, report: Any, error: str | None,
+                     backups: list[str] | None = None) -> None:
             super().__init__()
             self.run_dir = run_dir
+            self.backups = backups or []  # copies of the user's files it replaced (a folder that was no run)
             self.digest = digest
             self.report = report  # core.preflight's, when generate() got that far
             self.error = error
@@ -237,14 +239,16 @@ can be copied to the machine that trains as it is. The commands to run it by han
         # generate() runs the preflight itself, on the files before they are moved into place: its
         # report is the one shown (a second preflight would double the ~20 s this takes).
         reports: list[Any] = []
+        backups: list[Any] = []
         try:
             from minicpm_tui.core.writers import generate
 
-            generate(build_recipe(self.state), target, force=force, reports=reports)
+            generate(build_recipe(self.state), target, force=force, reports=reports, backups=backups)
         except Exception as exc:
             self.post_message(self.Written(str(target), digest, reports[0] if reports else None, one_line(exc)))
             return
-        self.post_message(self.Written(str(target), digest, reports[0] if reports else None, None))
+        self.post_message(self.Written(str(target), digest, reports[0] if reports else None, None,
+                                       [copy.name for _, copy in backups]))
 
     def on_review_screen_written(self, message: Written) -> None:
         self.busy = False
@@ -264,7 +268,8 @@ can be copied to the machine that trains as it is. The commands to run it by han
             self.state.run_dir = message.run_dir
             self.state.run_digest = message.digest
             hint.update("written; preflight passed" + (" here" if self.state.lf_target else ""))
-            self.notify(f"wrote {message.run_dir}")
+            kept = f"; your replaced files were kept as {', '.join(message.backups)}" if message.backups else ""
+            self.notify(f"wrote {message.run_dir}{kept}")
         self.changed()
 
     def ready(self) -> bool:

@@ -291,9 +291,22 @@ its result is said when it ends and stays here.
         from minicpm_tui.core.runner import run_status
 
         try:
-            return run_status(self.run_dir).status in ("finished", "stopped")
+            info = run_status(self.run_dir)
         except Exception:
             return False
+        if info.status not in ("finished", "stopped"):
+            return False
+        if not info.smoke:
+            return True
+        # The smoke run's tiny adapter (in smoke/output) is nothing to export; a training before it may have left
+        # its own in output_dir, which the export finds.
+        from minicpm_tui.core.export import plan_export
+
+        try:
+            plan_export(self.run_dir, force=True)
+        except Exception:
+            return False
+        return True
 
     def action_export(self) -> None:
         if not self.can_export():
