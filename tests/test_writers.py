@@ -393,11 +393,13 @@ def test_force_into_a_folder_that_is_no_run_directory_loses_nothing(tmp_path, lf
     assert [(a.name, b.name.startswith("README.md.bak-")) for a, b in backups] == [("README.md", True)]
     assert backups[0][1].read_text() == "# my project\n"
     assert (project / "ds_config.json").read_text() == "{}"  # not ours to delete
-    # Now a run directory: rewriting it keeps no copies; its data/ is still the user's, not a bundle of ours.
+    # Now a run directory: rewriting it copies none of its generated files (unchanged), only the user's own
+    # ds_config.json, removed as stale (no DeepSpeed); its data/ is still the user's, not a bundle of ours.
     backups.clear()
     generate(demo_recipe(dataset_dir=str(data), lora_rank=16), project, force=True, info=lf, preflight=False,
              backups=backups)
-    assert not backups and "lora_rank: 16" in (project / "train.yaml").read_text()
+    assert [(a.name, b.read_text()) for a, b in backups] == [("ds_config.json", "{}")]
+    assert "lora_rank: 16" in (project / "train.yaml").read_text() and not (project / "ds_config.json").exists()
     with pytest.raises(UserError, match="not a data bundle"):
         generate(recipe, project, force=True, info=lf, preflight=False)
     assert (data / "other.jsonl").is_file()
@@ -474,3 +476,57 @@ def test_run_directory_paths_are_printed_normalised(tmp_path, capsys, monkeypatc
     assert main(["smoke", "../runs/x/../p1"]) == 2
     err = capsys.readouterr().err
     assert f"{want}: single_node.sh is missing" in err and "/../" not in err, err
+
+
+def test_force_into_a_run_directory_backs_up_the_files_edited_by_hand(tmp_path, capsys, monkeypatch):
+    """`generate --force` into a run directory replaced a train.yaml edited by hand without a copy."""
+    from minicpm_tui.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    base = ["generate", "minicpm4-0.5b-sft-lora", "--out", "run", "--no-preflight"]
+    assert main(base) == 0
+    run = tmp_path / "run"
+    meta = json.loads((run / "generated.json").read_text())
+    assert set(meta["files_sha256"]) == {p.name for p in run.iterdir() if p.is_file()}
+    # Unedited: rewritten without a copy.
+    capsys.readouterr()
+    assert main(base + ["--force"]) == 0
+    assert not list(run.glob("*.bak-*")) and "backed it up" not in capsys.readouterr().err
+    # Edited by hand: the edit is in the backup, and stderr names the file and the copy.
+    edited = (run / "train.yaml").read_text() + "# my edit\n"
+    (run / "train.yaml").write_text(edited)
+    assert main(base + ["--force"]) == 0
+    copies = list(run.glob("*.bak-*"))
+    assert [c.name.startswith("train.yaml.bak-") for c in copies] == [True]
+    assert copies[0].read_text() == edited and "# my edit" not in (run / "train.yaml").read_text()
+    err = capsys.readouterr().err
+    assert f"{run / 'train.yaml'} was edited since it was generated; backed it up to {copies[0].name}" in err, err
+    # The rewrite recorded the new file's digest: the next one keeps no copy again.
+    assert main(base + ["--force"]) == 0
+    assert list(run.glob("*.bak-*")) == copies
+
+
+def test_force_into_an_older_run_directory_without_digests_backs_up_what_differs(tmp_path, lf):
+    out = tmp_path / "run"
+    generate(demo_recipe(), out, info=lf, preflight=False)
+    meta = json.loads((out / "generated.json").read_text())
+    del meta["files_sha256"]  # as an earlier minicpm-tui wrote it
+    (out / "generated.json").write_text(json.dumps(meta, indent=2, ensure_ascii=False) + "\n")
+    (out / "train.yaml").write_text((out / "train.yaml").read_text() + "# my edit\n")
+    backups: list = []
+    generate(demo_recipe(), out, force=True, info=lf, preflight=False, backups=backups)
+    # Compared with what replaces them: the unchanged files (generated.json too, its facts the same) get none.
+    assert [a.name for a, _ in backups] == ["train.yaml"]
+    copy = dict(backups)[out / "train.yaml"]
+    assert copy.read_text().endswith("# my edit\n")
+    assert "files_sha256" in json.loads((out / "generated.json").read_text())
+
+
+def test_force_without_deepspeed_backs_up_an_edited_ds_config_before_removing_it(tmp_path, lf):
+    out = tmp_path / "run"
+    generate(demo_recipe(zero_stage=2), out, info=lf, preflight=False)
+    (out / "ds_config.json").write_text('{"edited": true}\n')
+    backups: list = []
+    generate(demo_recipe(zero_stage=0), out, force=True, info=lf, preflight=False, backups=backups)
+    assert not (out / "ds_config.json").exists()
+    assert [(a.name, b.read_text()) for a, b in backups] == [("ds_config.json", '{"edited": true}\n')]

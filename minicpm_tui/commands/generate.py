@@ -82,15 +82,18 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if not args.out:
         raise UserError("--out RUN_DIR is required", where="generate", fix="name the run directory to create")
+    from minicpm_tui.core.paths import absolute_path
     from minicpm_tui.core.writers import generate
 
     reports: list = []
     backups: list = []
+    run_dir = absolute_path(args.out)
+    was_run_dir = (run_dir / "generated.json").is_file()
     written = generate(recipe, args.out, force=args.force, preflight=not args.no_preflight, reports=reports,
                        notes=notes, backups=backups)
-    for original, copy in backups:  # a folder that was no run directory: its files were the user's
-        print(f"minicpm-tui: note: {original} was yours (no generated.json there); backed it up to {copy.name}",
-              file=sys.stderr)
+    for original, copy in backups:  # the user's files (edited since generated, or of a folder that was no run)
+        why = "was edited since it was generated" if was_run_dir else "was yours (no generated.json there)"
+        print(f"minicpm-tui: note: {original} {why}; backed it up to {copy.name}", file=sys.stderr)
     if reports:
         notes += [n for n in reports[0].notes if n not in notes]
     if args.json:

@@ -15,6 +15,7 @@ of the directory runs elsewhere when the model, data files and LLaMA-Factory are
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -38,6 +39,7 @@ from minicpm_tui.core.resources import resource_script
 GENERATED_FILES = ("train.yaml", "ds_config.json", "single_node.sh", "multi_node.sh", "slurm.sbatch",
                    "train_entry.py", "dataset_info.json", "recipe.yaml", "generated.json", "README.md")
 REGISTERED_BY_ENTRY = ("cpm", "cpm3")
+DIGESTS_KEY = "files_sha256"  # generated.json: each written file's sha256 (generated.json's: over its other facts)
 PLAN_REASON_FIELDS = ("zero_stage", "micro_batch")  # where the planner's one-line reason is shown  # chat formats train_entry.py adds when LLaMA-Factory lacks them
 
 NCCL_REASONS = {
@@ -853,8 +855,53 @@ def render(recipe: Recipe, info: Any | None = None) -> tuple[dict[str, str], Res
             "lf_target": {"value": res.lf_target, "checked_against": info.describe(),
                           # a doctor --save report's Python: the one to name in TRAIN_PYTHON over there
                           "saved_python": (info.python or None) if info.target else None}}
+    digests = {name: _sha256(text.encode("utf-8")) for name, text in files.items()}
+    digests["generated.json"] = _meta_digest(json.loads(json.dumps(meta, ensure_ascii=False)))
+    meta[DIGESTS_KEY] = digests
     files["generated.json"] = json.dumps(meta, indent=2, ensure_ascii=False) + "\n"
     return files, res
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _meta_digest(meta: dict[str, Any]) -> str:
+    """generated.json's digest: over its facts without the digests (which cannot hold their own file's)."""
+    rest = {k: v for k, v in meta.items() if k != DIGESTS_KEY}
+    return _sha256(json.dumps(rest, sort_keys=True, ensure_ascii=False).encode("utf-8"))
+
+
+def _digest(name: str, data: bytes) -> str | None:
+    """A generated file's digest as recorded in generated.json (None: a generated.json that does not parse)."""
+    if name != "generated.json":
+        return _sha256(data)
+    try:
+        meta = json.loads(data.decode("utf-8"))
+    except ValueError:
+        return None
+    return _meta_digest(meta) if isinstance(meta, dict) else None
+
+
+def _recorded_digests(out: Path) -> dict[str, str]:
+    """The digests an earlier generate recorded in ``out``/generated.json ({} for an older one without them)."""
+    try:
+        recorded = json.loads((out / "generated.json").read_text(encoding="utf-8")).get(DIGESTS_KEY)
+    except (OSError, ValueError, AttributeError):
+        return {}
+    return {str(k): str(v) for k, v in recorded.items()} if isinstance(recorded, dict) else {}
+
+
+def _edited_since_generated(path: Path, recorded: str | None, new_text: str | None) -> bool:
+    """Whether a run directory's generated file holds something of the user's: its content differs from the
+    digest generate recorded, or (an older run directory, no digest) from what is about to replace it."""
+    try:
+        now = _digest(path.name, path.read_bytes())
+    except OSError:
+        return True  # unreadable: the backup then says which file, before it is replaced
+    if recorded is None:
+        recorded = _digest(path.name, new_text.encode("utf-8")) if new_text is not None else None
+    return now is None or now != recorded
 
 
 _MODES = {"single_node.sh": 0o700, "multi_node.sh": 0o700, "slurm.sbatch": 0o700, "README.md": 0o644,
@@ -872,7 +919,9 @@ def generate(recipe: Recipe, out_dir: str | os.PathLike[str], force: bool = Fals
     A folder that is no run directory (no generated.json: a project folder, a dataset folder) holds the
     user's files: each one a generated file replaces is copied first (``core.atomic.backup``; the pairs
     (file, copy) go to ``backups``), its ds_config.json is left alone, and a data/ folder of its own is
-    never replaced by a bundle (refused).
+    never replaced by a bundle (refused). In a run directory, a generated file edited by hand since (its
+    sha256 differs from generated.json's ``files_sha256``; an older generated.json without them: it differs
+    from the new file) is copied the same way before it is replaced or removed; an unchanged one is not.
     ``reports`` (a list) receives the PreflightReport; ``notes`` (a list) the plan's notes (train.yaml's
     "# Note:" lines), for the caller to show.
     """
@@ -925,14 +974,22 @@ def generate(recipe: Recipe, out_dir: str | os.PathLike[str], force: bool = Fals
                 reports.append(report)
             report.raise_for_problems()
         if out.is_dir():
+            recorded = {} if foreign else _recorded_digests(out)
+
+            def keep(name: str) -> None:
+                copy = backup(out / name)
+                if backups is not None and copy is not None:
+                    backups.append((out / name, copy))
+
             for name in files:
-                if foreign and (out / name).is_file():
-                    copy = backup(out / name)
-                    if backups is not None and copy is not None:
-                        backups.append((out / name, copy))
+                if (out / name).is_file() and (foreign or _edited_since_generated(out / name, recorded.get(name),
+                                                                                   files[name])):
+                    keep(name)
                 os.replace(tmp / name, out / name)
             _replace_bundle(tmp, out)
-            if "ds_config.json" not in files and (out / "ds_config.json").exists() and not foreign:
+            if "ds_config.json" not in files and (out / "ds_config.json").is_file() and not foreign:
+                if _edited_since_generated(out / "ds_config.json", recorded.get("ds_config.json"), None):
+                    keep("ds_config.json")
                 (out / "ds_config.json").unlink()  # a stale one would mislead
             shutil.rmtree(tmp, ignore_errors=True)
         else:

@@ -41,7 +41,8 @@ def by_hand_commands(run_dir: str, target: str = "", bundled: bool = False) -> s
 def overwrite_question(target: Path, names: list[str]) -> tuple[str, str]:
     """What to ask before writing into a folder that is not empty, and the answer that writes."""
     if (target / "generated.json").is_file():
-        return (f"{target} already exists. Rewrite its generated files? (output/ and logs are kept)",
+        return (f"{target} already exists. Rewrite its generated files? (output/ and logs are kept; "
+                "one you edited by hand is backed up first)",
                 "Rewrite")
     # Not a run directory: a project folder, say; its README.md would be replaced without a copy.
     replaced = sorted(name for name in names if (target / name).exists())
@@ -78,7 +79,7 @@ can be copied to the machine that trains as it is. The commands to run it by han
                      backups: list[str] | None = None) -> None:
             super().__init__()
             self.run_dir = run_dir
-            self.backups = backups or []  # copies of the user's files it replaced (a folder that was no run)
+            self.backups = backups or []  # copies of the user's files it replaced (edited, or of a folder that was no run)
             self.digest = digest
             self.report = report  # core.preflight's, when generate() got that far
             self.error = error
