@@ -12,9 +12,9 @@ if TYPE_CHECKING:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", help="preset name (MiniCPM4-8B...), a checkpoint folder or its config.json")
     parser.add_argument("--method", default="full", metavar="{full,freeze,lora,qlora}",
-                        help="training method (default full)")
+                        help="training method (default full); freeze is estimated only: generate writes full, lora, qlora")
     parser.add_argument("--stage", default="sft", metavar="{sft,pt,dpo,kto}",
-                        help="training stage (default sft)")
+                        help="training stage (default sft); pt is estimated only: generate writes sft, dpo, kto")
     parser.add_argument("--cutoff-len", type=int, default=2048, help="tokens per sequence (default 2048)")
     parser.add_argument("--micro-batch", type=int, help="per-GPU batch (default: the largest that fits)")
     parser.add_argument("--global-batch", type=int, help="sequences per optimizer step (default 32)")
