@@ -440,6 +440,7 @@ def openai_checker(shape: Shape, stage: str):
     sep = len("\n</tool_response>\n<tool_response>\n")
     encode = json.JSONEncoder(ensure_ascii=False).encode  # json.dumps(..., ensure_ascii=False), less overhead
     passed_tools = [""]  # the last tool list that passed: records often share one
+    accepted = [-1]  # the last record taken here: its turns have text roles and contents (validate._known_types)
 
     def fast(rec: Any, idx: int, warn, lens) -> tuple[str, str, str, str] | None:
         if type(rec) is not dict:
@@ -551,9 +552,11 @@ def openai_checker(shape: Shape, stage: str):
         if parts:
             kept(idx, parts, None)
         lens(chars, pos + answers)
+        accepted[0] = idx
         return None
 
     fast.facts = facts  # type: ignore[attr-defined]
+    fast.accepted = accepted  # type: ignore[attr-defined]
     fast.full = check  # type: ignore[attr-defined]
     return fast
 

@@ -149,9 +149,9 @@ def _no_duplicate_keys(value: Any, text: bytes | str, start: int = 0, end: int |
 class FileLevelError(Exception):
     """The file cannot be read past this point (or at all)."""
 
-    def __init__(self, message: str, fix: str, record: int | None = None, kind: str = "file"):
+    def __init__(self, message: str, fix: str, record: int | None = None, kind: str = "file", field: str = ""):
         super().__init__(message)
-        self.message, self.fix, self.record, self.kind = message, fix, record, kind
+        self.message, self.fix, self.record, self.kind, self.field = message, fix, record, kind, field
 
 
 class RecordParseError:
