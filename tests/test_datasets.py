@@ -41,6 +41,9 @@ BAD = {  # file -> (record, field) of the first error
     "bad_alpaca_dpo.json": (1, "rejected"),
     "bad_mixed_unused_field.jsonl": (1, "id"),
     "bad_openai.jsonl": (1, "messages[1].role"),
+    "bad_sharegpt_misspelt_key.jsonl": (0, "conversation"),
+    "bad_sharegpt_nested_types.jsonl": (1, "conversations[0].weight"),
+    "bad_nested_list_types.json": (1, "tags[0]"),
 }
 
 
@@ -774,3 +777,67 @@ def test_an_entry_column_no_record_has_names_the_close_key(tmp_path):
     assert rep.file_error is not None and rep.file_error.field == "question"
     assert "did you mean? the records have 'questoin'" in rep.file_error.message
     assert rep.file_error.fix.startswith("rename 'questoin' to 'question' in the records")
+
+
+def _mapping(fix: str) -> dict:
+    """The dataset_info.json entry a format error's fix spells out ("... by hand with <entry> in its ...")."""
+    return json.loads("{" + fix.split(" by hand with ", 1)[1].split(" in its dataset_info.json entry", 1)[0] + "}")
+
+
+@pytest.mark.parametrize("key", ["conversation", "converstions", "Conversations", "dialog"])
+@pytest.mark.parametrize("suffix", [".jsonl", ".json"])
+def test_a_misspelt_conversations_key_is_named(tmp_path, key, suffix):
+    """The format cannot be told, but the records hold their turns under a key close to `conversations` (or a
+    list of messages under another name): one line naming the key, the one LLaMA-Factory reads, and the entry
+    that reads the file as it is, which does (its columns.messages)."""
+    from minicpm_tui.core.datasets.entry import validate_entry
+
+    conv = [{"from": "human", "value": "q"}, {"from": "gpt", "value": "a"}]
+    f = tmp_path / f"d{suffix}"
+    recs = [{key: conv, "system": "s"}] * 2
+    f.write_text(json.dumps(recs) if suffix == ".json" else "".join(json.dumps(r) + "\n" for r in recs))
+    rep = validate_file(f)
+    err = rep.file_error
+    assert (err.kind, err.record, err.field) == ("format", 0, key) and not rep.ok
+    assert "did you mean 'conversations'? A sharegpt record's turns go under" in err.message
+    assert f"not {key!r}" in err.message and "\n" not in err.message + err.fix
+    assert err.fix.startswith(f"rename {key!r} to 'conversations' in every record, or register the file by hand")
+    assert "did you mean 'conversations'?" in rep.summary()  # what the wizard says when it will not register it
+    entry = _mapping(err.fix)
+    assert entry == {"formatting": "sharegpt", "columns": {"messages": key, "system": "system"}}
+    assert validate_entry("d", {"file_name": f.name, **entry}, tmp_path, stage="sft").ok
+
+
+def test_a_misspelt_messages_key_gets_the_tags_too(tmp_path, capsys):
+    f = tmp_path / "d.jsonl"
+    f.write_text(json.dumps({"message": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]})
+                 + "\n")
+    assert main(["validate", str(f)]) == 1
+    line = capsys.readouterr().out.splitlines()[0]
+    assert line.startswith(f"{f}:record 0: message: cannot tell the format") and "did you mean 'messages'?" in line
+    entry = _mapping(validate_file(f).file_error.fix)
+    assert entry["columns"] == {"messages": "message"} and entry["tags"]["role_tag"] == "role"
+    from minicpm_tui.core.datasets.entry import validate_entry
+
+    assert validate_entry("d", {"file_name": f.name, **entry}, tmp_path).ok
+    g = tmp_path / "g.jsonl"  # a list of something else, under no close name: no guess
+    g.write_text(json.dumps({"items": ["a", "b"], "note": "x"}) + "\n")
+    assert "did you mean" not in validate_file(g).file_error.message
+
+
+def test_an_entry_reading_conversations_from_records_with_messages(tmp_path):
+    """An entry that reads the default `conversations` (sharegpt, no columns block) over records whose turns are
+    under `messages`: not close by name, but the other standard key; the fix offers the entry's mapping."""
+    from minicpm_tui.core.datasets.entry import validate_entry
+
+    conv = [{"from": "human", "value": "q"}, {"from": "gpt", "value": "a"}]
+    (tmp_path / "d.jsonl").write_text(json.dumps({"messages": conv}) + "\n")
+    rep = validate_entry("d", {"file_name": "d.jsonl", "formatting": "sharegpt"}, tmp_path, stage="sft")
+    assert rep.file_error is not None and rep.file_error.kind == "entry"
+    assert "did you mean? the records have 'messages'" in rep.file_error.message
+    (err,) = rep.errors[:1]
+    assert err.field == "conversations" and "did you mean? the records have 'messages'" in err.message
+    assert 'set "messages": "messages" in the dataset_info.json entry\'s columns' in err.fix
+    (tmp_path / "e.jsonl").write_text(json.dumps({"dialog": conv}) + "\n")  # the one list nothing reads
+    rep = validate_entry("e", {"file_name": "e.jsonl", "formatting": "sharegpt"}, tmp_path, stage="sft")
+    assert "did you mean? the records have 'dialog'" in rep.errors[0].message

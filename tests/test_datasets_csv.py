@@ -57,7 +57,15 @@ RAW = {
     "unclosed_quote": ("instruction,input,output\nq1,,a\nq2,,\"b\nq3,,c\n", None),
     "unclosed_quote_on_the_last_line": ("instruction,input,output\nq1,,a\nq2,,\"b", None),
     "quoted_cell_over_lines": ("instruction,input,output\nq1,,\"a\nb \"\"c\"\"\"\nq2,,d\n", 2),
+    # a first row longer than the header: pandas makes its leading fields every row's index, the columns shift
+    "first_row_longer": ("instruction,input,output\nq1,,a,extra\nq2,,b,more\n", 2),
+    "first_row_two_longer": ("instruction,input,output\nq1,x,,a,extra\nq2,,b\n", 2),
+    "trailing_commas": ("instruction,input,output\nq1,i1,a1,\nq2,i2,a2,\n", 2),
+    "longer_after_a_longer_first": ("instruction,input,output\nq1,,a,x\nq2,,b,c,d\n", None),
 }
+# A row longer than the ones before, this many rows into the second chunk -> whether the load completes: pandas
+# drops the extra fields of a chunk's first row and stops on any other.
+LONG_AT = {0: True, 1: False}
 
 
 def _write(path: Path, early: list[str], late: list[str], chunk: int) -> None:
@@ -68,6 +76,12 @@ def _write(path: Path, early: list[str], late: list[str], chunk: int) -> None:
             w.writerow([f"q{i}", "", early[i % len(early)]])
         for v in late:
             w.writerow(["q", "", v])
+
+
+def _write_long(path: Path, chunk: int, at: int) -> None:
+    rows = [f"q{i},,a" for i in range(chunk)] + ["q,,c"] * 3
+    rows[chunk + at] = "q,,b,extra"
+    path.write_text("instruction,input,output\n" + "".join(r + "\n" for r in rows), encoding="utf-8")
 
 
 def _ours(path: Path, chunk: int) -> tuple:
@@ -150,6 +164,40 @@ def test_a_quote_that_never_closes_stops_the_load(tmp_path, capsys):
     f.write_text(RAW["quoted_cell_over_lines"][0], encoding="utf-8")
     rep = validate_file(f)
     assert rep.ok and [r["output"] for _, r in RecordReader(f)] == ['a\nb "c"', "d"]
+def test_a_first_row_longer_than_the_header(tmp_path):
+    """pandas (read_csv's default index_col) takes the extra leading fields of the first row as every row's index
+    (Arrow keeps it as __index_level_0__) and reads each header name that many fields to the right."""
+    f = tmp_path / "d.csv"
+    f.write_text(RAW["first_row_longer"][0], encoding="utf-8")
+    assert [r for _, r in RecordReader(f)] == [
+        {"instruction": None, "input": "a", "output": "extra", "__index_level_0__": "q1"},
+        {"instruction": None, "input": "b", "output": "more", "__index_level_0__": "q2"}]
+    rep = validate_file(f)
+    (w,) = [w for w in rep.warnings if w.kind == "csv_index"]
+    assert (w.record, rep.ok) == (0, True) and "has 4 fields (line 2) but the header has 3" in w.message
+    assert "'instruction' reads '', 'input' reads 'a', 'output' reads 'extra'" in w.message
+    assert "remove the extra field" in w.fix and "\n" not in w.message
+    f.write_text(RAW["first_row_two_longer"][0], encoding="utf-8")
+    recs = [r for _, r in RecordReader(f)]
+    assert recs[1] == {"instruction": "b", "input": None, "output": None, "__index_level_0__": "q2",
+                       "__index_level_1__": None}  # short rows are padded before the shift
+    rep = validate_file(f, keep_indices=True)
+    assert rep.invalid_indices == [1] and "'__index_level_0__', '__index_level_1__'" in rep.warnings[0].message
+    f.write_text(RAW["longer_after_a_longer_first"][0], encoding="utf-8")
+    err = validate_file(f).file_error
+    assert (err.kind, err.record) == ("load", 1) and "has 5 fields but the first row has 4" in err.message
+
+
+def test_a_longer_row_at_a_chunk_start_loses_its_extra_fields(tmp_path, small_chunk):
+    f = tmp_path / "d.csv"
+    _write_long(f, small_chunk, 0)
+    rep, texts = _ours(f, small_chunk)
+    assert rep.ok and texts == ["b", "c", "c"]
+    (w,) = rep.warnings
+    assert (w.kind, w.record) == ("csv_extra_fields", small_chunk) and "drops the last 1" in w.message
+    _write_long(f, small_chunk, 1)
+    err = validate_file(f).file_error
+    assert (err.kind, err.record) == ("load", small_chunk + 1) and "Error tokenizing data" in err.message
 
 
 def test_a_repeated_column_name(tmp_path):
@@ -201,6 +249,16 @@ def true_size_cases(tmp_path_factory):
         if rows is not None:
             assert rep.records == rows, name
         jobs.append({"id": name, "dir": str(d), "name": "d", "stage": "sft", "tail": 0})
+    for at, loads in LONG_AT.items():
+        name = f"long_at_{at}"
+        d = root / name
+        d.mkdir()
+        _write_long(d / "d.csv", chunk, at)
+        (d / "dataset_info.json").write_text(json.dumps({"d": {"file_name": "d.csv"}}), encoding="utf-8")
+        rep, texts = _ours(d / "d.csv", chunk)
+        assert (rep.file_error is None) == loads, (name, rep.file_error)
+        expected[name] = texts if loads else None
+        jobs.append({"id": name, "dir": str(d), "name": "d", "stage": "sft", "tail": chunk})
     return load_job(root, jobs), expected
 
 

@@ -625,3 +625,14 @@ def test_openai_tool_null_warning_agrees_with_the_rendered_prompt(tmp_path, case
     expected = TOOL_NULL_CASES[case][2]
     assert warned == ([expected[0]] if expected else [])
     assert (prints_none[:1] if prints_none else []) == warned, rendered
+
+
+def test_openai_entry_without_ranking_for_dpo_names_the_record(tmp_path):
+    """Both answers on a record with an even number of turns, through a non-ranking openai entry for DPO: the
+    entry's stage issue refuses the file, and the record says why (it stopped on a StopIteration)."""
+    f = _jsonl(tmp_path / "oa.jsonl", [{"messages": _oa(("user", "q"), ("assistant", "x")),
+                                        "chosen": {"role": "assistant", "content": "a"},
+                                        "rejected": {"role": "assistant", "content": "b"}}])
+    rep = validate_file(f, entry={"file_name": str(f), **OA}, stage="dpo")
+    assert rep.file_error.kind == "stage" and [e.kind for e in rep.errors] == ["dpo_shape", "stage"]
+    assert "no \"ranking\": true" in rep.errors[0].message

@@ -332,6 +332,20 @@ async def test_dataset_step_validates_a_typed_folder(tmp_path):
         assert "cannot load" in app.screen.blocked_reason
 
 
+async def test_dataset_step_names_a_misspelt_conversations_key(tmp_path):
+    """The wizard validates with the same core as `validate`: the key, the one LLaMA-Factory reads, the fix."""
+    conv = [{"from": "human", "value": "q"}, {"from": "gpt", "value": "a"}]
+    data = tmp_path / "chats.jsonl"
+    data.write_text(json.dumps({"conversation": conv}) + "\n", encoding="utf-8")
+    app = MiniCPMApp(use_draft=False, state=demo_state(dataset_name="", dataset_file=str(data)))
+    async with app.run_test(size=SIZE) as pilot:
+        await at_step(app, pilot, 2)
+        report = app.screen.report
+        assert report is not None and report.file_error.field == "conversation"
+        assert "did you mean 'conversations'?" in app.screen.register_refusal()
+        assert "rename 'conversation' to 'conversations'" in screen_text(app).replace("\n", " ")
+
+
 async def test_quit_asks_while_a_run_is_live(no_draft, tmp_path):
     app = MiniCPMApp(use_draft=False, state=WizardState(hardware="preset:1x-t4-16gb"))
     async with app.run_test(size=SIZE) as pilot:

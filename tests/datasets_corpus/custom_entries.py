@@ -252,6 +252,11 @@ def _cases() -> dict[str, tuple[list[Any] | str, dict[str, Any], str]]:
     cases["entry_sharegpt_without_messages"] = ([{"dialog": _turns(("me", "a"), ("bot", "b"))}],
                                                 {"formatting": "sharegpt", "columns": {"system": "sys"},
                                                  "tags": ME_BOT}, "sft")
+    # turns under a misspelt key: the mapping our format error suggests reads them; the defaults fail (KeyError)
+    gpt = [{"from": "human", "value": "q"}, {"from": "gpt", "value": "a"}]
+    cases["sharegpt_misspelt_key_mapped"] = ([{"conversation": gpt}] * 2,
+                                             {"formatting": "sharegpt", "columns": {"messages": "conversation"}}, "sft")
+    cases["entry_sharegpt_messages_key_default"] = ([{"messages": gpt}] * 2, {"formatting": "sharegpt"}, "sft")
     cases["entry_sharegpt_on_alpaca_data"] = ([{"instruction": "q", "input": "", "output": "a"}],
                                               {"formatting": "sharegpt"}, "sft")
     cases["entry_not_ranking_for_dpo"] = ([{"q": "q", "good": "y", "bad": "n"}],

@@ -17,9 +17,14 @@ real loader in each of those environments, the same every time):
   string, list or object where the first block has another of these three fails;
 - silently handled: keys missing later (null), float then int, a later number or boolean in a string
   column ("5", "true"), a later digit string in an int column, "true"/"false"/"1"/"0" in a bool one.
-Within one block pyarrow unifies instead (new keys, int + float), and a string/number clash there
-fails the block (``validate``'s ``mixed_types``). A JSON array is read whole (pandas), so none of this
-applies to it. ``tests/test_datasets_blocks.py`` checks this model against the real loader.
+Within one block pyarrow unifies instead (new keys, int + float), and two kinds of value for one field
+(string, number, boolean, list, object), at the top or nested (a list's items, an object's field), fail
+the block (``validate``'s ``mixed_types``; ``BlockTypes`` types the records for the nested ones). A JSON
+array is read whole (pandas, then ``Table.from_pandas``, which fails on the same clashes), so it is one
+such read. ``tests/test_datasets_blocks.py`` and ``tests/test_datasets_types.py`` check this against the
+real loader. Not modelled: pyarrow parses a block in pieces of ``chunksize // 32`` (320 KB) and converts a
+later piece's values to the types of the earlier ones, so a clash whose two records are further apart than
+that can load where the later kind converts (a number after text); we report it all the same.
 """
 
 from __future__ import annotations
@@ -27,6 +32,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 from typing import Any
+
+from minicpm_tui.core.datasets.folder import SCALAR_TYPES, _has, union_types, value_type
 
 # datasets' JsonConfig.chunksize (10 MB): the loader's block. A module constant so tests can shrink it.
 LOADER_CHUNK = 10 << 20
@@ -72,15 +79,100 @@ def block_starts(path: str | Path, total: int, chunk: int | None = None, limit: 
     return out
 
 
-def add_types(sigs: dict[str, Any], rec: dict[str, Any]) -> None:
-    """Unify a first-block record's column types into ``sigs`` (``folder.value_type``'s types)."""
-    from minicpm_tui.core.datasets.folder import SCALAR_TYPES, unify_types, value_type
+class BlockTypes:
+    """The column types of what the loader parses at once (a JSON Lines block, a whole JSON array), record by
+    record, and the first record where a nested field takes a second kind: a list of strings here and of
+    numbers there, a message key that is a number in one turn and text in another. pyarrow (and pandas'
+    ``Table.from_pandas`` for an array) fails the whole read on it, as on a top-level clash."""
 
-    for k, v in rec.items():
-        t = SCALAR_TYPES.get(type(v)) or value_type(v)
-        cur = sigs.get(k)
-        if cur != t:
-            sigs[k] = t if cur is None else unify_types(cur, t)
+    __slots__ = ("sigs", "history")
+
+    def __init__(self) -> None:
+        self.sigs: dict[str, Any] = {}  # column -> its type so far (``folder.value_type``'s)
+        self.history: dict[str, list[tuple[int, Any]]] = {}  # column -> (record, its type from there), per change
+
+    def add(self, rec: dict[str, Any], idx: int, known: dict[str, Any] | None = None) -> tuple[str, Any] | None:
+        """Unify record ``idx``'s types in (``known``: some columns' types, vouched for by the record check);
+        (column, its type before) where one gets a nested clash here (that column of the record is then left
+        out, so later records are compared without it), else None."""
+        sigs = self.sigs
+        hit = None
+        for k, v in rec.items():
+            t = SCALAR_TYPES.get(type(v)) or (known and known.get(k)) or value_type(v)
+            cur = sigs.get(k)
+            if cur is t:  # types are interned: the usual answer
+                continue
+            new = t if cur is None else union_types(cur, t)
+            if new is cur:  # a record with fewer fields, say: nothing new
+                continue
+            if type(new) is tuple:
+                if _has(new, "mixed") and (cur is None or not _has(cur, "mixed")):
+                    hit = hit or (k, cur)
+                    continue
+                self.history.setdefault(k, []).append((idx, new))
+            sigs[k] = new  # a top-level "mixed" is validate's own mixed_types check
+        return hit
+
+
+_KIND_OF = {"string": "string", "int": "number", "float": "number", "bool": "boolean"}
+
+
+def _kinds(t: Any, path: str, out: dict[str, str]) -> dict[str, str]:
+    """Each abstract path (``messages[].weight``) of type ``t`` -> its JSON kind; no null or mixed ones."""
+    if type(t) is str:
+        if t in _KIND_OF:
+            out[path] = _KIND_OF[t]
+    elif t[0] == "list":
+        out[path] = "array"
+        _kinds(t[1], path + "[]", out)
+    else:
+        out[path] = "object"
+        for name, ft in t[1]:
+            _kinds(ft, f"{path}.{name}", out)
+    return out
+
+
+def _value_clash(v: Any, path: str, at: str, seen: dict[str, tuple[str, str | None]]):
+    """(field, abstract path, kind here, (kind before, its field in this record or None)) for the first value
+    of ``v`` (in order) whose JSON kind differs from the one ``seen`` has at its path, else None."""
+    from minicpm_tui.core.datasets.formats import json_kind
+
+    if v is None:
+        return None
+    kind = json_kind(v)
+    before = seen.get(path)
+    if before is None:
+        seen[path] = (kind, at)
+    elif before[0] != kind:
+        return at, path, kind, before
+    items = enumerate(v) if type(v) is list else v.items() if type(v) is dict else ()
+    for key, x in items:
+        hit = _value_clash(x, path + "[]" if type(v) is list else f"{path}.{key}",
+                           f"{at}[{key}]" if type(v) is list else f"{at}.{key}", seen)
+        if hit is not None:
+            return hit
+    return None
+
+
+def nested_clash(column: str, before: Any, value: Any, idx: int,
+                 history: list[tuple[int, Any]]) -> tuple[str, str, str, str]:
+    """(field, message, fix, kind "mixed_types") for record ``idx``, whose ``column`` (``value``) clashes with
+    ``before`` (the column's type over the records before it in the same read; ``history``: where it changed)."""
+    seen: dict[str, tuple[str, str | None]] = {p: (k, None) for p, k in _kinds(before, column, {}).items()} \
+        if before is not None else {}
+    hit = _value_clash(value, column, column, seen)
+    if hit is None:  # pragma: no cover - BlockTypes found one
+        return (column, "has items or fields of two kinds; LLaMA-Factory's loader (Arrow) fails on a field with "
+                "mixed types", f"give every value inside {column!r} one type", "mixed_types")
+    field, path, kind, (was, where) = hit
+    if where is None:
+        first = next((i for i, t in history if _kinds(t, column, {}).get(path) == was), None)
+        where = f"in record {first}" if first is not None else "in an earlier record"
+    else:
+        where = f"at {where} in this record"
+    was = f"{'an' if was[0] in 'aeiou' else 'a'} {was}"
+    return (field, f"is a JSON {kind} here but {path} is {was} {where}; LLaMA-Factory's loader (Arrow) fails on a "
+            "field with mixed types", f"make every {path} {was} (in every record)", "mixed_types")
 
 
 def _compiled(t: Any) -> tuple[Any, Any]:
@@ -98,19 +190,20 @@ def compile_schema(sigs: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
 
 
 def first_block(path: str | Path, total: int) -> tuple[int, int, dict[str, Any]] | None:
-    """(where the second block starts, the first block's records, its column types compiled), or None."""
+    """(where the second block starts, the first block's records, its column types compiled), or None (one
+    block, or a nested clash inside the first one)."""
     from minicpm_tui.core.datasets.reader import RecordReader
 
     start = second_block_start(path, total)
     if start is None:
         return None
-    sigs: dict[str, Any] = {}
+    types = BlockTypes()
     records = 0
-    for _idx, rec in RecordReader(path, byte_range=(0, start)):
+    for idx, rec in RecordReader(path, byte_range=(0, start)):
         records += 1
-        if type(rec) is dict:
-            add_types(sigs, rec)
-    return start, records, compile_schema(sigs)
+        if type(rec) is dict and types.add(rec, idx) is not None:
+            return None  # a clash inside the first block: the sequential scan names it
+    return start, records, compile_schema(types.sigs)
 
 
 def _kind(v: Any) -> str:
@@ -154,27 +247,43 @@ def _problem(v: Any, t: Any) -> tuple[list[str], str] | None:
     return _fields_problem(v, t)
 
 
-def _ok(v: Any, t: Any) -> bool:
+def _ok(v: Any, t: Any) -> int:
     """Whether the non-null ``v`` (not of its field's own type) casts to ``t``: ``_problem``'s fast answer,
-    with no path built and no call per scalar (every record after the first block goes through it)."""
+    with no path built and no call per scalar (every record after the first block goes through it).
+    0: it does not; 1: it does, each value of the first block's JSON kind; 2: it does, with some value of
+    another kind (castable: a number in a text column), which the first block's types say nothing about: the
+    records of that later block may differ from each other there, which fails the block itself."""
     tv = type(v)
+    ok = 1
     if tv is dict:
         if type(t) is not dict:
-            return False
+            return 0
         for k, x in v.items():
             entry = t.get(k)
-            if entry is None or x is not None and type(x) is not entry[0] and not _ok(x, entry[1]):
-                return False
-        return True
+            if entry is None:
+                return 0
+            if x is not None and type(x) is not entry[0]:
+                r = _ok(x, entry[1])
+                if r != 1:
+                    if not r:
+                        return 0
+                    ok = 2
+        return ok
     if tv is list:
         if type(t) is not tuple:
-            return False
+            return 0
         same, item = t[1]
-        for x in v:  # noqa: SIM110 - a plain loop: no generator per list, on the hot path
-            if x is not None and type(x) is not same and not _ok(x, item):
-                return False
-        return True
-    return _problem(v, t) is None
+        for x in v:
+            if x is not None and type(x) is not same:
+                r = _ok(x, item)
+                if r != 1:
+                    if not r:
+                        return 0
+                    ok = 2
+        return ok
+    if _problem(v, t) is not None:
+        return 0
+    return 1 if (tv is int or tv is float) and (t == "int" or t == "float") else 2
 
 
 def _fields_problem(v: dict[str, Any], t: dict[str, tuple[Any, Any]]) -> tuple[list[str], str] | None:
@@ -191,15 +300,25 @@ def _fields_problem(v: dict[str, Any], t: dict[str, tuple[Any, Any]]) -> tuple[l
     return None
 
 
+DIFFERS = ("", "")  # record_problem: it casts, with a value of another kind than the first block's
+
+
 def record_problem(rec: dict[str, Any], schema: dict[str, tuple[Any, Any]]) -> tuple[str, str] | None:
     """(field, what) where a record after the first block does not cast to its columns (``compile_schema``),
-    or None."""
+    ``DIFFERS`` where it casts with some value of another JSON kind (``_ok``), or None."""
+    differs = False
     for k, v in rec.items():
         entry = schema.get(k)
-        if entry is None or v is not None and type(v) is not entry[0] and not _ok(v, entry[1]):
+        if entry is None:
             break
+        if v is not None and type(v) is not entry[0]:
+            r = _ok(v, entry[1])
+            if r != 1:
+                if not r:
+                    break
+                differs = True
     else:
-        return None
+        return DIFFERS if differs else None
     p = _fields_problem(rec, schema)
     if p is None:  # pragma: no cover - the two agree
         return None

@@ -7,8 +7,11 @@ into an Arrow table on its own (``pa.Table.from_pandas``); the ArrowWriter takes
 schema and casts every later chunk to it. Per chunk, pandas infers each column (experiments with the real
 loader in each environment, the same every time):
 - a repeated header name gets a suffix (the second ``output`` is ``output.1``);
-- blank (or whitespace-only) lines are skipped; a row with more fields than the header stops the load
-  ("Error tokenizing data"), a shorter one is padded with nulls;
+- blank (or whitespace-only) lines are skipped; a shorter row is padded with nulls; a longer one stops the
+  load ("Error tokenizing data"), except: a first data row with k more fields than the header makes its first
+  k fields every row's index (read_csv's default ``index_col=None``; Arrow keeps it as ``__index_level_0__``...)
+  and the header names the fields after them, so every column is read k fields to the right; and the first
+  row of a later chunk loses its extra fields without a word;
 - ``NA_VALUES`` (``""``, ``NA``, ``None``, ``null``, ``nan``, ``N/A``...) are null, in any column;
 - only integers: int64 (a null among them makes it float64); integers and decimals: float64;
   only True/False (TRUE, true, ...): bool; nothing but nulls: float64; anything else: the text.

@@ -50,31 +50,78 @@ if TYPE_CHECKING:
 SCALAR_TYPES: dict[type, str] = {str: "string", bool: "bool", int: "int", float: "float", type(None): "null"}
 
 
+# Types are interned (one object per distinct type) and their unions memoised by identity: records repeat a
+# few shapes (messages, tool calls), so typing one is mostly dictionary lookups, not tuple building.
+# Every id-keyed memo refers only to interned types (alive in _INTERNED); all are forgotten together.
+_INTERNED: dict[Any, Any] = {}
 _FLAT: dict[tuple, Any] = {}  # (keys, value types) of an object of scalars -> its struct type
+_NESTED: dict[tuple, Any] = {}  # (keys, ids of the value types) of any other object -> its struct type
+_LISTS: dict[int, Any] = {}  # id of an item type -> the list type
+_UNIONS: dict[tuple[int, int], Any] = {}  # ids of two types -> unify_types of them
+_MEMO_MAX = 1 << 16
+
+
+def _interned(t: Any) -> Any:
+    got = _INTERNED.get(t)
+    if got is None:
+        got = _INTERNED[t] = t
+    return got
 
 
 def value_type(value: Any) -> Any:
+    if len(_INTERNED) > _MEMO_MAX:  # only between two calls: no type of an unfinished one is dropped
+        for memo in (_INTERNED, _FLAT, _NESTED, _LISTS, _UNIONS):
+            memo.clear()
+    return _value_type(value)
+
+
+def _value_type(value: Any) -> Any:
     t = SCALAR_TYPES.get(type(value))
     if t is not None:
         return t
     if type(value) is list:
         item: Any = "null"
         for v in value:
-            vt = SCALAR_TYPES.get(type(v)) or value_type(v)
-            if vt != item:
-                item = unify_types(item, vt)
-        return ("list", item)
+            tv = type(v)
+            if tv is dict:  # messages: the flat lookup inline, no call
+                vt = _FLAT.get((tuple(v), tuple(map(type, v.values())))) or _value_type(v)
+            else:
+                vt = SCALAR_TYPES.get(tv) or _value_type(v)
+            if vt is not item:
+                item = vt if item == "null" else union_types(item, vt)
+        return list_type(item)
     if type(value) is dict:
-        # Messages are objects of scalars with the same few keys: look their type up.
-        key = (tuple(value), tuple(map(type, value.values())))
+        keys = tuple(value)
+        key = (keys, tuple(map(type, value.values())))
         found = _FLAT.get(key)
         if found is not None:
             return found
-        t = ("struct", tuple(sorted((k, SCALAR_TYPES.get(type(v)) or value_type(v)) for k, v in value.items())))
-        if len(_FLAT) < 4096 and all(type(v) in SCALAR_TYPES for v in value.values()):
-            _FLAT[key] = t
-        return t
+        fields = [SCALAR_TYPES.get(type(v)) or _value_type(v) for v in value.values()]
+        memo, mkey = (_FLAT, key) if list not in key[1] and dict not in key[1] else \
+            (_NESTED, (keys, tuple(map(id, fields))))
+        found = memo.get(mkey)
+        if found is None:
+            found = memo[mkey] = _interned(("struct", tuple(sorted(zip(keys, fields, strict=True)))))
+        return found
     return "mixed"
+
+
+def list_type(item: Any) -> Any:
+    """The type of a list whose items unify to ``item``."""
+    found = _LISTS.get(id(item))
+    if found is None:
+        item = _interned(item)
+        found = _LISTS[id(item)] = _interned(("list", item))
+    return found
+
+
+def union_types(a: Any, b: Any) -> Any:
+    """``unify_types`` memoised: the same for any two types, a lookup for two interned ones."""
+    found = _UNIONS.get((id(a), id(b)))
+    if found is None:
+        a, b = _interned(a), _interned(b)
+        found = _UNIONS[(id(a), id(b))] = _interned(unify_types(a, b))
+    return found
 
 
 def unify_types(a: Any, b: Any) -> Any:

@@ -175,6 +175,32 @@ def detect_format(record: Any, fmt: str | None = None) -> Shape | None:
     return Shape(style, ranking=ranking, kto_key=kto_key, messages_key=messages_key, tags=tags)
 
 
+def _message_like(value: Any) -> bool:
+    first = _first_message(value)
+    return first is not None and ({"from", "value"} <= first.keys() or {"role", "content"} <= first.keys())
+
+
+def misspelt_messages_key(record: Any) -> tuple[str, str] | None:
+    """(a key of ``record`` that holds a list and reads like a misspelt messages key, the key LLaMA-Factory
+    reads) when the record has neither ``conversations`` nor ``messages``: a close name (``conversation``,
+    ``converstions``, ``Messages``) or, failing that, a list of message objects under another name."""
+    import difflib
+
+    if not isinstance(record, dict) or any(k in record for k in MESSAGE_KEYS):
+        return None
+    lists = [k for k, v in record.items() if isinstance(v, list)]
+    lower = {k.lower(): k for k in lists}
+    for std in MESSAGE_KEYS:
+        close = difflib.get_close_matches(std, list(lower), n=1, cutoff=0.8)
+        if close:
+            return lower[close[0]], std
+    for k in lists:
+        if _message_like(record[k]):
+            first = _first_message(record[k]) or {}
+            return k, "messages" if "role" in first and "from" not in first else "conversations"
+    return None
+
+
 def describe_keys(record: Any) -> str:
     if isinstance(record, dict):
         return "keys " + ", ".join(repr(k) for k in list(record)[:8])

@@ -405,7 +405,11 @@ def openai_checker(shape: Shape, stage: str):
                          "dpo_role")
                 answers.append((tag_map[role], v.get(content_tag), key, content_tag))
         elif stage == "dpo":
-            key = next(k for k in pair_keys if type(rec.get(k)) is not dict)
+            key = next((k for k in pair_keys if type(rec.get(k)) is not dict), None)
+            if key is None:  # both answers, but the entry is no ranking one: its stage issue refuses the file
+                return ("", "has chosen and rejected answers, but the dataset_info.json entry has no \"ranking\": "
+                        "true, so LLaMA-Factory makes no DPO pair of it", "set \"ranking\": true in the entry",
+                        "dpo_shape")
             v = rec.get(key)
             what = "is missing" if v is None else f"is a JSON {json_kind(v)}"
             return (key, f"{what}; openai DPO needs {key} as a message object (the record is skipped)",
@@ -436,6 +440,7 @@ def openai_checker(shape: Shape, stage: str):
     sep = len("\n</tool_response>\n<tool_response>\n")
     encode = json.JSONEncoder(ensure_ascii=False).encode  # json.dumps(..., ensure_ascii=False), less overhead
     passed_tools = [""]  # the last tool list that passed: records often share one
+    accepted = [-1]  # the last record taken here: its turns have text roles and contents (validate._known_types)
 
     def fast(rec: Any, idx: int, warn, lens) -> tuple[str, str, str, str] | None:
         if type(rec) is not dict:
@@ -547,9 +552,11 @@ def openai_checker(shape: Shape, stage: str):
         if parts:
             kept(idx, parts, None)
         lens(chars, pos + answers)
+        accepted[0] = idx
         return None
 
     fast.facts = facts  # type: ignore[attr-defined]
+    fast.accepted = accepted  # type: ignore[attr-defined]
     fast.full = check  # type: ignore[attr-defined]
     return fast
 

@@ -195,9 +195,9 @@ def ends_in_open_quote(lines: list[str]) -> bool:
 class FileLevelError(Exception):
     """The file cannot be read past this point (or at all)."""
 
-    def __init__(self, message: str, fix: str, record: int | None = None, kind: str = "file"):
+    def __init__(self, message: str, fix: str, record: int | None = None, kind: str = "file", field: str = ""):
         super().__init__(message)
-        self.message, self.fix, self.record, self.kind = message, fix, record, kind
+        self.message, self.fix, self.record, self.kind, self.field = message, fix, record, kind, field
 
 
 class RecordParseError:
@@ -531,15 +531,29 @@ class RecordReader:
                 rows: list[list[str]] = []
                 idx = 0
                 last: list[str] = []
+                width = len(header)  # the fields pandas reads per row
+                shift = 0  # leading fields pandas makes the index (a first row longer than the header)
                 for row in reader:
                     last, source.lines = source.lines, []  # this row's own lines
                     if not row or len(row) == 1 and not row[0].strip():
                         continue  # pandas skips blank lines (skip_blank_lines): they are no record
-                    if len(row) > len(header) and idx + len(rows) and self.load_issue is None:
-                        self.load_issue = (idx + len(rows), "", f"has {len(row)} fields but the header has "
-                                           f"{len(header)}: LLaMA-Factory's CSV loader (pandas) stops the whole load "
-                                           "on it (\"Error tokenizing data\")", "quote the cells that hold a comma, "
-                                           "or remove the extra ones")
+                    n = idx + len(rows)
+                    if len(row) > width:
+                        if n == 0:
+                            shift, width = len(row) - width, len(row)
+                            self._csv_index_note(header, row, shift, reader.line_num)
+                            header = [*header, *(f"__index_level_{i}__" for i in range(shift))]
+                        elif n % chunk == 0:
+                            self._csv_cut_note(n, row, width, reader.line_num)
+                            row = row[:width]
+                        elif self.load_issue is None:
+                            self.load_issue = (n, "", f"has {len(row)} fields but the {'first row' if shift else 'header'}"
+                                               f" has {width}: LLaMA-Factory's CSV loader (pandas) stops the whole load "
+                                               "on it (\"Error tokenizing data\")", "quote the cells that hold a comma, "
+                                               "or remove the extra ones")
+                    if shift:  # the index fields go last, as Arrow stores pandas' index
+                        row = row + [""] * (width - len(row))
+                        row = row[shift:] + row[:shift]
                     rows.append(row)
                     if len(rows) == chunk:
                         first = yield from self._csv_chunk(header, rows, idx, first)
@@ -559,6 +573,28 @@ class RecordReader:
             raise FileLevelError(f"the CSV file is not valid UTF-8 (byte {exc.start:,})",
                                  "re-save it as UTF-8", kind="encoding") from None
         self._report(self.total)
+
+    def _csv_index_note(self, header: list[str], row: list[str], shift: int, line: int) -> None:
+        """The first data row is longer than the header: pandas (read_csv's default index_col=None) makes its
+        leading fields the index of every row, Arrow keeps it as a column, and the header names the fields
+        after it, so every column is read ``shift`` fields to the right."""
+        if self.on_note is None:
+            return
+        extra = "the first field" if shift == 1 else f"the first {shift} fields"
+        index = ", ".join(repr(f"__index_level_{i}__") for i in range(shift))
+        cells = ", ".join(f"{name!r} reads {row[shift + i][:20]!r}" for i, name in enumerate(header[:3]))
+        self.on_note(0, "", f"has {len(row)} fields (line {line}) but the header has {len(header)}: LLaMA-Factory's "
+                     f"CSV loader (pandas) then takes {extra} of every row as its index (column"
+                     f"{'s' * (shift > 1)} {index}) and reads each header name {shift} field{'s' * (shift > 1)} to the right: "
+                     f"here {cells}", "remove the extra field from that row (a trailing comma is one) or quote the "
+                     "cell that holds a comma; or give the extra column a name in the header", "csv_index")
+
+    def _csv_cut_note(self, n: int, row: list[str], width: int, line: int) -> None:
+        if self.on_note is not None:
+            self.on_note(n, "", f"has {len(row)} fields (line {line}) but the rows before it have {width}: it is the "
+                         "first row of one of the chunks LLaMA-Factory's CSV loader (pandas) reads, and there pandas "
+                         f"drops the last {len(row) - width} without a word (anywhere else it stops the load)",
+                         "quote the cells that hold a comma, or remove the extra ones", "csv_extra_fields")
 
     def _csv_chunk(self, header: list[str], rows: list[list[str]], base: int,
                    first: list[str] | None) -> Generator[tuple[int, Any], None, list[str]]:

@@ -257,11 +257,59 @@ def make_checker(shape: Shape, stage: str):
         check = _alpaca_checker(shape, stage)
     else:
         check = _sharegpt_checker(shape, stage)
+    accepted = getattr(check, "accepted", None)
     if shape.columns is not None and any(shape.columns.get(k) for k in MEDIA_KEYS):
         from minicpm_tui.core.datasets.media import media_checker
 
         check = media_checker(check, shape)
+    check.known_types = _known_types(shape, stage, accepted)  # type: ignore[attr-defined]
     return check
+
+
+def _known_types(shape: Shape, stage: str, accepted: list[int] | None):
+    """For a record the checker accepted: the columns whose Arrow type the check itself vouches for (column ->
+    type), so typing the record (``blocks.BlockTypes``) need not walk them: the turns, and DPO's chosen/rejected
+    answers, when they hold no key but the role and content tags. The sharegpt checks accept those only with
+    a text role and content (a system turn's may be null) and at least one turn with content; the OpenAI one
+    only on its fast path (``accepted``: the last record it took there). None for alpaca."""
+    from itertools import chain
+
+    from minicpm_tui.core.datasets.folder import list_type, union_types, value_type
+
+    role, content = shape.tags.get("role_tag"), shape.tags.get("content_tag")
+    if shape.style == "alpaca" or role is None or content is None:
+        return None
+    allowed = frozenset((role, content))
+    answer, turns = value_type({role: "", content: ""}), value_type([{role: "", content: ""}])
+    turn = answer
+    mkey = shape.messages_key
+    # the answers are checked for DPO only (a KTO record of ranking data keeps whatever they hold)
+    pairs = (shape.column("chosen") or "chosen", shape.column("rejected") or "rejected") if stage == "dpo" else ()
+    keys = chain.from_iterable
+
+    plain = {mkey: turns}  # the usual answer, shared: read only
+
+    def known(rec: dict[str, Any], idx: int) -> dict[str, Any] | None:
+        if accepted is not None and accepted[0] != idx:
+            return None
+        msgs = rec[mkey]  # an accepted record's turns: a list of message objects
+        if allowed.issuperset(keys(msgs)):
+            if not pairs:
+                return plain
+            out = {mkey: turns}
+        else:  # only the turns with other keys (tool calls) are walked; the others have text roles and contents
+            t = turn
+            for m in msgs:
+                if not allowed.issuperset(m):
+                    t = union_types(t, value_type(m))
+            out = {mkey: list_type(t)}
+        for k in pairs:
+            v = rec.get(k)
+            if type(v) is dict and allowed.issuperset(v):
+                out[k] = answer
+        return out
+
+    return known
 
 
 def _alpaca_checker(shape: Shape, stage: str):
@@ -719,17 +767,18 @@ def validate_file(path: str | os.PathLike[str], stage: str | None = None, fmt: s
     block = _first_block(p, reader.total)
     if not token_sample and parallel_min_bytes is not None and reader.total >= parallel_min_bytes \
             and (workers or os.cpu_count() or 1) > 1:
+        merged, chunk_block = None, block
         if block is not None:  # chunks need the first block's types before they start
             from minicpm_tui.core.datasets.blocks import first_block
 
             try:
-                block = first_block(p, reader.total)
+                chunk_block = first_block(p, reader.total)
             except (OSError, FileLevelError):
-                block = None
-        merged = _validate_parallel(p, stage, fmt, progress, keep_indices, workers or os.cpu_count() or 1, schema,
-                                    reading, block)
+                chunk_block = None
+        if chunk_block is not None or block is None:  # else a clash or an error in the first block: sequential
+            merged = _validate_parallel(p, stage, fmt, progress, keep_indices, workers or os.cpu_count() or 1,
+                                        schema, reading, chunk_block)
         if merged is not None:
-            _did_you_mean(merged)
             merged.seconds = time.perf_counter() - started
             return merged
     if reading is None:
@@ -742,7 +791,6 @@ def validate_file(path: str | os.PathLike[str], stage: str | None = None, fmt: s
                      block=block)
         scan.stage_problem = stage_problem
     _finish(report, col, reader.layout, reader.nan_seen, scan, keep_indices, reading)
-    _did_you_mean(report)
     report.seconds = time.perf_counter() - started
     return report
 
@@ -753,30 +801,43 @@ _LF_COLUMNS = ("prompt", "query", "response", "history", "system", "tools", "mes
 _FIELD_HEAD = re.compile(r"[^.\[]*")
 
 
-def _did_you_mean(report: ValidationReport) -> None:
+def _did_you_mean(report: ValidationReport, kinds: dict[str, tuple[str, int]] | None = None) -> None:
     """Where the records have a key that nothing reads and that is close to a field LLaMA-Factory reads
     (``instrction`` for ``instruction``), the issues about that field say so. Once per file, over the kept
-    issues only: the records read it as missing, so the verdict stays."""
+    issues only: the records read it as missing, so the verdict stays. The messages column also takes
+    the other standard name (``messages`` where an entry reads ``conversations``) or, by ``kinds`` (the
+    scan's columns), the one list column nothing reads."""
     shape = report.shape
     if shape is None or not report.columns or not (report.errors or report.warnings or report.file_error):
         return
     import difflib
+
+    from minicpm_tui.core.datasets.formats import MESSAGE_KEYS
 
     read = {name: key for name in _LF_COLUMNS if (key := shape.column(name))}
     expected = set(read.values())
     unread = [c for c in report.columns if c not in expected]
     if not unread:
         return
+    messages = read.get("messages")
     hint: dict[str, str] = {}  # an issue's field (a record field or an entry's column name) -> the record key
     for key in sorted(expected):
         close = difflib.get_close_matches(key, unread, n=1, cutoff=0.8) or \
             difflib.get_close_matches(key.lower(), [c.lower() for c in unread], n=1, cutoff=0.8)
+        if not close and key == messages:
+            # the one list column nothing reads, only where no record has the turns where they are read
+            lists = [c for c in unread if kinds is not None and kinds.get(c, ("",))[0] == "array"] \
+                if messages not in report.columns else []
+            close = [c for c in unread if c in MESSAGE_KEYS] or (lists if len(lists) == 1 else [])
         if close:
             found = next(c for c in unread if c == close[0] or c.lower() == close[0])
             hint[key] = found
             hint.update({name: found for name, k in read.items() if k == key})
     if not hint:
         return
+    # an entry's own mapping is the other way out (register writes none for a detected file)
+    remap = f"set \"messages\": {json.dumps(hint[messages])} in the dataset_info.json entry's columns, or " \
+        if shape.from_entry and messages in hint else ""
     issues = [*report.errors, *report.warnings] + ([report.file_error] if report.file_error else [])
     for issue in issues:
         head = _FIELD_HEAD.match(issue.field or "")
@@ -786,8 +847,34 @@ def _did_you_mean(report: ValidationReport) -> None:
             continue
         target = read.get(key, key)
         issue.message += f"; did you mean? the records have {found!r}"
-        issue.fix = f"rename {found!r} to {target!r} in the records, or {issue.fix}" if issue.fix else \
-            f"rename {found!r} to {target!r} in the records"
+        more = remap if target == messages and issue.kind != "entry" else ""  # an entry issue says "map"
+        issue.fix = f"rename {found!r} to {target!r} in the records, or {more}{issue.fix}" if issue.fix else \
+            f"rename {found!r} to {target!r} in the records" + (f", or {more.removesuffix(', or ')}" if more else "")
+
+
+def _misspelt_messages(rec: dict[str, Any]) -> FileLevelError | None:
+    """The format error for a first record whose turns sit under a misspelt key (``conversation``): it names
+    the key, the one LLaMA-Factory reads, and the entry that reads the file as it is."""
+    from minicpm_tui.core.datasets.formats import SHAREGPT_TAGS, misspelt_messages_key
+
+    hit = misspelt_messages_key(rec)
+    if hit is None:
+        return None
+    found, std = hit
+    shape = detect_format({std: rec[found]})
+    # a columns block unsets what it does not name: the optional columns the record has go in too
+    columns = {"messages": found} | {k: k for k in ("system", "tools") if k in rec}
+    entry: dict[str, Any] = {"formatting": "sharegpt", "columns": columns}
+    if shape is not None and shape.tags != SHAREGPT_TAGS:  # LLaMA-Factory's default tags read from/value
+        entry["tags"] = shape.tags
+    mapping = json.dumps(entry, ensure_ascii=False)[1:-1]
+    return FileLevelError(f"cannot tell the format from the first record ({describe_keys(rec)}); did you mean "
+                          f"{std!r}? A sharegpt record's turns go under 'conversations' or 'messages' (or the key its "
+                          f"dataset_info.json entry maps as columns.messages), not {found!r}",
+                          f"rename {found!r} to {std!r} in every record, or register the file by hand with "
+                          f"{mapping} in its dataset_info.json entry (`minicpm-tui register` writes the standard "
+                          "keys) and check it with `minicpm-tui validate --dataset-info DIR NAME`",
+                          record=0, kind="format", field=found)
 
 
 def _first_block(p: Path, total: int) -> tuple[int, int | None, dict[str, Any] | None] | None:
@@ -838,7 +925,7 @@ def _entry_issues(report: ValidationReport, col: _Collector, reading: EntryReadi
 
 class _ScanResult:
     __slots__ = ("records", "valid", "columns", "stats", "stage", "stage_problem", "schema", "absent", "facts",
-                 "block", "load")
+                 "block", "load", "differs", "types")
 
     def __init__(self, records: int, valid: int, columns: dict[str, tuple[str, int]], stats: Any,
                  stage: str | None, stage_problem: Issue | None, schema: dict[str, Any] | None = None,
@@ -855,6 +942,10 @@ class _ScanResult:
         self.block: tuple[int, tuple[str, str], int] | None = None
         # (record, field, message, fix): what else stops the loader's whole load (a CSV chunk's cast)
         self.load: tuple[int, str, str, str] | None = None
+        # a parallel chunk's: a record after the first block with a value of another kind there (blocks._ok)
+        self.differs = False
+        # a JSON array chunk's column types (blocks.BlockTypes), to find a nested clash between chunks
+        self.types: dict[str, Any] | None = None
 
 
 def _scan(report: ValidationReport, col: _Collector, reader: RecordReader, stage: str | None,
@@ -867,7 +958,13 @@ def _scan(report: ValidationReport, col: _Collector, reader: RecordReader, stage
     With ``block`` (``_first_block``) records after the loader's first block are checked against its types,
     learnt from the records before (or given: a parallel chunk).
     """
-    from minicpm_tui.core.datasets.blocks import add_types, compile_schema, record_problem
+    from minicpm_tui.core.datasets.blocks import (
+        DIFFERS,
+        BlockTypes,
+        compile_schema,
+        nested_clash,
+        record_problem,
+    )
     from minicpm_tui.core.datasets.folder import SCALAR_TYPES, unify_types, value_type
     from minicpm_tui.core.datasets.stats import StatsCollector
 
@@ -891,7 +988,14 @@ def _scan(report: ValidationReport, col: _Collector, reader: RecordReader, stage
     block_hit: tuple[int, tuple[str, str], int] | None = None
     if block is not None:
         block_start, block_records, block_schema = block
-        block_sigs: dict[str, Any] = {}
+    # What pyarrow / pandas type at once (a JSON Lines block, a JSON array) must have one kind per nested
+    # field too (blocks.BlockTypes): every record is typed in the first block (or the one read), and in a
+    # later block once one of its records has another kind than the first block there (then that block's
+    # earlier records are read again), since until then they all have the first block's kinds.
+    types: BlockTypes | None = None
+    first_types: BlockTypes | None = None
+    blk_start, blk_first = 0, 0  # the current later block: where it starts, its first record
+    differs = False  # a parallel chunk's record with another kind than the first block's (sequential types it)
     # pyarrow infers each loader block alone: a kind that changes from one block to the next is a cast
     # (blocks.py), not a clash, so kinds are compared within a block. Parallel chunks compare them over the
     # chunk: a clash there sends the file back to this sequential scan.
@@ -906,6 +1010,9 @@ def _scan(report: ValidationReport, col: _Collector, reader: RecordReader, stage
         nonlocal shape, check, stage, stage_problem
         shape = detect_format(rec, fmt)
         if shape is None:
+            misspelt = _misspelt_messages(rec)
+            if misspelt is not None:
+                raise misspelt
             raise FileLevelError(f"cannot tell the format from the first record ({describe_keys(rec)})",
                                  "use alpaca (instruction/input/output) or sharegpt (a conversations/messages "
                                  "list); see data/README.md of LLaMA-Factory", record=0, kind="format")
@@ -917,6 +1024,9 @@ def _scan(report: ValidationReport, col: _Collector, reader: RecordReader, stage
     reader.on_note = warn
     try:
         it = iter(reader)
+        if reader.layout in ("lines", "array") and (block is None or block[2] is None):
+            types = first_types = BlockTypes()
+        known = getattr(check, "known_types", None)
         for idx, rec in it:
             records += 1
             if type(rec) is RecordParseError:
@@ -931,6 +1041,7 @@ def _scan(report: ValidationReport, col: _Collector, reader: RecordReader, stage
                 start(rec)
                 # Columns are the union over the file; optional ones are looked up with .get().
                 check = make_checker(shape, stage)
+                known = check.known_types
                 for pidx, prec in pending:
                     error(pidx, "", f"is a JSON {json_kind(prec)}, not an object",
                           "make every record a JSON object", "not_object")
@@ -946,9 +1057,11 @@ def _scan(report: ValidationReport, col: _Collector, reader: RecordReader, stage
                     absent.difference_update(rec)
                 if bounds and reader.pos >= bounds[-1]:  # the first record of the loader's next block
                     while bounds and reader.pos >= bounds[-1]:
-                        bounds.pop()
+                        blk_start = bounds.pop()
+                    blk_first = idx
                     kinds = {}
                     col_types.clear()
+                    types = None
                 for k, v in rec.items():
                     if first_type(k) is type(v):
                         continue  # the usual case: same Python type as where the key was first seen
@@ -966,16 +1079,19 @@ def _scan(report: ValidationReport, col: _Collector, reader: RecordReader, stage
                                    "loader (Arrow) fails on a field with mixed types", f"make {k!r} a {seen[0]} in "
                                    "every record, or drop it", "mixed_types")
                         break
-                if block is not None:
-                    if reader.pos < block_start:
-                        if block_schema is None:
-                            add_types(block_sigs, rec)
-                    else:
-                        if block_schema is None:  # the first record after the first block
-                            block_schema, block_records = compile_schema(block_sigs), idx
-                        hit = record_problem(rec, block_schema)
-                        if hit is not None:
-                            block_hit, block = (idx, hit, block_records), None  # the first one stops the load
+                if block is not None and reader.pos >= block_start:
+                    if block_schema is None:  # the first record after the first block
+                        block_schema, block_records = compile_schema(first_types.sigs), idx
+                    hit = record_problem(rec, block_schema)
+                    if hit is DIFFERS:
+                        if types is not None:
+                            pass  # this block is typed already
+                        elif reader.byte_range is None:
+                            types = _retype(reader.path, blk_start, reader.pos, blk_first)
+                        else:
+                            differs = True
+                    elif hit is not None:
+                        block_hit, block = (idx, hit, block_records), None  # the first one stops the load
                 if sigs is not None:
                     for k, v in rec.items():
                         t = scalar_type(type(v)) or value_type(v)
@@ -983,7 +1099,15 @@ def _scan(report: ValidationReport, col: _Collector, reader: RecordReader, stage
                         if cur != t:
                             sigs[k] = t if cur is None else unify_types(cur, t)
             if problem is None:
+                measured = len(stats.chars) if types is not None else 0
                 problem = check(rec, idx, warn, lens)
+                if types is not None and type(rec) is dict:  # after the check: vouched-for columns are not walked
+                    clash = types.add(rec, idx, known(rec, idx) if problem is None and known else None)
+                    if clash is not None and problem is None:
+                        problem = nested_clash(clash[0], clash[1], rec[clash[0]], idx, types.history.get(clash[0], []))
+                        del stats.chars[measured:], stats.turns[measured:]  # not a usable record after all
+            elif types is not None and type(rec) is dict:
+                types.add(rec, idx)
             if problem is None:
                 valid += 1
                 stats.keep(idx, rec)
@@ -992,8 +1116,8 @@ def _scan(report: ValidationReport, col: _Collector, reader: RecordReader, stage
                 if keep_indices:
                     invalid_idx.append(idx)
     except FileLevelError as exc:
-        report.file_error = Issue(exc.record, "", exc.message, exc.fix, exc.kind)
-        error(exc.record, "", exc.message, exc.fix, exc.kind)
+        report.file_error = Issue(exc.record, exc.field, exc.message, exc.fix, exc.kind)
+        error(exc.record, exc.field, exc.message, exc.fix, exc.kind)
     for pidx, prec in pending:
         error(pidx, "", f"is a JSON {json_kind(prec)}, not an object", "make every record a JSON object",
               "not_object")
@@ -1003,7 +1127,21 @@ def _scan(report: ValidationReport, col: _Collector, reader: RecordReader, stage
                       getattr(check, "facts", None))
     out.block = block_hit
     out.load = reader.load_issue
+    out.differs = differs
+    out.types = types.sigs if types is not None and reader.layout == "array" else None
     return out
+
+
+def _retype(path: Path, start: int, stop: int, first: int) -> Any:
+    """The types of a later loader block's records in [start, stop) (numbered from ``first``): all of the first
+    block's kinds (``_scan``), so no clash among them; the records after them are compared with these."""
+    from minicpm_tui.core.datasets.blocks import BlockTypes
+
+    types = BlockTypes()
+    for i, rec in RecordReader(path, byte_range=(start, stop)):
+        if type(rec) is dict:
+            types.add(rec, first + i)
+    return types
 
 
 def _finish(report: ValidationReport, col: _Collector, layout: str, nan_seen: bool, scan: _ScanResult,
@@ -1059,6 +1197,7 @@ def _finish(report: ValidationReport, col: _Collector, layout: str, nan_seen: bo
     report.token_sample = scan.stats.sample
     if scan.schema is not None:
         report.raw = scan
+    _did_you_mean(report, scan.columns)
 
 
 # -- parallel JSON Lines / arrays ------------------------------------------------------------------------
@@ -1089,8 +1228,21 @@ def _chunk_worker(task: tuple[str, int, int, int, Shape, str, bool, str, bool, b
     # the sequential path (which names the error exactly as it always has).
     return (report.errors, report.error_counts, report.warnings, report.warning_counts, scan.records,
             scan.valid, scan.columns, scan.stats.chars, scan.stats.turns, report.invalid_indices,
-            reader.lines_read, report.file_error is not None or not reader.split_ok, reader.nan_seen, scan.schema,
-            scan.absent, scan.facts, scan.block)
+            reader.lines_read, report.file_error is not None or not reader.split_ok or scan.differs, reader.nan_seen,
+            scan.schema, scan.absent, scan.facts, scan.block, scan.types)
+
+
+def _types_clash(types: dict[str, Any], more: dict[str, Any]) -> bool:
+    """Unify a chunk's column types into ``types``; whether a nested field gets a second kind."""
+    from minicpm_tui.core.datasets.folder import _has, union_types
+
+    for k, t in more.items():
+        cur = types.get(k)
+        new = t if cur is None else union_types(cur, t)
+        if type(new) is tuple and _has(new, "mixed"):
+            return True
+        types[k] = new
+    return False
 
 
 def _split_lines(path: Path, total: int, n: int) -> list[tuple[int, int]]:
@@ -1222,8 +1374,11 @@ def _validate_parallel(p: Path, stage: str | None, fmt: str | None, progress: Pr
     nan_seen = False
     facts: dict[str, int | None] | None = None  # each the first record over the chunks
     block_hit = None  # the first chunk's
+    types: dict[str, Any] = {}  # a JSON array's column types over the chunks (one read: pandas)
     for errors, error_counts, warnings, warning_counts, n, ok, cols, chars, turns, bad, lines, failed, nan, \
-            chunk_sigs, chunk_absent, chunk_facts, chunk_block in results:
+            chunk_sigs, chunk_absent, chunk_facts, chunk_block, chunk_types in results:
+        if chunk_types and _types_clash(types, chunk_types):
+            return None  # a nested clash between two chunks: the sequential path names its record
         if chunk_block is not None and block_hit is None:
             block_hit = (chunk_block[0] + base_rec, *chunk_block[1:])
         nan_seen = nan_seen or nan
