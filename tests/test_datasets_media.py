@@ -220,3 +220,51 @@ def test_preflight_advice_names_the_users_dataset_info_not_generates_staging_cop
     assert str(staging) not in registered.one_line() + from_file.one_line()
     # The wizard's Review step shows it in its own words (its Dataset step lists the records).
     assert registered.one_line(tui=True).endswith("; the Dataset step lists the unusable records")
+
+
+def test_a_target_reads_the_media_as_its_release_does(media_info, capsys, monkeypatch):
+    """Written for another machine's LLaMA-Factory, an entry's media are read by that release's facts (its
+    snapshot), never by the LLaMA-Factory here: mistral_small reads images from 0.9.3 on and none in 0.9.2, whose
+    converter also fails on a null. The same verdict from validate_registered (the wizard's Dataset step),
+    `validate --lf-target` and generate's preflight."""
+    from test_smoke_support import demo_recipe
+
+    import minicpm_tui.core.lfinfo as lfinfo
+    from minicpm_tui.core.datasets.entry import validate_registered
+    from minicpm_tui.core.errors import UserError
+    from minicpm_tui.core.lftarget import load_release
+    from minicpm_tui.core.writers import generate
+
+    def asked_here(*_, **__):
+        raise AssertionError("the LLaMA-Factory here was asked about a target")
+
+    monkeypatch.setattr(lfinfo, "lf_info", asked_here)
+    monkeypatch.setattr(lfinfo, "installed_lf_version", asked_here)
+    entry = json.loads((media_info / "dataset_info.json").read_text())["qa"]
+    old = validate_registered("qa", entry, media_info, template="mistral_small", target=load_release("0.9.2"))
+    refused = old.file_error
+    assert (refused.record, refused.field) == (1, "img")
+    assert refused.message.startswith("template mistral_small reads no images; LLaMA-Factory stops preprocessing")
+    new = validate_registered("qa", entry, media_info, template="mistral_small", target=load_release("0.9.3"))
+    assert new.file_error is None and [e.kind for e in new.errors] == ["media_missing"]  # read: must exist
+    assert main(["validate", "--dataset-info", str(media_info), "qa", "--template", "mistral_small",
+                 "--lf-target", "0.9.2"]) == 1
+    assert f"{media_info / 'qa.jsonl'}:record 1: img: template mistral_small reads no images" in capsys.readouterr().out
+    assert main(["validate", "--dataset-info", str(media_info), "qa", "--template", "mistral_small",
+                 "--lf-target", "0.9.3"]) == 1
+    assert "record 1: img[0]: 'pics/cat.png' is not a file in media_dir" in capsys.readouterr().out
+    # 0.9.2's converter fails on a null media value whatever the template; 0.9.3 takes it
+    _jsonl(media_info / "qa.jsonl", [_qa(0, img=None), _qa(1, img=[])])
+    for release, code in (("0.9.2", 1), ("0.9.3", 0)):
+        assert main(["validate", "--dataset-info", str(media_info), "qa", "--lf-target", release]) == code
+        assert ("LLaMA-Factory 0.9.2's converter" in capsys.readouterr().out) == (code == 1)
+    # generate's preflight against the target says what validate said
+    _jsonl(media_info / "qa.jsonl", [_qa(0, img=[]), _qa(1, img=["pics/cat.png"])])
+    with pytest.raises(UserError) as exc:
+        generate(demo_recipe(lf_target="0.9.2", template="mistral_small", datasets=["qa"],
+                             dataset_dir=str(media_info)), media_info.parent / "run")
+    assert "MiniCPM4-0.5B (template mistral_small) reads no images" in exc.value.one_line()
+    # no entry, no release to read it by: one line
+    assert main(["validate", str(media_info / "qa.jsonl"), "--lf-target", "0.9.2"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("minicpm-tui: error: --lf-target: needs --dataset-info") and len(err.splitlines()) == 1

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -94,9 +95,11 @@ def test_a_release_target_needs_no_llamafactory_here(tmp_path, monkeypatch):
     assert report.ok and report.target == "the LLaMA-Factory 0.9.2 snapshot"
     assert "train.yaml: keys and template against the LLaMA-Factory 0.9.2 snapshot" in report.checked
     assert "train.yaml: LLaMA-Factory's argument parser" not in report.checked
-    assert report.notes[0].startswith("checked against the LLaMA-Factory 0.9.2 snapshot; not run here: "
-                                      "LLaMA-Factory's own argument parser")
-    assert report.notes[0].endswith(f"run `minicpm-tui run --check {run}` on the target machine")
+    assert report.notes[0] == ("written for the LLaMA-Factory 0.9.2 snapshot, not this machine's LLaMA-Factory; "
+                               "left for `minicpm-tui run --check` on the machine that trains: LLaMA-Factory's own "
+                               f"argument parser; run `minicpm-tui run --check {run}` there, with TRAIN_PYTHON set "
+                               "to that environment's python")
+    assert report.notes[0] == report.target_note() and report.notes.count(report.target_note()) == 1
     # ZeRO-2: DeepSpeed's config model is left to the target too
     generate(demo_recipe(lf_target="0.9.2", zero_stage=2, gpus=2), tmp_path / "z2", reports=reports)
     assert reports[1].not_checked == ["LLaMA-Factory's own argument parser", "DeepSpeed's config model"]
@@ -150,6 +153,153 @@ def test_the_preflight_against_a_target_finds_what_it_lacks(tmp_path, monkeypatc
     # cpm is train_entry.py's on 0.9.5: not a problem there
     (run / "train.yaml").write_text((run / "train.yaml").read_text().replace("template: baichuan2", "template: cpm"))
     assert [p.key for p in preflight(run, target=load_release("0.9.5")).problems] == ["save_safetensors"]
+
+
+def local_model(root: Path) -> Path:
+    """A checkpoint folder on this machine (its config.json: MiniCPM4's chat format), named by its path."""
+    folder = root / "ckpt" / "my-minicpm4"
+    folder.mkdir(parents=True)
+    (folder / "config.json").write_text(json.dumps({
+        "model_type": "minicpm", "vocab_size": 73448, "hidden_size": 1024, "intermediate_size": 4096,
+        "num_hidden_layers": 8, "num_attention_heads": 16, "num_key_value_heads": 2,
+        "max_position_embeddings": 4096}))
+    return folder
+
+
+def test_generate_for_a_target_says_once_what_it_left_there_the_model_path_too(tmp_path):
+    """The plan's "written for" note and the preflight's account of what it checked are one message: what was
+    left for `run --check` on the machine that trains, which includes a model named by its path here (said,
+    not refused: the path may well be there too). The commands to run there follow once, in the next line."""
+    model = local_model(tmp_path)
+    env = {**os.environ, "MINICPM_TUI_TRAIN_PYTHON": str(tmp_path / "none" / "python")}
+    env.pop("TRAIN_PYTHON", None)
+    run = tmp_path / "run"
+    base = [sys.executable, "-m", "minicpm_tui", "generate", "minicpm4-0.5b-sft-lora", "--model", str(model),
+            "--hardware", "1x-a10-24gb", "--lf-target", "0.9.3"]
+    proc = subprocess.run(base + ["--out", str(run)], capture_output=True, text=True, timeout=120, env=env)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    lines = proc.stdout.splitlines()
+    assert proc.stdout.count("written for") == 1 and "checked against" not in proc.stdout, proc.stdout
+    assert ("  written for the LLaMA-Factory 0.9.3 snapshot, not this machine's LLaMA-Factory; left for `minicpm-tui "
+            "run --check` on the machine that trains: LLaMA-Factory's own argument parser and the model at "
+            f"{model}") in lines
+    assert (f"  note: the model is named by its path on this machine ({model}), which the run directory does not "
+            "carry: copy it to the same path on the machine that trains, or use its hub id (--model ORG/NAME), or "
+            "edit model_name_or_path in train.yaml there") in lines
+    assert proc.stdout.count(f"minicpm-tui run --check {run}") == 1
+    assert lines[-1] == (f"next, on the machine that trains (TRAIN_PYTHON set to that environment's python): "
+                         f"minicpm-tui run --check {run}   then   minicpm-tui run {run}")
+    # The folder itself keeps both notes: it is read without generate's output.
+    yaml_text = (run / "train.yaml").read_text()
+    assert "# Note: written for the LLaMA-Factory 0.9.3 snapshot" in yaml_text
+    assert f"# Note: the model is named by its path on this machine ({model})" in yaml_text
+    assert f"model_name_or_path: {model}" in yaml_text
+    # --json: the one message in full, with the command to run there
+    proc = subprocess.run(base + ["--out", str(tmp_path / "j"), "--json"], capture_output=True, text=True,
+                          timeout=120, env=env)
+    data = json.loads(proc.stdout)
+    pre = data["preflight"]
+    assert pre["not_checked"] == ["LLaMA-Factory's own argument parser", f"the model at {model}"]
+    said = [n for n in data["notes"] if "written for" in n]
+    assert said == [pre["notes"][0]] and said[0].endswith(
+        f"run `minicpm-tui run --check {tmp_path / 'j'}` there, with TRAIN_PYTHON set to that environment's python")
+
+
+def test_a_model_path_is_said_only_where_the_run_directory_goes_elsewhere(tmp_path):
+    """Written for this machine and not carried: the path is right. Written for a target, or with the data
+    bundled to be moved: the model is not carried, so it is said (in the wizard's words there). A hub id: never."""
+    from minicpm_tui.core.lfinfo import LFInfo
+    from minicpm_tui.core.writers import model_path_note
+
+    model = str(local_model(tmp_path))
+    here = LFInfo(load_release("0.9.5").raw)  # as the installed one reads: written for this machine
+
+    def said(info, **values) -> list[str]:
+        return [n for n in render(demo_recipe(**values), info)[1].notes if "the model is named by its path" in n]
+
+    assert said(here, model=model) == []
+    assert said(here, model=model, bundle_data=True) == [model_path_note(model, False, True)]
+    assert said(load_release("0.9.3"), model=model) == [model_path_note(model, True, False)]
+    assert said(load_release("0.9.3"), bundle_data=True) == []  # MiniCPM4-0.5B: its hub id
+    tui = model_path_note(model, True, False, tui=True)
+    assert tui == (f"{model}: a path here, not carried: copy it to that path on the machine that trains, name it by "
+                   "its hub id (step 2), or edit model_name_or_path in train.yaml there")
+    assert model_path_note("openbmb/MiniCPM4-0.5B", True, True) is None
+
+
+def test_run_check_where_it_trains_looks_for_a_model_path(tmp_path):
+    """What generate left for `run --check` on the machine that trains includes the model at its path: that
+    check (the preflight without a target) looks for it there; LLaMA-Factory's parser takes any string."""
+    from minicpm_tui.core.preflight import PreflightReport, _check_model
+
+    model = local_model(tmp_path)
+    run = tmp_path / "run"
+    generate(demo_recipe(model=str(model), lf_target="0.9.3"), run)
+    report = PreflightReport(run_dir=run)
+    _check_model(run, report)
+    assert report.ok and report.checked == [f"model: found at {model}"]
+    model.rename(tmp_path / "moved")
+    report = PreflightReport(run_dir=run)
+    _check_model(run, report)
+    (problem,) = report.problems
+    assert problem.one_line() == (f"train.yaml: model_name_or_path: {model} does not exist on this machine (the model "
+                                  "is read from that path); copy the model to that path, or set model_name_or_path "
+                                  "to where it is here, or to its hub id")
+    hub = tmp_path / "hub"
+    generate(demo_recipe(lf_target="0.9.3"), hub)
+    report = PreflightReport(run_dir=hub)
+    _check_model(hub, report)
+    assert report.ok and not report.checked  # a hub id: LLaMA-Factory fetches it there
+
+
+def only_the_target_has(lf) -> tuple[str, str]:
+    """(a release other than the installed one, an argument key it has and the installed one lacks)."""
+    for release in reversed(RELEASES):
+        if release != lf.version:
+            extra = sorted(k for k in load_release(release).all_keys - lf.all_keys if not k.startswith("_"))
+            if extra:
+                return release, extra[0]
+    pytest.skip(f"no shipped release has a key LLaMA-Factory {lf.version} lacks")
+
+
+def test_a_smoke_run_here_of_a_target_says_what_it_proves_or_is_refused(tmp_path, lf, monkeypatch):
+    """A run directory written for another release, smoked with this machine's LLaMA-Factory: that proves the
+    data and scripts, not the target's release (said); a train.yaml this one cannot parse (a key only the
+    target has) is refused before anything is built, in one line with the fix; no LLaMA-Factory here, too.
+    Written for this machine's: nothing is asked."""
+    from minicpm_tui.core.smoke import prepare_smoke, smoke_here
+
+    monkeypatch.delenv("TRAIN_PYTHON", raising=False)
+    monkeypatch.setenv("MINICPM_TUI_TRAIN_PYTHON", lf.python)
+    release, key = only_the_target_has(lf)
+    run = tmp_path / "run"
+    generate(demo_recipe(lf_target=release), run)
+    here = smoke_here(run)
+    assert (here.wanted, here.here, here.refused, here.target) == (
+        release, lf.version, "", f"the LLaMA-Factory {release} snapshot")
+    assert here.other_release and here.note() == (
+        f"written for LLaMA-Factory {release} but smoked with {lf.version} ({lf.python}): it proves the data and "
+        "the scripts, not that release; set TRAIN_PYTHON to a python with it, or smoke it on the target machine")
+    assert here.note() in prepare_smoke(run, steps=1).notes
+
+    bad = tmp_path / "bad"
+    generate(demo_recipe(lf_target=release, extra_args={key: 1}), bad)
+    here = smoke_here(bad)
+    assert here.refused == (f"LLaMA-Factory {lf.version} here lacks train.yaml's {key} (written for {release}): its "
+                            "argument parser stops on it") and here.note() is None
+    with pytest.raises(UserError) as exc:
+        prepare_smoke(bad)
+    assert exc.value.one_line() == (
+        f"{bad}: not smoked here: {here.refused}; smoke it on the machine that trains (`minicpm-tui smoke RUN_DIR` "
+        f"there), or set TRAIN_PYTHON to a python with LLaMA-Factory {release}")
+    assert not (bad / "smoke").exists()
+
+    monkeypatch.setenv("TRAIN_PYTHON", str(tmp_path / "none" / "python"))
+    assert smoke_here(run).refused.startswith("training Python ")
+    monkeypatch.delenv("TRAIN_PYTHON")
+    mine = tmp_path / "mine"
+    generate(demo_recipe(), mine, preflight=False)
+    assert smoke_here(mine).target == "" and not smoke_here(mine).other_release
 
 
 # -- bad input: one line, the file named, the fix given ----------------------------------------------
@@ -285,8 +435,12 @@ def test_doctor_save_round_trip_into_generate(tmp_path):
                            "8x-a100-80gb-nvlink", "--zero-stage", "2", "--lf-target", "box.json", "--out", str(run)],
                           capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "checked against LLaMA-Factory 0.9.3 as saved in box.json; not run here" in proc.stdout
-    assert f"next, on the machine that trains: minicpm-tui run --check {run}" in proc.stdout
+    assert ("written for LLaMA-Factory 0.9.3 as saved in box.json, not this machine's LLaMA-Factory; left for "
+            "`minicpm-tui run --check` on the machine that trains: LLaMA-Factory's own argument parser and "
+            "DeepSpeed's config model") in proc.stdout
+    assert "checked against" not in proc.stdout and proc.stdout.count("written for") == 1
+    assert (f"next, on the machine that trains (TRAIN_PYTHON={shlex.quote(python)}): minicpm-tui run --check "
+            f"{run}") in proc.stdout
     cfg = yaml.safe_load((run / "train.yaml").read_text())
     assert cfg["template"] == "cpm" and cfg["deepspeed"] == "ds_config.json"
     meta = json.loads((run / "generated.json").read_text())

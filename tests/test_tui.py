@@ -1535,3 +1535,120 @@ async def test_review_ctrl_l_carries_the_data_files_in_the_run_directory(no_draf
         assert app.state.bundle_data is False and app.screen.stale
         assert app.screen.ready() is False and app.screen.blocked_reason == "changed since written: ^w rewrites it"
         assert '"file_name": "/' in app.screen.files["dataset_info.json"]
+
+
+async def test_review_says_a_model_path_must_be_there_too_where_the_run_goes(no_draft, tmp_path, lf, monkeypatch):
+    """A model given by its path on this machine: nothing to say while the run directory is written for this
+    machine and names its files here; carried (Ctrl+L) or written for another machine's LLaMA-Factory, the
+    Review step says plainly that the path must hold it there too, and the fix (never refused: it writes)."""
+    from test_lf_target import local_model
+
+    from minicpm_tui.core.writers import model_path_note
+
+    model = str(local_model(tmp_path))
+    app = MiniCPMApp(use_draft=False, state=demo_state(model=model))
+    async with app.run_test(size=SIZE) as pilot:
+        await at_step(app, pilot, 5)
+        assert "train.yaml" in app.screen.files, app.screen.error
+        row = app.screen.query_one("#model-row")
+        assert row.display is False and "the run directory does not carry" not in screen_text(app)
+        await pilot.press("ctrl+l")
+        await settle(app, pilot)
+        assert row.display is True
+        assert pane_text(app, "#model-hint") == model_path_note(model, False, True, tui=True)
+        assert "name it by its hub id (step 2)" in " ".join(screen_text(app).split())  # shown, wrapped
+        assert all(len(line.rstrip()) <= 80 for line in screen_text(app).splitlines())
+        await pilot.press("ctrl+l")
+        await settle(app, pilot)
+        assert row.display is False
+    monkeypatch.setenv("MINICPM_TUI_TRAIN_PYTHON", str(tmp_path / "no" / "python"))  # written for 0.9.3 only
+    out = tmp_path / "run"
+    app = MiniCPMApp(use_draft=False, state=demo_state(model=model, lf_target="0.9.3"))
+    async with app.run_test(size=SIZE) as pilot:
+        await at_step(app, pilot, 5)
+        assert app.screen.query_one("#model-row").display is True
+        assert pane_text(app, "#model-hint") == model_path_note(model, True, False, tui=True)
+        app.screen.query_one("#out-dir").value = str(out)
+        await pilot.press("ctrl+w")
+        await settle(app, pilot, 8)
+        assert app.state.run_dir == str(out), [n.message for n in app._notifications]
+        shown = pane_text(app, "#file-text")
+        assert (f"not checked here: LLaMA-Factory's own argument parser and the model at {model} (they need the "
+                "target's environment)") in shown, shown
+
+
+@pytest.mark.parametrize("release, refused", [("0.9.2", True), ("0.9.3", False)])
+async def test_the_dataset_step_reads_media_as_the_target_release_does(no_draft, tmp_path, monkeypatch, release,
+                                                                      refused):
+    """Written for another machine's LLaMA-Factory (step 1), a registered entry's media are read by that
+    release's facts, as the preflight against it reads them, not by a LLaMA-Factory here (there is none):
+    mistral_small reads no images in 0.9.2 and reads them from 0.9.3 on."""
+    from minicpm_tui.tui.screens.dataset import DatasetScreen
+
+    monkeypatch.setattr(DatasetScreen, "_preview", lambda *_: None)
+    monkeypatch.setenv("MINICPM_TUI_TRAIN_PYTHON", str(tmp_path / "no" / "python"))
+    info = _registry(tmp_path / "lf_data")
+    state = demo_state(lf_target=release, dataset_info=str(info), dataset_file="entry:pics", dataset_name="pics",
+                       hparams={"template": "mistral_small"})
+    app = MiniCPMApp(use_draft=False, state=state)
+    async with app.run_test(size=SIZE) as pilot:
+        await at_step(app, pilot, 2)
+        screen = app.screen
+        assert screen.key == "entry:pics" and screen.report is not None, screen.error
+        if refused:
+            err = screen.report.file_error
+            assert err is not None and (err.record, err.field) == (0, "pics")
+            assert err.message.startswith("MiniCPM4-0.5B (template mistral_small) reads no images")
+            assert "✗ won't load" in screen_text(app) and not screen.ready()
+        else:
+            assert screen.report.ok and not screen.report.notes and screen.ready(), screen.blocked_reason
+
+
+async def test_the_run_step_says_what_a_smoke_here_proves_of_a_run_written_for_a_target(no_draft, tmp_path, lf,
+                                                                                         monkeypatch):
+    """The smoke run of a run directory written for another machine runs with this machine's LLaMA-Factory: the
+    Run step names both releases and what that proves (the data and the scripts), or names none to compare when
+    they are the same release; when this one cannot read that train.yaml (a key only the target has) the smoke
+    run is not offered, with the reason, and `s` does nothing."""
+    from test_lf_target import only_the_target_has
+    from test_smoke_support import demo_recipe
+
+    from minicpm_tui.core.smoke import smoke_here
+    from minicpm_tui.core.writers import generate
+
+    monkeypatch.setenv("MINICPM_TUI_TRAIN_PYTHON", lf.python)
+    monkeypatch.delenv("TRAIN_PYTHON", raising=False)
+    release, key = only_the_target_has(lf)
+    other, bad, same = tmp_path / "other", tmp_path / "bad", tmp_path / "same"
+    generate(demo_recipe(lf_target=release), other, preflight=False)
+    generate(demo_recipe(lf_target=release, extra_args={key: 1}), bad, preflight=False)
+    generate(demo_recipe(lf_target=lf.version), same, preflight=False)
+    app = MiniCPMApp(use_draft=False, state=demo_state(lf_target=release, run_dir=str(other), run_digest="1"))
+    async with app.run_test(size=SIZE) as pilot:
+        await at_step(app, pilot, 6)
+        text = screen_text(app)
+        assert f"smoke here, with LLaMA-Factory {lf.version} here; the target has {release}" in text, text
+        assert "proves the data and scripts on the CPU, not the target's release" in text
+        assert "proves the whole chain" not in text and app.screen.check_action("smoke", ()) is True
+        assert all(len(line.rstrip()) <= 80 for line in text.splitlines())
+        for run_dir, digest in ((bad, "2"), (same, "3")):  # rewritten: asked again when the step is shown again
+            app.state.run_dir, app.state.run_digest = str(run_dir), digest
+            app.push_screen(app.runs_screen())
+            await settle(app, pilot)
+            await pilot.press("escape")
+            await settle(app, pilot)
+            assert screen_name(app) == "RunScreen"
+            if run_dir == bad:
+                text = screen_text(app)
+                assert "no smoke run here: the LLaMA-Factory here cannot run this train.yaml" in text, text
+                assert f"{smoke_here(bad).refused}; smoke it on the machine that trains" in pane_text(app, "#run-text")
+                assert app.screen.check_action("smoke", ()) is False
+                assert app.screen.why_not("smoke") == smoke_here(bad).refused
+                titles = [c.title for c in app.screen.palette_commands()]
+                assert "run: smoke run" not in titles and "run: launch" in titles
+                await pilot.press("s")
+                await settle(app, pilot)
+                assert screen_name(app) == "RunScreen" and not (bad / "smoke").exists()
+            else:
+                assert f"smoke run, with LLaMA-Factory {lf.version} here, the target's release" in screen_text(app)
+                assert app.screen.check_action("smoke", ()) is True

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
 from typing import TYPE_CHECKING
 
@@ -101,13 +102,20 @@ def run(args: argparse.Namespace) -> int:
                           "preflight": reports[0].to_json() if reports else None}))
         return 0
     print(f"wrote {written[0].parent}: {', '.join(p.name for p in written)}")
+    report = reports[0] if reports else None
     for note in notes:
-        print(f"  note: {note}")
-    if reports:
-        print(f"  preflight passed{' here' if reports[0].target else ''} ({', '.join(reports[0].checked)})")
+        if report is None or not report.target or note != report.target_note():
+            print(f"  note: {note}")
+    if report is not None:
+        print(f"  preflight passed{' here' if report.target else ''} ({', '.join(report.checked)})")
     run_dir = written[0].parent
     if recipe.lf_target != INSTALLED:
-        print(f"next, on the machine that trains: minicpm-tui run --check {run_dir}   then   "
+        # One line for the target: what its check left there (the plan's note said it when none ran), then the commands.
+        if report is not None and report.target:
+            print(f"  {report.target_summary()}")
+        saved = f"={shlex.quote(report.target_python)}" if report is not None and report.target_python else \
+            " set to that environment's python"
+        print(f"next, on the machine that trains (TRAIN_PYTHON{saved}): minicpm-tui run --check {run_dir}   then   "
               f"minicpm-tui run {run_dir}")
         return 0
     after = "" if recipe.method == "full" else f"   then   minicpm-tui export {run_dir}"

@@ -6,6 +6,9 @@ entry (formatting, ranking, columns, tags): the file LLaMA-Factory will load, re
 An ``"formatting": "openai"`` entry is read by the installed release's OpenAI converter (none before 0.9.4:
 exit 1 with one line saying so). Media columns (images, videos, audios) an entry maps are read as
 ``--template`` reads them (default: MiniCPM's text templates, which stop LLaMA-Factory on any media).
+``--lf-target RELEASE|FILE`` reads the entry as another machine's LLaMA-Factory does (a shipped release
+snapshot or a `doctor --save` report, as `generate --lf-target` writes for): its release and its templates'
+media, instead of the installed one's.
 
 Exit codes: 0 every record is usable, 1 some record (or the file) is not, 2 usage error.
 """
@@ -38,6 +41,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "audios) are read (default: the presets' text templates, which read none)")
     parser.add_argument("--media-dir", help="with --dataset-info: LLaMA-Factory's media_dir, where media files are "
                         "looked up (default: the dataset_info.json folder)")
+    parser.add_argument("--lf-target", metavar="RELEASE|FILE", help="with --dataset-info: read the entry as that "
+                        "LLaMA-Factory does (openai formatting, which media --template reads), as `generate "
+                        "--lf-target` writes for it: a release (0.9.2 to 0.9.5) or a `doctor --save` report "
+                        "(default: installed, this machine's)")
     parser.add_argument("--preview", type=int, metavar="N", default=0,
                         help="render the first N usable records through --template, marking trained/masked text "
                         "(needs --tokenizer and --template)")
@@ -88,6 +95,10 @@ def run(args: argparse.Namespace) -> int:
     if (args.cutoff_len or (args.template and not args.dataset_info)) and not args.tokenizer:
         raise UserError("needs --tokenizer", where="--cutoff-len/--template",
                         fix="pass --tokenizer PATH (a local model or tokenizer folder)")
+    if args.lf_target and not args.dataset_info:
+        raise UserError("needs --dataset-info: a data file alone is not read through an entry, so no release "
+                        "changes its verdict", where="--lf-target",
+                        fix="validate the registered dataset: --dataset-info DIR NAME --lf-target RELEASE")
     if args.preview and not (args.tokenizer and args.template):
         raise UserError("needs --tokenizer and --template", where="--preview",
                         fix="e.g. --preview 2 --tokenizer ./model --template cpm4")
@@ -96,14 +107,16 @@ def run(args: argparse.Namespace) -> int:
     options = {"keep_indices": bool(args.preview), "token_sample": args.sample if args.tokenizer else 0}
     if args.dataset_info:
         from minicpm_tui.core.datasets.entry import find_entry, load_dataset_info, validate_registered
+        from minicpm_tui.core.lftarget import typed_target
 
+        target = typed_target(args.lf_target)
         info_path, info = load_dataset_info(args.dataset_info)
         entry = find_entry(info, args.file, str(info_path))
         bar = _Bar()
         try:
             report = validate_registered(args.file, entry, info_path.parent, stage=args.stage,
                                          template=args.template, media_dir=args.media_dir, fmt=args.fmt,
-                                         progress=bar, **options)
+                                         target=target, progress=bar, **options)
         finally:
             bar.close()
     else:

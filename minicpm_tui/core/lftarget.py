@@ -138,9 +138,24 @@ def target_info(recipe: Any) -> LFInfo:
         return require_lf(lf_info(source=recipe.lf_source or None))
     if value in known_releases():
         return load_release(value)
-    path = recipe.resolve_path(value)
+    return _saved_target(recipe.resolve_path(value), value, "recipe: lf_target")
+
+
+def typed_target(value: str | None, where: str = "--lf-target") -> LFInfo | None:
+    """The facts of an ``lf_target`` typed on a command line (a release, or a saved report's path from the
+    working directory); None for ``installed`` or nothing, this machine's, which the caller reads itself."""
+    text = (value or "").strip()
+    if not text or text == INSTALLED:
+        return None
+    if text in known_releases():
+        return load_release(text)
+    return _saved_target(Path(text).expanduser().absolute(), text, where)
+
+
+def _saved_target(path: Path, value: str, where: str) -> LFInfo:
+    """A ``doctor --save`` report named as ``lf_target`` (a release number that is no file: not shipped)."""
     if looks_like_release(value) and not path.exists():
-        raise unknown_release(value, where="recipe: lf_target")
+        raise unknown_release(value, where=where)
     info = read_report(path, "", value)
     info.label = f"LLaMA-Factory {info.version} as saved in {path.name}"
     return info

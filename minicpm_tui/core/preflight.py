@@ -58,11 +58,23 @@ class PreflightReport:
     duration_s: float = 0.0
     target: str = ""  # what it was checked against instead of a LLaMA-Factory here ("" = the real parser)
     not_checked: list[str] = field(default_factory=list)
+    target_python: str = ""  # a `doctor --save` report's python: the one TRAIN_PYTHON names over there
+
+    def left(self) -> str:
+        """``not_checked`` in words: "A, B and C"."""
+        items = self.not_checked or ["nothing"]
+        return items[0] if len(items) == 1 else f"{', '.join(items[:-1])} and {items[-1]}"
+
+    def target_summary(self) -> str:
+        """Written for a target: what the check here left to the machine that trains (generate's one line)."""
+        return (f"written for {self.target}, not this machine's LLaMA-Factory; left for `minicpm-tui run --check` "
+                f"on the machine that trains: {self.left()}")
 
     def target_note(self) -> str:
-        """What a check against a target leaves to the machine that trains, in one line."""
-        return (f"checked against {self.target}; not run here: {' and '.join(self.not_checked)} (they need that "
-                f"environment): run `minicpm-tui run --check {shlex.quote(str(self.run_dir))}` on the target machine")
+        """``target_summary`` with the command to run there, in one line (the report's first note)."""
+        python = f"TRAIN_PYTHON={shlex.quote(self.target_python)}" if self.target_python else \
+            "TRAIN_PYTHON set to that environment's python"
+        return f"{self.target_summary()}; run `minicpm-tui run --check {shlex.quote(str(self.run_dir))}` there, with {python}"
 
     @property
     def ok(self) -> bool:
@@ -71,6 +83,7 @@ class PreflightReport:
     def to_json(self) -> dict[str, Any]:
         return {"run_dir": str(self.run_dir), "ok": self.ok, "checked": self.checked, "notes": self.notes,
                 "target": self.target or None, "not_checked": self.not_checked,
+                "target_python": self.target_python or None,
                 "problems": [p.__dict__ for p in self.problems], "duration_s": round(self.duration_s, 1)}
 
     def raise_for_problems(self) -> None:
@@ -137,7 +150,7 @@ def _check_datasets(run_dir: Path, stage: str | None, report: PreflightReport, l
     ``python``'s LLaMA-Factory."""
     try:
         from minicpm_tui.core.datasets.entry import read_entry, validate_entry
-        from minicpm_tui.core.datasets.media import entry_maps_media, media_for, media_reading
+        from minicpm_tui.core.datasets.media import entry_maps_media, media_for
     except ImportError:
         report.notes.append("datasets core not available: data files not validated")
         return
@@ -160,8 +173,7 @@ def _check_datasets(run_dir: Path, stage: str | None, report: PreflightReport, l
         template = template if isinstance(template, str) else None
         model = model if isinstance(model, str) else None
         folder = run_dir / media_dir if isinstance(media_dir, str) else None
-        media = (media_reading(template, model, target.template_media, folder) if target is not None
-                 else media_for(template, model, folder, python))
+        media = media_for(template, model, folder, python, target)
     for name, entry in registry.items():
         reading = read_entry(entry, lf_version, media)
         if reading.skipped:  # remote data: LLaMA-Factory reads it at start
@@ -208,7 +220,7 @@ def _target_check(run: Path, target: LFInfo, report: PreflightReport) -> None:
     """train.yaml's keys and template against ``target``'s facts (what needs no LLaMA-Factory here)."""
     import difflib
 
-    from minicpm_tui.core.writers import REGISTERED_BY_ENTRY
+    from minicpm_tui.core.writers import REGISTERED_BY_ENTRY, local_model
 
     cfg = _train_yaml(run)
     if not cfg:
@@ -231,9 +243,32 @@ def _target_check(run: Path, target: LFInfo, report: PreflightReport) -> None:
                                        "pick one it registers (`minicpm-tui doctor --json` there lists them)"))
     report.checked.append(f"train.yaml: keys and template against {target.describe()}")
     report.target = target.describe()
+    report.target_python = target.python
     report.not_checked = ["LLaMA-Factory's own argument parser"]
     if (run / "ds_config.json").is_file():
         report.not_checked.append("DeepSpeed's config model")
+    model = cfg.get("model_name_or_path")
+    if isinstance(model, str) and local_model(model):  # a path here: whether it is there too, only there
+        report.not_checked.append(f"the model at {model}")
+
+
+def _check_model(run: Path, report: PreflightReport) -> None:
+    """A model named by its path (``writers.local_model``; relative: to the run directory, where the scripts
+    cd) must be there on the machine that trains: LLaMA-Factory's parser takes any string, the launch would
+    fail loading it. A run directory written elsewhere leaves this to `run --check` here."""
+    from minicpm_tui.core.writers import local_model
+
+    model = _train_yaml(run).get("model_name_or_path")
+    if not isinstance(model, str) or not local_model(model):
+        return
+    path = run / Path(model).expanduser()
+    if not path.exists():
+        report.problems.append(Problem("train.yaml", f"{model} does not exist on this machine (the model is read "
+                                       "from that path)", key="model_name_or_path",
+                                       fix="copy the model to that path, or set model_name_or_path to where it is "
+                                           "here, or to its hub id"))
+        return
+    report.checked.append(f"model: found at {model}")
 
 
 def preflight_many(run_dirs: list[str | os.PathLike[str]], *, datasets: bool = True,
@@ -256,6 +291,7 @@ def preflight_many(run_dirs: list[str | os.PathLike[str]], *, datasets: bool = T
             meta = json.loads((run / "generated.json").read_text(encoding="utf-8"))
         meta = meta if isinstance(meta, dict) else {}
         if target is None:
+            _check_model(run, report)
             from_entry = ["cpm", "cpm3"] if (run / "train_entry.py").is_file() else []
             jobs.append({"id": str(index), "cwd": str(run), "yaml": "train.yaml", "templates_from_entry": from_entry,
                          "python": run_dir_python(meta)})

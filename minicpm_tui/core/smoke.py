@@ -106,20 +106,82 @@ def _read_run(run_dir: Path) -> tuple[dict[str, Any], dict[str, Any]]:
     return meta, cfg
 
 
-def _target_notes(meta: dict[str, Any], python: str) -> list[str]:
-    """A run directory written for another LLaMA-Factory (generate --lf-target) smoked with a different
-    release here proves the chain, not that release: say so."""
-    target = meta.get("lf_target")
-    wanted = meta.get("llamafactory")
-    if not isinstance(target, dict) or target.get("value") in (None, "installed") or not isinstance(wanted, str):
-        return []
-    from minicpm_tui.core.lfinfo import installed_lf_version
+# train.yaml keys the smoke config drops (prepare_smoke): the LLaMA-Factory that smokes need not have them
+SMOKE_DROPS = ("num_train_epochs", "val_size", "eval_strategy", "eval_steps", "per_device_eval_batch_size",
+               "save_steps", "save_total_limit", "quantization_bit", "fp16")
 
+
+@dataclass(frozen=True)
+class SmokeHere:
+    """What a smoke run on this machine proves of a run directory written for another LLaMA-Factory
+    (``generate --lf-target``): it trains with the LLaMA-Factory here, not the target's."""
+
+    python: str  # the Python the smoke run trains with (``run_dir_python``)
+    wanted: str | None = None  # the release it was written for (generated.json)
+    target: str = ""  # lf_target in words ("the LLaMA-Factory 0.9.3 snapshot"); "": written for this machine's
+    here: str | None = None  # the release ``python`` has (None: none), looked up only for a target
+    refused: str = ""  # why the LLaMA-Factory here cannot train train.yaml ("": it can)
+
+    @property
+    def other_release(self) -> bool:
+        """Written for another machine and smoked with another release here: it proves the data and the
+        scripts, not the target's release."""
+        return bool(self.target) and self.here != self.wanted
+
+    def note(self) -> str | None:
+        if not self.other_release or self.refused:
+            return None
+        return (f"written for LLaMA-Factory {self.wanted} but smoked with {self.here} ({self.python}): it proves the "
+                "data and the scripts, not that release; set TRAIN_PYTHON to a python with it, or smoke it on the "
+                "target machine")
+
+    def error(self, run_dir: Path) -> UserError:
+        return UserError(f"not smoked here: {self.refused}", where=str(run_dir),
+                         fix=f"smoke it on the machine that trains (`minicpm-tui smoke RUN_DIR` there), or set "
+                             f"TRAIN_PYTHON to a python with LLaMA-Factory {self.wanted}")
+
+
+def smoke_here(run_dir: str | os.PathLike[str]) -> SmokeHere:
+    """Whether this machine's LLaMA-Factory (the run directory's training Python) can smoke a run directory
+    written for another one: every key of its train.yaml that the smoke run keeps must be one of its
+    arguments, its template one it (or train_entry.py) registers. Asks that LLaMA-Factory (``lf_info``, a
+    subprocess, cached) only when its release is not the target's. Written for this machine's: nothing to ask."""
+    from minicpm_tui.core.lfinfo import check_training_python, installed_lf_version, lf_info, run_dir_python
+
+    run = absolute_path(run_dir)
+    meta, cfg = _read_run(run)
+    python = run_dir_python(meta)
+    target = meta.get("lf_target")
+    wanted = meta.get("llamafactory") if isinstance(meta.get("llamafactory"), str) else None
+    if not isinstance(target, dict) or target.get("value") in (None, "installed"):
+        return SmokeHere(python, wanted)
+    words = str(target.get("checked_against") or f"LLaMA-Factory {wanted}")
+    try:
+        check_training_python(python)
+    except UserError as exc:
+        return SmokeHere(python, wanted, words, None, exc.message)
     here = installed_lf_version(python)
+    if here is None:
+        return SmokeHere(python, wanted, words, None, f"no LLaMA-Factory here ({python}) to train it with")
     if here == wanted:
-        return []
-    return [f"written for LLaMA-Factory {wanted} but smoked with {here or 'no LLaMA-Factory'} ({python}); "
-            "set TRAIN_PYTHON to a python with that release to prove it, or smoke it on the target machine"]
+        return SmokeHere(python, wanted, words, here)
+    try:
+        info = lf_info(python)
+    except UserError as exc:
+        return SmokeHere(python, wanted, words, here, exc.message)
+    from minicpm_tui.core.writers import REGISTERED_BY_ENTRY
+
+    missing = [str(k) for k in cfg if str(k) not in info.all_keys and k not in SMOKE_DROPS]
+    template = cfg.get("template")
+    registered = (REGISTERED_BY_ENTRY if (run / "train_entry.py").is_file() else ()) + tuple(info.templates)
+    refused = ""
+    if missing:
+        shown = ", ".join(missing[:3]) + (f" and {len(missing) - 3} more" if len(missing) > 3 else "")
+        refused = (f"LLaMA-Factory {here} here lacks train.yaml's {shown} (written for {wanted}): its argument "
+                   "parser stops on it")
+    elif isinstance(template, str) and template not in registered:
+        refused = f"LLaMA-Factory {here} here does not register train.yaml's template {template} (written for {wanted})"
+    return SmokeHere(python, wanted, words, here, refused)
 
 
 def prepare_smoke(run_dir: str | os.PathLike[str], *, steps: int = 3, nproc: int | None = None,
@@ -143,6 +205,10 @@ def prepare_smoke(run_dir: str | os.PathLike[str], *, steps: int = 3, nproc: int
     chat_format = resolved.get("chat_format", "cpm3")
     notes: list[str] = []
     python = run_dir_python(meta)
+    here = smoke_here(run)  # written for another LLaMA-Factory: can this one train it, and what does that prove
+    if here.refused:
+        raise here.error(run)
+    notes += [here.note()] if here.note() else []
     tiny = tiny_model_dir(chat_format, python=python)
     smoke_dir = run / SMOKE_DIR
     smoke_dir.mkdir(parents=True, exist_ok=True)
@@ -169,10 +235,8 @@ def prepare_smoke(run_dir: str | os.PathLike[str], *, steps: int = 3, nproc: int
         "warmup_ratio": 0.0,
         "learning_rate": 1.0e-3,
     })
-    for key in ("num_train_epochs", "val_size", "eval_strategy", "eval_steps", "per_device_eval_batch_size",
-                "save_steps", "save_total_limit", "quantization_bit", "fp16"):
+    for key in SMOKE_DROPS:
         derived.pop(key, None)
-    notes += _target_notes(meta, python)
     if cfg.get("quantization_bit"):
         notes.append("QLoRA's 4-bit base needs a GPU: the smoke run trains plain LoRA")
     if cfg.get("fp16"):

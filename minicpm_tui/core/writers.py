@@ -108,6 +108,35 @@ def recipe_model(recipe: Recipe) -> Any:
     return arch, (arch.hub_id or model)
 
 
+def local_model(value: str) -> bool:
+    """Whether train.yaml's ``model_name_or_path`` is a path (read on the machine that trains, at that path),
+    not a hub id (fetched, or found in the hub cache, there). ``recipe_model`` makes a local one absolute."""
+    return value.startswith((".", "/", "~")) or os.path.isabs(value)
+
+
+def model_path_note(model_path: str, elsewhere: bool, bundled: bool, tui: bool = False) -> str | None:
+    """What to do about a model named by its path here, in a run directory that goes to another machine
+    (written for another one's LLaMA-Factory, or with its data bundled to be moved); None when it does not
+    apply. Said, never refused: the same path may well exist there (a shared filesystem). ``tui``: the fix in
+    the wizard's words."""
+    if not (elsewhere or bundled) or not local_model(model_path):
+        return None
+    if tui:  # beside the label "model", in a few lines of the Review step
+        return (f"{model_path}: a path here, not carried: copy it to that path on the machine that trains, name "
+                "it by its hub id (step 2), or edit model_name_or_path in train.yaml there")
+    return (f"the model is named by its path on this machine ({model_path}), which the run directory does not "
+            "carry: copy it to the same path on the machine that trains, or use its hub id (--model ORG/NAME), or "
+            "edit model_name_or_path in train.yaml there")
+
+
+def written_for_note(info: Any) -> str:
+    """The plan's note for a run directory written for another LLaMA-Factory (``info.target``): train.yaml's
+    and the README's; generate's preflight says it with what it checked instead (``target_note``)."""
+    saved = f"; its python there was {info.python}" if info.python else ""
+    return (f"written for {info.describe()}, not this machine's LLaMA-Factory: run `minicpm-tui run --check "
+            f"RUN_DIR` where it trains, with TRAIN_PYTHON set to that environment's python{saved}")
+
+
 def choose_template(recipe: Recipe, chat_format: str, templates: list[str],
                     who: str = "the installed LLaMA-Factory") -> tuple[str, bool, str]:
     """(template, registered by our entry, reason); ``who`` names the LLaMA-Factory ``templates`` are from."""
@@ -195,9 +224,7 @@ def resolve(recipe: Recipe, info: Any | None = None) -> Resolved:
     else:
         trust = recipe.trust_remote_code == "true"
     if info.target:
-        saved = f"; its python there was {info.python}" if info.python else ""
-        notes.append(f"written for {info.describe()}, not this machine's LLaMA-Factory: run `minicpm-tui run "
-                     f"--check RUN_DIR` where it trains, with TRAIN_PYTHON set to that environment's python{saved}")
+        notes.append(written_for_note(info))
     if recipe.method != "full" and recipe.lora_target != "all":
         arch.lora_params(recipe.lora_rank, recipe.lora_target)  # raises a UserError naming bad targets
 
@@ -836,6 +863,9 @@ def render(recipe: Recipe, info: Any | None = None) -> tuple[dict[str, str], Res
                              for e in entries.values()):
         res.notes.append("dataset_info.json names the data by this machine's paths: put the files at the same "
                          "paths where it trains, or generate with --bundle-data to carry them in the run directory")
+    model_note = model_path_note(res.model_name_or_path, res.elsewhere, recipe.bundle_data)
+    if model_note:
+        res.notes.append(model_note)
     files = {
         "train.yaml": render_train_yaml(recipe, res, known),
         "single_node.sh": render_single_node(recipe, res),
@@ -923,7 +953,8 @@ def generate(recipe: Recipe, out_dir: str | os.PathLike[str], force: bool = Fals
     sha256 differs from generated.json's ``files_sha256``; an older generated.json without them: it differs
     from the new file) is copied the same way before it is replaced or removed; an unchanged one is not.
     ``reports`` (a list) receives the PreflightReport; ``notes`` (a list) the plan's notes (train.yaml's
-    "# Note:" lines), for the caller to show.
+    "# Note:" lines), for the caller to show; checked against a target, less the "written for" one, which the
+    report's first note (``target_note``) says with what the check left to the machine that trains.
     """
     out = absolute_path(out_dir)
     if out.exists() and not out.is_dir():
@@ -969,7 +1000,10 @@ def generate(recipe: Recipe, out_dir: str | os.PathLike[str], force: bool = Fals
                                    target=info if info.target else None)
             report.run_dir = out
             if report.target:
+                # One message for the target: the plan's "written for" note said with what was checked instead.
                 report.notes.insert(0, report.target_note())
+                if notes is not None:
+                    notes[:] = [n for n in notes if n != written_for_note(info)]
             if reports is not None:
                 reports.append(report)
             report.raise_for_problems()

@@ -313,20 +313,23 @@ def validate_entry(name: str, entry: Any, dataset_dir: str | os.PathLike[str], s
 
 def validate_registered(name: str, entry: Any, dataset_dir: str | os.PathLike[str], stage: str | None = None,
                         template: str | None = None, model: str | None = None,
-                        media_dir: str | os.PathLike[str] | None = None, **kwargs: Any) -> ValidationReport:
+                        media_dir: str | os.PathLike[str] | None = None, target: Any = None,
+                        **kwargs: Any) -> ValidationReport:
     """``validate_entry`` with what the entry's reading depends on found here, as the CLI and the wizard do.
 
     The media columns it maps are read as ``template`` (``model``'s, for the message) reads them (None:
     MiniCPM's text templates, which read none), looked up in ``media_dir`` (default: ``dataset_dir``); an
-    openai entry, or one with media, is read as the installed LLaMA-Factory release reads it.
+    openai entry, or one with media, is read as the installed LLaMA-Factory release reads it. ``target``
+    (``lfinfo.LFInfo`` of the LLaMA-Factory the run is written for, ``core.lftarget``): its release and its
+    templates' media instead, from its saved facts.
     """
     from minicpm_tui.core.datasets.media import entry_maps_media, media_for
 
     lf_version = media = None
     if entry_maps_media(entry):  # which media are read depends on the template (and nulls on the release)
-        media = media_for(template, model, media_dir=media_dir)
+        media = media_for(template, model, media_dir=media_dir, target=target)
     if isinstance(entry, dict) and (entry.get("formatting") == "openai" or media is not None):
         from minicpm_tui.core.lfinfo import installed_lf_version
 
-        lf_version = installed_lf_version()
+        lf_version = target.version if target is not None else installed_lf_version()
     return validate_entry(name, entry, dataset_dir, stage=stage, lf_version=lf_version, media=media, **kwargs)

@@ -181,11 +181,15 @@ def media_problems(shape: Shape | None, facts: dict[str, Any] | None) -> list[Is
 
 
 def media_for(template: str | None, model: str | None = None, media_dir: str | os.PathLike[str] | None = None,
-              python: str | None = None) -> MediaReading:
-    """``media_reading`` of ``template``, asking the training Python's LLaMA-Factory (``lfinfo.lf_info``,
-    cached) only for a template that is not one of MiniCPM's text templates; without one, not known."""
+              python: str | None = None, target: Any = None) -> MediaReading:
+    """``media_reading`` of ``template``, by the LLaMA-Factory the data is trained with: ``target`` (an
+    ``lfinfo.LFInfo`` of another machine's, ``core.lftarget``) from its saved facts, else the training Python's
+    (``lfinfo.lf_info``, cached), asked only for a template that is not one of MiniCPM's text templates;
+    without one, not known."""
     template_media = None
-    if template is not None and template not in TEXT_TEMPLATES:
+    if target is not None:
+        template_media = target.template_media
+    elif template is not None and template not in TEXT_TEMPLATES:
         from minicpm_tui.core.lfinfo import lf_info
 
         try:

@@ -116,7 +116,8 @@ is registered in the `dataset_info.json` beside it (merged, backed up) under the
 Already registered in a `dataset_info.json` (an existing LLaMA-Factory setup)? Ctrl+T picks it (or the
 folder holding it; typing or browsing to either works too) and lists its entries: name, formatting, file and, once
 validated, a verdict. Each is checked through its entry (columns, tags, openai formatting, media as the
-chosen model's template reads them) and used as registered: nothing is written. Remote entries
+chosen model's template reads them; by the LLaMA-Factory chosen at step 1, so by another machine's release
+when you write for one) and used as registered: nothing is written. Remote entries
 (hf_hub_url...) are listed but not checked here; LLaMA-Factory fetches them when training starts.
 """
     BINDINGS = [*WizardStep.BINDINGS, *keys.DATASET]
@@ -417,7 +418,7 @@ chosen model's template reads them) and used as registered: nothing is written. 
                   registered: tuple[str, Any, Path] | None = None) -> None:
         """``path`` (a file or folder), or ``registered``: (name, entry, dataset_dir) of a dataset_info.json
         entry, read through the core function `minicpm-tui validate --dataset-info` uses, with the media
-        rules of the chosen model's template."""
+        rules of the chosen model's template in the LLaMA-Factory written for (step 1)."""
         from minicpm_tui.core.datasets import validate_file
 
         last = [0.0]
@@ -434,13 +435,16 @@ chosen model's template reads them) and used as registered: nothing is written. 
             else:
                 from minicpm_tui.core.datasets.entry import validate_registered
                 from minicpm_tui.core.datasets.media import entry_maps_media
+                from minicpm_tui.tui.build import target_facts
 
                 name, entry, dataset_dir = registered
                 template = model = None
                 if entry_maps_media(entry):  # only then does the template matter
                     template, model = self.model_template()
+                # Written for another machine's LLaMA-Factory (step 1): read as that release reads it, with its
+                # templates' media, as the preflight against it will (not as the one installed here would).
                 report = validate_registered(name, entry, dataset_dir, stage=stage, template=template,
-                                             model=model, progress=progress)
+                                             model=model, target=target_facts(self.state), progress=progress)
         except Exception as exc:
             self.post_message(self.Validated(key, None, one_line(exc)))
             return

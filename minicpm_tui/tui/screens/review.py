@@ -63,7 +63,9 @@ the validator, the DeepSpeed config through DeepSpeed's model. Written for anoth
 LLaMA-Factory (step 1), train.yaml's keys and template are checked against that one, and the preflight
 says what is left to `minicpm-tui run --check` there. Ctrl+L carries the datasets' files in the run
 directory (data/, hard links where possible) instead of naming them by their paths here, so the folder
-can be copied to the machine that trains as it is. The commands to run it by hand later are shown too.
+can be copied to the machine that trains as it is. A model given by its path on this machine is not
+carried: it is read at that same path there, which the line "model" then says (copy it there, or name
+it by its hub id at step 2). The commands to run it by hand later are shown too.
 """
     BINDINGS = [*WizardStep.BINDINGS, *keys.REVIEW]
 
@@ -100,6 +102,10 @@ can be copied to the machine that trains as it is. The commands to run it by han
             with Horizontal(classes="field"):
                 yield Label("data files")
                 yield Static(self.bundle_text(), classes="fhint", id="bundle-hint")
+            with Horizontal(classes="field", id="model-row") as row:  # shown for a model path going elsewhere
+                row.display = False
+                yield Label("model")
+                yield Static("", classes="fhint", id="model-hint")
             with Horizontal():
                 with Vertical(classes="pane", id="files") as files:
                     files.border_title = "Files"
@@ -127,16 +133,28 @@ can be copied to the machine that trains as it is. The commands to run it by han
             return
         self.post_message(self.Rendered(files, resolved, None))
 
+    def say_model(self, resolved: Any) -> None:
+        """A model named by its path here, in a run directory that goes to another machine (written for its
+        LLaMA-Factory, or its data carried): that path must hold it there too. Said, not refused."""
+        from minicpm_tui.core.writers import model_path_note
+
+        note = model_path_note(resolved.model_name_or_path, resolved.elsewhere, self.state.bundle_data, tui=True) \
+            if resolved is not None else None
+        self.query_one("#model-row").display = bool(note)
+        self.query_one("#model-hint", Static).update(note or "")
+
     def on_review_screen_rendered(self, message: Rendered) -> None:
         self.busy = False
         self.error = message.error
         view = self.query_one("#file-view")
         text = self.query_one("#file-text", Static)
         if message.error:
+            self.say_model(None)
             view.border_title = "Cannot write this recipe"
             text.update(f"[b]{message.error}[/b]\n\nGo back (Esc) and change the step it names.")
         else:
             self.files = message.files or {}
+            self.say_model(message.resolved)
             tree = self.query_one("#file-tree", Tree)
             tree.clear()
             tree.root.expand()

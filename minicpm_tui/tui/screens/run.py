@@ -111,7 +111,10 @@ class RunScreen(WizardStep):
     HELP_TITLE = "7 Run"
     HELP = """
 **s** runs the smoke test: a tiny model of the same chat format through this run directory's own
-`single_node.sh`, on the CPU, for a few steps (about a minute; no GPU, no download). **l** launches
+`single_node.sh`, on the CPU, for a few steps (about a minute; no GPU, no download). Written for another
+machine's LLaMA-Factory (step 1), it runs with the LLaMA-Factory here: the line says which release, and
+that it then proves the data and scripts, not the target's; it is not offered when the LLaMA-Factory here
+cannot read that train.yaml (a key or template only the target has). **l** launches
 the real training detached: it survives closing this window, the terminal and the SSH session.
 Both open the live monitor; **d** there detaches, `minicpm-tui monitor RUN_DIR` reattaches.
 Once a LoRA run has finished (or was stopped), the palette (**ctrl+p**) offers **run: export merged model**:
@@ -120,6 +123,14 @@ replacing an earlier export; the launch waits until it is done). It goes on if y
 its result is said when it ends and stays here.
 """
     BINDINGS = [*WizardStep.BINDINGS, *keys.RUN]
+
+    class Checked(Message):
+        """What a smoke run here would prove of a run directory written for another LLaMA-Factory."""
+
+        def __init__(self, run_dir: Path, here: Any) -> None:
+            super().__init__()
+            self.run_dir = run_dir
+            self.here = here  # core.smoke.SmokeHere
 
     class Started(Message):
         def __init__(self, kind: str, run_dir: Path, error: str | None) -> None:
@@ -132,6 +143,74 @@ its result is said when it ends and stays here.
         super().__init__()
         self.starting = False
         self.launched: Path | None = None
+        # Written for another machine's LLaMA-Factory (step 1): what this one can smoke, asked in a worker
+        # (core.smoke.smoke_here); None while it is not known.
+        self.here: Any = None
+        self.here_for: tuple[str, str] | None = None  # the run directory ``here`` is about, and its digest
+
+    def on_mount(self) -> None:
+        super().on_mount()
+        self.call_after_refresh(self.check_here)
+
+    def for_target(self) -> bool:
+        """The run directory is written for another machine's LLaMA-Factory (the wizard's step 1)."""
+        return bool(self.state.lf_target) and self.run_dir is not None
+
+    def check_here(self) -> None:
+        """Ask (again) when the run directory is written for a target and was (re)written since last asked."""
+        if self.for_target() and self.here_for != self.written():
+            self.here, self.here_for = None, self.written()
+            self._check_here(self.run_dir)
+
+    def written(self) -> tuple[str, str]:
+        return self.state.run_dir, self.state.run_digest
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="smoke-here")
+    def _check_here(self, run_dir: Path) -> None:
+        from minicpm_tui.core.smoke import SmokeHere, smoke_here
+
+        try:
+            here = smoke_here(run_dir)
+        except Exception as exc:  # e.g. its generated.json is damaged: said where the smoke line is
+            here = SmokeHere("", refused=one_line(exc))
+        self.post_message(self.Checked(run_dir, here))
+
+    def on_run_screen_checked(self, message: Checked) -> None:
+        if message.run_dir == self.run_dir:
+            self.here = message.here
+            self.redraw()
+
+    def smoke_refused(self) -> str:
+        """Why the smoke run is not offered here ("" when it is): this machine's LLaMA-Factory cannot read the
+        train.yaml written for the target, or it is still being asked."""
+        if not self.for_target():
+            return ""
+        if self.here is None:
+            return "checking what this machine's LLaMA-Factory can smoke…"
+        return self.here.refused
+
+    def smoke_label(self, text: Text) -> None:
+        """The smoke line: for a run directory written for another machine, with which LLaMA-Factory it runs
+        here and what that proves (the data and the scripts; the target's release only when it is the same)."""
+        here = self.here
+        # One line each at 80 columns (a wrapped one went on under the key); what follows is indented.
+        if not self.for_target():
+            text.append("s  ", style="bold reverse")
+            text.append("  smoke run (do it first): proves the whole chain on the CPU in a minute\n\n")
+        elif here is None:
+            text.append("s  ", style="dim reverse")
+            text.append("  smoke run: asking which LLaMA-Factory here would run it…\n\n", style="dim")
+        elif here.refused:
+            text.append("s  ", style="dim reverse")
+            text.append("  no smoke run here: the LLaMA-Factory here cannot run this train.yaml\n", style="dim")
+            text.append(f"     {here.refused}; smoke it on the machine that trains\n\n", style="dim")
+        elif here.other_release:
+            text.append("s  ", style="bold reverse")
+            text.append(f"  smoke here, with LLaMA-Factory {here.here} here; the target has {here.wanted}\n")
+            text.append("     proves the data and scripts on the CPU, not the target's release\n\n", style="dim")
+        else:
+            text.append("s  ", style="bold reverse")
+            text.append(f"  smoke run, with LLaMA-Factory {here.here} here, the target's release\n\n")
 
     @property
     def run_dir(self) -> Path | None:
@@ -157,9 +236,7 @@ its result is said when it ends and stays here.
         if self.run_dir is None:
             return Text("No run directory yet: go back (Esc) and write it (^w).", style="bold")
         text = Text(f"Run directory: {self.run_dir}\n\n", style="bold")
-        text.append("s  ", style="bold reverse")
-        # One line each at 80 columns (a wrapped one went on under the key).
-        text.append("  smoke run (do it first): proves the whole chain on the CPU in a minute\n\n")
+        self.smoke_label(text)
         text.append("l  ", style="bold reverse")
         text.append("  launch the real training, detached (keeps running when you leave)\n\n")
         if self.check_action("monitor", ()):  # only once a run was started here
@@ -183,6 +260,7 @@ its result is said when it ends and stays here.
 
     def on_screen_resume(self) -> None:
         # Back from the monitor (or a dialog): a run may have started (or an export ended) since it was drawn.
+        self.check_here()
         self.redraw()
 
     def redraw(self) -> None:
@@ -195,6 +273,8 @@ its result is said when it ends and stays here.
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if action == "launch" and self.exporting:
             return False  # the training would write into the output_dir the export reads
+        if action == "smoke" and self.smoke_refused():
+            return False
         if action in ("smoke", "launch"):
             return self.run_dir is not None and not self.starting
         if action == "monitor":
@@ -210,6 +290,8 @@ its result is said when it ends and stays here.
             return "no run directory yet: write it on the Review step (^w)"
         if action == "launch" and self.exporting:
             return "an export is running: it reads the training's output_dir"
+        if action == "smoke" and self.smoke_refused():
+            return self.smoke_refused()
         if action in ("smoke", "launch"):
             return "a run is starting"
         if action == "monitor":
@@ -343,6 +425,7 @@ its result is said when it ends and stays here.
                                 "(minicpm-tui export)", self.action_export)
         if self.check_action("smoke", ()):
             yield SystemCommand("run: smoke run", "A tiny model on the CPU through the real scripts", self.action_smoke)
+        if self.check_action("launch", ()):
             yield SystemCommand("run: launch", "The real training, detached", self.action_launch)
         if self.check_action("monitor", ()):
             yield SystemCommand("run: monitor", "The live monitor of this run", self.action_monitor)

@@ -227,7 +227,7 @@ def render_preflight(report: Any, commands: str) -> RenderableType:
     parts += [Text(f"ok {checked}", style="dim") for checked in report.checked or []]
     notes = list(report.notes or [])
     if target:  # written for another LLaMA-Factory: what only that machine can check, as the CLI says it
-        left = " and ".join(report.not_checked or []) or "nothing"
+        left = report.left()
         parts.append(Text(f"not checked here: {left} (they need the target's environment): run "
                           f"`minicpm-tui run --check {quote(str(report.run_dir))}` on the machine that trains",
                           style="bold"))
