@@ -32,6 +32,7 @@ from minicpm_tui import __version__
 from minicpm_tui.core.atomic import write_atomic
 from minicpm_tui.core.errors import UserError
 from minicpm_tui.core.paths import absolute_path
+from minicpm_tui.core.writers import local_model
 
 EXPORT_YAML = "export.yaml"
 EXPORT_LOG = "logs/export.log"
@@ -106,11 +107,6 @@ def _local(run_dir: Path, value: str) -> Path:
     return absolute_path(run_dir / path)
 
 
-def _looks_local(value: str) -> bool:
-    """A path rather than a Hub id (``name`` or ``org/name``): absolute, ~, ./ ../, or more than one slash."""
-    return value.startswith(("/", "~", ".")) or value.count("/") > 1
-
-
 def _base_model(run_dir: Path, cfg: dict[str, Any]) -> str:
     where = f"{run_dir / 'train.yaml'}: model_name_or_path"
     value = cfg.get("model_name_or_path")
@@ -119,7 +115,7 @@ def _base_model(run_dir: Path, cfg: dict[str, Any]) -> str:
     path = _local(run_dir, value)
     if path.is_dir():
         return str(path)
-    if _looks_local(value) or path.exists():
+    if local_model(value) or path.exists():
         raise UserError(f"the base model folder {value!r} is missing" if not path.exists()
                         else f"the base model {value!r} is not a folder", where=where,
                         fix="put the base model back at that path, or point model_name_or_path at where it is now")

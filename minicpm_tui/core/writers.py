@@ -110,8 +110,9 @@ def recipe_model(recipe: Recipe) -> Any:
 
 def local_model(value: str) -> bool:
     """Whether train.yaml's ``model_name_or_path`` is a path (read on the machine that trains, at that path),
-    not a hub id (fetched, or found in the hub cache, there). ``recipe_model`` makes a local one absolute."""
-    return value.startswith((".", "/", "~")) or os.path.isabs(value)
+    not a hub id (``name`` or ``org/name``: fetched, or found in the hub cache, there): absolute, ~, ./ ../, or
+    more than one slash. ``recipe_model`` makes a local one absolute; a hand-edited train.yaml may not."""
+    return value.startswith((".", "/", "~")) or os.path.isabs(value) or value.count("/") > 1
 
 
 def model_path_note(model_path: str, elsewhere: bool, bundled: bool, tui: bool = False) -> str | None:
