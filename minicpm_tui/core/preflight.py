@@ -216,26 +216,35 @@ def _dataset_problem(name: str, result: Any, stage: str | None, info_path: Path,
                    fix_tui="the Dataset step lists the unusable records")
 
 
+def unknown_to(run: Path, cfg: dict[str, Any], lf: LFInfo, skip: tuple[str, ...] = ()) -> tuple[list[str], Any]:
+    """What of train.yaml (``cfg``) the LLaMA-Factory ``lf`` would stop on: the keys it has no argument for (less
+    ``skip``), and the template when neither it nor the run directory's train_entry.py registers it (else None)."""
+    from minicpm_tui.core.writers import REGISTERED_BY_ENTRY
+
+    missing = [str(k) for k in cfg if str(k) not in lf.all_keys and str(k) not in skip]
+    template = cfg.get("template")
+    entry = REGISTERED_BY_ENTRY if (run / "train_entry.py").is_file() else ()
+    registered = not template or template in lf.templates or template in entry
+    return missing, None if registered else template
+
+
 def _target_check(run: Path, target: LFInfo, report: PreflightReport) -> None:
     """train.yaml's keys and template against ``target``'s facts (what needs no LLaMA-Factory here)."""
     import difflib
 
-    from minicpm_tui.core.writers import REGISTERED_BY_ENTRY, local_model
+    from minicpm_tui.core.writers import local_model
 
     cfg = _train_yaml(run)
     if not cfg:
         report.problems.append(Problem("train.yaml", "cannot be read as a mapping of key: value",
                                        fix="regenerate the run directory"))
         return
-    keys = target.all_keys
-    for key in cfg:
-        if str(key) not in keys:
-            close = difflib.get_close_matches(str(key), sorted(keys), n=1)
-            report.problems.append(Problem("train.yaml", f"is not an argument of {target.describe()}", key=str(key),
-                                           fix=f"did you mean {close[0]}?" if close else "remove it"))
-    template = cfg.get("template")
-    entry = REGISTERED_BY_ENTRY if (run / "train_entry.py").is_file() else ()
-    if template and template not in target.templates and template not in entry:
+    missing, template = unknown_to(run, cfg, target)
+    for key in missing:
+        close = difflib.get_close_matches(key, sorted(target.all_keys), n=1)
+        report.problems.append(Problem("train.yaml", f"is not an argument of {target.describe()}", key=key,
+                                       fix=f"did you mean {close[0]}?" if close else "remove it"))
+    if template is not None:
         close = difflib.get_close_matches(str(template), target.templates, n=2)
         report.problems.append(Problem("train.yaml", f"template {template!r} is not registered by "
                                        f"{target.describe()}", key="template",

@@ -169,17 +169,15 @@ def smoke_here(run_dir: str | os.PathLike[str]) -> SmokeHere:
         info = lf_info(python)
     except UserError as exc:
         return SmokeHere(python, wanted, words, here, exc.message)
-    from minicpm_tui.core.writers import REGISTERED_BY_ENTRY
+    from minicpm_tui.core.preflight import unknown_to
 
-    missing = [str(k) for k in cfg if str(k) not in info.all_keys and k not in SMOKE_DROPS]
-    template = cfg.get("template")
-    registered = (REGISTERED_BY_ENTRY if (run / "train_entry.py").is_file() else ()) + tuple(info.templates)
+    missing, template = unknown_to(run, cfg, info, skip=SMOKE_DROPS)
     refused = ""
     if missing:
         shown = ", ".join(missing[:3]) + (f" and {len(missing) - 3} more" if len(missing) > 3 else "")
         refused = (f"LLaMA-Factory {here} here lacks train.yaml's {shown} (written for {wanted}): its argument "
                    "parser stops on it")
-    elif isinstance(template, str) and template not in registered:
+    elif template is not None:
         refused = f"LLaMA-Factory {here} here does not register train.yaml's template {template} (written for {wanted})"
     return SmokeHere(python, wanted, words, here, refused)
 
