@@ -222,6 +222,30 @@ def test_died_when_supervisor_and_group_vanish(runs):
     assert info.status == "died" and info.exit_code is None
 
 
+def test_an_end_recorded_between_two_reads_is_not_read_as_died(runs, monkeypatch):
+    """CI once saw "died" for a run whose supervisor logged "finished, exit code 0": run_status read the
+    manifest while it still said running, then the supervisor wrote the end and let go of its lock, and the
+    lock check found no supervisor and no processes."""
+    run_dir = runs("race", "echo done\n")
+    runner.launch(run_dir)
+    assert wait_status(run_dir, ("finished", "failed"), 30).status == "finished"
+    path = run_dir / "run_manifest.json"
+    final = path.read_text()
+    stale = json.loads(final)
+    for record in (stale, stale["attempts"][-1]):
+        record["status"], record["exit_code"] = "running", None
+        record.pop("ended_at", None)
+    path.write_text(json.dumps(stale))
+
+    def supervisor_ends_now(run_dir: Path) -> bool:
+        path.write_text(final)  # its last write, then it exits and the lock is free
+        return False
+
+    monkeypatch.setattr(runner, "_lock_held", supervisor_ends_now)
+    info = runner.run_status(run_dir)
+    assert info.status == "finished" and info.exit_code == 0, info.note
+
+
 def test_supervisor_survives_sighup_and_forwards_sigterm(runs):
     run_dir = runs("hup", "sleep 2; echo done\n")
     manifest = runner.launch(run_dir)

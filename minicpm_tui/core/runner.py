@@ -826,12 +826,27 @@ def run_status(run_dir: str | os.PathLike[str]) -> RunInfo:
     info.status = cur.get("status") or "unknown"
     if info.status in LIVE:
         info.status, info.note = _live_status(run_dir, cur)
+        if info.status not in LIVE and _ended_since(run_dir, cur):
+            # The supervisor recorded the end and let go of its lock between our two reads: read it again.
+            return run_status(run_dir)
     if info.status in LIVE:
         return _smoke_note(info, cur)
     # The recorded attempt has ended: the folder may have been run by hand since (`bash single_node.sh`), which
     # writes where train.yaml says (the attempt may have been a smoke run, writing to smoke/output).
     return _hand_status(run_dir, _yaml_output_dir(run_dir), after=info,
                         after_end=_attempt_end(run_dir, cur)) or _smoke_note(info, cur)
+
+
+def _ended_since(run_dir: Path, cur: dict[str, Any]) -> bool:
+    """True when the manifest, read again, records an end for the attempt ``cur`` showed as live."""
+    try:
+        again = RunManifest.load(run_dir)
+    except UserError:  # a damaged manifest is for run_status to report, on its next read
+        return False
+    if again is None or not again.attempts:
+        return False
+    now = again.current
+    return now.get("attempt") == cur.get("attempt") and (now.get("status") or "unknown") not in LIVE
 
 
 def _smoke_note(info: RunInfo, cur: dict[str, Any]) -> RunInfo:
