@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -258,3 +259,64 @@ def test_ctrl_c_in_smoke_says_what_became_of_it(tmp_path, capsys, monkeypatch):
     assert err.startswith("minicpm-tui: smoke run interrupted (Ctrl-C): it is stopped, nothing of it is left running")
     assert f"its log so far: {run_dir / 'smoke' / 'smoke.log'}" in err
     assert err.rstrip().endswith(f"run it again with `minicpm-tui smoke {run_dir}`")
+
+
+def test_a_symlink_loop_is_named_as_one_not_as_a_missing_file(tmp_path, capsys, monkeypatch):
+    """A path that is a symlink to itself read as "no such file" (validate, convert, register, generate), and
+    `stop`, `smoke`, `run`, `monitor`, `export` and `runs --watch` ended in an internal error (Path.resolve's
+    RuntimeError)."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "loop").symlink_to("loop")
+    (tmp_path / "dir").symlink_to(tmp_path / "dir")  # a folder on the way that loops
+    for args in (["validate", "loop"], ["validate", "dir/data.jsonl"], ["convert", "loop", "out.jsonl"],
+                 ["register", "loop", "--name", "x", "--dataset-dir", str(tmp_path)], ["generate", "loop", "--out", "o"],
+                 ["stop", "loop"], ["smoke", "loop"], ["run", "loop"], ["monitor", "--plain", "loop"],
+                 ["export", "loop"], ["runs", "--watch", "loop"]):
+        assert main(args) == (1 if args[0] == "register" else 2), args  # register: 1, "data invalid"
+        err = capsys.readouterr().err.strip()
+        path = next(a for a in args[1:] if a.split("/")[0] in ("loop", "dir"))
+        looping = tmp_path / path.split("/")[0]
+        assert err.startswith(f"minicpm-tui: error: {path}: ") and "\n" not in err, err
+        assert "is a symlink loop" in err and f"point {looping} at the real" in err, err
+        assert "no such" not in err and "internal error" not in err, err
+    # The same in a fresh process, and a missing path is still said to be missing.
+    proc = _cli("stop", str(tmp_path / "loop"))
+    assert proc.returncode == 2 and "is a symlink loop (it leads back to itself), not a run directory" in proc.stderr
+    proc = _cli("validate", str(tmp_path / "absent.jsonl"))
+    assert proc.returncode == 2 and "absent.jsonl: no such file or folder" in proc.stderr, proc.stderr
+
+
+@pytest.mark.parametrize("name, said", [("a/b", "holds a path separator"), ("..", "is not a name"),
+                                        ("", "is empty"), ("runs\\x", "holds a path separator")])
+def test_generate_refuses_a_run_name_that_is_a_path(tmp_path, capsys, name, said):
+    out = tmp_path / "run"
+    assert main(["generate", "minicpm4-0.5b-sft-lora", "--out", str(out), "--name", name,
+                 "--hardware", "1x-rtx4090"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("minicpm-tui: error: --name: ") and said in err and "\n" not in err, err
+    assert not out.exists()
+    # recipe.yaml is checked by the same declaration (and so is every form that renders the option).
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(f"name: {name!r}\n".replace("\\\\", "\\"))
+    assert main(["generate", str(recipe), "--out", str(out), "--hardware", "1x-rtx4090"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert f"{recipe}: name: name: " in err and said in err, err
+
+
+def test_on_a_terminal_the_smoke_step_counts_up_in_place():
+    import pty
+
+    from minicpm_tui.commands.smoke import _Progress
+
+    master, slave = pty.openpty()
+    with os.fdopen(slave, "w") as stream:
+        say = _Progress(stream)
+        assert say.tty
+        for event in [("starting", None, None), ("training", None, None), ("training", 1, 3), ("training", 2, 3),
+                      ("saving", None, 3)]:
+            say(*event)
+        say.end()
+        written = os.read(master, 4096).decode()
+    os.close(master)
+    assert written.replace("\r\n", "\n") == ("smoke: starting\n\r\x1b[Ksmoke: training step 1/3\r\x1b[Ksmoke: "
+                                            "training step 2/3\nsmoke: saving\n"), repr(written)

@@ -3,6 +3,7 @@ supervisor, registry, refusal, died detection, stop (graceful, TERM, KILL), resu
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -145,14 +146,20 @@ def test_a_copy_of_a_live_run_is_not_that_run(runs, tmp_path):
     assert info.status == "unknown" and f"copied from {run_dir}" in info.note
 
 
-def test_a_run_directory_moved_while_it_runs_records_its_end_and_keeps_its_logs(runs, tmp_path):
-    # The supervisor wrote the manifest at the old path: after `mv`, a run that ended with exit 0 showed
-    # "died" (no exit code recorded), and monitor read its logs and output_dir at the old place.
-    run_dir = runs("before", "echo hello; sleep 2\n")
+def _launch_and_move(runs, tmp_path: Path, body: str) -> tuple[Path, Path]:
+    """A run launched in ``before`` and, once running, renamed to ``after``: (before, after)."""
+    run_dir = runs("before", body)
     runner.launch(run_dir)
     wait_status(run_dir, ("running",), 30)
     moved = tmp_path / "after"
     run_dir.rename(moved)
+    return run_dir, moved
+
+
+def test_a_run_directory_moved_while_it_runs_records_its_end_and_keeps_its_logs(runs, tmp_path):
+    # The supervisor wrote the manifest at the old path: after `mv`, a run that ended with exit 0 showed
+    # "died" (no exit code recorded), and monitor read its logs and output_dir at the old place.
+    run_dir, moved = _launch_and_move(runs, tmp_path, "echo hello; sleep 2\n")
     try:
         info = wait_status(moved, ("finished", "failed", "died"), 30)
         assert (info.status, info.exit_code) == ("finished", 0)
@@ -1201,3 +1208,60 @@ def test_newest_run_start_finds_where_the_latest_training_begins(tmp_path):
     path.write_text(again)  # overwrite_output_dir deleted it: a new file, one run
     assert runner.newest_run_start(path) == 0
     assert runner.newest_run_start(tmp_path / "missing.jsonl") == 0
+
+
+def test_stop_a_run_whose_folder_was_deleted_stops_only_its_tagged_processes(runs, tmp_path, capsys):
+    """`stop DIR` after DIR was deleted while its run went on said only "no such run directory": the registry
+    knows the run, and its processes carry its tag. Only those are signalled; a process that merely worked in
+    the folder (a shell, a `tail -f`) is left alone."""
+    import shutil
+
+    from minicpm_tui.cli import main
+
+    run_dir = runs("deleted", "sleep 120 & sleep 121\n")
+    runner.launch(run_dir)
+    wait_status(run_dir, ("running",), 30)
+    tag = runner.RunManifest.load(run_dir).current["run_tag"]
+    def training() -> list[runner.ProcInfo]:  # what carries the tag, but the supervisor
+        return [p for p in runner.all_procs() if runner._run_tag_of(p.pid) == tag
+                and not any("run_supervisor.py" in part for part in p.cmdline)]
+
+    wait_for(lambda: len(training()) == 3, 10, "both sleeps up")  # bash and its two sleeps
+    bystander = subprocess.Popen(["sleep", "120"], cwd=run_dir, start_new_session=True)
+    try:
+        shutil.rmtree(run_dir)
+        assert main(["stop", str(run_dir), "--grace", "0", "--timeout", "5"]) == 0
+        out = capsys.readouterr().out
+        assert "stop: the run directory is gone (deleted, or moved to another filesystem), but 3 process(es) carry " \
+               "its run tag" in out and f"run tag {tag}" in out and "attempt 1 launched" in out, out
+        assert "run is stopped" in out, out
+        assert training() == []
+        assert bystander.poll() is None  # not the run's: untouched
+        wait_for(lambda: not runner._tagged_processes().get(tag), 15, "the supervisor ends by itself")
+        # Asked again: said what is known, and that nothing is left to stop.
+        assert main(["stop", str(run_dir), "--json"]) == 0
+        result = json.loads(capsys.readouterr().out)
+        assert (result["was"], result["status"], result["left"]) == ("unknown", "unknown", [])
+        assert "no process carrying its run tag is alive: nothing to stop" in result["actions"][0]
+        # A path the registry never knew is still just missing.
+        assert main(["stop", str(tmp_path / "never-there")]) == 2
+        assert "never-there: no such run directory" in capsys.readouterr().err
+    finally:
+        bystander.kill()
+        bystander.wait()
+        for proc in runner.processes_of(None, tag):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(proc.pid, signal.SIGKILL)
+
+
+def test_stop_a_deleted_run_directory_that_was_moved_stops_it_at_its_new_path(runs, tmp_path, capsys):
+    from minicpm_tui.cli import main
+
+    run_dir, moved = _launch_and_move(runs, tmp_path, "sleep 120\n")
+    try:
+        assert main(["stop", str(run_dir), "--grace", "0", "--timeout", "5"]) == 0
+        out = capsys.readouterr().out
+        assert f"the run directory was moved to {moved.resolve()} while it ran; stopping it there" in out, out
+        assert runner.run_status(moved).status == "stopped"
+    finally:
+        kill_run(moved)

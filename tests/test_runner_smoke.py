@@ -278,3 +278,18 @@ def test_a_resumed_real_training_shows_its_own_progress_and_each_step_once(smoke
     info = runner.run_status(run_dir)
     assert info.status == "running" and info.step >= resumed[-1]["current_steps"]
     runner.stop(run_dir, grace=0, term_timeout=10)
+
+
+def test_the_smoke_command_says_its_phases_on_stderr(smoke_run):
+    """`minicpm-tui smoke` printed nothing for the tens of seconds it trains. It now says each phase on stderr,
+    read from its log by the monitor's parsing: one line per phase when stderr is no terminal."""
+    run_dir, _env = smoke_run(2)
+    proc = subprocess.run(_cli("smoke", str(run_dir), "--steps", "2"), capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.startswith("smoke: ")]
+    assert lines == ["smoke: preparing", "smoke: starting", "smoke: tokenizing", "smoke: loading model",
+                     "smoke: training step 1/2", "smoke: saving"], proc.stderr
+    assert "\r" not in proc.stderr and "\x1b" not in proc.stderr
+    assert proc.stdout.splitlines()[-1].startswith("smoke PASSED")  # stdout keeps the result only
+    assert not any(line.startswith("smoke: ") for line in proc.stdout.splitlines())
+

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
+from typing import TextIO
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -26,11 +28,15 @@ def run(args: argparse.Namespace) -> int:
     check_number(args.nproc, "--nproc", minimum=1, example="2")
     check_number(args.timeout, "--timeout", above=True, example="900")
     started = time.time()
+    say = _Progress(sys.stderr)
     try:
-        result = smoke(args.run_dir, steps=args.steps, nproc=args.nproc, timeout=args.timeout)
+        result = smoke(args.run_dir, steps=args.steps, nproc=args.nproc, timeout=args.timeout, progress=say)
     except KeyboardInterrupt:  # core.smoke has stopped every process of it by now
+        say.end()
         _interrupted(args.run_dir, started)
         return 130
+    finally:
+        say.end()
     if args.json:
         print(json.dumps(result.to_json()))
         return 0 if result.passed else 1
@@ -50,10 +56,41 @@ def run(args: argparse.Namespace) -> int:
     return 1
 
 
+class _Progress:
+    """The smoke run's phases on stderr, ``smoke: PHASE``. On a terminal the training step counts up in place;
+    elsewhere (a file, a pipe, CI) each phase is one line, and training's is its first step."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+        self.tty = stream.isatty()
+        self.phase: str | None = None
+        self.open = False  # a step line a terminal shows that no newline has ended yet
+
+    def __call__(self, phase: str, step: int | None, total: int | None) -> None:
+        if phase == "training" and not step:
+            return  # its line comes with the first step, which tells how many there are
+        text = f"training step {step}/{total}" if phase == "training" and total else (
+            f"training step {step}" if phase == "training" else phase)
+        if phase == self.phase and not (self.tty and phase == "training"):
+            return
+        if self.tty and phase == "training":
+            self.stream.write(f"\r\033[Ksmoke: {text}")
+            self.open = True
+        else:
+            self.end()
+            self.stream.write(f"smoke: {text}\n")
+        self.phase = phase
+        self.stream.flush()
+
+    def end(self) -> None:
+        if self.open:
+            self.stream.write("\n")
+            self.stream.flush()
+            self.open = False
+
+
 def _interrupted(run_dir: str, started: float) -> None:
     """Ctrl-C: say what became of the smoke run (it ended with exit 130 and not a word)."""
-    import sys
-
     from minicpm_tui.core.paths import absolute_path
     from minicpm_tui.core.smoke import SMOKE_LOG
 

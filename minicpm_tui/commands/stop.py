@@ -17,14 +17,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from minicpm_tui.commands._numbers import check_number
     from minicpm_tui.core import runner
 
-    run_dir = runner.require_run_dir(args.run_dir, fix="see `minicpm-tui runs` for the runs on this machine")
-    from minicpm_tui.commands._numbers import check_number
-
+    gone = runner.registered_gone(args.run_dir)  # deleted while registered: the registry still knows its run
+    run_dir = gone[0] if gone else runner.require_run_dir(
+        args.run_dir, fix="see `minicpm-tui runs` for the runs on this machine")
     check_number(args.grace, "--grace", example="60")
     check_number(args.timeout, "--timeout", example="15")
-    runner.require_marked_run_dir(run_dir)  # `stop /tmp` said "not running (never)", as if it were a run
+    if gone is None:
+        runner.require_marked_run_dir(run_dir)  # `stop /tmp` said "not running (never)", as if it were a run
     say = None if args.json else (lambda text: print(f"stop: {text}", flush=True))
     result = runner.stop(run_dir, grace=args.grace, term_timeout=args.timeout, say=say)
     if args.json:

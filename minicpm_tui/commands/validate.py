@@ -121,7 +121,9 @@ def run(args: argparse.Namespace) -> int:
             bar.close()
     else:
         if not Path(args.file).exists():
-            raise UserError("no such file or folder", where=args.file, fix="check the path")
+            from minicpm_tui.core.paths import missing
+
+            raise missing(args.file)
         if not (Path(args.file).is_file() or Path(args.file).is_dir()):
             raise UserError("is neither a file nor a folder", where=args.file, fix="check the path")
         from minicpm_tui.core.datasets.entry import registry_at, registry_refusal

@@ -47,6 +47,8 @@ _OS_REASONS: dict[int, tuple[str, str]] = {
     errno.EISDIR: ("is a folder where a file is needed", "name a file, not a folder"),
     errno.ENOTDIR: ("part of the path is a file where a folder is needed", "check the path"),
     errno.ENOENT: ("no such file or folder", "check the path"),
+    errno.ELOOP: ("is a symlink loop (a link on its way leads back to itself)",
+                  "point the link at the real file or folder (`ls -l` shows where it leads), or pass the real path"),
     errno.ENAMETOOLONG: ("the name is too long", "choose a shorter name"),
 }
 

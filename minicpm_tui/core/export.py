@@ -31,7 +31,7 @@ import yaml
 from minicpm_tui import __version__
 from minicpm_tui.core.atomic import write_atomic
 from minicpm_tui.core.errors import UserError
-from minicpm_tui.core.paths import absolute_path
+from minicpm_tui.core.paths import absolute_path, missing
 from minicpm_tui.core.writers import local_model
 
 EXPORT_YAML = "export.yaml"
@@ -160,8 +160,8 @@ def _checkpoint(output_dir: Path, value: str) -> tuple[Path, str]:
         return path, path.name
     path = absolute_path(value)
     if not path.is_dir():
-        raise UserError("no such checkpoint folder", where=f"--checkpoint {value}",
-                        fix="pass a step number N (output_dir/checkpoint-N) or the path of a checkpoint folder")
+        raise missing(value, "checkpoint folder", where=f"--checkpoint {value}",
+                      fix="pass a step number N (output_dir/checkpoint-N) or the path of a checkpoint folder")
     return path, "--checkpoint"
 
 

@@ -182,7 +182,70 @@ _BAR = re.compile(r"^\s*\d+%\|[^|]*\|\s*(\d+)/(\d+) \[([\d:]+)<([\d:?]+)")
 _RESUME = re.compile(r"Resuming training from")
 
 
-class RunFollower:
+class LogPhases:
+    """Phases, total steps and the per-step progress bar, from the log lines LLaMA-Factory, transformers and tqdm
+    print, into a :class:`RunSnapshot`. The monitor's follower is one; the smoke run feeds its log to another."""
+
+    def __init__(self, snapshot: RunSnapshot, *, tail_lines: int = 40) -> None:
+        self.snapshot = snapshot
+        self._tail: deque[str] = deque(maxlen=tail_lines)
+        self._phase_step = 0
+        self._completed = False
+
+    def feed(self, line: str) -> None:
+        """One log line (tqdm's redraws split at ``\\r``, as :class:`TextFollower` reads them)."""
+        self._on_log_line(line)
+
+    def _set_phase(self, phase: str) -> None:
+        snap = self.snapshot
+        if snap.phase in _FINAL_PHASES and phase not in _FINAL_PHASES:
+            return
+        if phase != snap.phase:
+            self._phase_step = snap.step or 0
+        snap.phase = phase
+        if phase not in snap.phases_seen:
+            snap.phases_seen.append(phase)
+
+    def _on_log_line(self, raw: str) -> None:
+        line = _ANSI.sub("", raw).rstrip()
+        if not line.strip():
+            return
+        snap = self.snapshot
+        bar = _BAR.match(line)
+        if bar:
+            cur, total = int(bar.group(1)), int(bar.group(2))
+            # The training bar counts optimizer steps; the evaluation bar counts eval batches.
+            training_bar = bool(snap.total_steps) and total == snap.total_steps and snap.phase in (
+                "training", "saving", "evaluating")
+            if training_bar and (snap.step is None or cur >= snap.step):
+                if snap.phase != "training" and not self._completed and (snap.step is None or cur > snap.step):
+                    self._set_phase("training")
+                snap.step = cur
+                snap.percent = round(100.0 * cur / total, 2)
+                snap.elapsed_s = parse_hms(bar.group(3))
+                snap.remaining_s = parse_hms(bar.group(4)) if "?" not in bar.group(4) else None
+            return  # progress bars do not go into the tail
+        self._tail.append(line[:500])
+        total = _TOTAL.search(line)
+        if total:
+            snap.total_steps = int(total.group(1).replace(",", ""))
+        if _RESUME.search(line):
+            snap.note, snap.note_tui = line.split(">>")[-1].strip(), ""
+        if "Training completed" in line:
+            self._completed = True
+        for phase, pattern in _PHASE_RULES:
+            if pattern.search(line):
+                if phase == "saving":
+                    ck = _CKPT.search(line)
+                    if ck:
+                        snap.last_checkpoint = ck.group(1)
+                if phase == "loading model" and snap.phase in ("training", "evaluating", "saving"):
+                    break  # saving re-reads config files; not a new model load
+                self._set_phase(phase)
+                break
+
+
+class RunFollower(LogPhases):
     """Incremental view of one run directory: ``poll()`` returns a fresh :class:`RunSnapshot`.
 
     Status and exit code come from the runner (manifest, lock, processes); metrics from
@@ -193,8 +256,7 @@ class RunFollower:
     def __init__(self, run_dir: str | os.PathLike[str], *, tail_lines: int = 40,
                  status_every: float = 1.0) -> None:
         self.run_dir = Path(run_dir).expanduser().resolve()
-        self.snapshot = RunSnapshot(run_dir=str(self.run_dir))
-        self._tail: deque[str] = deque(maxlen=tail_lines)
+        super().__init__(RunSnapshot(run_dir=str(self.run_dir)), tail_lines=tail_lines)
         self._losses: deque[tuple[int, float]] = deque(maxlen=HISTORY)
         self._eval: deque[tuple[int, float]] = deque(maxlen=HISTORY)
         self._lrs: deque[tuple[int, float]] = deque(maxlen=HISTORY)
@@ -206,8 +268,6 @@ class RunFollower:
         self._info: runner.RunInfo | None = None
         self._bar_seen_at = 0.0
         self._diagnosed = False
-        self._phase_step = 0
-        self._completed = False
         self._resume_step: int | None = None  # the checkpoint's step, for a resumed attempt
 
     # -- wiring ----------------------------------------------------------
@@ -339,54 +399,6 @@ class RunFollower:
             time.sleep(interval)
 
     # -- parsing ---------------------------------------------------------
-    def _set_phase(self, phase: str) -> None:
-        snap = self.snapshot
-        if snap.phase in _FINAL_PHASES and phase not in _FINAL_PHASES:
-            return
-        if phase != snap.phase:
-            self._phase_step = snap.step or 0
-        snap.phase = phase
-        if phase not in snap.phases_seen:
-            snap.phases_seen.append(phase)
-
-    def _on_log_line(self, raw: str) -> None:
-        line = _ANSI.sub("", raw).rstrip()
-        if not line.strip():
-            return
-        snap = self.snapshot
-        bar = _BAR.match(line)
-        if bar:
-            cur, total = int(bar.group(1)), int(bar.group(2))
-            # The training bar counts optimizer steps; the evaluation bar counts eval batches.
-            training_bar = bool(snap.total_steps) and total == snap.total_steps and snap.phase in (
-                "training", "saving", "evaluating")
-            if training_bar and (snap.step is None or cur >= snap.step):
-                if snap.phase != "training" and not self._completed and (snap.step is None or cur > snap.step):
-                    self._set_phase("training")
-                snap.step = cur
-                snap.percent = round(100.0 * cur / total, 2)
-                snap.elapsed_s = parse_hms(bar.group(3))
-                snap.remaining_s = parse_hms(bar.group(4)) if "?" not in bar.group(4) else None
-            return  # progress bars do not go into the tail
-        self._tail.append(line[:500])
-        total = _TOTAL.search(line)
-        if total:
-            snap.total_steps = int(total.group(1).replace(",", ""))
-        if _RESUME.search(line):
-            snap.note, snap.note_tui = line.split(">>")[-1].strip(), ""
-        if "Training completed" in line:
-            self._completed = True
-        for phase, pattern in _PHASE_RULES:
-            if pattern.search(line):
-                if phase == "saving":
-                    ck = _CKPT.search(line)
-                    if ck:
-                        snap.last_checkpoint = ck.group(1)
-                if phase == "loading model" and snap.phase in ("training", "evaluating", "saving"):
-                    break  # saving re-reads config files; not a new model load
-                self._set_phase(phase)
-                break
-
     def _on_metrics_line(self, line: str) -> None:
         try:
             data = json.loads(line)

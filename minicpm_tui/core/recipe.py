@@ -158,6 +158,20 @@ def _no_control(value: Any) -> str | None:
     return None
 
 
+def _run_name(value: str) -> str | None:
+    """A run name is a label (the job name, the logs, the README), never a path: the run directory is --out."""
+    name = value.strip()
+    plain = re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-.") or "minicpm-finetune"
+    if not name:
+        return "is empty; name the run, e.g. minicpm-finetune"
+    if "/" in name or "\\" in name:
+        return (f"{value!r} holds a path separator, but the name is a label, not a path; use e.g. {plain!r} "
+                "(the run directory is --out)")
+    if name in (".", ".."):
+        return f"{value!r} is not a name; use e.g. {plain!r}"
+    return _no_control(value)
+
+
 def _output_dir(value: str) -> str | None:
     if not value.strip():
         return "is empty, and LLaMA-Factory's trainer fails at start on an empty path; name a folder, e.g. output"
@@ -232,7 +246,7 @@ class Recipe:
 
     # model
     name: str = opt("minicpm-finetune", "Run name (used for the run directory, the job name and logs).",
-                    "model", check=_no_control)
+                    "model", check=_run_name)
     model: str = opt("MiniCPM4-0.5B", "Model preset (MiniCPM4-8B...), Hugging Face hub id, or local checkpoint "
                      "folder.", "model", check=_no_control)
     template: str = opt(AUTO, "LLaMA-Factory chat template; 'auto' picks the one the installed LLaMA-Factory "
@@ -568,6 +582,10 @@ def load_recipe(name_or_path: str | os.PathLike[str]) -> Recipe:
 
             recipe.dataset_dir = str(asset_path("data"))
         return recipe
+    from minicpm_tui.core.paths import missing, symlink_loop
+
+    if symlink_loop(path) is not None:
+        raise missing(path, "recipe file", where=str(name_or_path))
     close = _close(str(name_or_path), list_presets())
     raise UserError("no such recipe file or preset", where=str(name_or_path),
                     fix=f"did you mean preset {close!r}?" if close else

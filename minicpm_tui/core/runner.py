@@ -53,7 +53,7 @@ from typing import Any
 
 from minicpm_tui.core.atomic import write_atomic
 from minicpm_tui.core.errors import UserError, os_error
-from minicpm_tui.core.paths import state_dir
+from minicpm_tui.core.paths import absolute_path, missing, resolved, state_dir, symlink_loop
 from minicpm_tui.core.resources import resource_script
 from minicpm_tui.core.rundir import read_train_yaml as _train_yaml
 
@@ -1417,13 +1417,13 @@ NEW_RUN_FIX = "create one with `minicpm-tui generate RECIPE --out RUN_DIR`"
 
 def require_run_dir(raw: str | os.PathLike[str], fix: str = NEW_RUN_FIX) -> Path:
     """``raw`` resolved, or a UserError naming it: no such run directory, or a file where one is needed."""
-    run_dir = Path(raw).expanduser().resolve()
+    run_dir = resolved(raw, "run directory")
     if run_dir.is_dir():
         return run_dir
     if run_dir.exists():
         raise UserError("is a file, not a run directory", where=str(raw),
                         fix="pass the folder that `minicpm-tui generate` wrote (it holds train.yaml)")
-    raise UserError("no such run directory", where=str(raw), fix=fix)
+    raise missing(raw, "run directory", fix=fix)
 
 
 def is_run_dir(path: str | os.PathLike[str]) -> bool:
@@ -1778,8 +1778,9 @@ def _term_targets(procs: list[ProcInfo], pgid: int | None) -> tuple[list[int], l
 
 
 def _terminate(procs: Callable[[], list[ProcInfo]], pgid: int | None, grace: float, term_timeout: float,
-               act: Callable[[str], None]) -> bool:
-    """Finish-the-step-and-save, then SIGTERM, then SIGKILL; True when none of ``procs()`` is left."""
+               act: Callable[[str], None], by_group: bool = True) -> bool:
+    """Finish-the-step-and-save, then SIGTERM, then SIGKILL; True when none of ``procs()`` is left. Without
+    ``by_group`` only the processes of ``procs()`` are signalled, one by one (never a whole process group)."""
     targets = graceful_targets(procs()) if grace > 0 else []
     gone = False
     if targets:
@@ -1795,9 +1796,10 @@ def _terminate(procs: Callable[[], list[ProcInfo]], pgid: int | None, grace: flo
             "without LLAMABOARD_ENABLED); terminating")
     if not gone:
         # torchrun turns SIGTERM into a SIGTERM to each worker's own process group.
-        groups, singles = _term_targets(procs(), pgid)
+        groups, singles = _term_targets(procs(), pgid) if by_group else ([], [p.pid for p in procs()])
         said = f"process group {groups[0]}" if groups == [pgid] else f"process group(s) {groups}"
-        act(f"sent SIGTERM to {said}{f' and pid {singles}' if singles else ''}; waiting up to {term_timeout:.0f} s")
+        said = f"{said}{f' and pid {singles}' if singles else ''}" if groups else f"pid {singles}"
+        act(f"sent SIGTERM to {said}; waiting up to {term_timeout:.0f} s")
         for group_id in groups:
             _signal(group_id, signal.SIGTERM, group=True)
         for pid in singles:
@@ -1805,8 +1807,9 @@ def _terminate(procs: Callable[[], list[ProcInfo]], pgid: int | None, grace: flo
         gone = _wait_gone(procs, term_timeout)
     if not gone:
         left = procs()
-        groups = sorted({p.pgid for p in left if p.pgid == p.pid or (pgid and p.pgid == pgid)})
-        act(f"sent SIGKILL to {len(left)} remaining process(es) of the run (groups {groups})")
+        groups = sorted({p.pgid for p in left if p.pgid == p.pid or (pgid and p.pgid == pgid)}) if by_group else []
+        act(f"sent SIGKILL to {len(left)} remaining process(es) of the run"
+            f"{f' (groups {groups})' if by_group else ''}")
         for group_id in groups:
             _signal(group_id, signal.SIGKILL, group=True)
         for p in left:
@@ -1825,8 +1828,11 @@ def _wait_supervisor(run_dir: Path, timeout: float = 15.0) -> None:
 def stop(run_dir: str | os.PathLike[str], *, grace: float = 60.0, term_timeout: float = 15.0,
          say: Callable[[str], None] | None = None) -> StopResult:
     """Stop a run: finish-the-step-and-save first, then SIGTERM, then SIGKILL to its process group."""
-    run_dir = Path(run_dir).expanduser().resolve()
     say = say or (lambda _text: None)
+    gone = registered_gone(run_dir)
+    if gone is not None:
+        return _stop_gone(*gone, grace=grace, term_timeout=term_timeout, say=say)
+    run_dir = Path(run_dir).expanduser().resolve()
     damage = _manifest_damage(run_dir)
     if damage is not None:
         return _stop_without_manifest(run_dir, damage, grace, term_timeout, say)
@@ -1954,4 +1960,78 @@ def _stop_without_manifest(run_dir: Path, damage: UserError, grace: float, term_
     _wait_supervisor(run_dir)
     result.status = "stopped" if gone else "running"
     act(f"run is {result.status}; its manifest is left as it was: {damage.fix}")
+    return result
+
+
+def registered_gone(raw: str | os.PathLike[str]) -> tuple[Path, dict[str, Any]] | None:
+    """A run directory that the runs registry knows and that is no longer there (deleted, or moved where its
+    processes could not take the registry along): its path and its registry entry; else None."""
+    if symlink_loop(raw) is not None or os.path.exists(os.path.expanduser(os.fspath(raw))):
+        return None
+    for run_dir in dict.fromkeys((Path(raw).expanduser().resolve(), absolute_path(raw))):
+        data = _read_entry(_registry_entry(run_dir))
+        if data is not None and data["run_dir"] == str(run_dir):
+            return run_dir, data
+    return None
+
+
+def _is_supervisor(pid: int) -> bool:
+    info = proc_info(pid)
+    return info is not None and any(part.endswith("run_supervisor.py") for part in info.cmdline)
+
+
+def _stop_gone(run_dir: Path, data: dict[str, Any], *, grace: float, term_timeout: float,
+               say: Callable[[str], None]) -> StopResult:
+    """``stop`` for a registered run whose folder is gone. One moved on the same filesystem is stopped where
+    it is now; else only the processes that carry its run tag (the registry's record of its latest launch) are
+    signalled, one by one, and its supervisor is left to end by itself once they are gone."""
+    tagged = _tagged_processes()
+    key = _registry_key(run_dir)
+    moved = _moved_to(data, key, tagged)
+    if moved is not None:
+        new = _follow_move(_registry_entry(run_dir), data, *moved)
+        text = f"{run_dir} is gone: the run directory was moved to {new} while it ran; stopping it there"
+        say(text)
+        result = stop(new, grace=grace, term_timeout=term_timeout, say=say)
+        result.actions.insert(0, text)
+        return result
+    tag = data.get("run_tag")
+    # Entries written before run tags were recorded: every tag starts with the key of the launch's path.
+    tags = {tag} if isinstance(tag, str) else {t for t in tagged if t.startswith(key + "-")}
+    supervisors = {pid for t in tags for pid in tagged.get(t, []) if _is_supervisor(pid)}
+    result = StopResult(run_dir=run_dir, was="unknown", status="unknown")
+
+    def act(text: str) -> None:
+        result.actions.append(text)
+        say(text)
+
+    def procs() -> list[ProcInfo]:
+        return [p for p in all_procs() if p.pid not in supervisors and p.pid != os.getpid()
+                and _run_tag_of(p.pid) in tags]
+
+    when = data.get("registered_at")
+    launch = re.search(r"-(\d+)-(\d+)$", tag) if isinstance(tag, str) else None
+    if launch:  # a launch's tag: KEY-ATTEMPT-TIME
+        known = f"attempt {launch.group(1)} launched {age_text(time.time() - int(launch.group(2)))} ago"
+    else:
+        known = f"{data.get('how') or 'registered'} {age_text(time.time() - when)} ago" if isinstance(
+            when, (int, float)) else str(data.get("how") or "registered")
+    known += f", run tag {', '.join(sorted(tags))}" if tags else ", no run tag (started by hand)"
+    pids = [p.pid for p in procs()]
+    if not pids:
+        why = ("no process carrying its run tag is alive" if tags else
+               "processes started by hand carry no run tag, so none can be told to be its own (`ps -ef` lists "
+               "them; stop them with `kill PID`)")
+        act(f"the run directory is gone (deleted, or moved); the runs registry knows it ({known}), and {why}: "
+            f"nothing to stop; {GONE_FIX}")
+        return result
+    result.was = "running"
+    act(f"the run directory is gone (deleted, or moved to another filesystem), but {len(pids)} process(es) carry "
+        f"its run tag (pid {', '.join(map(str, pids))}; the runs registry knows it: {known}): stopping them")
+    stopped = _terminate(procs, None, grace, term_timeout, act, by_group=False)
+    result.left = [p.pid for p in procs()]
+    if result.left:
+        act(f"processes of the run still alive: {result.left} (uninterruptible I/O? check `ps -o stat`)")
+    result.status = "stopped" if stopped else "running"
+    act(f"run is {result.status}; nothing of it is recorded (its manifest went with the folder)")
     return result

@@ -20,6 +20,7 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,6 +38,11 @@ SMOKE_LOG = "smoke/smoke.log"
 # Each smoke process is a whole CPU training (torch, the tiny model, a gloo rank); 2 already proves the
 # distributed wiring, and more only compete for the cores and RAM.
 MAX_SMOKE_NPROC = 8
+
+
+# (phase, step, total steps): "preparing", "starting", then the monitor's phases as the log shows them
+# (tokenizing, loading model, training with its step, evaluating, saving).
+Progress = Callable[[str, int | None, int | None], None]
 
 
 @dataclass
@@ -184,8 +190,9 @@ def smoke_here(run_dir: str | os.PathLike[str]) -> SmokeHere:
 
 def prepare_smoke(run_dir: str | os.PathLike[str], *, steps: int = 3, nproc: int | None = None,
                   cutoff_len: int = 64, master_port: int | None = None, nnodes: int = 1,
-                  script: str = "single_node.sh") -> SmokeSpec:
-    """Write RUN_DIR/smoke/train.yaml (and ds_config.json when needed); return how to launch it."""
+                  script: str = "single_node.sh", progress: Progress | None = None) -> SmokeSpec:
+    """Write RUN_DIR/smoke/train.yaml (and ds_config.json when needed); return how to launch it. ``progress``
+    hears "preparing" once the run directory passed its checks (the first time, the tiny model is built)."""
     from minicpm_tui.core.lfinfo import run_dir_python
     from minicpm_tui.core.runner import require_run_dir
     from minicpm_tui.core.tinymodel import tiny_model_dir
@@ -207,6 +214,8 @@ def prepare_smoke(run_dir: str | os.PathLike[str], *, steps: int = 3, nproc: int
     if here.refused:
         raise here.error(run)
     notes += [here.note()] if here.note() else []
+    if progress is not None:
+        progress("preparing", None, None)
     tiny = tiny_model_dir(chat_format, python=python)
     smoke_dir = run / SMOKE_DIR
     smoke_dir.mkdir(parents=True, exist_ok=True)
@@ -341,13 +350,37 @@ def stop_tree(proc: subprocess.Popen[Any], grace: float = 40.0) -> int:
     return proc.wait()
 
 
+class _LogProgress:
+    """What the smoke run is doing, read from its log as it grows, with the monitor's own phase parsing
+    (``monitor.LogPhases``): ``say`` is called on each change of phase, step or total steps."""
+
+    def __init__(self, log_path: Path, say: Progress) -> None:
+        from minicpm_tui.core.monitor import LogPhases, RunSnapshot, TextFollower
+
+        self._log = TextFollower(log_path, carriage_returns=True)
+        self._phases = LogPhases(RunSnapshot(run_dir=str(log_path.parent)))
+        self._say = say
+        self._said: tuple[str, int | None, int | None] = ("starting", None, None)
+        say(*self._said)
+
+    def poll(self) -> None:
+        snap = self._phases.snapshot
+        for line in self._log.read_lines():
+            self._phases.feed(line)
+            now = (snap.phase, snap.step if snap.phase == "training" else None, snap.total_steps)
+            if now != self._said:
+                self._said = now
+                self._say(*now)
+
+
 def run_spec(spec: SmokeSpec, *, timeout: float = 900, extra_args: list[str] | None = None,
-             log_path: Path | None = None) -> SmokeResult:
-    """Launch a prepared smoke spec and judge it."""
+             log_path: Path | None = None, progress: Progress | None = None) -> SmokeResult:
+    """Launch a prepared smoke spec and judge it; ``progress`` hears what it is doing while it runs."""
     log_path = log_path or spec.run_dir / SMOKE_LOG
     if spec.output_dir.exists():
         shutil.rmtree(spec.output_dir)
     start = time.monotonic()
+    deadline = start + timeout
     returncode: int | None = None
     reason = ""
     with open(log_path, "wb") as log:
@@ -355,10 +388,20 @@ def run_spec(spec: SmokeSpec, *, timeout: float = 900, extra_args: list[str] | N
                                 stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                 start_new_session=True)
         try:
-            returncode = proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            reason = f"timed out after {timeout:.0f} s"
-            stop_tree(proc)
+            watch = _LogProgress(log_path, progress) if progress is not None else None
+            while returncode is None:
+                left = max(0.0, deadline - time.monotonic())
+                try:
+                    returncode = proc.wait(timeout=min(left, 0.5) if watch is not None else left)
+                except subprocess.TimeoutExpired:
+                    if watch is not None:
+                        watch.poll()
+                    if time.monotonic() >= deadline:
+                        reason = f"timed out after {timeout:.0f} s"
+                        stop_tree(proc)
+                        break
+            if watch is not None:
+                watch.poll()
         except BaseException:  # interrupted (Ctrl-C, a test's timeout): leave nothing running
             stop_tree(proc, grace=10)
             raise
@@ -380,7 +423,7 @@ def run_spec(spec: SmokeSpec, *, timeout: float = 900, extra_args: list[str] | N
 
 
 def smoke(run_dir: str | os.PathLike[str], *, steps: int = 3, nproc: int | None = None, timeout: float = 900,
-          **kwargs: Any) -> SmokeResult:
+          progress: Progress | None = None, **kwargs: Any) -> SmokeResult:
     """Prove a run directory: the tiny model through the run's own single_node.sh, on the CPU."""
-    spec = prepare_smoke(run_dir, steps=steps, nproc=nproc, **kwargs)
-    return run_spec(spec, timeout=timeout)
+    spec = prepare_smoke(run_dir, steps=steps, nproc=nproc, progress=progress, **kwargs)
+    return run_spec(spec, timeout=timeout, progress=progress)

@@ -23,6 +23,7 @@ from minicpm_tui.core.datasets.reader import (
     ends_in_open_quote,
 )
 from minicpm_tui.core.errors import UserError
+from minicpm_tui.core.paths import missing
 
 ROLE_MAP = {"user": "human", "assistant": "gpt", "system": "system", "tool": "observation",
             "function": "observation"}
@@ -100,7 +101,7 @@ def convert_file(src: str | os.PathLike[str], dst: str | os.PathLike[str], *, op
     if src.is_dir():
         raise UserError("is a folder where a file is needed", where=str(src), fix="name one data file in it")
     if not src.is_file():
-        raise UserError("no such file", where=str(src), fix="check the path")
+        raise missing(src, "file")
     if dst.suffix.lower() not in (".jsonl", ".json"):
         raise UserError("the output must be .jsonl or .json", where=str(dst), fix="name it something.jsonl")
     if dst.exists() and not force:

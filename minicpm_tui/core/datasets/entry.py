@@ -38,6 +38,7 @@ from minicpm_tui.core.datasets.media import MediaReading
 from minicpm_tui.core.datasets.register import INFO_NAME
 from minicpm_tui.core.datasets.validate import Issue, ValidationReport
 from minicpm_tui.core.errors import UserError
+from minicpm_tui.core.paths import missing
 
 # What people put in ``columns`` by mistake: the standard field names instead of LLaMA-Factory's keys.
 _FIELD_TO_KEY = {"instruction": "prompt", "input": "query", "output": "response", "conversations": "messages",
@@ -216,8 +217,8 @@ def load_dataset_info(path: str | os.PathLike[str]) -> tuple[Path, dict[str, Any
     if p.is_dir():
         p = p / INFO_NAME
     if not p.is_file():
-        raise UserError("no such file", where=str(p), fix="pass a dataset_info.json, or the folder holding it "
-                        "(LLaMA-Factory's dataset_dir)")
+        raise missing(p, "file", fix="pass a dataset_info.json, or the folder holding it (LLaMA-Factory's "
+                      "dataset_dir)")
     try:
         data = json.loads(p.read_text(encoding="utf-8"))
     except UnicodeDecodeError:

@@ -39,6 +39,7 @@ from minicpm_tui.core.datasets.reader import (
     RecordReader,
 )
 from minicpm_tui.core.errors import UserError
+from minicpm_tui.core.paths import missing
 
 if TYPE_CHECKING:
     from minicpm_tui.core.datasets.entry import EntryReading
@@ -754,8 +755,8 @@ def validate_file(path: str | os.PathLike[str], stage: str | None = None, fmt: s
             report.seconds = time.perf_counter() - started
             return report
     if not p.is_file():
-        report.file_error = Issue(None, "", "no such file" if not p.exists() else "is not a file",
-                                  "check the path", "file")
+        gone = missing(p, "file") if not p.exists() else UserError("is not a file", fix="check the path")
+        report.file_error = Issue(None, "", gone.message, gone.fix or "", "file")
         col.error(None, "", report.file_error.message, report.file_error.fix, "file")
         return report
     try:
