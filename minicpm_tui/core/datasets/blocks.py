@@ -75,9 +75,9 @@ def piece_starts(path: str | Path, total: int) -> list[int]:
             last = b  # this block's latest piece start
             at = b + size
             while at < end:
-                lo = at  # the last line start at or before ``at``, after ``last``: a window at a time
+                lo, step = at, 4096  # the last line start at or before ``at``, after ``last``: ever wider windows
                 while lo > last:
-                    lo = max(last, lo - (1 << 16))
+                    lo, step = max(last, at - step), step * 4
                     f.seek(lo)
                     nl = f.read(at - lo).rfind(b"\n")
                     if nl >= 0:
