@@ -343,6 +343,38 @@ def test_duplicate_key_proof_is_sound():
     assert proven > 2000  # and it is useful: most duplicate-free texts are proven so
 
 
+
+def test_key_colon_count_is_the_per_colon_one():
+    """``_key_colons`` (counted in C, pattern by pattern) is the per-colon count it replaced: every colon right after
+    whitespace or an unescaped quote, over any slice, for text and bytes."""
+    import random
+
+    from minicpm_tui.core.datasets.reader import _key_colons
+
+    def per_colon(text, start: int, end: int) -> int:
+        colon, quote, bs = (b":", b'"', b"\\") if isinstance(text, bytes) else (":", '"', "\\")
+        parts = text[start:end].split(colon)
+        parts.pop()
+        n = 0
+        for part in parts:
+            last = part[-1:]
+            if last in ((b'"', b" ", b"\t", b"\r", b"\n") if isinstance(text, bytes) else tuple('" \t\r\n')):
+                if last == quote and part[-2:-1] == bs and (len(part) - 1 - len(part[:-1].rstrip(bs))) % 2:
+                    continue
+                n += 1
+        return n
+
+    rng = random.Random(11)
+    atoms = ['"', "\\", ":", " ", "\t", "\n", "a", "中", '\\":', '\\\\":']
+    for _ in range(5000):
+        text = "".join(rng.choice(atoms) for _ in range(rng.randint(0, 12)))
+        start = rng.randint(0, len(text))
+        end = rng.randint(start, len(text))
+        assert _key_colons(text, start, end) == per_colon(text, start, end), (text, start, end)
+        raw = text.encode()
+        bstart, bend = len(text[:start].encode()), len(text[:end].encode())
+        assert _key_colons(raw, bstart, bend) == per_colon(raw, bstart, bend), (text, start, end)
+
 _GOOD_DPO = {"conversations": [{"from": "human", "value": "q: 1"}], "chosen": {"from": "gpt", "value": "a"},
              "rejected": {"from": "gpt", "value": "b"}}
 _NAN_DPO = b'{"conversations": [{"from": "human", "value": "q"}], "chosen": {"from": "gpt", ' \

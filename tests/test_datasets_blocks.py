@@ -123,6 +123,24 @@ def test_block_boundaries_follow_the_loader(tmp_path):
     assert blocks.second_block_start(f, 22, chunk=30) is None
 
 
+
+def test_pieces_follow_pyarrow(tmp_path, small_block):
+    """pyarrow's pieces (blocks.piece_starts): in each loader block, piece k starts at the last line start at or
+    before block start + k * piece_size() (a line starting exactly there is the next piece's: checked with
+    pyarrow's reader while writing this); each later block starts one too."""
+    f = tmp_path / "d.jsonl"
+    f.write_bytes(b"".join(b"x" * (900 + i * 37 % 700) + b"\n" for i in range(400)))
+    data, size = f.read_bytes(), blocks.piece_size()
+    line_starts = [i + 1 for i, c in enumerate(data) if c == 10]
+    bounds = [0, *blocks.block_starts(f, len(data)), len(data)]
+    want = []
+    for b, end in zip(bounds, bounds[1:], strict=False):
+        want += [b] if b else []
+        want += [max(x for x in line_starts if x <= b + k * size) for k in range(1, (end - b) // size + 1)
+                 if b + k * size < end]
+    got = blocks.piece_starts(f, len(data))
+    assert got == want and len(bounds) > 3 and len(got) > 2 * len(bounds)
+
 def _pythons() -> list[tuple[str, str]]:
     """The training Python, and the releases' environments built here that bring another ``datasets``
     (0.9.2: 3.2.0, 0.9.3: 3.6.0; 0.9.4 shares the installed one's 4.0.0): the block model is datasets'."""

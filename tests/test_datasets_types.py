@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
+from typing import Any
 
 import pytest
 from test_datasets_blocks import PAD, _pythons, lf_load, load_job
@@ -269,3 +270,52 @@ def test_types_agree_with_llamafactory(type_cases, release):
     version, python = release
     got = {k: r["status"] == "ok" for k, r in lf_load(python, job, 380).items()}
     assert got == expected, (version, {k: v for k, v in got.items() if v != expected[k]})
+
+
+# pyarrow types each piece of a loader block (320 KB, blocks.piece_starts) alone: a number and a text that reads
+# as one load when no piece holds both; any other pair still fails (or loads by thread timing, or crashes pyarrow)
+def write_pieces(path: Path, a: Any, b: Any, *, far: bool, then: Any = None) -> int:
+    """A record with ``x: a``, filler (a piece's worth when ``far``), one with ``x: b`` (its index), filler, and
+    a last one with ``x: then`` unless None."""
+    filler = json.dumps(_rec(None, PAD)) + "\n"
+    lines = [json.dumps(_rec(a)) + "\n"]
+    lines += [filler] * ((blocks.piece_size() // len(filler) + 2) if far else 2)
+    at = len(lines)
+    lines += [json.dumps(_rec(b)) + "\n", filler * 3]
+    if then is not None:
+        lines += [filler] * (blocks.piece_size() // len(filler) + 2) + [json.dumps(_rec(then)) + "\n"]
+    path.write_text("".join(lines), encoding="utf-8")
+    return at
+
+
+PIECES = [  # (first, later, a third value a piece after the later one, whether the load completes when far apart)
+    (1, "5", None, True), ("5", 1, None, True), (1.5, "2.5", None, True), ("1e3", 2, None, True),
+    (1, "5", "7", True), (1, "5", 3, True), (1, "5", "a", False), (1, "a", None, False), ("a", 1, None, False),
+    (1, True, None, False), ("a", ["a"], None, False), ({"k": 1}, "5", None, False),
+]
+
+
+@pytest.mark.parametrize("a,b,then,loads", PIECES, ids=lambda v: json.dumps(v))
+def test_number_and_numeric_text_in_other_pieces(tmp_path, a, b, then, loads):
+    far = tmp_path / "far.jsonl"
+    at = write_pieces(far, a, b, far=True, then=then)
+    rep = validate_file(far)
+    assert rep.ok is loads, rep.errors
+    if not rep.ok:
+        assert [(e.kind, e.field) for e in rep.errors] == [("mixed_types", "x")]
+        assert rep.errors[0].record == (at if then is None else rep.records - 1)
+    near = tmp_path / "near.jsonl"  # in one piece: pyarrow fails ("changed from number to string")
+    at = write_pieces(near, a, b, far=False)
+    rep = validate_file(near)
+    assert [(e.record, e.kind) for e in rep.errors] == [(at, "mixed_types")]
+
+
+def test_both_kinds_in_a_later_piece(tmp_path):
+    """Accepted across pieces, the two kinds still clash inside one piece (here the last)."""
+    f = tmp_path / "d.jsonl"
+    at = write_pieces(f, 1, "5", far=True)
+    with open(f, "a", encoding="utf-8") as out:
+        out.write(json.dumps(_rec(2)) + "\n")  # the piece of "5" (the filler after it is short)
+    rep = validate_file(f)
+    assert [(e.record, e.kind) for e in rep.errors] == [(at + 4, "mixed_types")]
+    assert f"in record {at}" in rep.errors[0].message

@@ -22,9 +22,13 @@ Within one block pyarrow unifies instead (new keys, int + float), and two kinds 
 the block (``validate``'s ``mixed_types``; ``BlockTypes`` types the records for the nested ones). A JSON
 array is read whole (pandas, then ``Table.from_pandas``, which fails on the same clashes), so it is one
 such read. ``tests/test_datasets_blocks.py`` and ``tests/test_datasets_types.py`` check this against the
-real loader. Not modelled: pyarrow parses a block in pieces of ``chunksize // 32`` (320 KB) and converts a
-later piece's values to the types of the earlier ones, so a clash whose two records are further apart than
-that can load where the later kind converts (a number after text); we report it all the same.
+real loader. pyarrow parses a block in pieces of ``chunksize // 32`` (320 KB, ``piece_starts``): each piece is typed alone
+and the others are converted to (or promoted from) its type, in whichever order its threads finish
+(``arrow/json/chunked_builder.cc``; promotion null -> any, int64 -> float64, text -> string). Two kinds in one
+piece fail as above. Across pieces a number and a text that reads as a number (``"5"``, ``"1.5"``) always load
+(the column is then numbers or text, by thread timing), so ``validate`` accepts that; any other pair of kinds
+there fails or loads by timing (a number then ``"a"``), fails (a boolean), or is undefined behaviour in pyarrow
+(a list or object against a scalar: garbage or a crash), so it is still ``mixed_types``.
 """
 
 from __future__ import annotations
@@ -45,6 +49,64 @@ _TRAILING_INDEX = re.compile(r"(\[[0-9]+\])+$")
 _BOOL = frozenset(("true", "false", "1", "0"))
 # Python types a scalar column takes without a second look, per Arrow type.
 _SAME: dict[Any, type] = {"string": str, "int": int, "float": float, "bool": bool}
+
+
+def piece_size() -> int:
+    """pyarrow's block inside a loader block: datasets reads each with ``paj.ReadOptions(block_size=max(chunksize
+    // 32, 16 << 10))`` (320 KB)."""
+    return max(LOADER_CHUNK // 32, 16 << 10)
+
+
+def piece_starts(path: str | Path, total: int) -> list[int]:
+    """Where each of pyarrow's pieces starts, after the file's first one, over every loader block (ascending).
+    A piece ends at the last line end inside its ``piece_size()`` bytes (the rest goes to the next piece), so
+    piece ``k`` of the block starting at ``b`` starts at the last line start at or before ``b + k * piece_size()``
+    (a line longer than a piece: datasets retries the block with pieces twice as big; not modelled, that
+    boundary is left out)."""
+    size = piece_size()
+    if total <= size:
+        return []
+    out: list[int] = []
+    bounds = [0, *block_starts(path, total), total]
+    with open(path, "rb") as f:
+        for b, end in zip(bounds, bounds[1:], strict=False):
+            if b:
+                out.append(b)
+            last = b  # this block's latest piece start
+            at = b + size
+            while at < end:
+                lo, step = at, 4096  # the last line start at or before ``at``, after ``last``: ever wider windows
+                while lo > last:
+                    lo, step = max(last, at - step), step * 4
+                    f.seek(lo)
+                    nl = f.read(at - lo).rfind(b"\n")
+                    if nl >= 0:
+                        last = lo + nl + 1
+                        out.append(last)
+                        break
+                at += size
+    return out
+
+
+def numeric_text(v: str) -> bool:
+    """Whether pyarrow's number converters read the text ``v`` (as int64, else float64)."""
+    return _FLOAT.fullmatch(v) is not None
+
+
+def numeric_mix(path: str | Path, start: int, piece: int, stop: int, key: str) -> bool:
+    """Whether a first number (or first text) in ``key`` at ``stop`` loads against the other kind before it in
+    its loader block (from ``start``): no value of ``key`` in its own pyarrow piece (from ``piece``) before it,
+    and each text before it a number (``numeric_text``). Only asked once per key and block."""
+    from minicpm_tui.core.datasets.reader import RecordReader
+
+    reader = RecordReader(path, byte_range=(start, stop))
+    for _, rec in reader:
+        v = rec.get(key) if type(rec) is dict else None
+        if v is None:
+            continue
+        if reader.pos >= piece or type(v) is str and not numeric_text(v):
+            return False
+    return True
 
 
 def second_block_start(path: str | Path, total: int, chunk: int | None = None) -> int | None:

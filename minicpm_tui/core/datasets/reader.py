@@ -12,7 +12,8 @@ number of ``":`` (plus colons right after whitespace) bounds the key tokens from
 parsed tree holds exactly one dict entry per key token unless some object repeats a key. When
 the bound equals the tree's key count no object can hold a duplicate; only the rare records
 where it does not (colons after quotes inside strings, embedded JSON) are parsed again with
-the pair-collecting hook that names the key.
+the pair-collecting hook that names the key. Every count is a C ``count``; only a ``\\":`` in
+the text is looked at in Python (``_key_colons``).
 """
 
 from __future__ import annotations
@@ -99,8 +100,8 @@ def _tree_counts(value: Any) -> int:
     return 0
 
 
-_KEY_END_B = frozenset((b'"', b" ", b"\t", b"\r", b"\n"))
-_KEY_END_S = frozenset(('"', " ", "\t", "\r", "\n"))
+_KEY_COLON_B = (b'":', b" :", b"\t:", b"\r:", b"\n:")
+_KEY_COLON_S = ('":', " :", "\t:", "\r:", "\n:")
 
 
 def _no_duplicate_keys(value: Any, text: bytes | str, start: int = 0, end: int | None = None) -> bool:
@@ -123,27 +124,46 @@ def _no_duplicate_keys(value: Any, text: bytes | str, start: int = 0, end: int |
     if end is None:
         end = len(text)
     if isinstance(text, bytes):
-        colon, quote, backslash, key_end = b":", b'"', b"\\", _KEY_END_B
+        colon, quote, esc_quote, esc_backslash = b":", b'"', b'\\"', b"\\\\"
     else:
-        colon, quote, backslash, key_end = ":", '"', "\\", _KEY_END_S
+        colon, quote, esc_quote, esc_backslash = ":", '"', '\\"', "\\\\"
     if text.count(colon, start, end) == keys:  # every colon is a key separator (the usual case)
         return True
     # Every string token (key or value) has two quote characters, and the tree holds one entry
     # per key token and one str per string value token, minus what duplicates dropped. So equal
     # counts prove no duplicate; escaped quotes only make the text side larger (no proof).
-    if text.count(quote, start, end) == 2 * (keys + (counts & 0xFFFFFFFF)):
+    tokens = 2 * (keys + (counts & 0xFFFFFFFF))
+    quotes = text.count(quote, start, end)
+    if quotes == tokens:
         return True
-    parts = text[start:end].split(colon)
-    parts.pop()
+    # The same with the escaped quotes left out: with no "\\" in the text, each '\"' is one (embedded JSON).
+    if quotes > tokens and text.count(esc_quote, start, end) == quotes - tokens \
+            and text.count(esc_backslash, start, end) == 0:
+        return True
+    return _key_colons(text, start, end) == keys
+
+
+def _key_colons(text: bytes | str, start: int, end: int) -> int:
+    """The colons in ``text[start:end]`` that may be key separators: each right after whitespace or a quote that
+    is not escaped (an odd run of backslashes before it). Counted in C, pattern by pattern (a colon's one
+    preceding character decides it); only the rare ``\\":`` are looked at one by one."""
+    if isinstance(text, bytes):
+        pairs, esc, backslash = _KEY_COLON_B, b'\\":', 92
+    else:
+        pairs, esc, backslash = _KEY_COLON_S, '\\":', "\\"
+    count = text.count
     bound = 0
-    for part in parts:
-        last = part[-1:]
-        if last in key_end:
-            if last == quote and part[-2:-1] == backslash and \
-                    (len(part) - 1 - len(part[:-1].rstrip(backslash))) % 2:
-                continue  # an escaped quote: this colon is inside a string
-            bound += 1
-    return bound == keys
+    for pair in pairs:
+        bound += count(pair, start, end)
+    at = text.find(esc, start, end)
+    while at >= 0:
+        i = at
+        while i > start and text[i - 1] == backslash:
+            i -= 1
+        if (at - i) % 2 == 0:  # with the backslash at ``at``: an odd run, so the quote is escaped
+            bound -= 1
+        at = text.find(esc, at + 1, end)
+    return bound
 
 
 def _comma_before(text: str, pos: int) -> bool:

@@ -629,6 +629,8 @@ def _sharegpt_checker(shape: Shape, stage: str):
 
 
 _KINDS = {str: "string", bool: "boolean", int: "number", float: "number", list: "array", dict: "object"}
+# Two kinds of a JSON Lines field that load when no piece pyarrow types alone holds both (blocks.piece_starts)
+_NUMERIC_MIX = frozenset((("number", "string"), ("string", "number")))
 
 
 def resolve_stage(shape: Shape, stage: str | None) -> tuple[str, Issue | None]:
@@ -1022,11 +1024,21 @@ def _scan(report: ValidationReport, col: _Collector, reader: RecordReader, stage
         stage, stage_problem = resolve_stage(shape, stage)
         report.stage = stage
 
+    # pyarrow's pieces of a loader block (blocks.piece_starts): a number and a text that reads as one, each in
+    # its own pieces of the block, load (key -> [the kind in this piece or None, its record, a number's record])
+    pieces: list[int] = []
+    piece_start = 0
+    mixed: dict[str, list[Any]] = {}
+
     reader.on_note = warn
     try:
         it = iter(reader)
         if reader.layout in ("lines", "array") and (block is None or block[2] is None):
             types = first_types = BlockTypes()
+        if reader.layout == "lines" and reader.byte_range is None:
+            from minicpm_tui.core.datasets.blocks import numeric_mix, numeric_text, piece_starts
+
+            pieces = piece_starts(reader.path, reader.total)[::-1]
         known = getattr(check, "known_types", None)
         for idx, rec in it:
             records += 1
@@ -1063,6 +1075,12 @@ def _scan(report: ValidationReport, col: _Collector, reader: RecordReader, stage
                     kinds = {}
                     col_types.clear()
                     types = None
+                    mixed.clear()
+                if pieces and reader.pos >= pieces[-1]:  # the first record of one of pyarrow's pieces
+                    while pieces and reader.pos >= pieces[-1]:
+                        piece_start = pieces.pop()
+                    for m in mixed.values():
+                        m[0] = None
                 for k, v in rec.items():
                     if first_type(k) is type(v):
                         continue  # the usual case: same Python type as where the key was first seen
@@ -1075,7 +1093,24 @@ def _scan(report: ValidationReport, col: _Collector, reader: RecordReader, stage
                         col_types[k] = type(v)
                         if k not in columns:
                             columns[k] = (kind, idx)
-                    elif seen[0] != kind:
+                        continue
+                    m = mixed.get(k)
+                    if m is not None and (kind == "number" or kind == "string"):
+                        if m[0] is not None and m[0] != kind:  # both kinds in one piece
+                            seen = (m[0], m[1])
+                        elif kind == "string" and not numeric_text(v):
+                            seen = ("number", m[2])
+                        else:
+                            if m[0] is None:
+                                m[0], m[1] = kind, idx
+                            continue
+                    elif seen[0] != kind and piece_start and (seen[0], kind) in _NUMERIC_MIX \
+                            and (kind == "number" or numeric_text(v)) \
+                            and numeric_mix(reader.path, blk_start, piece_start, reader.pos, k):
+                        mixed[k] = [kind, idx, idx if kind == "number" else seen[1]]
+                        col_types.pop(k, None)  # every later value of it is looked at
+                        continue
+                    if seen[0] != kind:
                         problem = (k, f"is a JSON {kind} here but a {seen[0]} in record {seen[1]}; LLaMA-Factory's "
                                    "loader (Arrow) fails on a field with mixed types", f"make {k!r} a {seen[0]} in "
                                    "every record, or drop it", "mixed_types")
