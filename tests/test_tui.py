@@ -1203,7 +1203,7 @@ def _registry(folder: Path) -> Path:
     turns = [{"speaker": "me", "text": "hi"}, {"speaker": "bot", "text": "hello"}]
     chats = [{"turns": turns}, {"turns": [{"speaker": "me"}, {"speaker": "bot", "text": "x"}]}]
     (folder / "chat.jsonl").write_text("".join(json.dumps(r) + "\n" for r in chats), encoding="utf-8")
-    (folder / "pics.jsonl").write_text(json.dumps({"question": "q", "answer": "a", "pics": ["x.png"]}) + "\n",
+    (folder / "pics.jsonl").write_text(json.dumps({"question": "<image>q", "answer": "a", "pics": ["x.png"]}) + "\n",
                                        encoding="utf-8")
     (folder / "x.png").write_bytes(b"\x89PNG")
     said = [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]
