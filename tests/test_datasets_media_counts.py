@@ -201,3 +201,25 @@ def test_verdicts_agree_with_llamafactory(tmp_path):
             else:
                 assert "does not match" in verdict or "at the same time" in verdict, verdict
                 assert mine == "media_count", (job["name"], i, verdict)
+
+
+def test_an_entry_without_media_columns_is_counted_too(tmp_path, monkeypatch):
+    """minicpm_v's plugin counts every record's placeholders against none: a text dataset that writes <image>
+    stops it as well. Read so by ``validate --template`` and the preflight; MiniCPM's text templates ask nothing."""
+    import minicpm_tui.core.lfinfo as lfinfo
+    from minicpm_tui.core.datasets.entry import validate_registered
+    from minicpm_tui.core.preflight import PreflightReport, _check_datasets
+
+    records = [{"q": "<image> is a tag", "a": "ok"}, {"q": "plain", "a": "ok"}]
+    entry = _write(tmp_path, "qa", records, {"columns": {"prompt": "q", "response": "a"}})
+    rep = validate_registered("qa", entry, tmp_path, template="minicpm_v", target=load_release("0.9.5"),
+                              keep_indices=True)
+    assert rep.invalid_indices == [0] and rep.errors[0].field == "q"
+    assert rep.errors[0].message.startswith("holds 1 <image> placeholder, but the entry maps no images column")
+    asked = []
+    monkeypatch.setattr(lfinfo, "lf_info", lambda python=None: asked.append(python))
+    assert validate_registered("qa", entry, tmp_path, template="cpm4").ok and not asked
+    (tmp_path / "train.yaml").write_text("stage: sft\ntemplate: minicpm_v\n", encoding="utf-8")
+    report = PreflightReport(run_dir=tmp_path)
+    _check_datasets(tmp_path, "sft", report, "0.9.5", {"template": "minicpm_v"}, target=load_release("0.9.5"))
+    assert any("record 0: q: holds 1 <image> placeholder" in p.one_line() for p in report.problems), report.problems

@@ -22,7 +22,8 @@ Read from LLaMA-Factory's own source, 0.9.2 to 0.9.5 (``tests/test_datasets_agre
   answer; dpo: once with ``chosen``, once with ``rejected``), must equal the number of each kind of media of the
   record, an unmapped kind being none: else ValueError "The number of images does not match the number of
   <image> tokens", and preprocessing stops. MiniCPM-V's templates (minicpm_v, minicpm_o, minicpm_v_4_6) take
-  images and videos (minicpm_o audios too). The base plugin counts nothing (``media_counts``).
+  images and videos (minicpm_o audios too). The base plugin counts nothing (``MediaReading.counted``); an
+  entry that maps no media column is read through a template that may count (``may_count``) too.
 """
 
 from __future__ import annotations
@@ -241,9 +242,10 @@ def media_checker(check: Any, shape: Shape, stage: str = "sft") -> Any:
     reads must be files LLaMA-Factory finds; a record failing either is not usable.
     """
     cols = mapped_media(shape.columns or {})
-    if not cols:
-        return check
     media = shape.media or MediaReading()
+    counted = media.counted(shape.lf_version)
+    if not cols and not counted:
+        return check
     refused = tuple((k, f) for k, f in cols if media.accepts is not None and k not in media.accepts)
     read = tuple((k, f) for k, f in cols if media.accepts is None or k in media.accepts)
     nulls = tuple(f for _, f in cols) if _old_converter(shape.lf_version) else ()
@@ -251,7 +253,6 @@ def media_checker(check: Any, shape: Shape, stage: str = "sft") -> Any:
     facts.update({f"media:{f}": None for _, f in refused})
     facts.update({f"media_null:{f}": None for f in nulls})
     media_dir = media.media_dir
-    counted = media.counted(shape.lf_version)
     fields = dict(cols)
     texts_of = dialogs(shape, stage) if counted else None
     marks = placeholders()
@@ -338,6 +339,12 @@ def media_for(template: str | None, model: str | None = None, media_dir: str | o
         except Exception:  # no LLaMA-Factory here (validate runs without one): the template stays unknown
             template_media = None
     return media_reading(template, model, template_media, media_dir)
+
+
+def may_count(template: str | None) -> bool:
+    """Whether ``template`` may count placeholders (then even an entry that maps no media column is read through
+    it, ``media_for``): any but MiniCPM's text templates, or none (the presets')."""
+    return template is not None and template not in TEXT_TEMPLATES
 
 
 def entry_maps_media(entry: Any) -> bool:
