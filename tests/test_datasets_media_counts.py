@@ -77,6 +77,16 @@ CASES = [
         {"messages": [{"role": "user", "content": "q"}], "images": ["a.png"],
          "chosen": {"role": "assistant", "content": "<image>"}, "rejected": {"role": "assistant", "content": "n"}},
     ]),
+    ("oa", "sft", "minicpm_v", {"formatting": "openai", "columns": IMG, "tags": {
+        **SHAREGPT["tags"], "observation_tag": "tool", "function_tag": "function_call"}}, [
+        {"messages": _turns("<image>q", system="<image>"), "images": ["a.png"]},
+        {"messages": [{"role": "user", "content": "q"},  # a tool call's arguments are text the plugin counts
+                      {"role": "assistant", "content": "", "tool_calls": [{"type": "function", "function": {
+                          "name": "f", "arguments": "{\"x\": \"<image>\"}"}}]},
+                      {"role": "tool", "content": "r"}, {"role": "assistant", "content": "done"}],
+         "images": ["a.png"]},
+        {"messages": _turns("q"), "images": ["a.png"]},
+    ]),
     ("kto", "kto", "minicpm_v", {**SHAREGPT, "columns": {**IMG, "kto_tag": "label"}}, [
         {"messages": _turns("<image>"), "images": ["a.png"], "label": True},
         {"messages": _turns("q"), "images": ["a.png"], "label": False},
@@ -89,6 +99,7 @@ EXPECTED = {
     "al": {0: True, 1: True, 2: "media_count", 3: "media_count"},
     "dpo": {0: True, 1: "media_count"},
     "kto": {0: True, 1: "media_count"},
+    "oa": {0: True, 1: True, 2: "media_count"},
 }
 
 
