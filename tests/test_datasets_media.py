@@ -81,8 +81,10 @@ def test_media_a_template_reads_must_be_files_where_llamafactory_looks(tmp_path,
     (tmp_path / "frames" / "1.jpg").write_bytes(b"jpg")
     absolute = tmp_path / "abs.png"
     absolute.write_bytes(b"png")
-    f = _jsonl(tmp_path / "qa.jsonl", [_qa(0, img=["pics/cat.png", str(absolute)], vid=[["frames/1.jpg"]]),
-                                       _qa(1, img=["pics/dog.png"]), _qa(2, img=[], vid=[["frames/2.jpg"]])])
+    f = _jsonl(tmp_path / "qa.jsonl", [_qa(0, img=["pics/cat.png", str(absolute)], vid=[["frames/1.jpg"]],
+                                           question="<image><image><video>q0"),
+                                       _qa(1, img=["pics/dog.png"], question="<image>q1"),
+                                       _qa(2, img=[], vid=[["frames/2.jpg"]], question="<video>q2")])
     entry = {"file_name": f.name, "columns": {**QA_IMG["columns"], "videos": "vid"}}
     monkeypatch.chdir(tmp_path / "pics")  # a relative path LLaMA-Factory uses as written: not from here
     rep = validate_entry("qa", entry, tmp_path, media=media_reading("qwen2_vl", template_media=VL),
@@ -159,7 +161,7 @@ def test_parallel_and_folder_paths_agree(tmp_path, monkeypatch):
 
 @pytest.fixture()
 def media_info(tmp_path) -> Path:
-    _jsonl(tmp_path / "qa.jsonl", [_qa(0, img=[]), _qa(1, img=["pics/cat.png"])])
+    _jsonl(tmp_path / "qa.jsonl", [_qa(0, img=[]), _qa(1, img=["pics/cat.png"], question="<image>q1")])
     (tmp_path / "dataset_info.json").write_text(json.dumps({"qa": {"file_name": "qa.jsonl", **QA_IMG}}),
                                                 encoding="utf-8")
     return tmp_path

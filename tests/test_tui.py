@@ -1203,7 +1203,7 @@ def _registry(folder: Path) -> Path:
     turns = [{"speaker": "me", "text": "hi"}, {"speaker": "bot", "text": "hello"}]
     chats = [{"turns": turns}, {"turns": [{"speaker": "me"}, {"speaker": "bot", "text": "x"}]}]
     (folder / "chat.jsonl").write_text("".join(json.dumps(r) + "\n" for r in chats), encoding="utf-8")
-    (folder / "pics.jsonl").write_text(json.dumps({"question": "q", "answer": "a", "pics": ["x.png"]}) + "\n",
+    (folder / "pics.jsonl").write_text(json.dumps({"question": "<image>q", "answer": "a", "pics": ["x.png"]}) + "\n",
                                        encoding="utf-8")
     (folder / "x.png").write_bytes(b"\x89PNG")
     said = [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]
@@ -1602,6 +1602,29 @@ async def test_the_dataset_step_reads_media_as_the_target_release_does(no_draft,
             assert "✗ won't load" in screen_text(app) and not screen.ready()
         else:
             assert screen.report.ok and not screen.report.notes and screen.ready(), screen.blocked_reason
+
+
+async def test_the_dataset_step_counts_placeholders_for_a_chosen_minicpm_v_template(no_draft, tmp_path, monkeypatch):
+    """A chosen template whose plugin counts placeholders (minicpm_v) reads even an entry with no media column:
+    a record that writes <image> stops LLaMA-Factory, and is named (the preflight refuses it, as any unusable one)."""
+    from minicpm_tui.tui.screens.dataset import DatasetScreen
+
+    monkeypatch.setattr(DatasetScreen, "_preview", lambda *_: None)
+    monkeypatch.setenv("MINICPM_TUI_TRAIN_PYTHON", str(tmp_path / "no" / "python"))
+    folder = tmp_path / "lf_data"
+    folder.mkdir()
+    rows = [{"question": "<image> q", "answer": "a"}, {"question": "q", "answer": "a"}]
+    (folder / "tags.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    (folder / "dataset_info.json").write_text(json.dumps({"tags": {"file_name": "tags.jsonl", "columns": {
+        "prompt": "question", "response": "answer"}}}), encoding="utf-8")
+    state = demo_state(lf_target="0.9.5", dataset_info=str(folder / "dataset_info.json"), dataset_file="entry:tags",
+                       dataset_name="tags", hparams={"template": "minicpm_v"})
+    app = MiniCPMApp(use_draft=False, state=state)
+    async with app.run_test(size=SIZE) as pilot:
+        await at_step(app, pilot, 2)
+        report = app.screen.report
+        assert report is not None and report.invalid == 1 and report.valid == 1, app.screen.error
+        assert (report.errors[0].record, report.errors[0].field, report.errors[0].kind) == (0, "question", "media_count")
 
 
 async def test_the_run_step_says_what_a_smoke_here_proves_of_a_run_written_for_a_target(no_draft, tmp_path, lf,

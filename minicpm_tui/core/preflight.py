@@ -150,7 +150,7 @@ def _check_datasets(run_dir: Path, stage: str | None, report: PreflightReport, l
     ``python``'s LLaMA-Factory."""
     try:
         from minicpm_tui.core.datasets.entry import read_entry, validate_entry
-        from minicpm_tui.core.datasets.media import entry_maps_media, media_for
+        from minicpm_tui.core.datasets.media import entry_maps_media, may_count, media_for
     except ImportError:
         report.notes.append("datasets core not available: data files not validated")
         return
@@ -165,12 +165,13 @@ def _check_datasets(run_dir: Path, stage: str | None, report: PreflightReport, l
                                        fix="regenerate the run directory"))
         return
     media = None
-    if any(entry_maps_media(entry) for entry in registry.values()):
-        resolved = resolved or {}
-        cfg = _train_yaml(run_dir)
-        template, model = resolved.get("template") or cfg.get("template"), resolved.get("model_name")
+    resolved = resolved or {}
+    cfg = _train_yaml(run_dir)
+    template = resolved.get("template") or cfg.get("template")
+    template = template if isinstance(template, str) else None
+    if may_count(template) or any(entry_maps_media(entry) for entry in registry.values()):
+        model = resolved.get("model_name")
         media_dir = cfg.get("media_dir")  # relative to the run directory, where the scripts cd to
-        template = template if isinstance(template, str) else None
         model = model if isinstance(model, str) else None
         folder = run_dir / media_dir if isinstance(media_dir, str) else None
         media = media_for(template, model, folder, python, target)

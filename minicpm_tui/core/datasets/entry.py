@@ -207,7 +207,7 @@ def read_entry(entry: Any, lf_version: str | None = None, media: MediaReading | 
                               messages_key=(columns["messages"] or "") if sharegpt else "",
                               tags=tags if sharegpt else {}, columns=columns,
                               converter="openai" if formatting == "openai" else None, lf_version=lf_version,
-                              media=(media or MediaReading()) if mapped else None)
+                              media=(media or MediaReading()) if mapped else media if media and media.accepts else None)
     return reading
 
 
@@ -324,10 +324,11 @@ def validate_registered(name: str, entry: Any, dataset_dir: str | os.PathLike[st
     (``lfinfo.LFInfo`` of the LLaMA-Factory the run is written for, ``core.lftarget``): its release and its
     templates' media instead, from its saved facts.
     """
-    from minicpm_tui.core.datasets.media import entry_maps_media, media_for
+    from minicpm_tui.core.datasets.media import entry_maps_media, may_count, media_for
 
     lf_version = media = None
-    if entry_maps_media(entry):  # which media are read depends on the template (and nulls on the release)
+    # which media are read depends on the template (and nulls on the release); its plugin counts placeholders
+    if entry_maps_media(entry) or may_count(template):
         media = media_for(template, model, media_dir=media_dir, target=target)
     if isinstance(entry, dict) and (entry.get("formatting") == "openai" or media is not None):
         from minicpm_tui.core.lfinfo import installed_lf_version

@@ -14,10 +14,21 @@ Read from LLaMA-Factory's own source, 0.9.2 to 0.9.5 (``tests/test_datasets_agre
   not raise. The text templates (cpm, cpm3, cpm4; ``data/template.py``) use the base plugin, which has no
   token; it does not count ``<image>`` placeholders either, so such text is trained on as plain text.
 - A template that does read them opens each file while preprocessing; a missing one stops it too.
+- ``MMPluginMixin._validate_messages`` (0.9.3 on; in 0.9.2 each plugin's ``process_messages`` counts its own
+  kinds, ``MiniCPMVPlugin`` all three), called by every plugin but the base one before it opens a file: the
+  ``<image>`` / ``<video>`` / ``<audio>`` placeholders (``extras/constants.py``, ``IMAGE_PLACEHOLDER`` etc.,
+  each overridable by an environment variable of that name) counted over the contents of the messages the
+  processor passes it, summed over every turn but the system prompt (sft and kto: the prompt turns and the
+  answer; dpo: once with ``chosen``, once with ``rejected``), must equal the number of each kind of media of the
+  record, an unmapped kind being none: else ValueError "The number of images does not match the number of
+  <image> tokens", and preprocessing stops. MiniCPM-V's templates (minicpm_v, minicpm_o, minicpm_v_4_6) take
+  images and videos (minicpm_o audios too). The base plugin counts nothing (``MediaReading.counted``); an
+  entry that maps no media column is read through a template that may count (``may_count``) too.
 """
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -32,6 +43,11 @@ MODALITY = {"images": "image", "videos": "video", "audios": "audio"}
 # MiniCPM's text templates: registered with the base plugin (no media token) in every release that has
 # them (data/template.py 0.9.2-0.9.5; cpm/cpm3 up to 0.9.4, cpm4 from 0.9.3), and so by train_entry.py.
 TEXT_TEMPLATES = ("cpm", "cpm3", "cpm4")
+# column key -> (LLaMA-Factory's environment variable, its default): extras/constants.py's placeholders
+PLACEHOLDER_VARS = {"images": ("IMAGE_PLACEHOLDER", "<image>"), "videos": ("VIDEO_PLACEHOLDER", "<video>"),
+                    "audios": ("AUDIO_PLACEHOLDER", "<audio>")}
+# 0.9.2's templates whose plugin (MiniCPMVPlugin) counts all three kinds; its other plugins count their own
+ALL_COUNTED_0_9_2 = ("minicpm_v", "minicpm_o")
 
 
 @dataclass(frozen=True)
@@ -49,6 +65,15 @@ class MediaReading:
         if self.template is None:
             return f"MiniCPM's text templates ({', '.join(TEXT_TEMPLATES)}, what the presets train with) read"
         return (f"{self.model} (template {self.template})" if self.model else f"template {self.template}") + " reads"
+
+    def counted(self, lf_version: str | None = None) -> tuple[str, ...]:
+        """The media column keys whose placeholders the template's plugin counts (see the module doc): every
+        kind for a plugin that takes media, none for the base plugin (no media) or a template not known."""
+        if not self.accepts:
+            return ()
+        if _old_converter(lf_version) and self.template not in ALL_COUNTED_0_9_2:
+            return tuple(k for k in MEDIA_KEYS if k in self.accepts)
+        return MEDIA_KEYS
 
     def with_media_dir(self, media_dir: str | os.PathLike[str]) -> MediaReading:
         """The same, with ``media_dir`` where none is set (the dataset_dir LLaMA-Factory defaults to)."""
@@ -104,17 +129,123 @@ def _old_converter(lf_version: str | None) -> bool:
     return bool(release) and release < (0, 9, 3)
 
 
-def media_checker(check: Any, shape: Shape) -> Any:
+def placeholders() -> dict[str, str]:
+    """Column key -> its placeholder, as LLaMA-Factory reads it (``extras/constants.py``: its variable, else the
+    default); read from this environment, which is the training run's when it starts from here."""
+    return {key: os.environ.get(var, default) for key, (var, default) in PLACEHOLDER_VARS.items()}
+
+
+def media_count(value: Any) -> int:
+    """How many media LLaMA-Factory makes of a value (``_find_medias``): none of null or [], one of a non-list."""
+    if value is None:
+        return 0
+    return len(value) if type(value) is list else 1
+
+
+def dialogs(shape: Shape, stage: str) -> Any:
+    """A function of a kept record: the message lists the stage's processor hands the plugin
+    (``processor/supervised.py``, ``pairwise.py``, ``feedback.py``: ``_encode_data_example``), each a list of
+    (record field, content) as the converter (``data/converter.py``) builds them: every turn but a leading system
+    one (alpaca: history, prompt, query, then the answer); dpo: one list with chosen, one with rejected. KTO's
+    KL pair (this prompt with the previous record's answer, ``FeedbackDatasetProcessor.preprocess_dataset``) is
+    not built: it only differs where an answer holds a placeholder."""
+    pair = (shape.column("chosen") or "chosen", shape.column("rejected") or "rejected") if stage == "dpo" else ()
+    if shape.style == "alpaca":
+        hist, prompt, query, resp = (shape.column(k) for k in ("history", "prompt", "query", "response"))
+
+        def alpaca(rec: dict[str, Any]) -> list[list[tuple[str, Any]]]:
+            base: list[tuple[str, Any]] = []
+            turns = rec.get(hist) if hist else None
+            if type(turns) is list:
+                base += [(f"{hist}[{i}][{j}]", t) for i, p in enumerate(turns) if type(p) is list
+                         for j, t in enumerate(p[:2])]
+            base += [(k, rec.get(k)) for k in (prompt, query) if k]
+            if pair:
+                return [base + [(k, rec.get(k))] for k in pair]
+            return [base + ([(resp, rec.get(resp))] if resp else [])]
+
+        return alpaca
+    mkey, t = shape.messages_key, shape.tags
+    role_tag, content_tag, system_tag = t.get("role_tag"), t.get("content_tag"), t.get("system_tag")
+    calls = (t.get("assistant_tag"), t.get("function_tag")) if shape.converter == "openai" else ()
+
+    def content(m: dict[str, Any]) -> Any:
+        tools = m.get("tool_calls") if calls and m.get(role_tag) in calls else None
+        if tools and type(tools) is list and all(type(c) is dict and "function" in c for c in tools):
+            return json.dumps([c["function"] for c in tools], ensure_ascii=False)  # the OpenAI converter's
+        return m.get(content_tag)
+
+    def sharegpt(rec: dict[str, Any]) -> list[list[tuple[str, Any]]]:
+        msgs = rec.get(mkey)
+        if type(msgs) is not list:
+            return []
+        start = 1 if system_tag and msgs and type(msgs[0]) is dict and msgs[0].get(role_tag) == system_tag else 0
+        base = [(f"{mkey}[{i}].{content_tag}", content(m)) for i, m in enumerate(msgs) if i >= start
+                and type(m) is dict]
+        if pair:
+            return [base + [(f"{k}.{content_tag}", v.get(content_tag) if type(v := rec.get(k)) is dict else None)]
+                    for k in pair]
+        return [base]
+
+    return sharegpt
+
+
+# MiniCPM-V's plugins refuse a record with both (mm_plugin.py, MiniCPMVPlugin / MiniCPMV4_6Plugin.process_messages)
+MINICPM_V_TEMPLATES = ("minicpm_v", "minicpm_o", "minicpm_v_4_6")
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}" + ("s" if n != 1 else "")
+
+
+def count_problem(rec: dict[str, Any], texts_of: Any, counted: tuple[str, ...], fields: dict[str, str],
+                  marks: dict[str, str], template: str | None) -> tuple[str, str, str, str] | None:
+    """The first kind of media whose number differs from its placeholders' in a list of messages (see
+    ``dialogs``), as (field, message, fix, "media_count"); None when they all match."""
+    name = f"template {template}'s" if template else "the template's"
+    for texts in texts_of(rec):
+        for key in counted:
+            mark, f = marks[key], fields.get(key)
+            found = [(where, n) for where, c in texts if type(c) is str and (n := c.count(mark))]
+            n_text, n_media = sum(n for _, n in found), media_count(rec.get(f)) if f else 0
+            if n_text == n_media:
+                continue
+            kind = MODALITY[key]
+            stop = (f"; {name} plugin counts them and LLaMA-Factory stops preprocessing (\"The number of {key} "
+                    f"does not match the number of {mark} tokens\")")
+            if f is None:
+                return (found[0][0], f"holds {_plural(n_text, mark + ' placeholder')}, but the entry maps no {key} "
+                        f"column, so the record has none{stop}",
+                        f"remove {mark} from the text, or map \"{key}\" in the entry's columns to the record's "
+                        f"{kind} list", "media_count")
+            inside = ", ".join(dict.fromkeys(w.split("[", 1)[0].split(".", 1)[0] for w, _ in texts))
+            return (f, f"holds {_plural(n_media, kind)}, but the text ({inside}) has "
+                    f"{_plural(n_text, mark + ' placeholder')}{stop}",
+                    f"write one {mark} in the prompt where each {kind} goes, as many as the {key} listed "
+                    f"(or drop the extra {key})", "media_count")
+    if template in MINICPM_V_TEMPLATES and all(fields.get(k) and media_count(rec.get(fields[k]))
+                                               for k in ("images", "videos")):
+        n_vid, n_img = media_count(rec.get(fields["videos"])), media_count(rec.get(fields["images"]))
+        return (fields["videos"], f"holds {_plural(n_vid, 'video')} while {fields['images']} holds "
+                f"{_plural(n_img, 'image')}; {name} plugin stops preprocessing "
+                "(\"MiniCPM-V model does not support input images and videos at the same time\")",
+                "put the images and the videos in separate records", "media_count")
+    return None
+
+
+def media_checker(check: Any, shape: Shape, stage: str = "sft") -> Any:
     """``check`` (a record checker of ``validate.make_checker``) that also reads an entry's media columns.
 
     A kept record with media the template does not read, and in 0.9.2 any record with a null media value,
-    fail the whole load: they are noted in ``facts`` (the first record of each) for ``media_problems``. Media
-    the template reads must be files LLaMA-Factory finds; a record naming a missing one is not usable.
+    fail the whole load: they are noted in ``facts`` (the first record of each) for ``media_problems``. In the
+    other kept records the placeholders must match the media (``count_problem``), and media the template
+    reads must be files LLaMA-Factory finds; a record failing either is not usable.
     """
     cols = mapped_media(shape.columns or {})
-    if not cols:
-        return check
     media = shape.media or MediaReading()
+    counted = media.counted(shape.lf_version)
+    if not cols and not counted:
+        return check
     refused = tuple((k, f) for k, f in cols if media.accepts is not None and k not in media.accepts)
     read = tuple((k, f) for k, f in cols if media.accepts is None or k in media.accepts)
     nulls = tuple(f for _, f in cols) if _old_converter(shape.lf_version) else ()
@@ -122,6 +253,9 @@ def media_checker(check: Any, shape: Shape) -> Any:
     facts.update({f"media:{f}": None for _, f in refused})
     facts.update({f"media_null:{f}": None for f in nulls})
     media_dir = media.media_dir
+    fields = dict(cols)
+    texts_of = dialogs(shape, stage) if counted else None
+    marks = placeholders()
 
     def checked(rec: Any, idx: int, warn: Any, lens: Any) -> tuple[str, str, str, str] | None:
         measured: list[tuple[int, int]] = []
@@ -133,10 +267,17 @@ def media_checker(check: Any, shape: Shape) -> Any:
                 facts[f"media_null:{f}"] = idx
         if problem is not None:
             return problem  # the processor drops it before the plugin sees its media
+        refusing = False
         for _, f in refused:
             v = rec.get(f)
-            if v is not None and (type(v) is not list or v) and facts[f"media:{f}"] is None:
-                facts[f"media:{f}"] = idx
+            if v is not None and (type(v) is not list or v):
+                refusing = True  # _validate_input raises before the placeholders are counted
+                if facts[f"media:{f}"] is None:
+                    facts[f"media:{f}"] = idx
+        if texts_of is not None and not refusing:
+            wrong = count_problem(rec, texts_of, counted, fields, marks, media.template)
+            if wrong is not None:
+                return wrong  # counted before any file is opened
         for key, f in read:
             v = rec.get(f)
             if v is None:
@@ -198,6 +339,12 @@ def media_for(template: str | None, model: str | None = None, media_dir: str | o
         except Exception:  # no LLaMA-Factory here (validate runs without one): the template stays unknown
             template_media = None
     return media_reading(template, model, template_media, media_dir)
+
+
+def may_count(template: str | None) -> bool:
+    """Whether ``template`` may count placeholders (then even an entry that maps no media column is read through
+    it, ``media_for``): any but MiniCPM's text templates, or none (the presets')."""
+    return template is not None and template not in TEXT_TEMPLATES
 
 
 def entry_maps_media(entry: Any) -> bool:

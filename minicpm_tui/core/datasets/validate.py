@@ -259,10 +259,10 @@ def make_checker(shape: Shape, stage: str):
     else:
         check = _sharegpt_checker(shape, stage)
     accepted = getattr(check, "accepted", None)
-    if shape.columns is not None and any(shape.columns.get(k) for k in MEDIA_KEYS):
+    if shape.columns is not None and (shape.media is not None or any(shape.columns.get(k) for k in MEDIA_KEYS)):
         from minicpm_tui.core.datasets.media import media_checker
 
-        check = media_checker(check, shape)
+        check = media_checker(check, shape, stage)
     check.known_types = _known_types(shape, stage, accepted)  # type: ignore[attr-defined]
     return check
 

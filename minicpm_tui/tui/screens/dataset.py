@@ -434,12 +434,14 @@ when you write for one) and used as registered: nothing is written. Remote entri
                 report = validate_file(path, stage=stage, progress=progress)
             else:
                 from minicpm_tui.core.datasets.entry import validate_registered
-                from minicpm_tui.core.datasets.media import entry_maps_media
+                from minicpm_tui.core.datasets.media import entry_maps_media, may_count
                 from minicpm_tui.tui.build import target_facts
 
                 name, entry, dataset_dir = registered
                 template = model = None
-                if entry_maps_media(entry):  # only then does the template matter
+                chosen = self.state.hparams.get("template")
+                # only then does the template matter: media to read, or a chosen one that counts placeholders
+                if entry_maps_media(entry) or may_count(chosen if isinstance(chosen, str) else None):
                     template, model = self.model_template()
                 # Written for another machine's LLaMA-Factory (step 1): read as that release reads it, with its
                 # templates' media, as the preflight against it will (not as the one installed here would).
