@@ -131,6 +131,12 @@ async def test_a_key_pressed_at_once_is_not_undone_by_the_first_probe(no_draft):
         assert app.screen.check_action("next", ()) is True
 
 
+def shown_in(app, widget) -> str:
+    """What the terminal shows of a widget's text now: its rows' columns, joined (a cut one lacks words)."""
+    lines, r = screen_text(app).splitlines(), widget.region
+    return " ".join(" ".join(lines[y][r.x:r.x + r.width].split()) for y in range(r.y, r.y + r.height)).strip()
+
+
 async def test_hparams_show_the_focused_fields_whole_hint(no_draft):
     from minicpm_tui.core.recipe import OPTIONS_BY_NAME
 
@@ -142,12 +148,12 @@ async def test_hparams_show_the_focused_fields_whole_hint(no_draft):
         assert screen_name(app) == "HparamsScreen"
         app.screen.query_one("#hp-cutoff_len").focus()
         await pilot.pause()
-        detail = str(app.screen.query_one("#hp-detail").render())
-        assert detail.replace("\n", " ").startswith("cutoff_len: " + OPTIONS_BY_NAME["cutoff_len"].help[:40])
-        await pilot.press("end", "x")  # a refused value: the reason replaces the hint
+        hint = app.screen.query_one("#hint-cutoff_len")
+        assert shown_in(app, hint) == OPTIONS_BY_NAME["cutoff_len"].help
+        await pilot.press("end", "x")  # a refused value: the reason replaces the hint, whole
         await pilot.pause()
         assert "cutoff_len" in app.screen.problems
-        assert app.screen.problems["cutoff_len"] in str(app.screen.query_one("#hp-detail").render())
+        assert shown_in(app, hint) == " ".join(app.screen.problems["cutoff_len"].split())
         # Focused and refused, the value stays readable in its one row (no box drawn over it).
         row = next(line for line in screen_text(app).splitlines() if "cutoff_len " in line)
         assert "x" in row[:34] and "▔" not in row, row
@@ -899,6 +905,120 @@ async def test_register_is_not_offered_for_a_file_without_usable_records(no_draf
         await settle(app, pilot)
         assert app.screen.check_action("register", ()) is False
         assert "1 of 2 records unusable: fix them to register" in screen_text(app).splitlines()[-2]
+
+
+async def test_the_dataset_headline_claims_no_usable_record_when_llamafactory_cannot_load_it(no_draft, tmp_path,
+                                                                                              monkeypatch):
+    """Each record of a folder reads, but LLaMA-Factory refuses the folder as a whole (a csv beside JSON
+    Lines): the headline said "2 usable" while the reason beside Next said it cannot be loaded."""
+    from minicpm_tui.tui.screens.dataset import DatasetScreen
+
+    monkeypatch.setattr(DatasetScreen, "_preview", lambda *_: None)  # no template subprocess for this
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    rows = [{"instruction": f"q{i}", "output": f"a{i}"} for i in range(2)]
+    (folder / "a.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    (folder / "c.csv").write_text("instruction,output\nq,a\n", encoding="utf-8")
+    app = MiniCPMApp(use_draft=False, state=demo_state(dataset_file=str(folder), dataset_name=""))
+    async with app.run_test(size=SIZE) as pilot:
+        await at_step(app, pilot, 2)
+        screen = app.screen
+        assert screen.report.file_error is not None and screen.report.valid == 2  # the records themselves
+        report = pane_text(app, "#ds-report")
+        assert "2 records, none usable: LLaMA-Factory cannot load it" in report, report
+        assert "2 usable" not in report
+        assert "c.csv: is a csv file" in report
+        assert not screen.ready() and screen.blocked_reason.startswith("LLaMA-Factory cannot load it")
+        assert "LLaMA-Factory cannot load it" in screen_text(app).splitlines()[-2]  # beside Next
+        (folder / "c.csv").unlink()  # loadable now: both say so
+        screen.start(str(folder))
+        await settle(app, pilot)
+        assert "2 records, 2 usable" in pane_text(app, "#ds-report") and screen.report.file_error is None
+
+
+async def test_the_run_step_does_not_launch_a_run_directory_written_for_another_machine(no_draft, tmp_path):
+    """A run directory written for another machine's LLaMA-Factory trains there: `l` was offered (and
+    launched it here, with this machine's LLaMA-Factory). Now the Run step neither offers nor takes it,
+    and says why and what to do in the plan's own "written for" words."""
+    from test_smoke_support import demo_recipe
+
+    from minicpm_tui.core.lftarget import known_releases
+    from minicpm_tui.core.writers import generate, run_dir_written_for
+
+    release = known_releases()[0]
+    there, here = tmp_path / "there", tmp_path / "here"
+    generate(demo_recipe(lf_target=release), there, preflight=False)
+    generate(demo_recipe(), here, preflight=False)
+    app = MiniCPMApp(use_draft=False, state=demo_state(lf_target=release, run_dir=str(there), run_digest="1"))
+    async with app.run_test(size=SIZE) as pilot:
+        await at_step(app, pilot, 6)
+        screen, note = app.screen, run_dir_written_for(there)
+        assert note and note.startswith(f"written for the LLaMA-Factory {release} snapshot")
+        assert screen.check_action("launch", ()) is False and screen.why_not("launch") == note
+        text = pane_text(app, "#run-text")
+        assert "no launch here: it trains on the machine it is written for" in text and note in text, text
+        assert "launch the real training" not in text
+        assert all(len(line.rstrip()) <= 80 for line in screen_text(app).splitlines())
+        footer = screen_text(app).splitlines()[-1]
+        assert "Launch" not in footer and "f1 Help" in footer, footer
+        assert "run: launch" not in [c.title for c in screen.palette_commands()]
+        assert screen.blocked_reason == "s: smoke run"  # beside Next, once the smoke check has answered
+        assert "s: smoke run" in screen_text(app).splitlines()[-2]
+        await pilot.press("l")
+        await settle(app, pilot)
+        assert screen_name(app) == "RunScreen" and not (there / "run_manifest.json").exists()
+        # Written for this machine's: offered as before.
+        app.state.lf_target, app.state.run_dir, app.state.run_digest = "", str(here), "2"
+        screen.redraw()
+        await settle(app, pilot)
+        assert screen.check_action("launch", ()) is True
+        assert "launch the real training, detached" in pane_text(app, "#run-text")
+        assert "run: launch" in [c.title for c in screen.palette_commands()]
+
+
+async def test_every_step_fits_80x24_with_f1_help_and_whole_hyper_parameter_hints(no_draft, tmp_path, monkeypatch):
+    """The minimum common SSH terminal: each step's footer keeps f1 Help with the most keys it offers (the
+    Dataset step with ^g and ^n, the Review step once written), and every hyper-parameter's description
+    shows whole without scrolling, also in the fullest form (LoRA DPO)."""
+    from minicpm_tui.tui.screens.dataset import DatasetScreen
+
+    monkeypatch.setattr(DatasetScreen, "_preview", lambda *_: None)  # no template subprocess for this
+    data = tmp_path / "mine.jsonl"
+    data.write_text("".join(json.dumps({"instruction": f"q{i}", "output": f"a{i}"}) + "\n" for i in range(3)),
+                    encoding="utf-8")
+    app = MiniCPMApp(use_draft=False, state=demo_state(dataset_file=str(data), dataset_name="",
+                                                       out_dir=str(tmp_path / "run")))
+
+    def footer() -> str:
+        return screen_text(app).splitlines()[-1]
+
+    async def whole_hints() -> None:
+        screen = app.screen
+        assert screen_name(app) == "HparamsScreen" and screen.query_one("#hp-form").max_scroll_y == 0
+        for option in screen.options:
+            assert shown_in(app, screen.query_one(f"#hint-{option.name}")) == option.help, option.name
+
+    async with app.run_test(size=SIZE) as pilot:
+        for step in range(7):
+            await at_step(app, pilot, step)
+            if step == 2:  # registered: Next and ^g both offered
+                app.screen.query_one("#ds-name").value = "mine"
+                await pilot.press("ctrl+g")
+                await settle(app, pilot)
+                assert app.state.dataset_name == "mine" and "^n Next" in footer() and "^g Register" in footer()
+            if step == 4:
+                await whole_hints()
+            if step == 5:
+                await pilot.press("ctrl+w")
+                await settle(app, pilot)
+                assert app.screen.written and "^n Next" in footer() and "^l Carry data" in footer()
+            assert footer().rstrip().endswith("^p palette") and "f1 Help" in footer(), (step, footer())
+            assert all(len(line) <= 80 for line in screen_text(app).splitlines())
+        app.state.stage = "dpo"  # lora_rank and pref_beta both: the most rows
+        await at_step(app, pilot, 4)
+        assert {"lora_rank", "pref_beta"} <= {o.name for o in app.screen.options}
+        await whole_hints()
+        assert "f1 Help" in footer()
 
 
 def _finished_run(run_dir: Path, seconds: float) -> Path:
@@ -1668,7 +1788,7 @@ async def test_the_run_step_says_what_a_smoke_here_proves_of_a_run_written_for_a
                 assert app.screen.check_action("smoke", ()) is False
                 assert app.screen.why_not("smoke") == smoke_here(bad).refused
                 titles = [c.title for c in app.screen.palette_commands()]
-                assert "run: smoke run" not in titles and "run: launch" in titles
+                assert "run: smoke run" not in titles and "run: launch" not in titles  # launched there
                 await pilot.press("s")
                 await settle(app, pilot)
                 assert screen_name(app) == "RunScreen" and not (bad / "smoke").exists()

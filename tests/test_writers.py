@@ -122,6 +122,33 @@ def test_the_run_directorys_readme_resumes_the_way_run_does(tmp_path, lf):
     assert "minicpm-tui run . --resume" in text and "Rerun the same command" not in text
 
 
+def test_a_target_run_directorys_readme_says_to_launch_it_where_it_trains(tmp_path, lf):
+    # Written for another machine's LLaMA-Factory, its README began with `minicpm-tui smoke .` and
+    # `minicpm-tui run .`, as if here: a smoke run here trains with this machine's LLaMA-Factory, a launch
+    # here trains the wrong one. It now says to copy it there and run the checks, smoke and launch there.
+    from minicpm_tui.core.lftarget import known_releases
+    from minicpm_tui.core.writers import run_dir_written_for
+
+    release = known_releases()[0]
+    generate(demo_recipe(lf_target=release), tmp_path / "t", preflight=False)
+    generate(demo_recipe(), tmp_path / "here", info=lf, preflight=False)
+    launch = (tmp_path / "t" / "README.md").read_text().split("## Launch\n", 1)[1].split("Overrides", 1)[0]
+    assert launch.startswith(f"Written for the LLaMA-Factory {release} snapshot: copy this folder to the machine "
+                             "that trains\n(data and model at the same paths), then there:\n"), launch
+    assert launch.index("minicpm-tui run --check .") < launch.index("minicpm-tui smoke .") < \
+        launch.index("minicpm-tui run .  ")
+    assert "TRAIN_PYTHON=/path/to/python bash single_node.sh" in launch
+    here = (tmp_path / "here" / "README.md").read_text().split("## Launch\n", 1)[1]
+    assert here.startswith("    minicpm-tui smoke .            # a minute on the CPU") and "copy this" not in here
+    # The plan's "written for" note, read back from the run directory (the wizard's Run step says it).
+    note = run_dir_written_for(tmp_path / "t")
+    assert note is not None and note.startswith(f"written for the LLaMA-Factory {release} snapshot, not this "
+                                                "machine's LLaMA-Factory: run `minicpm-tui run --check RUN_DIR`")
+    assert note in (tmp_path / "t" / "README.md").read_text().replace("\n", " ") or \
+        note in (tmp_path / "t" / "train.yaml").read_text()
+    assert run_dir_written_for(tmp_path / "here") is None
+
+
 def test_never_overwrites_without_force(tmp_path, lf):
     out = tmp_path / "run"
     generate(demo_recipe(), out, info=lf, preflight=False)

@@ -130,12 +130,26 @@ def model_path_note(model_path: str, elsewhere: bool, bundled: bool, tui: bool =
             "edit model_name_or_path in train.yaml there")
 
 
-def written_for_note(info: Any) -> str:
+def written_for_note(info: Any, python: str | None = None) -> str:
     """The plan's note for a run directory written for another LLaMA-Factory (``info.target``): train.yaml's
-    and the README's; generate's preflight says it with what it checked instead (``target_note``)."""
-    saved = f"; its python there was {info.python}" if info.python else ""
-    return (f"written for {info.describe()}, not this machine's LLaMA-Factory: run `minicpm-tui run --check "
+    and the README's; generate's preflight says it with what it checked instead (``target_note``). ``info``
+    may also be its description in words (``info.describe()``), with its saved ``python``."""
+    words = info if isinstance(info, str) else info.describe()
+    python = python if isinstance(info, str) else info.python
+    saved = f"; its python there was {python}" if python else ""
+    return (f"written for {words}, not this machine's LLaMA-Factory: run `minicpm-tui run --check "
             f"RUN_DIR` where it trains, with TRAIN_PYTHON set to that environment's python{saved}")
+
+
+def run_dir_written_for(run_dir: str | os.PathLike[str]) -> str | None:
+    """``written_for_note`` of a run directory written for another machine's LLaMA-Factory (its
+    generated.json's ``lf_target``), None when it is written for this machine's (or names no target)."""
+    target = read_generated(run_dir).get("lf_target")
+    if not isinstance(target, dict) or target.get("value") in (None, "installed"):
+        return None
+    words = target.get("checked_against") or f"the LLaMA-Factory {target['value']}"
+    saved = target.get("saved_python")
+    return written_for_note(str(words), saved if isinstance(saved, str) else None)
 
 
 def choose_template(recipe: Recipe, chat_format: str, templates: list[str],
@@ -810,10 +824,7 @@ ZeRO-{res.zero_stage} · {res.precision} · template `{res.template}`. Written b
 LLaMA-Factory {res.lf_version}.
 
 ## Launch
-    minicpm-tui smoke .            # a minute on the CPU: the whole chain with a tiny model
-    minicpm-tui run .              # detached; survives an SSH drop
-    bash single_node.sh            # or by hand (foreground)
-Overrides: `NPROC_PER_NODE=2 CUDA_VISIBLE_DEVICES=0,1 bash single_node.sh max_steps=100`.
+{_readme_launch(res)}Overrides: `NPROC_PER_NODE=2 CUDA_VISIBLE_DEVICES=0,1 bash single_node.sh max_steps=100`.
 Several nodes: on each node `NODE_RANK=<i> MASTER_ADDR=<node 0 address> NNODES=<n> bash multi_node.sh`,
 or `sbatch slurm.sbatch` under Slurm.
 
@@ -836,6 +847,21 @@ recipe.yaml         every choice, to regenerate with `minicpm-tui generate recip
 generated.json      facts minicpm-tui's smoke run and runner read
 Secrets (HF_TOKEN...) are never written here; export them in the shell that launches.
 {"" if not notes else chr(10) + "## Notes" + chr(10) + notes}"""
+
+
+def _readme_launch(res: Resolved) -> str:
+    """How to start it: here, or, written for another machine's LLaMA-Factory, there (a smoke run here would
+    train with this machine's LLaMA-Factory, not the target's: the wizard's Run step says the same)."""
+    if not res.elsewhere:
+        return ("    minicpm-tui smoke .            # a minute on the CPU: the whole chain with a tiny model\n"
+                "    minicpm-tui run .              # detached; survives an SSH drop\n"
+                "    bash single_node.sh            # or by hand (foreground)\n")
+    return (f"Written for {_one_line(res.lf_checked_against or res.lf_target)}: copy this folder to the machine "
+            "that trains\n(data and model at the same paths), then there:\n"
+            "    minicpm-tui run --check .      # the checks only that machine's LLaMA-Factory can do\n"
+            "    minicpm-tui smoke .            # a minute on its CPU: the whole chain with a tiny model\n"
+            "    minicpm-tui run .              # detached; survives an SSH drop\n"
+            "    TRAIN_PYTHON=/path/to/python bash single_node.sh   # or by hand, with that environment's python\n")
 
 
 def _readme_export(recipe: Recipe) -> str:

@@ -488,7 +488,7 @@ when you write for one) and used as registered: nothing is written. Remote entri
             out.update(f"[b]Cannot use it:[/b] {message.error}")
         else:
             data = message.report.to_json()
-            out.update(render_validation(data))
+            out.update(render_validation(data, loads=message.report.file_error is None))
             self.state.suggested_cutoff = (data.get("stats") or {}).get("suggested_cutoff_len")
             self.state.dataset_ok = bool(data.get("ok"))  # also false when the data as a whole cannot load
             if data.get("valid"):

@@ -85,29 +85,14 @@ that the recipe would refuse turns red with the reason, and Next waits until it 
                                      id=f"hp-{option.name}", compact=True)
                     else:
                         yield Field(str(value), id=f"hp-{option.name}", compact=True)
+                    # Wrapped in its row (tcss): every hint whole at 80x24, a refused value's reason too.
                     yield Static(option.help, classes="fhint", id=f"hint-{option.name}")
-            # The hint column is cut at 80 columns: the focused field's whole hint, under the form.
-            yield Static("", id="hp-detail", classes="hint")
 
     def on_mount(self) -> None:
         super().on_mount()
         first = self.query(Input).first() if self.query(Input) else None
         if first is not None:
             first.focus()
-
-    def on_descendant_focus(self, event: Any) -> None:
-        self.show_detail((getattr(event.widget, "id", None) or "").removeprefix("hp-"))
-
-    def show_detail(self, name: str) -> None:
-        from minicpm_tui.core.recipe import OPTIONS_BY_NAME
-
-        option = OPTIONS_BY_NAME.get(name)
-        if option is None:
-            return
-        detail = self.query_one("#hp-detail", Static)
-        problem = self.problems.get(name)
-        detail.update(f"{name}: {problem or option.help}")
-        detail.set_class(bool(problem), "bad")
 
     @on(Input.Changed)
     def typed(self, event: Input.Changed) -> None:
@@ -143,8 +128,6 @@ that the recipe would refuse turns red with the reason, and Next waits until it 
                 self.state.hparams.pop(name, None)
             else:
                 self.state.hparams[name] = value
-        if widget.has_focus:
-            self.show_detail(name)
         self.changed()
 
     def ready(self) -> bool:

@@ -115,7 +115,9 @@ class RunScreen(WizardStep):
 machine's LLaMA-Factory (step 1), it runs with the LLaMA-Factory here: the line says which release, and
 that it then proves the data and scripts, not the target's; it is not offered when the LLaMA-Factory here
 cannot read that train.yaml (a key or template only the target has). **l** launches
-the real training detached: it survives closing this window, the terminal and the SSH session.
+the real training detached: it survives closing this window, the terminal and the SSH session. It is
+not offered for a run directory written for another machine's LLaMA-Factory: copy it there and launch it
+there (the line says how).
 Both open the live monitor; **d** there detaches, `minicpm-tui monitor RUN_DIR` reattaches.
 Once a LoRA run has finished (or was stopped), the palette (**ctrl+p**) offers **run: export merged model**:
 `minicpm-tui export RUN_DIR`, the adapter merged into the base model in RUN_DIR/merged (it asks before
@@ -147,6 +149,10 @@ its result is said when it ends and stays here.
         # (core.smoke.smoke_here); None while it is not known.
         self.here: Any = None
         self.here_for: tuple[str, str] | None = None  # the run directory ``here`` is about, and its digest
+        # Why it is not launched here (writers.run_dir_written_for: "" for this machine's), and for which
+        # run directory and digest that was read.
+        self.elsewhere = ""
+        self.elsewhere_for: tuple[str, str] | None = None
 
     def on_mount(self) -> None:
         super().on_mount()
@@ -179,6 +185,39 @@ its result is said when it ends and stays here.
         if message.run_dir == self.run_dir:
             self.here = message.here
             self.redraw()
+            if self.is_current:  # the keys said beside Next too: "s" now offered or not
+                self.update_nav()
+
+    def launch_refused(self) -> str:
+        """Why `l` is not offered ("" when it is): the run directory is written for another machine's
+        LLaMA-Factory (its generated.json says so), which trains it; the plan's "written for" note says how."""
+        if self.run_dir is None:
+            return ""
+        if self.elsewhere_for != self.written():
+            from minicpm_tui.core.writers import run_dir_written_for
+
+            try:
+                self.elsewhere = run_dir_written_for(self.run_dir) or ""
+            except Exception:  # no generated.json (yet): the launch itself says what is wrong
+                self.elsewhere = ""
+            self.elsewhere_for = self.written()
+        return self.elsewhere
+
+    def launch_label(self, text: Text) -> None:
+        """The launch line; for a run directory written for another machine, why not here, and what to do."""
+        refused = self.launch_refused()
+        if not refused:
+            text.append("l  ", style="bold reverse")
+            text.append("  launch the real training, detached (keeps running when you leave)\n\n")
+            return
+        import textwrap
+
+        text.append("l  ", style="dim reverse")
+        text.append("  no launch here: it trains on the machine it is written for\n", style="dim")
+        # Wrapped under the line above (one line each at 80 columns), not under the key.
+        text.append(textwrap.fill(refused, 75, initial_indent="     ", subsequent_indent="     ",
+                                  break_long_words=False, break_on_hyphens=False) + "\n\n",
+                    style="dim")
 
     def smoke_refused(self) -> str:
         """Why the smoke run is not offered here ("" when it is): this machine's LLaMA-Factory cannot read the
@@ -237,8 +276,7 @@ its result is said when it ends and stays here.
             return Text("No run directory yet: go back (Esc) and write it (^w).", style="bold")
         text = Text(f"Run directory: {self.run_dir}\n\n", style="bold")
         self.smoke_label(text)
-        text.append("l  ", style="bold reverse")
-        text.append("  launch the real training, detached (keeps running when you leave)\n\n")
+        self.launch_label(text)
         if self.check_action("monitor", ()):  # only once a run was started here
             text.append("m  ", style="bold reverse")
             text.append("  open the monitor of the latest run here\n\n")
@@ -275,6 +313,8 @@ its result is said when it ends and stays here.
             return False  # the training would write into the output_dir the export reads
         if action == "smoke" and self.smoke_refused():
             return False
+        if action == "launch" and self.launch_refused():
+            return False
         if action in ("smoke", "launch"):
             return self.run_dir is not None and not self.starting
         if action == "monitor":
@@ -292,6 +332,8 @@ its result is said when it ends and stays here.
             return "an export is running: it reads the training's output_dir"
         if action == "smoke" and self.smoke_refused():
             return self.smoke_refused()
+        if action == "launch" and self.launch_refused():
+            return self.launch_refused()
         if action in ("smoke", "launch"):
             return "a run is starting"
         if action == "monitor":
@@ -299,7 +341,9 @@ its result is said when it ends and stays here.
         return super().why_not(action)
 
     def ready(self) -> bool:
-        self.blocked_reason = "s: smoke run   l: launch"
+        keys_ = [k for k, refused in (("s: smoke run", self.smoke_refused()), ("l: launch", self.launch_refused()))
+                 if not refused]
+        self.blocked_reason = "   ".join(keys_) or "copy it to the machine that trains"
         return False
 
     def action_smoke(self) -> None:

@@ -25,6 +25,9 @@ class KeysFooter(Footer):
     the same keys again."""
 
     def __init__(self, **kwargs: object) -> None:
+        # Compact (one column between keys, none inside them): the fullest step's keys, f1 Help last, fit
+        # beside the palette's at 80 columns (tests/test_tui.py checks each step at 80x24).
+        kwargs.setdefault("compact", True)
         super().__init__(**kwargs)  # type: ignore[arg-type]
         if BINDINGS_READY is not None:
             self.set_reactive(BINDINGS_READY, True)

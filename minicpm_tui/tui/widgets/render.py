@@ -133,17 +133,22 @@ def render_model(arch: Any, template: str | None) -> RenderableType:
     return table
 
 
-def render_validation(data: dict[str, Any]) -> RenderableType:
-    """A datasets ValidationReport's JSON (issue 4's contract) as a summary, stats and errors."""
+def render_validation(data: dict[str, Any], loads: bool = True) -> RenderableType:
+    """A datasets ValidationReport's JSON (issue 4's contract) as a summary, stats and errors. ``loads``:
+    LLaMA-Factory can load the data as a whole (the report has no ``file_error``); when it cannot, the
+    headline claims no usable records (the Dataset step's reason beside Next says the same)."""
     parts: list[RenderableType] = []
     valid, invalid, records = data.get("valid", 0), data.get("invalid", 0), data.get("records", 0)
     files = data.get("files") or []  # a folder: one dataset of all its files
     name = Path(str(data.get("file", ""))).name + (f" ({len(files)} file{'s' * (len(files) != 1)})" if files else "")
     head = Text(f"{name}: {data.get('format') or '?'} for {data.get('stage') or '?'}, "
                 f"{records:,} records, ", style="bold")
-    head.append(f"{valid:,} usable", style="bold green" if valid else "bold red")
-    if invalid:
-        head.append(f", {invalid:,} not", style="bold red")
+    if not loads and valid:  # each record reads, but not the whole (a folder of mixed types, an entry...)
+        head.append("none usable: LLaMA-Factory cannot load it", style="bold red")
+    else:
+        head.append(f"{valid:,} usable", style="bold green" if valid else "bold red")
+        if invalid:
+            head.append(f", {invalid:,} not", style="bold red")
     parts.append(head)
     stats = data.get("stats") or {}
     lines = _stats_lines(stats)
