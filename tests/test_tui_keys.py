@@ -91,3 +91,20 @@ async def test_priority_keys_still_win_over_the_fields_own(no_draft):
         await settle(app, pilot)
         assert type(app.screen).__name__ == "ReviewScreen"
         assert app.state.hparams.get("lora_rank") == 7
+
+
+async def test_a_key_after_shift_tab_from_a_list_reaches_the_field_it_led_to(no_draft):
+    # Tab and Shift+Tab were the screen's bindings, run once the key had bubbled up from the focused
+    # widget; the app had already forwarded the next key to that widget. From the Review step's file
+    # tree, Shift+Tab then Z (0.15 s apart on a loaded machine) lost the Z in the tree.
+    app = MiniCPMApp(use_draft=False, state=demo_state())
+    async with app.run_test(size=SIZE) as pilot:
+        await at_step(app, pilot, 5)
+        assert app.focused is not None and app.focused.id == "file-tree"
+        box = app.screen.query_one("#out-dir", Input)
+        burst(app, "shift+tab", "Z")
+        await settle(app, pilot)
+        assert app.focused is box and box.value == "Z"  # the field selects its text on focus: Z replaced it
+        burst(app, "end", "1", "tab", "shift+tab", "tab", "x")  # from a field too, in turn: back at the tree
+        await settle(app, pilot)
+        assert app.focused is not None and app.focused.id == "file-tree" and box.value == "Z1"

@@ -29,6 +29,13 @@ APP = [
        "Quit; the wizard's choices are kept as a draft, a launched run keeps running", priority=True),
     _b("ctrl+c", "app.request_quit", "Quit", "app.interrupt",
        "Asks before leaving; never stops a launched run silently", show=False, priority=True),
+    # Priority, as Textual's screen binds them otherwise: a screen binding runs once the key has bubbled up
+    # from the focused widget, and the app has forwarded the keys after it to that widget by then, so the
+    # Z of Shift+Tab Z went to the file tree it left. A focused field passes them on in turn (widgets/field.py).
+    _b("tab", "app.focus_next", "Next field", "app.focus_next", "Move the focus to the next field or list",
+       show=False, priority=True),
+    _b("shift+tab", "app.focus_previous", "Previous field", "app.focus_previous",
+       "Move the focus to the previous field or list", show=False, priority=True),
 ]
 
 WIZARD = [
