@@ -32,7 +32,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         result = smoke(args.run_dir, steps=args.steps, nproc=args.nproc, timeout=args.timeout, progress=say)
     except KeyboardInterrupt:  # core.smoke has stopped every process of it by now
-        say.end()
+        say.end()  # before the words below, not after them (finally)
         _interrupted(args.run_dir, started)
         return 130
     finally:
