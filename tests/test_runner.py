@@ -664,9 +664,49 @@ def test_runs_says_when_every_registered_run_directory_is_gone(tmp_path, state_h
     assert main(["runs"]) == 0
     assert capsys.readouterr().out.strip() == (
         "no runs to show: 1 registered run directory is gone (`minicpm-tui runs --all` lists it; if it was moved, "
-        "`minicpm-tui runs --watch NEW_PATH` registers it there)")
+        "`minicpm-tui runs --watch NEW_PATH` registers it there; `minicpm-tui runs --forget OLD_PATH` drops it from "
+        "the list)")
     assert main(["runs", "--all"]) == 0
     assert "(run directory is gone; if it was moved, `minicpm-tui runs --watch NEW_PATH`" in capsys.readouterr().out
+    # Deleted for good: --forget drops the entry, and the list says nothing of it any more.
+    assert main(["runs", "--forget", str(run_dir)]) == 0
+    out = capsys.readouterr().out
+    assert out.splitlines()[0] == f"forgot {run_dir.resolve()} (dropped from the list; no file was touched)", out
+    assert _registered() == []
+    assert main(["runs", "--all"]) == 0
+    assert capsys.readouterr().out.startswith("no runs yet")
+    assert main(["runs", "--forget", str(run_dir)]) == 2  # once only: it is no longer in the registry
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"minicpm-tui: error: {run_dir}: is not in the runs registry") and "runs --all" in err, err
+
+
+def test_runs_forget_drops_an_ended_run_and_refuses_a_live_one(runs, capsys):
+    # A list that only grows: every run ever launched stayed in `runs` for good. --forget drops an entry and
+    # nothing else (the run directory keeps every file); a run still working is refused, so it is never lost.
+    from minicpm_tui.cli import main
+
+    done, live = runs("done", "true\n"), runs("live", "sleep 60\n")
+    runner.launch(done)
+    wait_status(done, ("finished",), 30)
+    runner.launch(live)
+    wait_status(live, ("running",), 30)
+    files = sorted(p.relative_to(done) for p in done.rglob("*"))
+    assert main(["runs", "--forget", str(live)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f"minicpm-tui: error: {live}: its run is running; stop it first (`minicpm-tui stop {live}`), or leave it listed", err
+    assert main(["runs", "--watch", str(done), "--forget", str(done)]) == 2
+    assert capsys.readouterr().err.strip().startswith("minicpm-tui: error: --forget: --watch and --forget are given together")
+    assert main(["runs", "--forget", str(done)]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"forgot {done.resolve()} (dropped from the list; no file was touched)\n"), out
+    assert str(live) in out and f"{done}  " not in out  # the list that follows has the live run only
+    assert sorted(p.relative_to(done) for p in done.rglob("*")) == files
+    assert [d["run_dir"] for d in _registered()] == [str(live.resolve())]
+    assert runner.run_status(done).status == "finished"  # its record is its own, not the registry's
+    # Launched again, it is registered again.
+    runner.launch(done)
+    wait_status(done, ("finished",), 30)
+    assert [d["run_dir"] for d in _registered()] == sorted([str(done.resolve()), str(live.resolve())])
 
 
 def test_a_run_directory_moved_to_another_filesystem_while_it_runs(runs, tmp_path, capsys):
@@ -691,11 +731,17 @@ def test_a_run_directory_moved_to_another_filesystem_while_it_runs(runs, tmp_pat
         assert main(["runs"]) == 0
         out = capsys.readouterr().out
         assert out.strip().endswith("(1 registered run directory is gone (`minicpm-tui runs --all` lists it; if it "
-                                    "was moved, `minicpm-tui runs --watch NEW_PATH` registers it there))"), out
+                                    "was moved, `minicpm-tui runs --watch NEW_PATH` registers it there; `minicpm-tui "
+                                    "runs --forget OLD_PATH` drops it from the list))"), out
         assert main(["runs", "--all"]) == 0
         line = [row for row in capsys.readouterr().out.splitlines() if str(old) in row][0]
         assert "work on in the deleted folder: moved to another filesystem while it ran" in line, line
-        assert "`minicpm-tui stop NEW_PATH` stops them" in line
+        assert "`minicpm-tui stop OLD_PATH` (or NEW_PATH, once registered) stops them" in line
+        # Its processes work on: forgetting it would leave them listed nowhere.
+        assert main(["runs", "--forget", str(old)]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith(f"minicpm-tui: error: {old}: processes of its run still work (pid ") and "`minicpm-tui stop " in err, err
+        assert len(_registered()) == 2
         info = runner.run_status(moved)
         assert info.status == "running" and f"work on in the deleted {old}, so nothing" in info.note, info.note
         assert "`minicpm-tui run --resume`" in info.note

@@ -625,6 +625,46 @@ async def test_the_runs_list_shows_its_enter_key(no_draft, tmp_path, monkeypatch
         assert screen_name(app) == "RunsScreen"
 
 
+async def test_the_runs_list_forgets_an_ended_run_and_refuses_a_live_one(state_home, tmp_path):
+    """x on a finished run drops it from the list (and the registry), every file of it left; on a run still
+    working it is refused in one line, and the run stays listed."""
+    from _runner_util import kill_run, wait_status, write_script
+
+    from minicpm_tui.core import runner
+
+    done, live = tmp_path / "done", tmp_path / "live"
+    write_script(done, "true\n")
+    write_script(live, "sleep 60\n")
+    try:
+        runner.launch(done)
+        wait_status(done, ("finished",), 30)
+        runner.launch(live)  # the newest: first in the list
+        wait_status(live, ("running",), 30)
+        files = sorted(p.relative_to(done) for p in done.rglob("*"))
+        app = MiniCPMApp(use_draft=False, open_runs=True)
+        async with app.run_test(size=SIZE) as pilot:
+            await settle(app, pilot)
+            assert screen_name(app) == "RunsScreen" and app.screen.row_count() == 2
+            assert "x Forget" in screen_text(app).splitlines()[-1]
+            assert app.screen.selected() == str(live.resolve())
+            await pilot.press("x")
+            await settle(app, pilot)
+            said = [n.message for n in app._notifications]
+            assert len(said) == 1 and said[0].startswith(f"{live.resolve()}: its run is running; stop it first"), said
+            assert app.screen.row_count() == 2
+            await pilot.press("down", "x")
+            await settle(app, pilot)
+            said = [n.message for n in app._notifications]
+            assert said[-1] == f"forgot {done.resolve()}: no longer listed (its files stay)", said
+            assert app.screen.row_count() == 1 and app.screen.selected() == str(live.resolve())
+            assert str(done) not in screen_text(app)
+        assert sorted(p.relative_to(done) for p in done.rglob("*")) == files
+        assert [r.run_dir for r in runner.list_runs(include_missing=True)] == [live.resolve()]
+    finally:
+        kill_run(done)
+        kill_run(live)
+
+
 async def test_the_runs_list_and_the_monitor_show_a_damaged_manifests_advice(no_draft, tmp_path, monkeypatch):
     """A run whose run_manifest.json is damaged while its processes live is `running` with a note (what is
     wrong, how to stop it, what to do with the manifest): the runs table has no note column, so the note
@@ -1745,6 +1785,9 @@ async def test_the_dataset_step_counts_placeholders_for_a_chosen_minicpm_v_templ
         report = app.screen.report
         assert report is not None and report.invalid == 1 and report.valid == 1, app.screen.error
         assert (report.errors[0].record, report.errors[0].field, report.errors[0].kind) == (0, "question", "media_count")
+        # Registered already, it still stops here rather than at the write's preflight (or at LLaMA-Factory's start).
+        assert not app.screen.ready() and app.screen.blocked_reason == "1 of 2 records unusable: fix them first"
+        assert "1 of 2 records unusable: fix them first" in screen_text(app).splitlines()[-2]
 
 
 async def test_the_run_step_says_what_a_smoke_here_proves_of_a_run_written_for_a_target(no_draft, tmp_path, lf,

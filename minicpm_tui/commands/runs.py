@@ -11,12 +11,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--watch", metavar="RUN_DIR",
                         help="add a run directory you launch by hand (bash single_node.sh) to the list")
     parser.add_argument("--all", action="store_true", help="also list registered run directories that are gone")
+    parser.add_argument("--forget", metavar="RUN_DIR", action="append", default=[],
+                        help="drop a run directory from the list (a gone one, or one whose run ended); its files are "
+                             "left as they are. May be given more than once")
 
 
 def run(args: argparse.Namespace) -> int:
 
     from minicpm_tui.core import runner
 
+    if args.watch and args.forget:
+        from minicpm_tui.core.errors import UserError
+
+        raise UserError("--watch and --forget are given together", where="--forget",
+                        fix="register with --watch or drop with --forget, one at a time")
+    for raw in args.forget:
+        forgotten = runner.forget_run(raw)
+        if not args.json:
+            print(f"forgot {forgotten} (dropped from the list; no file was touched)")
     if args.watch:
         runner.watch_run(runner.require_run_dir(args.watch))
     known = runner.list_runs(include_missing=True)

@@ -40,6 +40,7 @@ import hashlib
 import json
 import os
 import re
+import shlex
 import signal
 import socket
 import subprocess
@@ -1439,6 +1440,43 @@ def require_marked_run_dir(run_dir: str | os.PathLike[str]) -> None:
                             "the train.yaml you launch by hand; `minicpm-tui runs` lists the known runs")
 
 
+def forget_run(raw: str | os.PathLike[str]) -> Path:
+    """Drop a run directory from the runs registry (``runs --forget``): its files are never touched, and a run
+    still alive is refused (``stop`` it first), so nothing that works on is lost from the list. Returns the path
+    forgotten; a UserError naming the path when the registry does not hold it."""
+    gone = registered_gone(raw)
+    run_dir, data = gone if gone is not None else (Path(raw).expanduser().resolve(), None)
+    entry = _registry_entry(run_dir)
+    data = data if data is not None else _read_entry(entry)
+    if data is None or data.get("run_dir") != str(run_dir):
+        raise UserError("is not in the runs registry", where=str(raw),
+                        fix="`minicpm-tui runs --all` lists the registered run directories, gone ones included")
+    if gone is not None:
+        tag = data.get("run_tag")
+        alive = _tagged_processes().get(tag, []) if isinstance(tag, str) else []
+        if alive:
+            raise UserError(f"processes of its run still work (pid {', '.join(map(str, alive))})", where=str(raw),
+                            fix=f"stop them first: `minicpm-tui stop {shlex.quote(str(raw))}`")
+    elif is_run_dir(run_dir):
+        try:
+            status = run_status(run_dir).status
+        except UserError:
+            status = "unknown"
+        if status in LIVE:
+            raise UserError(f"its run is {status}", where=str(raw),
+                            fix=f"stop it first (`minicpm-tui stop {shlex.quote(str(raw))}`), or leave it listed")
+    try:
+        entry.unlink()
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        reason = os_error(exc)
+        raise UserError(f"cannot change the runs registry: {reason.message}", where=reason.where,
+                        fix="make it writable, or point XDG_STATE_HOME (MINICPM_TUI_HOME overrides it) at a folder "
+                            "you may write to") from exc
+    return run_dir
+
+
 def watch_run(run_dir: str | os.PathLike[str]) -> Path:
     """Register a run directory someone launches by hand, so ``runs`` and ``monitor`` see it. One that was
     moved where its processes could not take ``runs`` along (to another filesystem: a copy, then the
@@ -1467,7 +1505,8 @@ def _forget_moved_away(run_dir: Path, entry: Path) -> None:
             other.unlink()
 
 
-GONE_FIX = "if it was moved, `minicpm-tui runs --watch NEW_PATH` registers it there"
+GONE_FIX = ("if it was moved, `minicpm-tui runs --watch NEW_PATH` registers it there; `minicpm-tui runs --forget "
+            "OLD_PATH` drops it from the list")
 
 
 def _gone_note(data: dict[str, Any], tagged: dict[str, list[int]]) -> str:
@@ -1478,8 +1517,8 @@ def _gone_note(data: dict[str, Any], tagged: dict[str, list[int]]) -> str:
         if places and places[0].endswith(_DELETED):
             return (f"run directory is gone, but processes of its run (pid {', '.join(map(str, tagged[tag]))}) work "
                     f"on in the deleted folder: moved to another filesystem while it ran (a copy, then the original "
-                    f"deleted)? `minicpm-tui runs --watch NEW_PATH` registers the copy, `minicpm-tui stop NEW_PATH` "
-                    "stops them")
+                    f"deleted)? `minicpm-tui runs --watch NEW_PATH` registers the copy; `minicpm-tui stop "
+                    "OLD_PATH` (or NEW_PATH, once registered) stops them")
     return f"run directory is gone; {GONE_FIX}"
 
 

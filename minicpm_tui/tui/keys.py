@@ -82,6 +82,8 @@ RUNS = [
     # priority: else the table's own Enter (select cell) hides this one from the footer and F1 help.
     _b("enter", "open", "Monitor", "runs.open", "Open the selected run in the monitor", priority=True),
     _b("r", "refresh", "Refresh", "runs.refresh", "Read the runs list again"),
+    _b("x", "forget", "Forget", "runs.forget",
+       "Drop the selected run from this list; its files stay, and a run still working is refused"),
     _b("escape", "close", "Close", "runs.close", "Back to where you were"),
 ]
 

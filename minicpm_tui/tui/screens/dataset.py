@@ -567,11 +567,15 @@ when you write for one) and used as registered: nothing is written. Remote entri
         if self.report.file_error is not None:  # e.g. a folder LLaMA-Factory refuses as a whole
             self.blocked_reason = "LLaMA-Factory cannot load it: fix the first error listed"
             return False
+        if self.report.invalid:
+            # Short, beside Next at 80 columns: the first unusable record is listed in the pane. A registered
+            # entry stops here too: the write's preflight refuses any unusable record (and a placeholder
+            # count that does not match its media stops LLaMA-Factory itself), so going on only delays that.
+            self.blocked_reason = (f"{self.report.invalid:,} of {self.report.records:,} records unusable: fix "
+                                   + ("them to register" if not self.state.dataset_name else "them first"))
+            return False
         if not self.state.dataset_name:
-            # Short, beside Next at 80 columns: the first unusable record is listed in the pane.
-            self.blocked_reason = (f"{self.report.invalid:,} of {self.report.records:,} records unusable: "
-                                   "fix them to register" if self.report.invalid
-                                   else "register it (^g) under a name")
+            self.blocked_reason = "register it (^g) under a name"
             return False
         return True
 

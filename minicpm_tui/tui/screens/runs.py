@@ -17,11 +17,18 @@ from minicpm_tui.tui.widgets.render import one_line
 
 class RunsScreen(Screen):
     HELP_TITLE = "Runs"
-    HELP = ("Every run this machine knows (launched here, or started by hand from a watched run directory). "
+    HELP = ("Every run this machine knows (launched here, or started by hand from a watched run directory); "
+            "Forget drops the selected one from the list, never its files (a run still working is refused). "
             "A status marked * has a note (a damaged run_manifest.json, a run started by hand): the line under "
             "the table shows the selected run's. \"ended\": a run started by hand that ended while nothing "
             "watched it, without final results; its files tell how far it got and when, not how it ended.")
     BINDINGS = keys.RUNS
+
+    class Forgot(Message):
+        def __init__(self, run_dir: str, error: str | None) -> None:
+            super().__init__()
+            self.run_dir = run_dir
+            self.error = error
 
     class Listed(Message):
         def __init__(self, runs: list[Any], error: str | None) -> None:
@@ -51,7 +58,7 @@ class RunsScreen(Screen):
 
     def on_screen_resume(self) -> None:
         # Back from a run's monitor (where it may have been stopped): its status and age move on.
-        if self.is_mounted and self.query_one(DataTable).row_count:
+        if self.is_mounted and self.row_count():
             self._list()
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="runs")
@@ -64,6 +71,8 @@ class RunsScreen(Screen):
             self.post_message(self.Listed([], one_line(exc)))
 
     def on_runs_screen_listed(self, message: Listed) -> None:
+        if not self.query(DataTable):
+            return  # listed after the screen closed
         table = self.query_one(DataTable)
         table.clear()
         self.notes = {}
@@ -87,28 +96,69 @@ class RunsScreen(Screen):
     def show_note(self) -> None:
         """The selected run's note (wrapped under the table), else the list's own message."""
         table = self.query_one(DataTable)
-        note = ""
-        if table.row_count:
-            row = table.coordinate_to_cell_key(table.cursor_coordinate).row_key
-            note = self.notes.get(str(row.value), "")
+        note = self.notes.get(self.selected() or "", "") if table.row_count else ""
         self.query_one("#runs-note", Static).update(f"* {note}" if note else self.error)
 
+    def row_count(self) -> int:
+        """The table's rows; 0 while it is not there. The footer asks check_action while the screen closes too,
+        after the table has been removed (that NoMatches ended the app when Escape closed the list)."""
+        tables = self.query(DataTable)
+        return tables.first().row_count if tables else 0
+
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        if action == "open":
-            return self.query_one(DataTable).row_count > 0
+        if action in ("open", "forget"):
+            return self.row_count() > 0
         return True
 
     def why_not(self, action: str) -> str:
-        return "no runs yet" if action == "open" else ""
+        return "no runs yet" if action in ("open", "forget") else ""
+
+    def selected(self) -> str | None:
+        table = self.query_one(DataTable)
+        if not table.row_count:
+            return None
+        return str(table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value)
+
+    def palette_commands(self):
+        from textual.app import SystemCommand
+
+        if self.row_count():
+            yield SystemCommand("runs: open in the monitor", "The selected run's progress, logs and GPUs",
+                                self.action_open)
+            yield SystemCommand("runs: forget", "Drop the selected run from this list (its files stay)",
+                                self.action_forget)
+        yield SystemCommand("runs: refresh", "Read the runs list again", self.action_refresh)
+
+    def action_forget(self) -> None:
+        run_dir = self.selected()
+        if run_dir is not None:
+            self._forget(run_dir)
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="runs-forget")
+    def _forget(self, run_dir: str) -> None:
+        # A thread: it reads the run's status and this user's processes, as `runs --forget` does.
+        try:
+            from minicpm_tui.core.runner import forget_run
+
+            forget_run(run_dir)
+            self.post_message(self.Forgot(run_dir, None))
+        except Exception as exc:
+            self.post_message(self.Forgot(run_dir, one_line(exc)))
+
+    def on_runs_screen_forgot(self, message: Forgot) -> None:
+        if message.error:
+            self.notify(message.error, severity="error", timeout=8)
+            return
+        self.notify(f"forgot {message.run_dir}: no longer listed (its files stay)")
+        self._list()
 
     def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
         self.open(str(event.row_key.value))
 
     def action_open(self) -> None:
-        table = self.query_one(DataTable)
-        if table.row_count:
-            row = table.coordinate_to_cell_key(table.cursor_coordinate).row_key
-            self.open(str(row.value))
+        run_dir = self.selected()
+        if run_dir is not None:
+            self.open(run_dir)
 
     def open(self, run_dir: str) -> None:
         from minicpm_tui.tui.screens.monitor import MonitorScreen
