@@ -35,6 +35,7 @@ def test_demo_dataset_info_matches_what_we_would_register():
 BAD = {  # file -> (record, field) of the first error
     "bad_alpaca.json": (1, "output"),
     "bad_sharegpt.json": (1, "conversations[0].from"),
+    "bad_kto_role_order.jsonl": (0, "messages[0].role"),  # in KTO it stops LF's preprocessing (KL pairs)
     "bad_alpaca_kto_string.jsonl": (0, "label"),
     "bad_kto_string_labels.jsonl": (0, "label"),
     "bad_sharegpt_dpo.jsonl": (1, "conversations"),

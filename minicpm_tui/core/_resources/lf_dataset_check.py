@@ -95,6 +95,16 @@ def agree(job: dict) -> dict:
             except BaseException as exc:
                 kept.append(f"raise {type(exc).__name__}: {str(exc)[:200]}")
         out.update(status="ok", kept=kept)
+        if stage == "kto":
+            # Records one at a time pair each KL term with the record's own answer; LLaMA-Factory's map hands
+            # the processor batches, where each record's KL term takes the previous record's answer.
+            size = data_args.preprocessing_batch_size
+            try:
+                for start in range(0, len(ds), size):
+                    processor.preprocess_dataset(ds[start:start + size])
+                out["batch"] = "ok"
+            except BaseException as exc:
+                out["batch"] = f"raise {type(exc).__name__}: {str(exc)[:200]}"
         results.append(out)
     return {"results": results}
 

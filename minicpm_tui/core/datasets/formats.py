@@ -207,6 +207,18 @@ def describe_keys(record: Any) -> str:
     return f"a JSON {json_kind(record)}"
 
 
+def skipped(stage: str, *, otherwise: bool = False) -> str:
+    """What LLaMA-Factory does with a record its converter finds broken (turns out of order, an odd count): it
+    skips it, except in KTO. There ``FeedbackDatasetProcessor.preprocess_dataset`` pairs each record's prompt with
+    another record's answer of its preprocessing batch for the KL term (the previous one from 0.9.3 on, the
+    mirrored one in 0.9.2), and a broken record's answer is an empty list: the record it is paired with stops the
+    whole preprocessing with an IndexError (a real 0.9.5 run: ``kl_response[0]``, list index out of range)."""
+    if stage == "kto":
+        return ("in KTO LLaMA-Factory cannot skip it: another record's KL pair takes its missing answer and "
+                "preprocessing stops with an IndexError")
+    return "LLaMA-Factory skips the record" + (" otherwise" if otherwise else "")
+
+
 def json_kind(value: Any) -> str:
     if value is None:
         return "null"

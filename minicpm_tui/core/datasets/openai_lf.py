@@ -30,7 +30,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from minicpm_tui.core.datasets.formats import Shape, json_kind
+from minicpm_tui.core.datasets.formats import Shape, json_kind, skipped
 
 THINKING_OFF = "detailed thinking off"
 # LLaMA-Factory's own role values (data_utils.Role): what the aligned turns and ranking answers are checked by.
@@ -371,7 +371,7 @@ def openai_checker(shape: Shape, stage: str):
                 else:
                     what = f"reads as {role!r} but turn {i} (after the system prompt, tool turns merged) must be " \
                            f"{' or '.join(want)}: turns must alternate user, assistant, user, ..."
-                    fix = "reorder or merge the turns so they alternate (LLaMA-Factory skips the record)"
+                    fix = f"reorder or merge the turns so they alternate ({skipped(stage)})"
                 return (name(at, role_tag), what, fix, "role_order")
         count = len(aligned)
         if ranking and count % 2 == 0:
@@ -381,8 +381,8 @@ def openai_checker(shape: Shape, stage: str):
         if not ranking and (count == 0 or count % 2):
             what = "has no turns" if count == 0 else f"has {count} turns after the system prompt (tool turns " \
                 "merged); it must be an even number ending with an assistant turn"
-            return (mkey, what, "end every conversation with the assistant's answer (LLaMA-Factory skips the "
-                    "record otherwise)", "turn_count")
+            return (mkey, what, f"end every conversation with the assistant's answer ({skipped(stage, otherwise=True)})",
+                    "turn_count")
         label = rec.get(kto_col) if kto_col else None
         answers: list[tuple[str, Any, int | str, str]] = []
         if kto_col and type(label) is bool:

@@ -30,6 +30,7 @@ from minicpm_tui.core.datasets.formats import (
     describe_keys,
     detect_format,
     json_kind,
+    skipped,
 )
 from minicpm_tui.core.datasets.reader import (
     FILEEXT2TYPE,
@@ -501,7 +502,7 @@ def _sharegpt_checker(shape: Shape, stage: str):
                 else:
                     what = f"is {role!r} but turn {j - start} (after the system prompt) must be {want}: " \
                            "turns must alternate user, assistant, user, ..."
-                    fix = "reorder or merge the turns so they alternate (LLaMA-Factory skips the record)"
+                    fix = f"reorder or merge the turns so they alternate ({skipped(stage)})"
                 return (f"{mkey}[{j}].{role_tag}", what, fix, "role_order")
         if ranking:
             if count % 2 == 0:
@@ -511,8 +512,8 @@ def _sharegpt_checker(shape: Shape, stage: str):
         elif count == 0 or count % 2:
             what = "has no turns" if count == 0 else \
                 f"has {count} turns after the system prompt; it must be an even number ending with an assistant turn"
-            return (mkey, what, "end every conversation with the assistant's answer (LLaMA-Factory skips the "
-                    "record otherwise)", "turn_count")
+            return (mkey, what, f"end every conversation with the assistant's answer ({skipped(stage, otherwise=True)})",
+                    "turn_count")
         for j in range(start, n):
             c = msgs[j].get(content_tag)
             if type(c) is not str:
