@@ -117,6 +117,7 @@ def test_a_resumed_attempt_keeps_the_earlier_lines_of_trainer_log(replay_run):
     snap = follower.poll()
     # The resumed-from history shows up to its checkpoint (step 4 is trained again); progress is this attempt's.
     assert (snap.step, snap.losses, runner.run_status(run_dir).progress) == (None, [(3, 6.1)], "-")
+    assert snap.resumed_from == 3 and snap.to_dict()["resumed_from"] == 3
 
 
 def _monitor(run_dir: Path, *args: str, **kw) -> subprocess.CompletedProcess:

@@ -1104,6 +1104,55 @@ def test_a_live_run_by_hand_shows_only_its_own_trainer_log_lines(runs):
         proc.wait()
 
 
+def test_a_run_by_hand_that_llamafactory_resumed_by_itself_is_marked(runs):
+    # `bash single_node.sh` again after a crash: overwrite_output_dir is false, so LLaMA-Factory goes on from the
+    # last checkpoint by itself. The monitor showed a run that began at step 4: no curve before it, and
+    # LLaMA-Factory's ETA, which divides this run's time by every step, the checkpoint's included.
+    import shutil
+    import time
+    from datetime import timedelta
+
+    from minicpm_tui.commands.monitor import _block
+    from minicpm_tui.core.monitor import RunFollower
+
+    def line(step: int, loss: float, elapsed: int) -> str:
+        return json.dumps({"current_steps": step, "total_steps": 10, "loss": loss, "lr": 1e-4,
+                           "elapsed_time": str(timedelta(seconds=elapsed)),
+                           "remaining_time": str(timedelta(seconds=(10 - step) * elapsed // step))}) + "\n"
+
+    run_dir = _fake_trained(runs, "again")
+    (run_dir / "train.yaml").write_text("output_dir: out\noverwrite_output_dir: false\n")
+    out = run_dir / "out"
+    out.mkdir()
+    (out / "checkpoint-3").mkdir()  # saved every 3 steps; the crash came at step 4
+    log = out / runner.TRAINER_LOG
+    log.write_text("".join(line(s, 4.0 - s / 2, 10 * s) for s in (1, 2, 3, 4)))
+    time.sleep(1.1)
+    proc = subprocess.Popen(["bash", "single_node.sh"], cwd=run_dir, start_new_session=True, stdout=subprocess.DEVNULL,
+                            env={**os.environ, "STEPS": "0", "TOTAL": "10", "NAP": "60"})
+    try:
+        wait_for(lambda: runner.run_status(run_dir).status == "running", 10, "seen")
+        follower = RunFollower(run_dir, status_every=0)
+        snap = follower.poll()
+        assert (snap.step, snap.losses, snap.resumed_from) == (None, [], None)  # nothing of it logged yet
+        with open(log, "a", encoding="utf-8") as handle:  # steps 4 and 5 again, 30 s and 60 s into this run
+            handle.write(line(4, 1.9, 30) + line(5, 1.4, 60))
+        snap = follower.poll()
+        assert (snap.step, snap.resumed_from) == (5, 3), snap
+        assert snap.losses == [(1, 3.5), (2, 3.0), (3, 2.5), (4, 1.9), (5, 1.4)]  # step 4 once, its newest
+        assert snap.remaining_s == 5 * 60 / 2  # its own 2 steps in 60 s, not LLaMA-Factory's 5 in 60 s
+        assert _block(snap, None)[0] == f"{run_dir.resolve()}  resumed from step 3  pid {proc.pid}  by hand"
+        # A run by hand that starts over (a fresh output_dir) is no resume.
+        shutil.rmtree(out)
+        out.mkdir()
+        fresh = RunFollower(run_dir, status_every=0)
+        log.write_text(line(1, 3.0, 5))
+        assert (fresh.poll().step, fresh.poll().resumed_from) == (1, None)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
 def test_a_run_by_hand_seen_alive_that_ended_by_itself_has_an_end_and_a_later_one_its_own_story(runs, monkeypatch):
     # Seen alive (by `runs` or the monitor), then ended by itself: no end was recorded, so a later run by hand
     # that started and ended while nothing looked was shown as the seen one (its pid, its "finished" or a

@@ -753,6 +753,12 @@ async def test_the_runs_list_and_the_monitor_show_a_run_by_hand_that_nobody_watc
         await until_polled(app, pilot)
         assert (app.screen.snap.status, app.screen.snap.phase, app.screen.snap.step) == ("ended", "ended", 3)
         assert "how it ended (an error, Ctrl+C, a kill) is not known" in " ".join(screen_text(app).split())
+        assert "resumed from step" not in screen_text(app)
+        import dataclasses
+
+        app.screen.show_snapshot(dataclasses.replace(app.screen.snap, resumed_from=2))  # as the core tells it
+        await pilot.pause()
+        assert "ended  ended  resumed from step 2" in screen_text(app)
 
 
 async def test_the_model_step_does_not_wait_for_the_template_lookup(no_draft, monkeypatch):

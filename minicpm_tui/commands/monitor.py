@@ -69,6 +69,8 @@ def _block(snap: Any, gpu: Any) -> list[str]:
     # A run started by hand has no attempt number (0); its elapsed time is the run's own, as in the TUI
     # (the trainer's clock starts at the first step: "-" for a run that is still loading).
     attempt = f"  attempt {snap.attempt}" if snap.attempt else ""
+    if snap.resumed_from is not None:
+        attempt += f"  resumed from step {snap.resumed_from}"
     elapsed = snap.wall_s if snap.wall_s is not None else snap.elapsed_s
     lines = [f"{snap.run_dir}{attempt}  pid {snap.pid or '-'}  {snap.how or ''}".rstrip(),
              status_line(snap),

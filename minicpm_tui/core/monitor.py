@@ -118,6 +118,9 @@ class RunSnapshot:
     host: str | None = None
     attempt: int = 0
     how: str = ""
+    # The checkpoint's step this attempt goes on from: `run --resume`, or a run by hand that LLaMA-Factory
+    # resumed by itself (overwrite_output_dir false and a checkpoint-N in output_dir); None for a fresh start.
+    resumed_from: int | None = None
     output_dir: str | None = None
     started_at: float | None = None
     ended_at: float | None = None
@@ -269,6 +272,7 @@ class RunFollower(LogPhases):
         self._bar_seen_at = 0.0
         self._diagnosed = False
         self._resume_step: int | None = None  # the checkpoint's step, for a resumed attempt
+        self._hand_start: int | None = None  # a run by hand's first trainer_log.jsonl byte, until its first row
 
     # -- wiring ----------------------------------------------------------
     def _attach(self) -> None:
@@ -294,6 +298,7 @@ class RunFollower(LogPhases):
             self._logs = []
             current = manifest.current if manifest is not None and not hand else {}
             self._resume_step = None
+            self._hand_start = None
             if self._jsonl is not None and current:
                 # Progress is this attempt's lines only: on a fresh start an earlier training's lines precede them
                 # in trainer_log.jsonl; on a resume, the attempt it resumes, whose steps past the checkpoint it logs
@@ -308,6 +313,7 @@ class RunFollower(LogPhases):
                         self._on_metrics_row(row, series_only=True)
                     if self._resume_step is not None:
                         self._cut_series(self._resume_step)
+                self.snapshot.resumed_from = self._resume_step
                 self._jsonl.start_at(start)
             elif self._jsonl is not None and hand and info is not None:
                 # A run by hand has no mark: its lines are the newest run's in trainer_log.jsonl (LLaMA-Factory
@@ -318,11 +324,10 @@ class RunFollower(LogPhases):
                     older = info.started_at is not None and st.st_mtime < info.started_at - 1
                 except OSError:
                     st, older = None, False
-                if st is not None and older:
-                    self._jsonl.start_at(st.st_size)
-                else:
-                    self._jsonl.start_at(runner.newest_run_start(path))
+                self._hand_start = st.st_size if st is not None and older else runner.newest_run_start(path)
+                self._jsonl.start_at(self._hand_start)
                 self._reset_metrics()
+                self.snapshot.resumed_from = None  # told by its first line (see _hand_resumed)
             if current:
                 for path in (manifest.stderr_log, manifest.stdout_log):
                     if path is not None:
@@ -429,6 +434,9 @@ class RunFollower(LogPhases):
             return
         snap = self.snapshot
         if isinstance(step, int):
+            if self._hand_start is not None:
+                self._hand_resumed(self._hand_start, step)
+                self._hand_start = None
             snap.step = step
         if isinstance(data.get("total_steps"), int) and data["total_steps"] > 0:
             snap.total_steps = data["total_steps"]
@@ -461,6 +469,26 @@ class RunFollower(LogPhases):
             # LogCallback's estimate divides the time since this attempt began by all the steps, those before
             # the checkpoint included: from this attempt's own steps instead.
             snap.remaining_s = max(0, snap.total_steps - step) * snap.elapsed_s / done
+
+
+    def _hand_resumed(self, start: int, step: int) -> None:
+        """A run by hand whose first trainer_log.jsonl line is at ``step``: resumed by LLaMA-Factory itself when
+        train.yaml keeps overwrite_output_dir false and a checkpoint below that step is there (it continues from
+        the last checkpoint by itself; a fresh start logs from step 1). Then, as for `run --resume`: the curves go
+        on from the lines above it, up to the checkpoint, and the ETA counts this run's own steps."""
+        from minicpm_tui.core.rundir import read_train_yaml
+
+        out_dir = Path(self.snapshot.output_dir) if self.snapshot.output_dir else None
+        cfg = read_train_yaml(self.run_dir)
+        if out_dir is None or self._jsonl is None or cfg.get("overwrite_output_dir") or step <= 1:
+            return
+        resumed = runner.resume_step(self.run_dir, cfg, out_dir, before=step)
+        if resumed is None or resumed >= step:
+            return
+        self._resume_step = self.snapshot.resumed_from = resumed
+        for row in runner.trainer_log_rows(self._jsonl.path, 0, start):
+            self._on_metrics_row(row, series_only=True)
+        self._cut_series(resumed)
 
 
 def _resumed_from(path: Path, attempts: list[dict[str, Any]]) -> int:

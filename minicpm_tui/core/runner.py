@@ -1741,16 +1741,17 @@ def launch(run_dir: str | os.PathLike[str], resume: bool = False, *, env: dict[s
     return manifest
 
 
-def resume_step(run_dir: Path, cfg: dict[str, Any], out_dir: Path | None) -> int | None:
+def resume_step(run_dir: Path, cfg: dict[str, Any], out_dir: Path | None, before: int | None = None) -> int | None:
     """The global step a resumed training goes on from: that of the checkpoint LLaMA-Factory picks (train.yaml's
     resume_from_checkpoint, else the highest checkpoint-N, as transformers' get_last_checkpoint does), from its
-    trainer_state.json, else its name; None when not known."""
+    trainer_state.json, else its name; None when not known. ``before``: the first step the resumed training
+    logged, for a look after it began (it may have saved newer checkpoints since): the highest one below it."""
     named = cfg.get("resume_from_checkpoint")
     if isinstance(named, str) and named:
         folder: Path | None = Path(named).expanduser()
         folder = folder if folder.is_absolute() else run_dir / folder
     else:
-        found = checkpoints(out_dir)
+        found = [p for p in checkpoints(out_dir) if before is None or int(p.name.split("-")[-1]) < before]
         folder = found[-1] if found else None
     if folder is None:
         return None

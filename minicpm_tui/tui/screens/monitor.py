@@ -135,6 +135,8 @@ Reattach any time with `minicpm-tui monitor RUN_DIR`, or from the runs list (pal
 
         status = Text(f"{snap.status}", style="bold reverse")
         status.append(f"  {snap.phase}", style="bold")
+        if snap.resumed_from is not None:
+            status.append(f"  resumed from step {snap.resumed_from}")
         if snap.exit_code is not None:
             status.append(f"  exit {snap.exit_code}")
         self.query_one("#mon-phase", Static).update(status)
