@@ -6,7 +6,8 @@ each row by its converter (``data/converter.py``, ``get_dataset_converter``) and
 processor (``data/processor/*.py``). The template's plugin is wrapped: its ``process_messages`` runs the
 plugin's own ``_validate_input`` (with a stand-in processor) and ``_validate_messages`` on the messages the
 processor hands it, and nothing that needs a model (expanding tokens, opening files); the encoding is a stub.
-Prints one JSON line: a list of {"records": ["ok" | "dropped" | "error: ..."], "validates": bool}, one per job.
+Prints one JSON line: a list of {"records": ["ok" | "dropped" | "error: ..."], "validates": bool}, one per job;
+a KTO job also has "batch": "ok" | "error: ..." (the whole file through the processor, batch by batch).
 """
 
 from __future__ import annotations
@@ -81,7 +82,20 @@ def run(job, datasets, get_dataset_converter, get_dataset_list, TEMPLATES, DataA
             out.append(f"error: {exc}")
             continue
         out.append("ok" if got.get("input_ids") or got.get("chosen_input_ids") else "dropped")
-    return {"records": out, "validates": "_validate_messages" in source}
+    result = {"records": out, "validates": "_validate_messages" in source}
+    if job["stage"] == "kto":
+        # Alone, a record's KL term takes its own answer; dataset.map hands the processor batches, where it
+        # takes another record's (feedback.py, preprocess_dataset).
+        aligned = [converter(row) for row in rows]
+        size = data_args.preprocessing_batch_size
+        try:
+            for start in range(0, len(aligned), size):
+                part = aligned[start:start + size]
+                processor.preprocess_dataset({k: [a[k] for a in part] for k in part[0]})
+            result["batch"] = "ok"
+        except (ValueError, IndexError) as exc:
+            result["batch"] = f"error: {exc}"
+    return result
 
 
 if __name__ == "__main__":

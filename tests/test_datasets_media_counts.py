@@ -214,6 +214,74 @@ def test_verdicts_agree_with_llamafactory(tmp_path):
                 assert mine == "media_count", (job["name"], i, verdict)
 
 
+KTO_KL = [  # KTO: the KL term pairs each prompt with another record's answer (the previous one, from 0.9.3 on)
+    {"messages": _turns("<image> q0", "a0"), "images": ["a.png"], "label": True},
+    {"messages": _turns("q1", "<image> a1"), "images": ["a.png"], "label": False},  # counts right on its own
+    {"messages": _turns("<image> q2", "a2"), "images": ["a.png"], "label": True},
+]
+
+
+def test_a_kto_answer_with_a_placeholder_breaks_another_records_kl_pair(tmp_path):
+    """Each record's own count matches, but record 1's answer holds the <image>. From 0.9.3 on, record 1's KL term
+    takes record 0's answer (none) and record 2's takes record 1's (one too many): LLaMA-Factory's preprocessing
+    stops at record 1, so the file fails as a whole. 0.9.2 pairs mirrored in the batch: 1 with itself, fine with
+    three records, and 1 with 2 with four. LLaMA-Factory's own processor over the whole file agrees."""
+    from minicpm_tui.core.datasets.media import kl_partner
+    from minicpm_tui.core.lfinfo import installed_lf_version, training_python
+    from minicpm_tui.core.tinymodel import offline_env
+
+    assert [kl_partner(i, 3, "0.9.5") for i in range(3)] == [2, 0, 1]
+    assert [kl_partner(i, 3, "0.9.2") for i in range(3)] == [2, 1, 0]
+    assert [kl_partner(i, 2500, None) for i in (0, 999, 1000, 1001, 2000, 2499)] == [999, 998, 1999, 1000, 2499,
+                                                                                       2498]
+    columns = {**SHAREGPT, "columns": {**IMG, "kto_tag": "label"}}
+    entry = _write(tmp_path, "kl", KTO_KL, columns)
+    rep = _check(tmp_path, "kl", entry, stage="kto", lf_version="0.9.5")
+    assert not rep.ok and [e.kind for e in rep.errors] == ["load"]
+    err = rep.file_error
+    assert (err.record, err.field, err.kind) == (1, "messages[1].content", "load")
+    assert err.message.startswith("its KTO KL pair (this record's prompt with record 0's answer, as LLaMA-Factory "
+                                  "builds it) holds 0 <image> placeholders in that answer where this record's own "
+                                  "answer holds 1"), err.message
+    assert "LLaMA-Factory stops preprocessing (\"The number of images does not match" in err.message
+    assert err.fix.startswith("keep <image> out of the answers")
+    assert _check(tmp_path, "kl", entry, stage="kto", lf_version="0.9.2").ok
+    four = _write(tmp_path, "kl4", [*KTO_KL, KTO_KL[2]], columns)
+    err = _check(tmp_path, "kl4", four, stage="kto", lf_version="0.9.2").file_error
+    assert err is not None and err.record == 1 and "with record 2's answer" in err.message, err
+    # No placeholder in any answer (the usual data): nothing to pair wrong.
+    fine = [{**r, "messages": _turns("<image> q", "a")} for r in KTO_KL]
+    assert _check(tmp_path, "fine", _write(tmp_path, "fine", fine, columns), stage="kto", lf_version="0.9.5").ok
+    # LLaMA-Factory's own processor, batch by batch as its map runs it.
+    jobs = [{"dataset_dir": str(tmp_path), "name": name, "stage": "kto", "template": "minicpm_v"}
+            for name in ("kl", "kl4", "fine")]
+    (tmp_path / "jobs.json").write_text(json.dumps(jobs), encoding="utf-8")
+    proc = subprocess.run([training_python(), str(Path(__file__).with_name("lf_mm_counts.py")),
+                           str(tmp_path / "jobs.json")], capture_output=True, text=True, env=offline_env(),
+                          timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert [r["records"] for r in results] == [["ok"] * 3, ["ok"] * 4, ["ok"] * 3]  # each alone: fine
+    later = installed_lf_version() != "0.9.2"
+    assert results[0]["batch"].startswith("error: The number of images does not match") is later, results[0]
+    assert results[1]["batch"].startswith("error: The number of images does not match"), results[1]
+    assert results[2]["batch"] == "ok"
+
+
+def test_kto_kl_pairs_are_found_across_parallel_chunks(tmp_path):
+    """A big file is validated in parallel chunks: the answers with placeholders each chunk notes join, in record
+    order, so the pair is found at the same record as reading it whole (1500: its KL term takes 1499's answer)."""
+    rows = [{"messages": _turns("<image> q", "a"), "images": ["a.png"], "label": i % 2 == 0} for i in range(3000)]
+    rows[1500] = {"messages": _turns("q", "<image> a"), "images": ["a.png"], "label": True}
+    entry = _write(tmp_path, "big", rows, {**SHAREGPT, "columns": {**IMG, "kto_tag": "label"}})
+    found = []
+    for parallel in (None, 1):
+        err = _check(tmp_path, "big", entry, stage="kto", lf_version="0.9.5", parallel_min_bytes=parallel,
+                     workers=2).file_error
+        found.append((err.record, err.message.split(" answer,")[0]))
+    assert found == [(1500, "its KTO KL pair (this record's prompt with record 1499's")] * 2, found
+
+
 def test_an_entry_without_media_columns_is_counted_too(tmp_path, monkeypatch):
     """minicpm_v's plugin counts every record's placeholders against none: a text dataset that writes <image>
     stops it as well. Read so by ``validate --template`` and the preflight; MiniCPM's text templates ask nothing."""

@@ -147,8 +147,8 @@ def dialogs(shape: Shape, stage: str) -> Any:
     (``processor/supervised.py``, ``pairwise.py``, ``feedback.py``: ``_encode_data_example``), each a list of
     (record field, content) as the converter (``data/converter.py``) builds them: every turn but a leading system
     one (alpaca: history, prompt, query, then the answer); dpo: one list with chosen, one with rejected. KTO's
-    KL pair (this prompt with the previous record's answer, ``FeedbackDatasetProcessor.preprocess_dataset``) is
-    not built: it only differs where an answer holds a placeholder."""
+    KL pair (this prompt with another record's answer, ``FeedbackDatasetProcessor.preprocess_dataset``) is not
+    built: it only differs where an answer holds a placeholder, which ``kto_pair_problem`` checks across records."""
     pair = (shape.column("chosen") or "chosen", shape.column("rejected") or "rejected") if stage == "dpo" else ()
     if shape.style == "alpaca":
         hist, prompt, query, resp = (shape.column(k) for k in ("history", "prompt", "query", "response"))
@@ -256,6 +256,9 @@ def media_checker(check: Any, shape: Shape, stage: str = "sft") -> Any:
     fields = dict(cols)
     texts_of = dialogs(shape, stage) if counted else None
     marks = placeholders()
+    kto_pairs = stage == "kto" and texts_of is not None
+    if kto_pairs:
+        facts.setdefault(KTO_ANSWERS, [])
 
     def checked(rec: Any, idx: int, warn: Any, lens: Any) -> tuple[str, str, str, str] | None:
         measured: list[tuple[int, int]] = []
@@ -278,6 +281,12 @@ def media_checker(check: Any, shape: Shape, stage: str = "sft") -> Any:
             wrong = count_problem(rec, texts_of, counted, fields, marks, media.template)
             if wrong is not None:
                 return wrong  # counted before any file is opened
+            if kto_pairs:
+                texts = texts_of(rec)
+                where, answer = texts[0][-1] if texts and texts[0] else ("", None)
+                found = tuple(answer.count(marks[k]) if type(answer) is str else 0 for k in counted)
+                if any(found):  # the usual answer holds none: only these can break another record's KL pair
+                    facts[KTO_ANSWERS].append((idx, found, where))
         for key, f in read:
             v = rec.get(f)
             if v is None:
@@ -296,15 +305,73 @@ def media_checker(check: Any, shape: Shape, stage: str = "sft") -> Any:
     return checked
 
 
-def media_problems(shape: Shape | None, facts: dict[str, Any] | None) -> list[Issue]:
-    """The whole-load failures ``media_checker`` noted: one issue (kind "load") per media field."""
+# media_checker's fact for KTO: (record, placeholders per counted kind, field) of each kept record whose answer
+# holds placeholders, in record order (parallel chunks: shifted and joined, validate._validate_parallel).
+KTO_ANSWERS = "kto_answers"
+# LLaMA-Factory's DataArguments.preprocessing_batch_size default: the KL pairs never cross a batch.
+PREPROCESSING_BATCH = 1000
+
+
+def kl_partner(i: int, records: int, lf_version: str | None, batch: int = PREPROCESSING_BATCH) -> int:
+    """The record whose answer record ``i``'s KL term takes (``FeedbackDatasetProcessor.preprocess_dataset`` on
+    one batch of ``dataset.map``): the previous one, the batch's last for its first (0.9.3 on); the mirrored one
+    in its batch (0.9.2: the answers reversed). One preprocessing worker, the default batch size."""
+    from minicpm_tui.core.datasets.entry import version_tuple
+
+    first = i - i % batch
+    last = min(first + batch, records) - 1
+    if lf_version is not None and version_tuple(lf_version) < (0, 9, 3):
+        return first + last - i
+    return last if i == first else i - 1
+
+
+def kto_pair_problem(shape: Shape, answers: list[tuple[int, tuple[int, ...], str]], records: int) -> Issue | None:
+    """The first record whose KL pair (its prompt, another record's answer: ``kl_partner``) holds another number
+    of placeholders than its own answer, so the plugin's count fails on it and preprocessing stops; None when
+    every answer holds as many as its partner's (none, in the usual data)."""
+    from minicpm_tui.core.datasets.validate import Issue
+
+    media = shape.media or MediaReading()
+    counted = media.counted(shape.lf_version)
+    by_record = {i: (found, where) for i, found, where in answers}
+    zero = (0,) * len(counted)
+    partners = {i: kl_partner(i, records, shape.lf_version) for i in by_record}
+    candidates = sorted({*by_record, *(j for j in range(records) if kl_partner(j, records, shape.lf_version)
+                                       in by_record)}) if by_record else []
+    for i in candidates:
+        j = partners.get(i, kl_partner(i, records, shape.lf_version))
+        own, theirs = by_record.get(i, (zero, ""))[0], by_record.get(j, (zero, ""))[0]
+        if own == theirs:
+            continue
+        k = next(n for n in range(len(counted)) if own[n] != theirs[n])
+        mark, key = placeholders()[counted[k]], counted[k]
+        where = by_record.get(j, by_record.get(i, (zero, "")))[1]
+        return Issue(i, where, f"its KTO KL pair (this record's prompt with record {j}'s answer, as LLaMA-Factory "
+                     f"builds it) holds {_plural(theirs[k], mark + ' placeholder')} in "
+                     f"that answer where this record's own answer holds {own[k]}, so the {key} no longer match "
+                     f"their placeholders and LLaMA-Factory stops preprocessing (\"The number of {key} does not "
+                     f"match the number of {mark} tokens\")",
+                     f"keep {mark} out of the answers: write each one in the prompt, where the {MODALITY[key]} goes",
+                     "load")
+    return None
+
+
+def media_problems(shape: Shape | None, facts: dict[str, Any] | None, records: int = 0) -> list[Issue]:
+    """The whole-load failures ``media_checker`` noted: one issue (kind "load") per media field, and a KTO KL
+    pair whose placeholders do not match (``kto_pair_problem``)."""
     from minicpm_tui.core.datasets.validate import Issue
 
     cols = mapped_media(shape.columns or {}) if shape is not None else []
-    if not cols or not facts:
+    if shape is None or not facts:
         return []
-    media = shape.media or MediaReading()
     out = []
+    if facts.get(KTO_ANSWERS):
+        pair = kto_pair_problem(shape, facts[KTO_ANSWERS], records)
+        if pair is not None:
+            out.append(pair)
+    if not cols:
+        return out
+    media = shape.media or MediaReading()
     for key, f in cols:
         idx = facts.get(f"media_null:{f}")
         if idx is not None:

@@ -1208,7 +1208,7 @@ def _finish(report: ValidationReport, col: _Collector, layout: str, nan_seen: bo
                 from minicpm_tui.core.datasets.media import media_problems
                 from minicpm_tui.core.datasets.openai_lf import openai_problems, openai_warnings
 
-                problems += openai_problems(report.shape, scan.facts) + media_problems(report.shape, scan.facts)
+                problems += openai_problems(report.shape, scan.facts) + media_problems(report.shape, scan.facts, records)
                 report.warnings += openai_warnings(report.shape, scan.facts)
         for pr in problems:
             if report.file_error is None:
@@ -1425,7 +1425,9 @@ def _validate_parallel(p: Path, stage: str | None, fmt: str | None, progress: Pr
                     and facts["args_kind"] != chunk_facts["args_kind"]:
                 return None  # a mixed-types error across chunks: the sequential path words it
             for k, v in chunk_facts.items():
-                if isinstance(v, dict):  # the openai tool lists' struct
+                if isinstance(v, list):  # media.KTO_ANSWERS: each chunk's, in record order
+                    facts[k] = (facts[k] or []) + [(i + base_rec, *rest) for i, *rest in v]
+                elif isinstance(v, dict):  # the openai tool lists' struct
                     from minicpm_tui.core.datasets.openai_lf import merge_tool_facts
 
                     facts[k] = merge_tool_facts(facts[k], v, base_rec)
