@@ -17,6 +17,7 @@ from textual.app import App, SystemCommand
 from textual.screen import Screen
 
 from minicpm_tui.tui import keys, resume_gc
+from minicpm_tui.tui.keyhold import KeyHold
 from minicpm_tui.tui.screens.base import WizardStep
 from minicpm_tui.tui.state import WizardState, clear_draft, load_draft, save_draft
 from minicpm_tui.tui.widgets.field import Field, InTurn
@@ -57,6 +58,7 @@ class MiniCPMApp(App[int]):
         # While the saved draft is offered (or, with --runs, the wizard is not shown yet), it is not overwritten.
         self.draft_held = False
         self.user_keymap: dict[str, str] = {}
+        self.key_hold = KeyHold(self)
         # The Run step's `minicpm-tui export` subprocess while it runs (screens.run.start_export).
         self.export_process: Any = None
 
@@ -119,7 +121,12 @@ class MiniCPMApp(App[int]):
             # Esc (closing the question) must not delete the draft: it continues it.
             self.push_screen(ConfirmScreen(question, yes="Continue draft", no="Start fresh", escape=True), resume)
 
-    # -- keys sent faster than they are handled (widgets/field.py) ------------
+    # -- keys sent faster than they are handled (widgets/field.py, keyhold.py) --
+    async def on_event(self, event: events.Event) -> None:
+        if isinstance(event, events.Key) and not event.is_forwarded and self.key_hold.take(event):
+            return  # for a screen still mounting: sent again once it is
+        await super().on_event(event)
+
     async def _check_bindings(self, key: str, priority: bool = False) -> bool:
         # Textual runs a priority binding (Ctrl+N, Ctrl+Q) as the key arrives, ahead of the keys before
         # it that a focused field has not handled yet: `5 C-n` sent at once left step 5 before the 5
