@@ -113,7 +113,7 @@ async def test_a_key_after_shift_tab_from_a_list_reaches_the_field_it_led_to(no_
 async def test_keys_sent_with_next_reach_the_next_steps_field(no_draft):
     """Next pushes the step's screen at once, but that screen mounts later and focuses its first field later
     still: the keys sent with ^n went to a screen focused on nothing yet (the 9 was lost, lora_rank stayed 8).
-    They wait for it now, one by one, also across a second step change in the same burst."""
+    They wait for it now, then go on one by one."""
     app = MiniCPMApp(use_draft=False, state=demo_state())
     async with app.run_test(size=SIZE) as pilot:
         await at_step(app, pilot, 3)
@@ -122,9 +122,3 @@ async def test_keys_sent_with_next_reach_the_next_steps_field(no_draft):
         await settle(app, pilot)
         assert type(app.screen).__name__ == "HparamsScreen"
         assert app.focused is not None and app.focused.id == "hp-lora_rank" and app.focused.value == "89"
-        # Back, then two step changes in one burst: each key waits for the screen it comes after.
-        burst(app, "escape", "ctrl+n", "end", "6", "ctrl+n", "tab")
-        await settle(app, pilot)
-        assert type(app.screen).__name__ == "ReviewScreen"
-        assert app.state.hparams.get("lora_rank") == 896  # typed on step 5 before the second ^n left it
-        assert app.focused is not None and app.focused.id == "file-view"  # Tab from Review's first focus (its tree)
