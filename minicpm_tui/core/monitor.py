@@ -470,7 +470,6 @@ class RunFollower(LogPhases):
             # the checkpoint included: from this attempt's own steps instead.
             snap.remaining_s = max(0, snap.total_steps - step) * snap.elapsed_s / done
 
-
     def _hand_resumed(self, start: int, step: int) -> None:
         """A run by hand whose first trainer_log.jsonl line is at ``step``: resumed by LLaMA-Factory itself when
         train.yaml keeps overwrite_output_dir false and a checkpoint below that step is there (it continues from

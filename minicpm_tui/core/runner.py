@@ -1335,6 +1335,10 @@ def _read_entry(entry: Path) -> dict[str, Any] | None:
     return data if isinstance(data, dict) and isinstance(data.get("run_dir"), str) else None
 
 
+REGISTRY_FIX = ("make it writable, or point XDG_STATE_HOME (MINICPM_TUI_HOME overrides it) at a folder you may "
+                "write to")
+
+
 def register_run(run_dir: str | os.PathLike[str], how: str = "launched", run_tag: str | None = None) -> Path:
     """Remember a run directory on this machine (``runs`` lists it). Idempotent.
 
@@ -1354,8 +1358,7 @@ def register_run(run_dir: str | os.PathLike[str], how: str = "launched", run_tag
     except OSError as exc:
         reason = os_error(exc)
         raise UserError(f"cannot write the runs registry: {reason.message}", where=reason.where,
-                        fix="make it writable, or point XDG_STATE_HOME (MINICPM_TUI_HOME overrides it) at a folder "
-                            "you may write to") from exc
+                        fix=REGISTRY_FIX) from exc
     _forget_moved_away(run_dir, entry)
     return entry
 
@@ -1472,8 +1475,7 @@ def forget_run(raw: str | os.PathLike[str]) -> Path:
     except OSError as exc:
         reason = os_error(exc)
         raise UserError(f"cannot change the runs registry: {reason.message}", where=reason.where,
-                        fix="make it writable, or point XDG_STATE_HOME (MINICPM_TUI_HOME overrides it) at a folder "
-                            "you may write to") from exc
+                        fix=REGISTRY_FIX) from exc
     return run_dir
 
 

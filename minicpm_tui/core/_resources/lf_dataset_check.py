@@ -97,7 +97,7 @@ def agree(job: dict) -> dict:
         out.update(status="ok", kept=kept)
         if stage == "kto":
             # Records one at a time pair each KL term with the record's own answer; LLaMA-Factory's map hands
-            # the processor batches, where each record's KL term takes the previous record's answer.
+            # the processor batches, where each record's KL term takes another record's answer.
             size = data_args.preprocessing_batch_size
             try:
                 for start in range(0, len(ds), size):

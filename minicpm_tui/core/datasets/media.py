@@ -334,18 +334,17 @@ def kto_pair_problem(shape: Shape, answers: list[tuple[int, tuple[int, ...], str
     media = shape.media or MediaReading()
     counted = media.counted(shape.lf_version)
     by_record = {i: (found, where) for i, found, where in answers}
-    zero = (0,) * len(counted)
-    partners = {i: kl_partner(i, records, shape.lf_version) for i in by_record}
-    candidates = sorted({*by_record, *(j for j in range(records) if kl_partner(j, records, shape.lf_version)
-                                       in by_record)}) if by_record else []
-    for i in candidates:
-        j = partners.get(i, kl_partner(i, records, shape.lf_version))
-        own, theirs = by_record.get(i, (zero, ""))[0], by_record.get(j, (zero, ""))[0]
+    none = ((0,) * len(counted), "")
+    for i in range(records):  # in record order: the first record that stops the preprocessing
+        j = kl_partner(i, records, shape.lf_version)
+        if i not in by_record and j not in by_record:
+            continue  # neither answer holds a placeholder: the usual record
+        (own, _), (theirs, where) = by_record.get(i, none), by_record.get(j, none)
         if own == theirs:
             continue
         k = next(n for n in range(len(counted)) if own[n] != theirs[n])
         mark, key = placeholders()[counted[k]], counted[k]
-        where = by_record.get(j, by_record.get(i, (zero, "")))[1]
+        where = where or by_record[i][1]
         return Issue(i, where, f"its KTO KL pair (this record's prompt with record {j}'s answer, as LLaMA-Factory "
                      f"builds it) holds {_plural(theirs[k], mark + ' placeholder')} in "
                      f"that answer where this record's own answer holds {own[k]}, so the {key} no longer match "

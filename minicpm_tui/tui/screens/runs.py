@@ -71,9 +71,10 @@ class RunsScreen(Screen):
             self.post_message(self.Listed([], one_line(exc)))
 
     def on_runs_screen_listed(self, message: Listed) -> None:
-        if not self.query(DataTable):
+        tables = self.query(DataTable)
+        if not tables:
             return  # listed after the screen closed
-        table = self.query_one(DataTable)
+        table = tables.first()
         table.clear()
         self.notes = {}
         for run in message.runs:
@@ -95,8 +96,7 @@ class RunsScreen(Screen):
 
     def show_note(self) -> None:
         """The selected run's note (wrapped under the table), else the list's own message."""
-        table = self.query_one(DataTable)
-        note = self.notes.get(self.selected() or "", "") if table.row_count else ""
+        note = self.notes.get(self.selected() or "", "")
         self.query_one("#runs-note", Static).update(f"* {note}" if note else self.error)
 
     def row_count(self) -> int:
